@@ -67,9 +67,12 @@ from pathlib import Path
 import numpy as np
 
 ATTACKS = ("sign_flip", "scaling", "gaussian", "zero", "data_poisoning", "alie", "ipm", "min_max")
-STRATEGIES = ("fedavg", "krum", "multikrum", "fedmedian", "fedtrimmedavg", "bulyan", "trust", "flag", "robust")
-OURS = ("trust", "flag", "robust")
-FLAGGING = ("flag", "robust")  # trust only flags invalid updates: it down-weights instead
+STRATEGIES = ("fedavg", "krum", "multikrum", "fedmedian", "fedtrimmedavg", "bulyan", "trust", "flag", "robust",
+              "secure-robust")
+DEFAULT_STRATEGIES = STRATEGIES[:-1]  # secure-robust has its own bench (bench/secure_robust.py)
+OURS = ("trust", "flag", "robust", "secure-robust")
+FLAGGING = ("flag", "robust", "secure-robust")  # trust only flags invalid updates: it down-weights instead
+SECURE_KEY_BITS = 2048  # the layout (slots per block) of a 2048-bit key, as fedad keygen makes by default
 CLEAN = "none"
 N_CLIENTS, N_MALICIOUS = 10, 3
 TRIM_BETA = 0.3
@@ -133,12 +136,13 @@ class StrategyState:
     fn: int = 0
     malicious_weight: list[float] = field(default_factory=list)
     stalled_rounds: int = 0
+    secure: dict = field(default_factory=dict)  # secure-robust: sketch rows, clip, bits, rng
 
     @classmethod
-    def new(cls, name: str, quarantine_after: int) -> "StrategyState":
+    def new(cls, name: str, quarantine_after: int, secure: dict | None = None) -> "StrategyState":
         from fedad.server.robust import Quarantine, TrustHistory
 
-        return cls(name, TrustHistory(), Quarantine(max_flags=quarantine_after))
+        return cls(name, TrustHistory(), Quarantine(max_flags=quarantine_after), secure=dict(secure or {}))
 
 
 def aggregate(state: StrategyState, rnd: int, global_w: list[np.ndarray], names: list[str],
@@ -167,9 +171,13 @@ def aggregate(state: StrategyState, rnd: int, global_w: list[np.ndarray], names:
 
     dim = int(sum(w.size for w in global_w))
     updates = [compute_update(w, global_w) for w, _, _ in results]
-    res = aggregate_round(s, names, updates, [float(n) for _, n, _ in results], dim=dim,
-                          embeddings=None if s == "flag" else [e for _, _, e in results],
-                          history=state.history, quarantine=state.quarantine)
+    if s == "secure-robust":
+        total, res = secure_round(state, names, updates, results, dim)
+    else:
+        res = aggregate_round(s, names, updates, [float(n) for _, n, _ in results], dim=dim,
+                              embeddings=None if s == "flag" else [e for _, _, e in results],
+                              history=state.history, quarantine=state.quarantine)
+        total = res.update
     if rnd >= 2:
         caught = res.flagged | (state.quarantine.quarantined & set(names)) if s in FLAGGING else set()
         present = malicious & set(names)
@@ -180,7 +188,21 @@ def aggregate(state: StrategyState, rnd: int, global_w: list[np.ndarray], names:
     if not res.kept:  # the server would stop the run here (no usable update); keep the model instead
         state.stalled_rounds += 1
         return global_w
-    return apply_update(global_w, res.update)
+    return apply_update(global_w, total)
+
+
+def secure_round(state: StrategyState, names: list[str], updates: list[np.ndarray], results: list, dim: int):
+    """secure-robust on the quantized integers (exactly what its decryptions return; see
+    ``fedad.server.secure_robust.simulate_round``): the aggregator sees m sketch rows and one embedding each."""
+    from fedad.common.crypto.sketch import secure_layout
+    from fedad.server.secure_robust import WEIGHT_TOTAL, simulate_round
+
+    opts = state.secure
+    layout = secure_layout(SECURE_KEY_BITS, opts["bits"], dim, WEIGHT_TOTAL)
+    rng = opts["rng"]
+    return simulate_round("robust", names, updates, [float(n) for _, n, _ in results], [e for _, _, e in results],
+                          clip=opts["clip"], bits=opts["bits"], layout=layout, rows=opts["rows"],
+                          seed=rng.bytes(32), history=state.history, quarantine=state.quarantine, rng=rng)
 
 
 # ----------------------------------------------------------------------------------------------- runs
@@ -280,7 +302,9 @@ def run_one(setup: Setup, attack: str, strategy: str, args, honest_names: set[st
     """One federation of ``args.rounds`` rounds with one strategy; returns its row (without the drop)."""
     t0 = time.perf_counter()
     malicious = set(setup.runners)
-    state = StrategyState.new(strategy, args.quarantine_after)
+    secure = {"rows": getattr(args, "sketch_rows", 8), "clip": getattr(args, "update_clip", 0.5),
+              "bits": getattr(args, "secure_bits", 16), "rng": np.random.default_rng([args.seed, 7])}
+    state = StrategyState.new(strategy, args.quarantine_after, secure)
     global_w = setup.initial
     with tempfile.TemporaryDirectory(prefix="fedad-collusion-") as collusion_dir:
         for rnd in range(1, args.rounds + 1):
@@ -357,7 +381,8 @@ def run_bench(args) -> list[dict]:
                    "--strategies", *args.strategies, "--rounds", str(args.rounds), "--local-epochs",
                    str(args.local_epochs), "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--records",
                    str(args.records), "--quarantine-after", str(args.quarantine_after), "--seed", str(args.seed),
-                   "--threads", str(args.threads), "--scaling", args.scaling]
+                   "--threads", str(args.threads), "--scaling", args.scaling,
+                   "--sketch-rows", str(args.sketch_rows), "--update-clip", str(args.update_clip)]
             if args.data:
                 cmd += ["--data", args.data]
             procs.append((subprocess.Popen(cmd), out))
@@ -425,7 +450,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--attacks", nargs="+", default=list(ATTACKS), choices=ATTACKS,
                    help="attacks to run (the clean run is always added)")
-    p.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES, help="strategies")
+    p.add_argument("--strategies", nargs="+", default=list(DEFAULT_STRATEGIES), choices=STRATEGIES,
+                   help="strategies (secure-robust: simulated on the quantized integers its decryptions return)")
+    p.add_argument("--sketch-rows", type=int, default=8, help="secure-robust: sketch rows m per client")
+    p.add_argument("--update-clip", type=float, default=0.5, help="secure-robust: updates clipped to [-R, R]")
     p.add_argument("--rounds", type=int, default=8, help="training rounds per federation")
     p.add_argument("--local-epochs", type=int, default=2, help="local epochs per round")
     p.add_argument("--batch-size", type=int, default=256, help="local batch size")

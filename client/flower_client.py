@@ -31,7 +31,9 @@ class FedadClient(flwr.client.NumPyClient):
     """Answers the server's phases: stats, fit, val, threshold, test (and refused).
 
     In Paillier mode (``secure``) statistics, histograms and weights leave encrypted, and the global model
-    and sums arrive encrypted; only this client's private key opens them.
+    and sums arrive encrypted; only this client's private key opens them. Under secure-robust statistics,
+    histograms, updates and embeddings leave encrypted under the public key; model and threshold arrive
+    in plaintext.
     """
 
     def __init__(self, site: Site, name: str, log: logging.Logger, attack=None, secure=None, model_out=None):
@@ -45,12 +47,14 @@ class FedadClient(flwr.client.NumPyClient):
         raw = config["spec"]
         spec = FederationSpec.from_dict(decode_json(raw))
         self.site.configure(spec, hashlib.sha256(raw.encode()).hexdigest())
-        if config.get("secure") and self.secure is None:
-            raise FedadError("the server runs encrypted aggregation (paillier): start this node with --private-key")
+        mode = config.get("secure")
+        if mode and self.secure is None:
+            flag = "--private-key private.key" if mode == "paillier" else "--public-key public.key"
+            raise FedadError(f"the server runs encrypted aggregation ({mode}): start this node with {flag}")
         if self.secure is not None:
-            if config.get("secure") != "paillier":
-                raise FedadError("this node was given --private-key but the server does not encrypt; refusing to "
-                                 "send plaintext updates")
+            if mode != self.secure.mode:
+                raise FedadError(f"this node is set up for {self.secure.mode} but the server runs "
+                                 f"{mode or 'plaintext aggregation'}; refusing to send its update")
             self.secure.check(config)
         key = config.get("scaler") or config.get("scaler_enc")
         if spec.scaling == "site":  # this node's own statistics; the federation's sums are not needed
@@ -100,14 +104,23 @@ class FedadClient(flwr.client.NumPyClient):
             return [], stats.count, metrics
         rnd = int(config.get("round", 0))
         global_weights = self._global(parameters, config)
+        sealed = self.secure is not None and self.secure.mode == "secure-robust"
+        if sealed:  # obfuscators are computed in a worker process while the model trains
+            self.secure.prepare(config, int(sum(w.size for w in global_weights)))
         out = self.site.train(global_weights, int(config.get("epochs", spec.local_epochs)), spec.seed * 1000 + rnd)
         weights, examples = out["weights"], out["examples"]
         if self.attack is not None:
             weights, examples = self.attack.apply(rnd, global_weights, weights, examples, self.log)
         metrics = {"name": self.name, "train_loss": out["train_loss"], "seconds": out["seconds"]}
         if config.get("want_embedding"):
-            metrics["embedding"] = encode_array(self.site.mean_embedding(global_weights))
-        if self.secure is not None:
+            embedding = self.site.mean_embedding(global_weights)
+            if sealed:
+                metrics["embedding_enc"] = self.secure.encrypt_embedding(embedding)
+            else:
+                metrics["embedding"] = encode_array(embedding)
+        if sealed:
+            weights = [self.secure.encrypt_update(weights, global_weights, config)]
+        elif self.secure is not None:
             weights = [self.secure.encrypt_weights(weights, config)]
         self.log.info("round %d: trained on %d samples, loss %.5f, %.2f s", rnd, out["examples"],
                       out["train_loss"], out["seconds"])

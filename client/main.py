@@ -45,6 +45,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--private-key", default=None, metavar="FILE",
                    help="Paillier private.key (fedad keygen) for a server running --strategy paillier; "
                    "only clients ever hold it")
+    p.add_argument("--public-key", default=None, metavar="FILE",
+                   help="Paillier public.key for a server running --strategy secure-robust: this node encrypts "
+                   "its update, embedding and histogram and can decrypt nothing")
     from fedad.client.attacks.registry import ATTACK_NAMES
 
     p.add_argument("--attack", default=None, choices=ATTACK_NAMES, type=lambda s: s.replace("-", "_"),
@@ -64,6 +67,8 @@ def run(args) -> int:
 
     if not args.data:
         raise FedadError("--data is required: the path of this node's shard")
+    if args.private_key and args.public_key:
+        raise FedadError("give --private-key (strategy paillier) or --public-key (strategy secure-robust), not both")
     name = args.name or Path(args.data).stem
     log = setup_logging(f"client {name}")
     from fedad.server.transport import ServerUnreachable, configure_flower_logging, connect
@@ -91,6 +96,12 @@ def run(args) -> int:
     log.info("loaded %d rows x %d features from %s (device %s); connecting to %s", len(data.X), data.X.shape[1],
              args.data, site.device, args.server)
     secure = None
+    if args.public_key:
+        from fedad.client.secure import PublicKeyClient
+
+        secure = PublicKeyClient(args.public_key)
+        log.info("secure-robust mode: updates, embeddings and histograms leave this node encrypted (key %s)",
+                 secure.fingerprint)
     if args.private_key:
         from fedad.client.secure import SecureClient
 

@@ -1,10 +1,21 @@
-"""A client's side of Paillier mode: encrypt what it sends, decrypt the aggregates the server returns."""
+"""A client's side of the encrypted strategies.
+
+``SecureClient`` (--strategy paillier): holds the private key, encrypts what it sends and decrypts the
+aggregates the server returns. ``PublicKeyClient`` (--strategy secure-robust): holds only the public key,
+encrypts its update (new weights minus the global ones), its mean embedding and its histogram; the global
+model and the threshold come back in plaintext after the key holder's blind decryption.
+"""
 from __future__ import annotations
 
 import numpy as np
 
+from fedad.common.crypto.codec import encode_message
 from fedad.common.crypto.decryptor import LocalDecryptor
-from fedad.common.crypto.keys import key_fingerprint, load_private_key
+from fedad.common.crypto.embedding import embedding_layout, quantize_embedding
+from fedad.common.crypto.encryption import encrypt_blocks
+from fedad.common.crypto.keys import key_fingerprint, load_private_key, load_public_key
+from fedad.common.crypto.obfuscation import ObfuscatorReserve
+from fedad.common.crypto.packing import SlotLayout, pack, quantize
 from fedad.common.crypto.statistics import (decrypt_counts, decrypt_fixed_point, encrypt_counts,
                                             encrypt_fixed_point)
 from fedad.common.crypto.update import decrypt_mean, encrypt_update, slot_layout
@@ -15,6 +26,8 @@ from fedad.common.preprocessing import ScalerStats
 class SecureClient:
     """Holds the private key (clients only) and speaks the encrypted formats of the paillier strategy."""
 
+    mode = "paillier"
+
     def __init__(self, private_key_path: str):
         self.private_key = load_private_key(private_key_path)
         self.public_key = self.private_key.public_key
@@ -23,9 +36,7 @@ class SecureClient:
 
     def check(self, config: dict) -> None:
         """Refuse a run under another key than ours."""
-        if config.get("key") != self.fingerprint:
-            raise FedadError(f"the server's public key ({config.get('key')}) does not match this node's private "
-                             f"key ({self.fingerprint}); use the key pair of this plant")
+        _check_key(config, self.fingerprint)
 
     # scaler statistics: count, sum, sum of squares (min/max are not additive, so not sent)
     def encrypt_stats(self, stats: ScalerStats) -> bytes:
@@ -56,3 +67,55 @@ class SecureClient:
 
     def decrypt_histogram(self, data: bytes, config: dict, n_bins: int) -> np.ndarray:
         return decrypt_counts(self.decryptor, data, int(config["max_clients"]), n_bins)
+
+
+def _check_key(config: dict, fingerprint: str) -> None:
+    """Refuse a run under another key than this node's."""
+    if config.get("key") != fingerprint:
+        raise FedadError(f"the server's public key ({config.get('key')}) does not match this node's key "
+                         f"({fingerprint}); use the key of this plant")
+
+
+class PublicKeyClient:
+    """secure-robust: encrypts with the plant's public key only; this node can decrypt nothing."""
+
+    mode = "secure-robust"
+
+    def __init__(self, public_key_path: str):
+        self.public_key = load_public_key(public_key_path)
+        self.fingerprint = key_fingerprint(self.public_key)
+        self.reserve = ObfuscatorReserve(self.public_key)
+        self.rng = np.random.default_rng()  # stochastic rounding: fresh OS entropy
+
+    def check(self, config: dict) -> None:
+        _check_key(config, self.fingerprint)
+
+    def layout(self, config: dict) -> SlotLayout:
+        return SlotLayout(int(config["bits"]), int(config["headroom"]), self.public_key.n.bit_length())
+
+    def prepare(self, config: dict, n_values: int) -> None:
+        """Start computing this round's obfuscators in a worker process while the model trains."""
+        self.reserve.refill(self.layout(config).blocks_for(n_values) + 1)
+
+    def _encrypt(self, q: np.ndarray, layout: SlotLayout) -> bytes:
+        blocks = pack(q, layout)
+        cts = encrypt_blocks(self.public_key, blocks, obfuscators=self.reserve.take(len(blocks)))
+        return encode_message(self.public_key, cts, layout, q.size)
+
+    def encrypt_update(self, weights: list[np.ndarray], global_weights: list[np.ndarray], config: dict) -> np.ndarray:
+        """The update (weights - global), clipped to [-clip, clip], quantized (stochastic), packed, encrypted."""
+        update = np.concatenate([(np.asarray(w, np.float64) - np.asarray(g, np.float64)).ravel()
+                                 for w, g in zip(weights, global_weights)])
+        q, _ = quantize(update, float(config["clip"]), int(config["bits"]), self.rng)
+        return np.frombuffer(self._encrypt(q, self.layout(config)), dtype=np.uint8)
+
+    def encrypt_embedding(self, embedding: np.ndarray) -> bytes:
+        """The L2-normalised mean embedding, quantized in [-1, 1] and encrypted (one block)."""
+        q = quantize_embedding(embedding, self.rng)
+        return self._encrypt(q, embedding_layout(self.public_key.n.bit_length()))
+
+    def encrypt_stats(self, stats: ScalerStats) -> bytes:
+        return encrypt_fixed_point(self.public_key, np.concatenate([[stats.count], stats.sum, stats.sumsq]))
+
+    def encrypt_histogram(self, counts: np.ndarray, config: dict) -> bytes:
+        return encrypt_counts(self.public_key, counts, int(config["max_clients"]))

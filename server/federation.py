@@ -63,6 +63,7 @@ class FedadServer(Server):
         self.result: dict = {}
         self.admitted: set[str] = set()  # Flower cids whose features were checked
         self.encrypted = bool(getattr(strategy, "encrypted", False))  # Paillier: sums stay ciphertexts here
+        self.blind = bool(getattr(strategy, "plaintext_model", False))  # secure-robust: blind-decrypted aggregates
         strategy.fit_config = self._fit_config
         strategy.evaluate_config = lambda r: self._config("val", r)
 
@@ -239,7 +240,12 @@ class FedadServer(Server):
             if not msgs:
                 raise FederationFailed("no client sent validation scores for the threshold")
             hist_sum = sum_counts(self.strategy.public_key, msgs, self.strategy.max_clients, N_BINS)
-            ins = EvaluateIns(self.parameters, self._config("test", rnd, hist_sum_enc=hist_sum))
+            if self.blind:  # secure-robust: the key holder blind-decrypts the sum, the server sets the threshold
+                counts = self.strategy.decrypt_histogram(hist_sum, rnd + 1, len(msgs), N_BINS)
+                threshold = global_threshold(counts, self.spec.threshold_quantile)
+                ins = EvaluateIns(self.parameters, self._config("test", rnd, threshold=threshold))
+            else:
+                ins = EvaluateIns(self.parameters, self._config("test", rnd, hist_sum_enc=hist_sum))
         else:
             counts = np.zeros(N_BINS, dtype=np.int64)
             for _, res in results:
@@ -266,7 +272,7 @@ class FedadServer(Server):
         metrics = metrics_from_counts(tp, fp, tn, fn, pos, neg) if (tp + fp + tn + fn) else {}
         self.score_histograms = (pos, neg)
         metrics["per_client"] = per_client
-        if self.encrypted:
+        if self.encrypted and not self.blind:
             if not thresholds or max(thresholds) != min(thresholds):
                 raise FederationFailed(f"clients disagree on the decrypted threshold: {sorted(set(thresholds))}")
             threshold = thresholds[0]

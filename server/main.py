@@ -19,7 +19,7 @@ from pathlib import Path
 from fedad.common.config import ArgumentParser, HelpFormatter, add_config_option, parse_args, run_cli
 from fedad.common.errors import FedadError
 
-STRATEGIES = ("fedavg", "paillier", "trust", "flag", "robust")
+STRATEGIES = ("fedavg", "paillier", "trust", "flag", "robust", "secure-robust")
 MODELS = ("dense", "lstm", "gru", "cnn", "vae")
 
 
@@ -46,6 +46,16 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--paillier-bits", type=int, default=16, help="quantization bits per value under Paillier")
     p.add_argument("--paillier-clip", type=float, default=4.0,
                    help="Paillier: model weights are clipped to [-R, R] before quantization (error <= R/(2^bits-1))")
+    p.add_argument("--keyholder", default=None, metavar="HOST:PORT",
+                   help="secure-robust: address of fedad-keyholder, the only holder of the private key")
+    p.add_argument("--keyholder-certificates", nargs=3, metavar=("CA", "CERT", "KEY"), default=None,
+                   help="secure-robust: mutual TLS to the key holder: the CA that signed its certificate, and this "
+                   "aggregator's certificate and key (the one the key holder pins)")
+    p.add_argument("--sketch-rows", type=int, default=8,
+                   help="secure-robust: sketch rows m decrypted per client per round (more rows: closer to the "
+                   "plaintext scores, more leakage: m x slots numbers per client)")
+    p.add_argument("--update-clip", type=float, default=0.5,
+                   help="secure-robust: each update value is clipped to [-R, R] before quantization")
     p.add_argument("--model", default="dense", choices=MODELS, help="autoencoder every client trains")
     p.add_argument("--window", type=int, default=None, help="window length for sequence models (model default)")
     p.add_argument("--local-epochs", type=int, default=2, help="local epochs per round on each client")
@@ -85,6 +95,20 @@ def build_strategy(args):
 
         return PaillierFedAvg(public_key=load_public_key(args.public_key), bits=args.paillier_bits,
                               clip=args.paillier_clip, fit_config=noop, evaluate_config=noop)
+    if args.strategy == "secure-robust":
+        from fedad.common.crypto.keys import load_public_key
+        from fedad.server.keyholder_client import BlindDecryptor, KeyHolderClient
+        from fedad.server.robust import FlagConfig
+        from fedad.server.strategies.secure_robust import SecureRobust
+        from fedad.server.transport import read_certificates
+
+        public_key = load_public_key(args.public_key)
+        certs = read_certificates(*args.keyholder_certificates) if args.keyholder_certificates else None
+        decryptor = BlindDecryptor(public_key, KeyHolderClient(args.keyholder, certs))
+        return SecureRobust(public_key=public_key, decryptor=decryptor, sketch_rows=args.sketch_rows,
+                            bits=args.paillier_bits, clip=args.update_clip, malicious=tuple(args.malicious),
+                            quarantine_after=args.quarantine_after, flag_config=FlagConfig(z_threshold=args.flag_z),
+                            fit_config=noop, evaluate_config=noop)
     if args.strategy in ("trust", "flag", "robust"):
         from fedad.server.robust import FlagConfig
         from fedad.server.strategies.flag import Flag
@@ -106,13 +130,25 @@ def check_args(args) -> None:
         raise FedadError("--min-clients must be at least 1")
     if not 0 < args.threshold_quantile < 1:
         raise FedadError("--threshold-quantile must be between 0 and 1")
-    if args.strategy == "paillier":
+    if args.strategy in ("paillier", "secure-robust"):
         if not args.public_key:
-            raise FedadError("--strategy paillier needs --public-key public.key (make one with fedad keygen)")
+            raise FedadError(f"--strategy {args.strategy} needs --public-key public.key (make one with fedad keygen)")
         if args.scaler != "standard":
-            raise FedadError("--strategy paillier supports --scaler standard only (min/max are not additive)")
+            raise FedadError(f"--strategy {args.strategy} supports --scaler standard only (min/max are not additive)")
     elif args.public_key:
-        raise FedadError("--public-key is only used with --strategy paillier")
+        raise FedadError("--public-key is only used with --strategy paillier or secure-robust")
+    if args.strategy == "secure-robust":
+        if not args.keyholder:
+            raise FedadError("--strategy secure-robust needs --keyholder HOST:PORT (a running fedad-keyholder)")
+        if args.scaling != "site":
+            raise FedadError("--strategy secure-robust supports --scaling site only (no node holds a private key "
+                             "to open merged statistics)")
+        if args.sketch_rows < 1:
+            raise FedadError("--sketch-rows must be at least 1")
+        if not args.update_clip > 0:
+            raise FedadError("--update-clip must be positive")
+    elif args.keyholder or args.keyholder_certificates:
+        raise FedadError("--keyholder and --keyholder-certificates are only used with --strategy secure-robust")
     if args.resume and not (Path(args.out) / "checkpoint" / "state.json").is_file():
         raise FedadError(f"--resume: no checkpoint in {args.out}/checkpoint")
 
@@ -146,6 +182,9 @@ def run(args) -> int:
     check_args(args)
     log = setup_logging("server")
     strategy = build_strategy(args)  # loads and checks keys before anything listens
+    if args.strategy == "secure-robust":
+        log.info("waiting for the key holder at %s", args.keyholder)
+        strategy.decryptor.client.wait_ready(args.wait_timeout)
     import numpy as np
     from flwr.common import parameters_to_ndarrays
 
@@ -173,7 +212,7 @@ def run(args) -> int:
         print("fedad-server: error: the run ended before its last round", file=sys.stderr)
         return 1
     model_dir = None
-    if not server.encrypted:  # under Paillier the plaintext model exists only on the clients
+    if not server.encrypted or server.blind:  # under paillier the plaintext model exists only on the clients
         weights = parameters_to_ndarrays(server.parameters)
         np.savez(out / "global_weights.npz", *weights)
         if server.spec.scaling == "global":  # with site scaling each node pairs the weights with its own scaler

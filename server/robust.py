@@ -455,7 +455,7 @@ def _num(x) -> float | None:
 def _empty_record(name: str, num_examples: float) -> dict:
     keys = ("distance", "cosine", "norm_ratio", "norm", "spread", "closeness", "z_distance", "z_cosine", "z_norm",
             "z_spread",
-            "embedding_trust", "direction_trust", "history")
+            "embedding_trust", "direction_trust", "history", "rescale")
     return {"client": name, "num_examples": num_examples, **{k: None for k in keys},
             "weight": 0.0, "flagged": False, "excluded": True, "reason": None}
 
@@ -580,8 +580,11 @@ def _trust_aggregate(matrix: np.ndarray, counts: np.ndarray, records: list[dict]
         names = [r["client"] for r in records]
         hist = history.update(names, relative_trust(round_trust))
     weights = trust_weights(direction, emb, hist, counts, config.sample_cap)
-    rescaled = rescale_updates(matrix, reference_norm(matrix, reference, config.norm_reference))
+    target = reference_norm(matrix, reference, config.norm_reference)
+    rescaled = rescale_updates(matrix, target)
+    norms = np.linalg.norm(matrix, axis=1)
     for j, r in enumerate(records):
+        r["rescale"] = float(target / norms[j]) if norms[j] > 0.0 else 0.0  # update j enters as rescale x itself
         r["direction_trust"] = _num(direction[j])
         r["embedding_trust"] = None if emb is None else _num(emb[j])
         r["history"] = None if hist is None else _num(hist[j])

@@ -21,6 +21,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--host", action="append", default=None,
                         help="host name or IP the server is reached at (repeatable; default: localhost, "
                         "127.0.0.1, server)")
+    parser.add_argument("--client", action="append", default=None, metavar="NAME",
+                        help="also write NAME.pem and NAME.key: a CA-signed client certificate for mutual TLS "
+                        "(e.g. --client aggregator: fedad-server presents it to fedad-keyholder, which pins it)")
     parser.add_argument("--days", type=int, default=365, help="validity in days")
     parser.add_argument("--force", action="store_true", help="overwrite existing files")
 
@@ -41,8 +44,9 @@ def _san(host: str):
         return x509.DNSName(host)
 
 
-def make_certificates(out: Path, hosts: list[str], days: int = 365) -> dict[str, Path]:
-    """Create a CA and a CA-signed server certificate for ``hosts``; returns the written paths."""
+def make_certificates(out: Path, hosts: list[str], days: int = 365, clients: list[str] = ()) -> dict[str, Path]:
+    """Create a CA, a CA-signed server certificate for ``hosts`` and one client certificate per name in
+    ``clients`` (NAME.pem, NAME.key); returns the written paths."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -62,12 +66,26 @@ def make_certificates(out: Path, hosts: list[str], days: int = 365) -> dict[str,
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .sign(ca_key, hashes.SHA256()))
 
+    client_certs = {}
+    for name in clients:
+        ckey = ec.generate_private_key(ec.SECP256R1())
+        ccert = (x509.CertificateBuilder().subject_name(_name(name)).issuer_name(ca.subject)
+                 .public_key(ckey.public_key()).serial_number(x509.random_serial_number())
+                 .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
+                 .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                 .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+                 .sign(ca_key, hashes.SHA256()))
+        client_certs[name] = (ccert, ckey)
+
     def pem_key(k) -> bytes:
         return k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                serialization.NoEncryption())
 
     blobs = {"ca.pem": ca.public_bytes(serialization.Encoding.PEM), "ca.key": pem_key(ca_key),
              "server.pem": cert.public_bytes(serialization.Encoding.PEM), "server.key": pem_key(key)}
+    for name, (ccert, ckey) in client_certs.items():
+        blobs[f"{name}.pem"] = ccert.public_bytes(serialization.Encoding.PEM)
+        blobs[f"{name}.key"] = pem_key(ckey)
     out.mkdir(parents=True, exist_ok=True)
     paths = {}
     for name, blob in blobs.items():
@@ -82,12 +100,17 @@ def make_certificates(out: Path, hosts: list[str], days: int = 365) -> dict[str,
 
 def run(args) -> int:
     out = Path(args.out)
-    existing = [f for f in FILES if (out / f).exists()]
+    clients = args.client or []
+    for name in clients:
+        if not name or not name.replace("-", "").replace("_", "").isalnum() or name in ("ca", "server"):
+            raise FedadError(f"--client {name!r}: use letters, digits, - and _ (not ca or server)")
+    existing = [f for f in (*FILES, *(f"{c}.{e}" for c in clients for e in ("pem", "key"))) if (out / f).exists()]
     if existing and not args.force:
         raise FedadError(f"{out} already holds {', '.join(existing)}; use --force to replace them")
     if args.days < 1:
         raise FedadError("--days must be at least 1")
     hosts = args.host or ["localhost", "127.0.0.1", "server"]
-    make_certificates(out, hosts, args.days)
-    print(f"wrote {out}/ca.pem, ca.key, server.pem, server.key for {', '.join(hosts)}")
+    make_certificates(out, hosts, args.days, clients)
+    extra = "".join(f", {c}.pem, {c}.key" for c in clients)
+    print(f"wrote {out}/ca.pem, ca.key, server.pem, server.key{extra} for {', '.join(hosts)}")
     return 0

@@ -1,0 +1,165 @@
+"""``secure-robust``: flag and trust-weight updates the aggregator cannot read (Paillier + blind decryption).
+
+Clients send packed ciphertexts of their quantized updates and embeddings under the plant's public key.
+Per round the aggregator draws a fresh public seed, computes m sketch rows per client homomorphically, has
+them and the embeddings blind-decrypted by fedad-keyholder, scores and flags the clients on the sketches
+(``fedad.server.secure_robust``), forms the encrypted weighted sum of the kept clients with integer
+exponents and has only that aggregate blind-decrypted. It never holds the private key.
+"""
+from __future__ import annotations
+
+import secrets
+
+import numpy as np
+from flwr.common import FitIns, Parameters, Scalar, ndarrays_to_parameters
+
+from fedad.common.crypto.codec import decode_message
+from fedad.common.crypto.embedding import dequantize_embedding, embedding_layout
+from fedad.common.crypto.encryption import weighted_sum
+from fedad.common.crypto.keys import key_fingerprint
+from fedad.common.crypto.packing import unpack
+from fedad.common.crypto.sketch import SketchPlan, decode_sketch, leakage, secure_layout, sketch_ciphertexts
+from fedad.common.crypto.statistics import decrypt_counts
+from fedad.common.crypto.update import decrypt_mean
+from fedad.server.aggregation import apply_update, flatten
+from fedad.server.robust import flag_precision_recall
+from fedad.server.secure_robust import (WEIGHT_TOTAL, coefficients, integer_coefficients, score_sketches,
+                                        sketch_vector, update_from_mean)
+from fedad.server.strategies.base import client_name
+from fedad.server.strategies.paillier import message_from_parameters
+from fedad.server.strategies.robust_base import RobustStrategy
+
+
+class SecureRobust(RobustStrategy):
+    """``robust`` (flag, then trust-weight) on sketches of encrypted updates; decryptions go through ``decryptor``."""
+
+    mode = "robust"
+    encrypted = True
+    plaintext_model = True  # the aggregate is decrypted (blindly): the global model is plaintext
+
+    def __init__(self, *, public_key, decryptor, sketch_rows: int = 8, bits: int = 16, clip: float = 0.5,
+                 **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.public_key, self.decryptor = public_key, decryptor
+        self.fingerprint = key_fingerprint(public_key)
+        self.rows, self.bits, self.clip = int(sketch_rows), int(bits), float(clip)
+        self.n_values: int | None = None  # set by the server from the initial model
+        self.max_clients = 1
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return "secure-robust"
+
+    @property
+    def layout(self):
+        return secure_layout(self.public_key.n.bit_length(), self.bits, self.n_values, WEIGHT_TOTAL)
+
+    def secure_config(self) -> dict[str, Scalar]:
+        """What clients need to encrypt: key, quantization, slot headroom; the histogram's client bound."""
+        cfg: dict[str, Scalar] = {"secure": "secure-robust", "key": self.fingerprint, "bits": self.bits,
+                                  "clip": self.clip, "max_clients": self.max_clients}
+        if self.n_values is not None:
+            cfg["headroom"] = self.layout.headroom_bits
+        return cfg
+
+    def configure_fit(self, server_round: int, parameters: Parameters, client_manager):
+        instructions = super().configure_fit(server_round, parameters, client_manager)
+        self.max_clients = max(1, len(instructions))
+        ins = FitIns(parameters, self.fit_config(server_round))  # rebuilt: the config names max_clients
+        # blinding needs one obfuscator per decrypted block: compute them while the clients train
+        self.decryptor.reserve.refill(self.max_clients * (self.rows + 1) + self.layout.blocks_for(self.n_values))
+        return [(c, ins) for c, _ in instructions]
+
+    def _decode(self, res, layout) -> tuple[list[int], list[int] | None]:
+        """(update ciphertexts, embedding ciphertexts or None); ValueError on anything malformed."""
+        cts, _, _ = decode_message(self.public_key, message_from_parameters(res.parameters), expected_layout=layout,
+                                   expected_count=self.n_values)
+        if res.num_examples <= 0:
+            raise ValueError(f"claims {res.num_examples} examples")
+        emb = (res.metrics or {}).get("embedding_enc")
+        if emb is None:
+            return cts, None
+        emb_cts, _, count = decode_message(self.public_key, emb, expected_layout=embedding_layout(layout.key_bits))
+        if len(emb_cts) != 1:
+            raise ValueError(f"the embedding spans {len(emb_cts)} blocks, at most 1 is accepted")
+        return cts, emb_cts
+
+    def aggregate_fit(self, server_round: int, results, failures) -> tuple[Parameters | None, dict[str, Scalar]]:
+        layout = self.layout
+        n_blocks = layout.blocks_for(self.n_values)
+        names, counts, blocks, emb_blocks, rejected = [], [], [], [], {}
+        for proxy, res in results:
+            name = client_name(res, proxy)
+            self.names[proxy.cid] = name
+            names.append(name)
+            counts.append(float(res.num_examples))
+            try:
+                cts, emb = self._decode(res, layout)
+            except Exception as exc:  # noqa: BLE001 - anything a peer sends wrong rejects that peer only
+                rejected[name], cts, emb = f"bad encrypted update: {exc}", None, None
+            blocks.append(cts)
+            emb_blocks.append(emb)
+        self.last_rejections = dict(rejected)
+        if not names:
+            return None, {}
+        # only clients that are neither rejected nor quarantined are sketched (and charged to the key holder)
+        live = [i for i, n in enumerate(names) if blocks[i] is not None and not self.quarantine.is_quarantined(n)]
+        plan = SketchPlan.draw(secrets.token_bytes(32), n_blocks, self.rows)  # drawn after every ciphertext is in
+        dim = self.rows * layout.slots_per_block
+        sketches: list[np.ndarray | None] = [None if b is None else np.zeros(dim) for b in blocks]
+        embeddings: list[np.ndarray | None] = [None] * len(names)
+        d = self.decryptor
+        d.begin_round(server_round, max(1, len(live)), n_blocks)
+        if live:
+            rows = [c for i in live for c in sketch_ciphertexts(self.public_key, blocks[i], plan, layout)]
+            plain = d.as_kind("sketch").decrypt_blocks(rows)
+            for k, i in enumerate(live):
+                try:
+                    sketch = decode_sketch(plain[k * self.rows:(k + 1) * self.rows], plan, layout)
+                    sketches[i] = sketch_vector(sketch, self.clip, self.bits)
+                except ValueError as exc:
+                    sketches[i], rejected[names[i]] = None, f"malformed sketch (values out of range): {exc}"
+            with_emb = [i for i in live if emb_blocks[i] is not None and sketches[i] is not None]
+            if with_emb and self.mode != "flag":
+                plain = d.as_kind("embedding").decrypt_blocks([emb_blocks[i][0] for i in with_emb])
+                el = embedding_layout(layout.key_bits)
+                for i, value in zip(with_emb, plain):
+                    try:
+                        embeddings[i] = dequantize_embedding(unpack([value], el, el.slots_per_block))
+                    except ValueError:
+                        embeddings[i] = None  # malformed embedding: trust 0
+        self.last_rejections = dict(rejected)
+        result = score_sketches(self.mode, names, sketches, counts, embeddings=embeddings, rejected=rejected,
+                                history=self.history, quarantine=self.quarantine, flag_config=self.flag_config,
+                                trust_config=self.trust_config)
+        self.last_client_reports = {r["client"]: r for r in result.records}
+        caught = result.flagged | (self.quarantine.quarantined & set(names))
+        ints, scale = integer_coefficients(coefficients(result.records))
+        kept = [(blocks[i], a) for i, a in enumerate(ints) if a > 0 and blocks[i] is not None]
+        self.last_summary = {"flagged": sorted(result.flagged), "kept": result.kept, "sketch_seed": plan.seed.hex(),
+                             "sketch_rows": self.rows, "leakage": leakage(self.rows, layout, self.n_values)}
+        if self.malicious:
+            p, r = flag_precision_recall(caught, self.malicious & set(names))
+            self.last_summary.update(flag_precision=p, flag_recall=r)
+        if not kept:
+            self.last_summary["keyholder_blocks"] = dict(d.requested)
+            return None, {}
+        aggregate = weighted_sum(self.public_key, [b for b, _ in kept], [a for _, a in kept], layout.max_sum)
+        shapes = [w.shape for w in self.global_weights]
+        mean = decrypt_mean(d.as_kind("aggregate"), aggregate, sum(a for _, a in kept), shapes, self.clip,
+                            self.bits, layout=layout, dtype=np.float64)
+        self.last_summary["keyholder_blocks"] = dict(d.requested)
+        update = update_from_mean(flatten(mean), scale)
+        return ndarrays_to_parameters(apply_update(self.global_weights, update)), {}
+
+    def decrypt_histogram(self, data: bytes, rnd: int, clients: int, n_bins: int) -> np.ndarray:
+        """The summed threshold histogram, blind-decrypted in the key holder's final round."""
+        self.decryptor.begin_round(rnd, max(1, clients), final=True)
+        return decrypt_counts(self.decryptor.as_kind("histogram"), data, self.max_clients, n_bins)
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "n_values": self.n_values}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.n_values = state.get("n_values")
