@@ -1,0 +1,144 @@
+"""Streaming re-baselining: a detector that re-fits its normal model after the plant leaves an alarm state.
+
+Built for test rigs such as SKAB, where a detector is fitted on the first rows of an experiment and the
+plant does not come back to that state after a disturbance: slow sensors (temperatures) keep drifting, and
+the state after a valve experiment differs from the state before it, so the normal rows after a disturbance
+raise alarms for the rest of the experiment. Three label-free steps, all decided from data the detector has
+already seen:
+
+- ``drifting_features``: sensors whose training rows are dominated by slow drift (the standard deviation of
+  their rolling mean over ``window`` rows is at least ``ratio`` of their standard deviation) are left out;
+  400 rows cannot teach their level.
+- ``max_feature_score`` / ``feature_residuals``: the record score is log(1 + max over features of
+  |reconstruction error| / that feature's RMS error on the fitting rows), so one sensor far off counts as
+  much as several slightly off, and a huge error does not swamp the smoothing window.
+- ``rebaseline_scores``: a streaming alarm rule with re-fitting. Record t is an alarm when the trailing
+  mean of the last ``smooth`` scores exceeds the threshold set on the fitting rows (median + scale x
+  (max - median) of their trailing-mean scores). While it alarms, an abrupt change of the inputs (the mean
+  of the last ``change_window`` rows differs from the mean of the ``change_window`` rows before by more
+  than ``change_sds`` training standard deviations in some feature) that lowers the mean score by more than
+  ``drop`` is taken as the end of the disturbance: the next ``collect`` rows are judged normal (no alarm),
+  a fresh model is fitted on them (with the ``change_window`` rows before), and it scores the rows after.
+
+Every decision about row t uses rows 0..t only, and no labels: the detector adapts on the unlabelled stream.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from fedad.common.errors import FedadError
+
+Scorer = Callable[[np.ndarray], np.ndarray]
+FitFn = Callable[[np.ndarray], Scorer]
+
+
+def drifting_features(X: np.ndarray, window: int = 60, ratio: float = 0.6) -> np.ndarray:
+    """Boolean mask (d,) of the columns of X (n, d) whose rolling mean over ``window`` rows varies by at
+    least ``ratio`` of their standard deviation (constant columns are not drifting)."""
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2 or len(X) < window:
+        raise FedadError(f"drifting_features needs a 2-D array with at least {window} rows, got shape {X.shape}")
+    sd = X.std(axis=0)
+    slow = pd.DataFrame(X).rolling(window).mean().std().to_numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(sd > 0, slow / np.where(sd > 0, sd, 1.0) >= ratio, False)
+
+
+def feature_residuals(detector, X: np.ndarray) -> np.ndarray:
+    """|reconstruction error| per record and feature (n, d) of a fitted ``AutoencoderDetector``.
+
+    Sequence models: the RMS over the window that ends at the record (the first window-1 records get the
+    first window's errors), the record-to-window mapping ``decision_function`` uses.
+    """
+    import torch
+
+    from fedad.common.preprocessing import sliding_windows
+
+    model = detector.model_
+    Z = detector.preprocessor_.transform(np.asarray(X, dtype=np.float64)).astype(np.float32)
+    model.eval()
+    with torch.inference_mode():
+        if not model.sequence:
+            z = torch.from_numpy(Z).to(detector.device_)
+            return (model(z) - z).abs().cpu().numpy().astype(np.float64)
+        w = model.window
+        if len(Z) < w:
+            raise FedadError(f"too few records ({len(Z)}) to score with window {w}")
+        W = torch.from_numpy(np.ascontiguousarray(sliding_windows(Z, w))).to(detector.device_)
+        E = (model(W) - W).square().mean(1).sqrt().cpu().numpy().astype(np.float64)
+    out = np.empty((len(Z), Z.shape[1]), dtype=np.float64)
+    out[w - 1:] = E
+    out[: w - 1] = E[0]
+    return out
+
+
+def max_feature_score(residuals: Callable[[np.ndarray], np.ndarray], fit_rows: np.ndarray) -> Scorer:
+    """Scorer log(1 + max_j |e_j| / rms_j), rms_j = the RMS residual of feature j on ``fit_rows``."""
+    rms = np.sqrt(np.mean(np.square(residuals(fit_rows)), axis=0))
+    rms = np.where(rms > 0, rms, 1e-12)
+    return lambda X: np.log1p((residuals(X) / rms).max(axis=1))
+
+
+@dataclass
+class Rebaselined:
+    """Output of ``rebaseline_scores``: record scores under the model in force, the alarms (int8), the
+    threshold, and the rows at which a re-baseline started (the alarm episode was judged over)."""
+
+    scores: np.ndarray
+    alarms: np.ndarray
+    threshold: float
+    events: list[int] = field(default_factory=list)
+
+
+def rebaseline_scores(
+    X: np.ndarray, fit: FitFn, train_rows: int, smooth: int = 45, threshold_scale: float = 2.0,
+    change_window: int = 20, change_sds: float = 3.0, drop: float = 0.3, collect: int = 120,
+) -> Rebaselined:
+    """Stream the records X (n, d) through the re-baselining rule (see the module docstring).
+
+    ``fit(rows)`` fits a detector on the rows and returns its scorer (records -> one score each, higher is
+    more anomalous); it is called on ``X[:train_rows]`` and at each re-baseline. Rows before ``train_rows``
+    are the fitting rows and never alarm.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    n = len(X)
+    if not 0 < train_rows <= n:
+        raise FedadError(f"train_rows must be in 1..{n}, got {train_rows}")
+    if smooth < 1 or change_window < 1 or collect < 1:
+        raise FedadError("smooth, change_window and collect must be >= 1")
+    scores = np.asarray(fit(X[:train_rows])(X), dtype=np.float64).copy()
+    trailing = pd.Series(scores[:train_rows]).rolling(smooth, min_periods=1).mean().to_numpy()
+    median = float(np.median(trailing))
+    threshold = median + threshold_scale * (float(trailing.max()) - median)
+    sd = X[:train_rows].std(axis=0)
+    sd = np.where(sd > 0, sd, 1e-12)
+    csum = np.vstack([np.zeros((1, X.shape[1])), np.cumsum(X, axis=0)])
+    alarms = np.zeros(n, dtype=np.int8)
+    events: list[int] = []
+    w = change_window
+    t = train_rows
+    while t < n:
+        if scores[max(0, t + 1 - smooth):t + 1].mean() > threshold:
+            alarms[t] = 1
+            if t + 1 >= 2 * w and t + 1 + collect <= n:
+                recent = (csum[t + 1] - csum[t + 1 - w]) / w
+                before = (csum[t + 1 - w] - csum[t + 1 - 2 * w]) / w
+                if (np.abs(recent - before) / sd).max() > change_sds and \
+                        scores[t + 1 - w:t + 1].mean() < scores[t + 1 - 2 * w:t + 1 - w].mean() - drop:
+                    end = t + 1 + collect
+                    try:
+                        scorer = fit(X[t + 1 - w:end])
+                    except FedadError:
+                        scorer = None  # too few rows for this model: keep the model in force
+                    if scorer is not None:
+                        events.append(t)
+                        scores[t + 1:end] = median  # collection rows: judged normal, no alarm
+                        scores[end:] = np.asarray(scorer(X), dtype=np.float64)[end:]  # earlier rows: context only
+                        t = end
+                        continue
+        t += 1
+    return Rebaselined(scores=scores, alarms=alarms, threshold=threshold, events=events)
