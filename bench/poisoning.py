@@ -137,12 +137,16 @@ class StrategyState:
     malicious_weight: list[float] = field(default_factory=list)
     stalled_rounds: int = 0
     secure: dict = field(default_factory=dict)  # secure-robust: sketch rows, clip, bits, rng
+    shadow: dict = field(default_factory=dict)  # secure-robust: plaintext robust on the same updates (paired)
 
     @classmethod
     def new(cls, name: str, quarantine_after: int, secure: dict | None = None) -> "StrategyState":
         from fedad.server.robust import Quarantine, TrustHistory
 
-        return cls(name, TrustHistory(), Quarantine(max_flags=quarantine_after), secure=dict(secure or {}))
+        shadow = {"history": TrustHistory(), "quarantine": Quarantine(max_flags=quarantine_after), "tp": 0, "fp": 0,
+                  "fn": 0}
+        return cls(name, TrustHistory(), Quarantine(max_flags=quarantine_after), secure=dict(secure or {}),
+                   shadow=shadow)
 
 
 def aggregate(state: StrategyState, rnd: int, global_w: list[np.ndarray], names: list[str],
@@ -173,6 +177,15 @@ def aggregate(state: StrategyState, rnd: int, global_w: list[np.ndarray], names:
     updates = [compute_update(w, global_w) for w, _, _ in results]
     if s == "secure-robust":
         total, res = secure_round(state, names, updates, results, dim)
+        sh = state.shadow  # paired: plaintext robust scores the very same updates (its own history/quarantine)
+        plain = aggregate_round("robust", names, updates, [float(n) for _, n, _ in results], dim=dim,
+                                embeddings=[e for _, _, e in results], history=sh["history"],
+                                quarantine=sh["quarantine"])
+        if rnd >= 2:
+            caught, present = plain.flagged | (sh["quarantine"].quarantined & set(names)), malicious & set(names)
+            sh["tp"] += len(caught & present)
+            sh["fp"] += len(caught - present)
+            sh["fn"] += len(present - caught)
     else:
         res = aggregate_round(s, names, updates, [float(n) for _, n, _ in results], dim=dim,
                               embeddings=None if s == "flag" else [e for _, _, e in results],
@@ -327,6 +340,10 @@ def run_one(setup: Setup, attack: str, strategy: str, args, honest_names: set[st
         if malicious:
             row["flag_precision"] = state.tp / flagged if flagged else 1.0
             row["flag_recall"] = state.tp / (state.tp + state.fn) if state.tp + state.fn else 1.0
+    if strategy == "secure-robust" and malicious:  # plaintext robust on the same updates, round by round
+        sh = state.shadow
+        row["paired_robust_precision"] = sh["tp"] / (sh["tp"] + sh["fp"]) if sh["tp"] + sh["fp"] else 1.0
+        row["paired_robust_recall"] = sh["tp"] / (sh["tp"] + sh["fn"]) if sh["tp"] + sh["fn"] else 1.0
     if strategy in OURS and malicious and state.malicious_weight:
         row["malicious_weight"] = float(np.mean(state.malicious_weight))
     if state.stalled_rounds:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 
 import flwr
 import numpy as np
@@ -118,12 +119,16 @@ class FedadClient(flwr.client.NumPyClient):
                 metrics["embedding_enc"] = self.secure.encrypt_embedding(embedding)
             else:
                 metrics["embedding"] = encode_array(embedding)
+        t_enc = time.perf_counter()
         if sealed:
             weights = [self.secure.encrypt_update(weights, global_weights, config)]
         elif self.secure is not None:
             weights = [self.secure.encrypt_weights(weights, config)]
-        self.log.info("round %d: trained on %d samples, loss %.5f, %.2f s", rnd, out["examples"],
-                      out["train_loss"], out["seconds"])
+        if self.secure is not None:
+            metrics["encrypt_seconds"] = time.perf_counter() - t_enc
+        self.log.info("round %d: trained on %d samples, loss %.5f, %.2f s%s", rnd, out["examples"],
+                      out["train_loss"], out["seconds"],
+                      f", encrypted in {metrics['encrypt_seconds']:.2f} s" if self.secure is not None else "")
         return weights, examples, metrics
 
     def evaluate(self, parameters, config):

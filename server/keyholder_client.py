@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from fedad.common.crypto.blinding import blind, unblind
 from fedad.common.crypto.codec import ciphertext_bytes
 from fedad.common.crypto.keys import key_bytes, key_fingerprint
-from fedad.common.crypto.obfuscation import ObfuscatorReserve
+from fedad.common.crypto.obfuscation import ObfuscatorReserve, available_cores
 from fedad.common.errors import FedadError
 from fedad.server.keyholder import BEGIN, DECRYPT, MAX_MESSAGE, bytes_to_ints, frame, ints_to_bytes, unframe
 
@@ -85,7 +85,8 @@ class BlindDecryptor:
     def __init__(self, public_key, client: KeyHolderClient, reserve: ObfuscatorReserve | None = None):
         self.public_key, self.client = public_key, client
         self.fingerprint = key_fingerprint(public_key)
-        self.reserve = reserve or ObfuscatorReserve(public_key)
+        # blinding masks need fresh obfuscators: computed on all cores between rounds
+        self.reserve = reserve or ObfuscatorReserve(public_key, workers=available_cores())
         self.round, self.kind = 0, "aggregate"
         self.requested: dict[str, int] = {}  # blocks sent to the key holder this round, per kind
         self.seconds = 0.0

@@ -170,42 +170,43 @@ def precompute_obfuscators(public_key, count: int, workers: int | None = None,
 
 
 class ObfuscatorReserve:
-    """Obfuscators computed ahead of need in a worker process (while a client trains, or between rounds).
+    """Obfuscators computed ahead of need in worker processes (while a client trains, or between rounds).
 
-    ``refill(count)`` starts computing in the background; ``take(count)`` returns ``count`` obfuscators,
-    from what is ready first and computing the rest in this process. Every obfuscator is handed out once.
+    ``refill(count)`` starts computing in the background on ``workers`` pool processes; ``take(count)``
+    returns ``count`` obfuscators, from what is ready first and computing the rest in this process. Every
+    obfuscator is handed out once.
     """
 
-    def __init__(self, public_key):
-        self.public_key = public_key
+    def __init__(self, public_key, workers: int = 1):
+        self.public_key, self.workers = public_key, max(1, int(workers))
         self._ready: list[int] = []
-        self._pending = None
+        self._pending: list = []
 
     def refill(self, count: int) -> None:
-        """Start computing ``count`` more in one pool worker (no-op while a refill is still running)."""
-        if count <= 0 or (self._pending is not None and not self._pending.done()):
+        """Start computing ``count`` more (no-op while a refill is still running)."""
+        if count <= 0 or any(not f.done() for f in self._pending):
             return
         self._collect()
-        self._pending = _get_pool(1).submit(random_obfuscators_bytes, int(self.public_key.n), int(count))
+        pool, n = _get_pool(self.workers), int(self.public_key.n)
+        sizes = [count // self.workers + (1 if i < count % self.workers else 0) for i in range(self.workers)]
+        self._pending = [pool.submit(random_obfuscators_bytes, n, size) for size in sizes if size]
 
-    def _collect(self) -> None:
-        if self._pending is not None and self._pending.done():
-            future, self._pending = self._pending, None
+    def _collect(self, wait: bool = False) -> None:
+        width = 2 * ((int(self.public_key.n).bit_length() + 7) // 8)
+        keep = []
+        for future in self._pending:
+            if not (wait or future.done()):
+                keep.append(future)
+                continue
             try:
-                width = 2 * ((int(self.public_key.n).bit_length() + 7) // 8)
                 self._ready += _split_bytes(future.result(), width)
             except BrokenProcessPool:
                 shutdown_pool()
+        self._pending = keep
 
     def take(self, count: int, wait: bool = True) -> list[int]:
         """``count`` fresh obfuscators (waits for a running refill when ``wait``, else computes the shortfall)."""
-        if wait and self._pending is not None:
-            try:
-                self._pending.result()
-            except BrokenProcessPool:
-                self._pending = None
-                shutdown_pool()
-        self._collect()
+        self._collect(wait)
         out = [self._ready.pop() for _ in range(min(count, len(self._ready)))]
         if len(out) < count:
             out += precompute_obfuscators(self.public_key, count - len(out), workers=1)

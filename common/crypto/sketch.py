@@ -12,6 +12,11 @@ the signed sketch y_(r,i) = sum_j sign_(r,j) q_(j,i) has the quantization offset
 many coordinates with random signs, so norms, distances and cosines between clients' updates survive in
 sketch space (in expectation, up to the factor 2t / B); the m x L sketch numbers are all the aggregator
 learns about one client. The layout's headroom must cover 2t as well as the aggregate's weight total.
+
+The last block is usually partial: its padding slots hold 0, not a quantized value, so they would add
++-(2^b - 1)/2 per row to every client's sketch alike (a common vector that swamps cosines and norms). The
+sketch therefore fills them with 2^(b-1), the quantized zero (``pad_value``), homomorphically in
+``sketch_ciphertexts`` and in the clear in ``sketch_quantized``.
 """
 from __future__ import annotations
 
@@ -93,16 +98,28 @@ class SketchPlan:
                                f"layout has {layout.max_sum}")
 
 
-def sketch_ciphertexts(public_key, blocks: list[int], plan: SketchPlan, layout: SlotLayout) -> list[int]:
-    """m ciphertexts, row r encrypting sum_(S+) P_j - sum_(S-) P_j + O per slot (see module doc)."""
+def pad_value(layout: SlotLayout) -> int:
+    """2^(b-1): what the sketch puts in the padding slots of a partial last block (the quantized zero)."""
+    return 1 << (layout.bits - 1)
+
+
+def sketch_ciphertexts(public_key, blocks: list[int], plan: SketchPlan, layout: SlotLayout,
+                       count: int) -> list[int]:
+    """m ciphertexts, row r encrypting sum_(S+) P_j - sum_(S-) P_j + O per slot (see module doc); ``count``
+    is the number of values packed (the last block's padding slots are filled with ``pad_value``)."""
     if len(blocks) != plan.n_blocks:
         raise PackingError(f"the plan covers {plan.n_blocks} blocks, the update has {len(blocks)}")
+    if layout.blocks_for(count) != plan.n_blocks:
+        raise PackingError(f"{count} values make {layout.blocks_for(count)} blocks, the plan covers {plan.n_blocks}")
     plan.check(layout)
     n = gmpy2.mpz(public_key.n)
     n_square = n * n
     packed_offset = sum(plan.offset(layout) << (i * layout.slot_bits) for i in range(layout.slots_per_block))
     enc_offset = (1 + gmpy2.mpz(packed_offset) * n) % n_square  # g^O with g = n + 1; blinding re-randomises
     cts = [gmpy2.mpz(c) for c in blocks]
+    used = int(count) - (plan.n_blocks - 1) * layout.slots_per_block  # values in the last block
+    pad = sum(pad_value(layout) << (i * layout.slot_bits) for i in range(used, layout.slots_per_block))
+    cts[-1] = cts[-1] * (1 + gmpy2.mpz(pad) * n) % n_square
     out = []
     for plus, minus in zip(plan.plus, plan.minus):
         num, den = enc_offset, gmpy2.mpz(1)
@@ -134,7 +151,7 @@ def sketch_quantized(q: np.ndarray, plan: SketchPlan, layout: SlotLayout) -> np.
     slots = layout.slots_per_block
     if layout.blocks_for(q.size) != plan.n_blocks:
         raise PackingError(f"{q.size} values make {layout.blocks_for(q.size)} blocks, the plan covers {plan.n_blocks}")
-    matrix = np.zeros(plan.n_blocks * slots, dtype=np.int64)
+    matrix = np.full(plan.n_blocks * slots, pad_value(layout), dtype=np.int64)
     matrix[: q.size] = q
     return plan.signs() @ matrix.reshape(plan.n_blocks, slots)
 

@@ -9,6 +9,7 @@ exponents and has only that aggregate blind-decrypted. It never holds the privat
 from __future__ import annotations
 
 import secrets
+import time
 
 import numpy as np
 from flwr.common import FitIns, Parameters, Scalar, ndarrays_to_parameters
@@ -70,8 +71,8 @@ class SecureRobust(RobustStrategy):
         self.decryptor.reserve.refill(self.max_clients * (self.rows + 1) + self.layout.blocks_for(self.n_values))
         return [(c, ins) for c, _ in instructions]
 
-    def _decode(self, res, layout) -> tuple[list[int], list[int] | None]:
-        """(update ciphertexts, embedding ciphertexts or None); ValueError on anything malformed."""
+    def _decode(self, res, layout) -> tuple[list[int], tuple[int, int] | None]:
+        """(update ciphertexts, (embedding ciphertext, its value count) or None); ValueError on anything malformed."""
         cts, _, _ = decode_message(self.public_key, message_from_parameters(res.parameters), expected_layout=layout,
                                    expected_count=self.n_values)
         if res.num_examples <= 0:
@@ -82,9 +83,10 @@ class SecureRobust(RobustStrategy):
         emb_cts, _, count = decode_message(self.public_key, emb, expected_layout=embedding_layout(layout.key_bits))
         if len(emb_cts) != 1:
             raise ValueError(f"the embedding spans {len(emb_cts)} blocks, at most 1 is accepted")
-        return cts, emb_cts
+        return cts, (emb_cts[0], count)
 
     def aggregate_fit(self, server_round: int, results, failures) -> tuple[Parameters | None, dict[str, Scalar]]:
+        t0 = time.perf_counter()
         layout = self.layout
         n_blocks = layout.blocks_for(self.n_values)
         names, counts, blocks, emb_blocks, rejected = [], [], [], [], {}
@@ -109,9 +111,11 @@ class SecureRobust(RobustStrategy):
         sketches: list[np.ndarray | None] = [None if b is None else np.zeros(dim) for b in blocks]
         embeddings: list[np.ndarray | None] = [None] * len(names)
         d = self.decryptor
+        d.seconds, t1 = 0.0, time.perf_counter()
         d.begin_round(server_round, max(1, len(live)), n_blocks)
         if live:
-            rows = [c for i in live for c in sketch_ciphertexts(self.public_key, blocks[i], plan, layout)]
+            rows = [c for i in live for c in sketch_ciphertexts(self.public_key, blocks[i], plan, layout,
+                                                                self.n_values)]
             plain = d.as_kind("sketch").decrypt_blocks(rows)
             for k, i in enumerate(live):
                 try:
@@ -125,10 +129,11 @@ class SecureRobust(RobustStrategy):
                 el = embedding_layout(layout.key_bits)
                 for i, value in zip(with_emb, plain):
                     try:
-                        embeddings[i] = dequantize_embedding(unpack([value], el, el.slots_per_block))
+                        embeddings[i] = dequantize_embedding(unpack([value], el, emb_blocks[i][1]))
                     except ValueError:
                         embeddings[i] = None  # malformed embedding: trust 0
         self.last_rejections = dict(rejected)
+        t2 = time.perf_counter()
         result = score_sketches(self.mode, names, sketches, counts, embeddings=embeddings, rejected=rejected,
                                 history=self.history, quarantine=self.quarantine, flag_config=self.flag_config,
                                 trust_config=self.trust_config)
@@ -144,11 +149,15 @@ class SecureRobust(RobustStrategy):
         if not kept:
             self.last_summary["keyholder_blocks"] = dict(d.requested)
             return None, {}
+        t3 = time.perf_counter()
         aggregate = weighted_sum(self.public_key, [b for b, _ in kept], [a for _, a in kept], layout.max_sum)
         shapes = [w.shape for w in self.global_weights]
         mean = decrypt_mean(d.as_kind("aggregate"), aggregate, sum(a for _, a in kept), shapes, self.clip,
                             self.bits, layout=layout, dtype=np.float64)
+        t4 = time.perf_counter()
         self.last_summary["keyholder_blocks"] = dict(d.requested)
+        self.last_summary["secure_seconds"] = {"decode": t1 - t0, "sketch_and_embeddings": t2 - t1,
+                                               "score": t3 - t2, "aggregate": t4 - t3, "blind_decrypt": d.seconds}
         update = update_from_mean(flatten(mean), scale)
         return ndarrays_to_parameters(apply_update(self.global_weights, update)), {}
 
