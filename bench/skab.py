@@ -2,6 +2,7 @@
 with the published 'Proposed Leaderboard' rows (PUBLISHED_RESULTS.md, waico/SKAB @ b2c0d46).
 
     python bench/skab.py --data ../shared/datasets/skab [--json out.json] [--models cnn,dense] [--baselines iqr]
+    python bench/skab.py --held-out-groups [--seed 1]   # leave-one-group-out choice of the adaptive parameters
 
 Protocol (waico/SKAB core/utils.py): each labelled file of valve1/, valve2/ and other/ (34 files; not
 anomaly-free/) is its own experiment. Its first 400 rows are the training part, the rest the test part. A
@@ -22,7 +23,8 @@ first column group is --rule; every threshold comes from the 400 training rows o
       mean of the last --change-window rows differs from that of the rows before by > --change-sds training
       std in some sensor) that lowers the mean score by > --drop ends the episode: the next --collect rows
       are judged normal (no alarm), a fresh detector is fitted on them, and it scores the rows after.
-      Parameters were chosen on these same 34 files (no held-out set exists in this protocol).
+      Parameters were chosen on these same 34 files (no held-out set exists in this protocol);
+      --held-out-groups re-picks them from a small grid (HELD_OUT_GRID) leaving one group out at a time.
   fedad rule (--rule fedad; the static detector): the scores are smoothed by a rolling --smooth-how over
       --smooth records (centred by default: an offline rule that looks --smooth/2 s ahead; --align causal for a
       streaming one); threshold = m + --threshold-scale x (q - m), where q is the --threshold-quantile and m
@@ -47,6 +49,7 @@ columns at once) is F1 >= 0.80 with FAR <= 13 % and MAR <= 25 % under the first 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -79,8 +82,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="../shared/datasets/skab", help="SKAB data/ directory (holds valve1/ ...)")
     ap.add_argument("--json", default=None, metavar="FILE", help="write config and result rows as JSON here")
-    ap.add_argument("--models", default=",".join(MODELS), help="comma-separated autoencoders, or 'none'")
-    ap.add_argument("--baselines", default=",".join(BASELINE_NAMES), help="comma-separated baselines, or 'none'")
+    ap.add_argument("--models", default=None,
+                    help="comma-separated autoencoders, or 'none'; default: all (--held-out-groups: dense,vae)")
+    ap.add_argument("--baselines", default=None,
+                    help="comma-separated baselines, or 'none'; default: all (--held-out-groups: none)")
     ap.add_argument("--groups", default=",".join(GROUPS), help="comma-separated SKAB groups to use")
     ap.add_argument("--limit", type=int, default=None, help="use only the first N files (quick runs)")
     ap.add_argument("--window", type=int, default=None,
@@ -113,10 +118,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--change-sds", type=float, default=3.0, help="adaptive: change size, training std units")
     ap.add_argument("--drop", type=float, default=0.3, help="adaptive: fall of the mean score that ends an alarm")
     ap.add_argument("--collect", type=int, default=120, help="adaptive: rows judged normal and re-fitted on")
+    ap.add_argument("--held-out-groups", action="store_true",
+                    help="adaptive rule: leave-one-group-out choice of its parameters from a small grid "
+                         "(see HELD_OUT_GRID) and the pooled held-out scores")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--device", default="cpu", help="torch device for the autoencoders")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    if args.held_out_groups and args.rule != "adaptive":
+        ap.error("--held-out-groups tunes the adaptive rule; it needs --rule adaptive")
+    if args.models is None:
+        args.models = "dense,vae" if args.held_out_groups else ",".join(MODELS)
+    if args.baselines is None:
+        args.baselines = "none" if args.held_out_groups else ",".join(BASELINE_NAMES)
     if args.smooth is None:
         args.smooth = 45 if args.rule == "adaptive" else 60
     if args.threshold_scale is None:
@@ -156,11 +170,20 @@ def fedad_rule(scores: np.ndarray, args: argparse.Namespace) -> tuple[np.ndarray
     return smoothed, (smoothed > thr).astype(np.int8)
 
 
-def adaptive_rule(name: str, X: np.ndarray, args: argparse.Namespace):
+def _digest(a: np.ndarray) -> tuple:
+    a = np.ascontiguousarray(a)
+    return a.shape, str(a.dtype), hashlib.sha1(a.tobytes()).hexdigest()
+
+
+def adaptive_rule(name: str, X: np.ndarray, args: argparse.Namespace, cache: dict | None = None):
     """Streaming re-baselining detector on one file (fedad.common.rebaseline): drifting sensors left out,
     max-feature residual score for autoencoders, alarms from a trailing mean and a training-rows threshold,
     re-fit after an abrupt change ends an alarm episode. Returns (scores, trailing-mean scores, alarms,
-    re-baselines, sensors left out)."""
+    re-baselines, sensors left out).
+
+    ``cache`` (a dict kept across calls with the same detector options) memoizes fits and their scores by
+    the content of the fitting rows and of the scored rows: fits are seeded, so a cached fit is the fit the
+    rule would make again, and a parameter grid only re-runs the cheap streaming part and new re-fits."""
     from fedad.common.baselines import BASELINES
     from fedad.common.rebaseline import drifting_features, feature_residuals, max_feature_score, rebaseline_scores
 
@@ -169,11 +192,26 @@ def adaptive_rule(name: str, X: np.ndarray, args: argparse.Namespace):
         keep[:] = True
     Xk = X[:, keep]
 
-    def fit(rows: np.ndarray):
+    def fresh_fit(rows: np.ndarray):
         det = make_detector(name, args).fit(rows)
         if name in BASELINES:
             return lambda Z: np.asarray(det.decision_function(Z), dtype=np.float64)
         return max_feature_score(lambda Z: feature_residuals(det, Z), rows)
+
+    def fit(rows: np.ndarray):
+        if cache is None:
+            return fresh_fit(rows)
+        key = (name, _digest(rows))
+        if key not in cache:
+            cache[key] = (fresh_fit(rows), {})
+        scorer, memo = cache[key]
+
+        def cached(Z: np.ndarray) -> np.ndarray:
+            zkey = _digest(Z)
+            if zkey not in memo:
+                memo[zkey] = np.asarray(scorer(Z), dtype=np.float64)
+            return memo[zkey].copy()
+        return cached
 
     res = rebaseline_scores(Xk, fit, TRAIN_ROWS, smooth=args.smooth, threshold_scale=args.threshold_scale,
                             change_window=args.change_window, change_sds=args.change_sds, drop=args.drop,
@@ -222,16 +260,20 @@ def pooled(y_parts: list[np.ndarray], p_parts: list[np.ndarray]) -> dict[str, fl
     return metrics_from_confusion(*confusion_counts(np.concatenate(y_parts), np.concatenate(p_parts)))
 
 
-def run_detector(name: str, data: list[tuple[str, np.ndarray, np.ndarray]], args) -> dict:
-    """Fit per file, score, apply both record rules; pooled metrics and timing."""
+def run_detector(name: str, data: list[tuple[str, np.ndarray, np.ndarray]], args, cache: dict | None = None,
+                 counts: list | None = None) -> dict:
+    """Fit per file, score, apply both record rules; pooled metrics and timing. ``cache``: see
+    ``adaptive_rule``; ``counts``: a list that receives each file's (tp, fp, tn, fn) under the first rule."""
     from sklearn.metrics import roc_auc_score
+
+    from fedad.common.metrics import confusion_counts
 
     ys, fed, skab, skab_all, aucs = [], [], [], [], []
     t0, cpu0 = time.perf_counter(), time.process_time()
     rebaselines = dropped = 0
     for fname, X, y in data:
         if args.rule == "adaptive":
-            scores, smoothed, alarms, n_events, n_dropped = adaptive_rule(name, X, args)
+            scores, smoothed, alarms, n_events, n_dropped = adaptive_rule(name, X, args, cache)
             rebaselines += n_events
             dropped += n_dropped
         else:
@@ -241,6 +283,8 @@ def run_detector(name: str, data: list[tuple[str, np.ndarray, np.ndarray]], args
         y_test = y[TRAIN_ROWS:]
         ys.append(y_test)
         fed.append(alarms[TRAIN_ROWS:])
+        if counts is not None:
+            counts.append(confusion_counts(y_test, fed[-1]))
         skab.append(skab_rule(scores)[TRAIN_ROWS:])
         skab_all.append(skab_rule(scores, end_effect=False)[TRAIN_ROWS:])
         if 0 < y_test.sum() < len(y_test):
@@ -258,6 +302,125 @@ def run_detector(name: str, data: list[tuple[str, np.ndarray, np.ndarray]], args
 
 def meets_target(row: dict) -> bool:
     return row["f1"] >= TARGET["f1"] and row["far"] <= TARGET["far"] and row["mar"] <= TARGET["mar"]
+
+
+# --held-out-groups: the adaptive rule's parameters that are searched (the ones tuned in-sample). 27 settings of
+# smoothing x threshold scale x drift ratio at the re-baselining defaults, and 3 re-baselining variants at the
+# defaults of the others (change window 20 / 3 sd / drop 0.3, --collect fixed). The command line's own
+# setting (the defaults: smoothing 45, scale 2, drift 0.6) comes first: it wins ties.
+HELD_OUT_GRID = [
+    {"smooth": sm, "threshold_scale": sc, "drift_ratio": dr}
+    for dr in (0.6, 0.5, 0.8) for sm in (30, 45, 60) for sc in (1.5, 2.0, 2.5)
+] + [{"change_window": 40}, {"change_sds": 5.0, "drop": 0.6}, {"change_window": 40, "change_sds": 5.0, "drop": 0.6}]
+GRID_KEYS = ("smooth", "threshold_scale", "drift_ratio", "change_window", "change_sds", "drop")
+
+
+def setting_label(st: dict) -> str:
+    return (f"smooth {st['smooth']}, scale {st['threshold_scale']:g}, drift {st['drift_ratio']:g}, "
+            f"change {st['change_window']}/{st['change_sds']:g}sd/{st['drop']:g}")
+
+
+def target_shortfall(m: dict) -> float:
+    """How far pooled metrics miss the FAR and MAR limits (0: both met)."""
+    return max(0.0, m["far"] - TARGET["far"]) + max(0.0, m["mar"] - TARGET["mar"])
+
+
+def pick_setting(candidates: list[tuple]) -> tuple:
+    """Among (key, metrics) pairs: the best F1 of those meeting FAR and MAR, else the smallest shortfall
+    (then the best F1); the first listed wins ties."""
+    return min(candidates, key=lambda c: (target_shortfall(c[1]), -c[1]["f1"]))
+
+
+def held_out_groups(models: list[str], data: list, args) -> dict:
+    """Leave-one-group-out evaluation of the adaptive rule's parameter choice.
+
+    Every grid setting runs once per model on all files (run_detector, fits cached); per-file confusion
+    counts are kept. For each held-out group, the setting (per model, and jointly over model and setting)
+    is picked by ``pick_setting`` on the other groups' pooled counts and scores the held-out group; the
+    held-out counts of all folds are pooled into the out-of-sample estimate.
+    """
+    from fedad.common.metrics import metrics_from_confusion
+
+    base = {k: getattr(args, k) for k in GRID_KEYS}
+    grid = [base]
+    for delta in HELD_OUT_GRID:
+        st = {**base, **delta}
+        if st not in grid:
+            grid.append(st)
+    group_of = [fname.split("/")[0] for fname, _, _ in data]
+    groups = list(dict.fromkeys(group_of))
+    if len(groups) < 2:
+        raise SystemExit("skab.py: error: --held-out-groups needs files of at least two groups")
+
+    def metrics(cnt: list, which) -> dict:
+        tot = np.sum([c for c, g in zip(cnt, group_of) if which(g)], axis=0)
+        return {**metrics_from_confusion(*(int(v) for v in tot)), "counts": [int(v) for v in tot]}
+
+    t0 = time.perf_counter()
+    counts: dict[tuple[str, int], list] = {}
+    base_rows = []
+    for name in models:
+        cache: dict = {}
+        for i, st in enumerate(grid):
+            cnt: list = []
+            row = run_detector(name, data, argparse.Namespace(**{**vars(args), **st}), cache=cache, counts=cnt)
+            counts[name, i] = cnt
+            if i == 0:
+                base_rows.append(row)
+        print(f"{name}: {len(grid)} settings on {len(data)} files ({time.perf_counter() - t0:.0f} s so far)",
+              file=sys.stderr, flush=True)
+
+    choices = {name: [(name, i) for i in range(len(grid))] for name in models}
+    if len(models) > 1:
+        choices["best of " + "/".join(models)] = [(n, i) for n in models for i in range(len(grid))]
+    folds, pooled_out = [], {}
+    for label, cands in choices.items():
+        held: list = []
+        for g in groups:
+            train = [(c, metrics(counts[c], lambda h: h != g)) for c in cands]
+            (name, i), tm = pick_setting(train)
+            hm = metrics(counts[name, i], lambda h: h == g)
+            held.append(hm["counts"])
+            folds.append({"choice": label, "held_out": g, "model": name, "setting": grid[i], "train": tm,
+                          "held_out_metrics": hm})
+        tot = [int(v) for v in np.sum(held, axis=0)]
+        # in-sample reference: the pick on all groups at once
+        (name, i), im = pick_setting([(c, metrics(counts[c], lambda h: True)) for c in cands])
+        pooled_out[label] = {"held_out": {**metrics_from_confusion(*tot), "counts": tot},
+                             "in_sample_pick": {"model": name, "setting": grid[i], **im}}
+    per_group_default = {name: {g: metrics(counts[name, 0], lambda h, g=g: h == g) for g in groups}
+                         | {"all": metrics(counts[name, 0], lambda h: True)} for name in models}
+    return {"groups": groups, "files_per_group": {g: group_of.count(g) for g in groups}, "grid": grid,
+            "criterion": "FAR <= 13 % and MAR <= 25 % on the other groups pooled, best F1 among those; else the "
+                         "smallest excess over the limits (FAR + MAR excess), then best F1",
+            "folds": folds, "pooled": pooled_out, "default_per_group": per_group_default,
+            "seconds": time.perf_counter() - t0, "rows": base_rows}
+
+
+def print_held_out(res: dict) -> None:
+    def cols(m: dict) -> str:
+        return f"{m['f1']:5.2f} {100 * m['far']:6.2f} {100 * m['mar']:6.2f}"
+
+    def ok(m: dict) -> str:
+        return "meets" if meets_target(m) else "misses"
+
+    print(f"\nleave-one-group-out choice of the adaptive rule's parameters: {len(res['grid'])} settings; "
+          f"pick: {res['criterion']}")
+    print(f"{'choice':<18} {'held out':<8} {'picked (model: setting)':<58} {'train F1  FAR%  MAR%':>20} | "
+          f"{'held-out F1  FAR%  MAR%':>23}")
+    for f in res["folds"]:
+        print(f"{f['choice']:<18} {f['held_out']:<8} {f['model'] + ': ' + setting_label(f['setting']):<58} "
+              f"{cols(f['train']):>20} | {cols(f['held_out_metrics']):>23}")
+    print("\npooled over the held-out groups (out of sample) vs the in-sample pick on all files:")
+    for label, p in res["pooled"].items():
+        h, i = p["held_out"], p["in_sample_pick"]
+        print(f"  {label:<18} held out {cols(h)} ({ok(h)} target) | in sample {cols(i)} "
+              f"({i['model']}: {setting_label(i['setting'])})")
+    print(f"\ndefault setting ({setting_label(res['grid'][0])}) per group:")
+    for name, per in res["default_per_group"].items():
+        sizes = {**res["files_per_group"], "all": sum(res["files_per_group"].values())}
+        print(f"  {name:<6} " + " | ".join(f"{g} ({sizes[g]} files) {cols(m)}" for g, m in per.items()))
+    print(f"({res['seconds']:.0f} s)")
 
 
 def print_table(rows: list[dict], n_files: int, n_test: int, args) -> None:
@@ -305,6 +468,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(data)} SKAB files, {n_test} test rows ({sum(int(y[TRAIN_ROWS:].sum()) for _, _, y in data)} "
           f"anomalous)", file=sys.stderr)
 
+    if args.held_out_groups:
+        res = held_out_groups(models + baselines, data, args)
+        rows = res.pop("rows")
+        print_table(rows, len(data), n_test, args)
+        print_held_out(res)
+        if args.json:
+            write_json(args, data, n_test, rows, [r["model"] for r in rows if meets_target(r)], held_out=res)
+        return 0
+
     rows = []
     for name in models + baselines:
         print(f"{name}: fitting {len(data)} files ...", file=sys.stderr, flush=True)
@@ -323,16 +495,22 @@ def main(argv: list[str] | None = None) -> int:
           + (f"; best AE F1: {best['model']} {best['f1']:.2f} / FAR {100 * best['far']:.1f}% / MAR "
              f"{100 * best['mar']:.1f}%" if best else ""))
     if args.json:
-        out = {"benchmark": "skab-outlier", "files": len(data), "test_rows": n_test, "train_rows": TRAIN_ROWS,
-               "config": {k: v for k, v in vars(args).items() if k != "json"}, "target": TARGET,
-               "target_met_by": met, "rows": rows,
-               "published": [{"model": n, "f1": f1, "far": far / 100, "mar": mar / 100, "source": "SKAB leaderboard"}
-                             for n, f1, far, mar in LEADERBOARD]}
-        tmp = f"{args.json}.tmp"
-        Path(tmp).write_text(json.dumps(out, indent=2) + "\n")
-        os.replace(tmp, args.json)
-        print(f"wrote {args.json}", file=sys.stderr)
+        write_json(args, data, n_test, rows, met)
     return 0
+
+
+def write_json(args, data: list, n_test: int, rows: list[dict], met: list[str], held_out: dict | None = None) -> None:
+    out = {"benchmark": "skab-outlier", "files": len(data), "test_rows": n_test, "train_rows": TRAIN_ROWS,
+           "config": {k: v for k, v in vars(args).items() if k != "json"}, "target": TARGET,
+           "target_met_by": met, "rows": rows,
+           "published": [{"model": n, "f1": f1, "far": far / 100, "mar": mar / 100, "source": "SKAB leaderboard"}
+                         for n, f1, far, mar in LEADERBOARD]}
+    if held_out is not None:
+        out["held_out_groups"] = held_out
+    tmp = f"{args.json}.tmp"
+    Path(tmp).write_text(json.dumps(out, indent=2) + "\n")
+    os.replace(tmp, args.json)
+    print(f"wrote {args.json}", file=sys.stderr)
 
 
 if __name__ == "__main__":
