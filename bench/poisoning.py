@@ -315,7 +315,7 @@ def run_one(setup: Setup, attack: str, strategy: str, args, honest_names: set[st
     """One federation of ``args.rounds`` rounds with one strategy; returns its row (without the drop)."""
     t0 = time.perf_counter()
     malicious = set(setup.runners)
-    secure = {"rows": getattr(args, "sketch_rows", 8), "clip": getattr(args, "update_clip", 0.5),
+    secure = {"rows": getattr(args, "sketch_rows", 16), "clip": getattr(args, "update_clip", 0.5),
               "bits": getattr(args, "secure_bits", 16), "rng": np.random.default_rng([args.seed, 7])}
     state = StrategyState.new(strategy, args.quarantine_after, secure)
     global_w = setup.initial
@@ -469,7 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="attacks to run (the clean run is always added)")
     p.add_argument("--strategies", nargs="+", default=list(DEFAULT_STRATEGIES), choices=STRATEGIES,
                    help="strategies (secure-robust: simulated on the quantized integers its decryptions return)")
-    p.add_argument("--sketch-rows", type=int, default=8, help="secure-robust: sketch rows m per client")
+    p.add_argument("--sketch-rows", type=int, default=16, help="secure-robust: sketch rows m per client")
     p.add_argument("--update-clip", type=float, default=0.5, help="secure-robust: updates clipped to [-R, R]")
     p.add_argument("--rounds", type=int, default=8, help="training rounds per federation")
     p.add_argument("--local-epochs", type=int, default=2, help="local epochs per round")

@@ -241,8 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--attacks", nargs="+", default=list(P.ATTACKS), choices=P.ATTACKS)
     ap.add_argument("--rounds", type=int, default=8, help="detection: rounds per federation")
     ap.add_argument("--records", type=int, default=10000, help="detection: records per client")
-    ap.add_argument("--sketch-rows", type=int, default=8, help="m for the detection and cost parts")
-    ap.add_argument("--sweep-rows", type=int, nargs="+", default=[2, 4, 8, 16, 24], help="other m values to sweep")
+    ap.add_argument("--sketch-rows", type=int, default=16, help="m for the detection and cost parts")
+    ap.add_argument("--sweep-rows", type=int, nargs="+", default=[2, 4, 8, 16, 24], help="m values to sweep")
     ap.add_argument("--update-clip", type=float, default=0.5, help="secure-robust clip R of update values")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--jobs", type=int, default=2, help="worker processes of the in-process parts")
@@ -250,17 +250,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cost-rounds", type=int, default=4, help="cost: rounds per federation")
     ap.add_argument("--cost-timeout", type=float, default=1200.0, help="cost: seconds before a run is killed")
     ap.add_argument("--cost-strategies", nargs="+", default=list(COST_STRATEGIES), choices=COST_STRATEGIES)
+    ap.add_argument("--skip-detection", action="store_true", help="no detection table (implies --skip-sweep)")
     ap.add_argument("--skip-sweep", action="store_true")
     ap.add_argument("--skip-cost", action="store_true")
     ap.add_argument("--json", default=None, metavar="FILE")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    rows = detection(args, args.attacks, args.sketch_rows)
-    print_detection(rows, args.sketch_rows)
-    sweep = []
-    if not args.skip_sweep:
-        for m in sorted(set(args.sweep_rows) - {args.sketch_rows}) + [args.sketch_rows]:
-            got = rows if m == args.sketch_rows else detection(args, args.attacks, m, ("secure-robust",))
+    rows, sweep = [], []
+    if not args.skip_detection:
+        rows = detection(args, args.attacks, args.sketch_rows)
+        print_detection(rows, args.sketch_rows)
+    if not (args.skip_sweep or args.skip_detection):
+        main_rows = list(rows)
+        for m in sorted(set(args.sweep_rows) | {args.sketch_rows}):
+            got = main_rows if m == args.sketch_rows else detection(args, args.attacks, m, ("secure-robust",))
             if m != args.sketch_rows:
                 rows += got
             attacked = [r for r in got if r["strategy"] == "secure-robust" and r["attack"] != P.CLEAN]

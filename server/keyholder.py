@@ -96,7 +96,7 @@ class Budget:
     """The key holder's caps, fixed when it starts (the aggregator cannot raise them)."""
 
     max_clients: int = 10
-    sketch_rows: int = 8
+    sketch_rows: int = 16
     embedding_blocks: int = 1
     max_aggregate_blocks: int = 512
 
@@ -326,7 +326,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--insecure", action="store_true",
                    help="no TLS and no pinning (local tests only: anyone who can connect may spend the budget)")
     p.add_argument("--max-clients", type=int, default=10, help="most clients a round may count in the budget")
-    p.add_argument("--sketch-rows", type=int, default=8, help="sketch rows decrypted per client per round (m)")
+    p.add_argument("--sketch-rows", type=int, default=16, help="sketch rows decrypted per client per round (m)")
     p.add_argument("--embedding-blocks", type=int, default=1, help="embedding blocks per client per round")
     p.add_argument("--max-aggregate-blocks", type=int, default=512, help="most blocks of one round's aggregate")
     p.add_argument("--audit", metavar="FILE", default=None, help="append every request (JSON lines) here")

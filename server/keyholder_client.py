@@ -85,8 +85,11 @@ class BlindDecryptor:
     def __init__(self, public_key, client: KeyHolderClient, reserve: ObfuscatorReserve | None = None):
         self.public_key, self.client = public_key, client
         self.fingerprint = key_fingerprint(public_key)
-        # blinding masks need fresh obfuscators: computed on all cores between rounds
-        self.reserve = reserve or ObfuscatorReserve(public_key, workers=available_cores())
+        # blinding masks need fresh obfuscators: computed on all cores between rounds, with DJN short exponents
+        # of half the key's length (the key holder decrypts the blinded value anyway: what hides it is the
+        # uniform mask; the obfuscator only unlinks the blinded ciphertext from the aggregator's)
+        self.reserve = reserve or ObfuscatorReserve(public_key, workers=available_cores(),
+                                                    short_exponent_bits=public_key.n.bit_length() // 2)
         self.round, self.kind = 0, "aggregate"
         self.requested: dict[str, int] = {}  # blocks sent to the key holder this round, per kind
         self.seconds = 0.0

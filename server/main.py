@@ -51,7 +51,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--keyholder-certificates", nargs=3, metavar=("CA", "CERT", "KEY"), default=None,
                    help="secure-robust: mutual TLS to the key holder: the CA that signed its certificate, and this "
                    "aggregator's certificate and key (the one the key holder pins)")
-    p.add_argument("--sketch-rows", type=int, default=8,
+    p.add_argument("--sketch-rows", type=int, default=16,
                    help="secure-robust: sketch rows m decrypted per client per round (more rows: closer to the "
                    "plaintext scores, more leakage: m x slots numbers per client)")
     p.add_argument("--update-clip", type=float, default=0.5,

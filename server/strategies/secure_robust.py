@@ -38,7 +38,7 @@ class SecureRobust(RobustStrategy):
     encrypted = True
     plaintext_model = True  # the aggregate is decrypted (blindly): the global model is plaintext
 
-    def __init__(self, *, public_key, decryptor, sketch_rows: int = 8, bits: int = 16, clip: float = 0.5,
+    def __init__(self, *, public_key, decryptor, sketch_rows: int = 16, bits: int = 16, clip: float = 0.5,
                  **kwargs) -> None:
         super().__init__(**kwargs)
         self.public_key, self.decryptor = public_key, decryptor
