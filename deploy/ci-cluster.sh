@@ -13,10 +13,15 @@
 #   7. TLS + Paillier + a node with a wrong-schema shard -> that node exits 2 with a clear message, the
 #      other 9 finish every round, report.json and the summary name the node, the server container holds
 #      only the public key (Paillier part skipped, with a message, while the options do not exist)
+#   8. FEDAD_STRATEGY=secure-robust with `--profile attack` (small and quick: FEDAD_CI_SECURE_RECORDS
+#      records, FEDAD_CI_SECURE_EPOCHS local epochs) -> the keyholder service serves the run over pinned
+#      mutual TLS, report.json is written, the key holder's audit shows rounds 1..N + the final round and no
+#      refusal, the 3 poisoned nodes are flagged; only the keyholder container holds the private key
 # Always: `down -v` and stop the engine it started, also on failure.
 #
 # Knobs: FEDAD_CI_ROUNDS (3), FEDAD_CI_LOCAL_EPOCHS (10), FEDAD_CI_RECORDS (100000), FEDAD_CI_MIN_F1 (0.5;
-# chance is ~0.1), FEDAD_CI_ATTACK (sign_flip), FEDAD_CI_SKIP="attack paillier tls" (scenarios to skip),
+# chance is ~0.1), FEDAD_CI_ATTACK (sign_flip), FEDAD_CI_SECURE_RECORDS (20000), FEDAD_CI_SECURE_EPOCHS (2),
+# FEDAD_CI_SKIP="attack paillier tls secure-robust" (scenarios to skip),
 # FEDAD_CI_KEEP=1 (keep containers, engine and logs for debugging), FEDAD_DOCKER_SETUP (setup-engine.sh).
 # Logs of a failed run stay in /tmp/fedad-ci-cluster.*.
 set -euo pipefail
@@ -39,7 +44,8 @@ export BASE_IMAGE=local/python:bookworm FEDAD_IMAGE=fedad:ci FEDAD_RECORDS=$reco
     FEDAD_LOCAL_EPOCHS=${FEDAD_CI_LOCAL_EPOCHS:-10}
 export FEDAD_SEED=0 FEDAD_PORT=${FEDAD_CI_PORT:-18080}
 unset COMPOSE_PROFILES FEDAD_STRATEGY FEDAD_TLS FEDAD_MIN_CLIENTS FEDAD_DATA_DIR FEDAD_RESULTS_DIR \
-    FEDAD_SERVER_ARGS FEDAD_CLIENT_ARGS FEDAD_ATTACK 2>/dev/null || true
+    FEDAD_SERVER_ARGS FEDAD_CLIENT_ARGS FEDAD_ATTACK FEDAD_KEYHOLDER_ARGS FEDAD_KEYHOLDER_MAX_CLIENTS \
+    FEDAD_SKETCH_ROWS 2>/dev/null || true
 
 # ---------------------------------------------------------------------------------------------- engine
 setup=${FEDAD_DOCKER_SETUP:-$repo/../shared/docker/setup-engine.sh}
@@ -169,6 +175,7 @@ missing server "TLS CA certificate not found" FEDAD_TLS=1
 missing client-1 "TLS CA certificate not found" FEDAD_TLS=1
 missing server "Paillier public key not found" FEDAD_STRATEGY=paillier
 missing client-2 "Paillier private key not found" FEDAD_STRATEGY=paillier
+missing keyholder "Paillier private key not found" FEDAD_STRATEGY=secure-robust
 
 # ------------------------------------------------------------------------------- 6. the attack profile
 server_help=$(docker run --rm "$FEDAD_IMAGE" fedad-server --help 2>/dev/null)
@@ -232,7 +239,50 @@ PY
             grep -v "IPv4" | tr '\n' ' ' | xargs)
         [ "$keys_in_node" = "private.key public.key" ] || check_fail "a node sees in /keys: '$keys_in_node'"
         say "  /keys in the server: $keys_in_server; in a node: $keys_in_node"
+        # a paillier private key left in the nodes' volume: a secure-robust node refuses to start with it
+        if ! skipped secure-robust && grep -q "secure-robust" <<<"$server_help"; then
+            missing client-2 "only the key holder may hold it" FEDAD_STRATEGY=secure-robust
+        fi
     fi
+fi
+
+# ------------------------------- 8. secure-robust: the key holder, with the attack profile
+if skipped secure-robust; then
+    say "SKIPPED: secure-robust (FEDAD_CI_SKIP)"
+elif ! grep -q "secure-robust" <<<"$server_help" || ! grep -q -- "--public-key" <<<"$client_help"; then
+    say "SKIPPED: secure-robust: this fedad-server has no --strategy secure-robust or fedad-client no --public-key yet"
+else
+    attackers=attacker-8,attacker-9,attacker-10
+    FEDAD_STRATEGY=secure-robust FEDAD_ATTACK=${FEDAD_CI_ATTACK:-sign_flip} \
+        FEDAD_RECORDS=${FEDAD_CI_SECURE_RECORDS:-20000} FEDAD_LOCAL_EPOCHS=${FEDAD_CI_SECURE_EPOCHS:-2} \
+        FEDAD_SERVER_ARGS="--malicious attacker-8 attacker-9 attacker-10" plant secure-robust --profile attack
+    for svc in data keys certs keyholder server summary; do expect_code secure-robust "$svc" 0; done
+    for n in client-{1..7} attacker-{8..10}; do expect_code secure-robust "$n" 0; done
+    results_check secure-robust --rounds "$rounds" --clients "$(echo client-{1..7} | tr ' ' ,),$attackers" \
+        --flagged "$attackers" --max-false-flags "${FEDAD_CI_MAX_FALSE_FLAGS:-1}" --keyholder-rounds "$rounds"
+    grep -q "keyholder-1 *| .* listening on 0.0.0.0:8090 (mutual TLS, aggregator pinned " "$work/secure-robust.log" ||
+        check_fail "the key holder did not run mutual TLS with a pinned aggregator certificate"
+    grep -q "server-1 *| .*--keyholder keyholder:8090 --keyholder-certificates " "$work/secure-robust.log" ||
+        check_fail "the server did not run with --keyholder and --keyholder-certificates"
+    grep -q "keyholder-1 *| .*the server has ended (exit 0)" "$work/secure-robust.log" ||
+        check_fail "the key holder did not end with the server"
+    grep -q "key holder: rounds 1-$rounds + final round $((rounds + 1)) opened" "$work/secure-robust/results/summary.txt" ||
+        check_fail "summary.txt does not show the key holder's rounds"
+    check_logs secure-robust
+    # who holds which key: every key file each container can see in its mounts
+    keys_of() {
+        FEDAD_STRATEGY=secure-robust docker compose --ansi never --profile attack run --rm --no-deps --entrypoint sh "$1" \
+            -c 'find /keys /tls /aggregator-tls /audit /state /data /collusion -name "*.key" 2>/dev/null | sort' \
+            2>/dev/null | grep -v "IPv4" | xargs
+    }
+    in_server=$(keys_of server)
+    in_node=$(keys_of attacker-9)
+    in_keyholder=$(keys_of keyholder)
+    [ "$in_server" = "/aggregator-tls/aggregator.key /keys/public.key" ] || check_fail "the server container sees: '$in_server'"
+    [ "$in_node" = "/keys/public.key" ] || check_fail "a node sees: '$in_node'"
+    [ "$in_keyholder" = "/keys/private.key /keys/public.key /tls/keyholder.key" ] ||
+        check_fail "the key holder sees: '$in_keyholder'"
+    say "  key files in the key holder: $in_keyholder; in the server: $in_server; in a node: $in_node"
 fi
 
 if [ "${#failures[@]}" -gt 0 ]; then

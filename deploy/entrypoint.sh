@@ -3,15 +3,21 @@
 #
 #   server    fedad-server, configured from FEDAD_* variables, writing to /results
 #   client    fedad-client on the one shard mounted at /data (FEDAD_NAME names the node)
+#   keyholder fedad-keyholder (FEDAD_STRATEGY=secure-robust; else nothing to do): the only holder of the
+#             private key, mutual TLS with the pinned aggregator certificate; ends when the server has ended
 #   data      one-shot: a shard per node into /shards/NN (the user's ./data/node_NN.csv, else synthetic)
-#   keys      one-shot: Paillier key pair (public key -> /keys-public, private key -> /keys-private)
-#   certs     one-shot: TLS CA + server certificate (ca.pem -> /tls-ca, server cert+key -> /tls-server)
+#   keys      one-shot: Paillier key pair (public key -> /keys-public; private key -> /keys-private for
+#             the nodes under paillier, -> /keys-keyholder for the key holder only under secure-robust)
+#   certs     one-shot: TLS CA + server certificate (ca.pem -> /tls-ca, server cert+key -> /tls-server);
+#             under secure-robust also the aggregator <-> key holder mutual TLS (/aggregator-tls, /keyholder-tls)
 #   summary   one-shot: print the run's report and write /results/summary.{txt,json}
 #   anything else is run as a command: `docker run fedad:local fedad-client --server ... --data ...`
 #
 # Every line it logs looks like fedad's own: "HH:MM:SS LEVEL [role name] message", no colours.
 # Bad configuration (a missing shard, key or certificate) is one clear ERROR line and exit code 2,
 # and no service restarts on it (see docs/docker.md, "Restart policy").
+# Tests: FEDAD_ENTRYPOINT_ROOT=DIR prefixes the paths of server, client and keyholder, and
+# FEDAD_ENTRYPOINT_DRY_RUN=1 prints their command line instead of running it.
 set -euo pipefail
 
 role=${1:-help}
@@ -55,10 +61,22 @@ run_child() {
 
 tls_on() { is_on "${FEDAD_TLS:-0}"; }
 strategy=${FEDAD_STRATEGY:-fedavg}
+R=${FEDAD_ENTRYPOINT_ROOT:-} # "" in the image
+dry_run() { is_on "${FEDAD_ENTRYPOINT_DRY_RUN:-0}"; }
+KEYHOLDER_UID=10002 # fedad-keyholder's uid: owns the private key and its TLS key, nobody else's files
 
 case "$role" in
 server)
-    out=/results
+    # The key holder (secure-robust) serves one run of the server: it stops once $R/state/server.done is
+    # newer than its own start. Written on every final exit, whatever the reason, but not between restarts.
+    server_done() {
+        local rc=$?
+        if [ -d "$R/state" ] && [ -w "$R/state" ]; then
+            { echo "$rc" >"$R/state/.server.done.tmp" && mv -f "$R/state/.server.done.tmp" "$R/state/server.done"; } 2>/dev/null || true
+        fi
+    }
+    trap server_done EXIT
+    out=$R/results
     [ -d "$out" ] && [ -w "$out" ] ||
         die "results directory $out (host: \${FEDAD_RESULTS_DIR:-./results}) is not writable by uid $(id -u): set FEDAD_UID and FEDAD_GID in .env to the directory's owner (id -u; id -g)"
     args=(--address "0.0.0.0:${FEDAD_SERVER_PORT:-8080}" --out "$out"
@@ -68,23 +86,38 @@ server)
         --round-timeout "${FEDAD_ROUND_TIMEOUT:-600}" --seed "${FEDAD_SEED:-0}")
     if tls_on; then
         hint="the certs service writes it (docker compose logs certs), or mount your own PEM files at /tls"
-        need_file /tls/ca.pem "TLS CA certificate" "$hint"
-        need_file /tls/server.pem "TLS server certificate" "$hint"
-        need_file /tls/server.key "TLS server key" "$hint"
-        args+=(--certificates /tls/ca.pem /tls/server.pem /tls/server.key)
+        need_file "$R/tls/ca.pem" "TLS CA certificate" "$hint"
+        need_file "$R/tls/server.pem" "TLS server certificate" "$hint"
+        need_file "$R/tls/server.key" "TLS server key" "$hint"
+        args+=(--certificates "$R/tls/ca.pem" "$R/tls/server.pem" "$R/tls/server.key")
     fi
-    if [ -e /keys/private.key ]; then
-        die "a Paillier private key is mounted into the server at /keys/private.key: the aggregator must never hold it; mount only public.key"
+    if [ -e "$R/keys/private.key" ]; then
+        die "a Paillier private key is mounted into the server at $R/keys/private.key: the aggregator must never hold it; mount only public.key"
     fi
-    if [ "$strategy" = paillier ]; then
-        need_file /keys/public.key "Paillier public key" \
-            "the keys service writes it when FEDAD_STRATEGY=paillier (docker compose logs keys)"
-        args+=(--public-key /keys/public.key)
+    if [ "$strategy" = paillier ] || [ "$strategy" = secure-robust ]; then
+        need_file "$R/keys/public.key" "Paillier public key" \
+            "the keys service writes it when FEDAD_STRATEGY=$strategy (docker compose logs keys)"
+        args+=(--public-key "$R/keys/public.key")
+    fi
+    if [ "$strategy" = secure-robust ]; then
+        # blind decryption through the key holder, over mutual TLS with the aggregator's client certificate
+        hint="the certs service writes it when FEDAD_STRATEGY=secure-robust (docker compose logs certs)"
+        need_file "$R/aggregator-tls/ca.pem" "key-holder TLS CA certificate" "$hint"
+        need_file "$R/aggregator-tls/aggregator.pem" "aggregator TLS client certificate" "$hint"
+        need_file "$R/aggregator-tls/aggregator.key" "aggregator TLS client key" "$hint"
+        args+=(--keyholder "${FEDAD_KEYHOLDER:-keyholder:8090}" --keyholder-certificates "$R/aggregator-tls/ca.pem"
+            "$R/aggregator-tls/aggregator.pem" "$R/aggregator-tls/aggregator.key")
+        # the key holder gets the same number (empty: fedad's default, the same for both)
+        if [ -n "${FEDAD_SKETCH_ROWS:-}" ]; then args+=(--sketch-rows "$FEDAD_SKETCH_ROWS"); fi
     fi
     split_words "${FEDAD_SERVER_ARGS:-}"
     args+=("${WORDS[@]}")
+    if dry_run; then
+        echo "fedad-server ${args[*]}"
+        exit 0
+    fi
     # A fresh run: outputs of an earlier run must not pass for this one's.
-    rm -f "$out/report.json" "$out/summary.txt" "$out/summary.json"
+    rm -f "$out/report.json" "$out/summary.txt" "$out/summary.json" "$out/keyholder-audit.jsonl"
     # Restart policy of the server (compose says restart: "no" on purpose): a configuration error (exit 2)
     # or a failed federation (exit 1) is final; a crash by signal (OOM kill, segfault) is retried up to
     # FEDAD_SERVER_RETRIES times, resuming from this run's last checkpoint.
@@ -114,11 +147,11 @@ server)
 client)
     [ -n "${FEDAD_NAME:-}" ] || die "FEDAD_NAME is not set: every node needs a stable name"
     shopt -s nullglob
-    shards=(/data/shard.csv /data/shard.parquet)
+    shards=("$R/data/shard.csv" "$R/data/shard.parquet")
     data=""
-    for f in "${shards[@]}" /data/*.csv /data/*.parquet; do [ -f "$f" ] && data=$f && break; done
+    for f in "${shards[@]}" "$R"/data/*.csv "$R"/data/*.parquet; do [ -f "$f" ] && data=$f && break; done
     [ -n "$data" ] ||
-        die "no data file in /data: the data service writes one shard per node (docker compose logs data); your own CSV goes to \${FEDAD_DATA_DIR:-./data}/node_NN.csv"
+        die "no data file in $R/data: the data service writes one shard per node (docker compose logs data); your own CSV goes to \${FEDAD_DATA_DIR:-./data}/node_NN.csv"
     need_file "$data" "data shard" "check docker compose logs data"
     args=(--server "${FEDAD_SERVER:-server:8080}" --data "$data" --name "$FEDAD_NAME"
         --device "${FEDAD_DEVICE:-cpu}" --connect-timeout "${FEDAD_CONNECT_TIMEOUT:-180}")
@@ -126,28 +159,100 @@ client)
     [ -n "${FEDAD_LABEL_COLUMN:-}" ] && args+=(--label-column "$FEDAD_LABEL_COLUMN")
     [ -n "${FEDAD_TIME_COLUMN:-}" ] && args+=(--time-column "$FEDAD_TIME_COLUMN")
     if tls_on; then
-        need_file /tls/ca.pem "TLS CA certificate" \
+        need_file "$R/tls/ca.pem" "TLS CA certificate" \
             "the certs service writes it (docker compose logs certs); FEDAD_TLS must be the same for server and clients"
-        args+=(--root-certificates /tls/ca.pem)
+        args+=(--root-certificates "$R/tls/ca.pem")
     fi
     if [ "$strategy" = paillier ]; then
-        need_file /keys/private.key "Paillier private key" \
+        need_file "$R/keys/private.key" "Paillier private key" \
             "the keys service writes it when FEDAD_STRATEGY=paillier (docker compose logs keys)"
-        args+=(--private-key /keys/private.key)
+        args+=(--private-key "$R/keys/private.key")
+    fi
+    if [ "$strategy" = secure-robust ]; then
+        # the nodes encrypt with the public key only: under secure-robust only the key holder holds the private key
+        if [ -e "$R/keys/private.key" ]; then
+            die "a Paillier private key is mounted into this node at $R/keys/private.key: under secure-robust only the key holder may hold it (the keys service removes it from the nodes' volume: docker compose logs keys)"
+        fi
+        need_file "$R/keys/public.key" "Paillier public key" \
+            "the keys service writes it when FEDAD_STRATEGY=secure-robust (docker compose logs keys)"
+        args+=(--public-key "$R/keys/public.key")
     fi
     if [ -n "${FEDAD_ATTACK:-}" ]; then
         args+=(--attack "$FEDAD_ATTACK" --attack-start-round "${FEDAD_ATTACK_START_ROUND:-1}")
         [ -n "${FEDAD_ATTACK_SCALE:-}" ] && args+=(--attack-scale "$FEDAD_ATTACK_SCALE")
-        if [ -d /collusion ] && [ -w /collusion ] && [ -n "${FEDAD_COLLUDERS:-}" ]; then
-            args+=(--collusion-dir /collusion --colluders "$FEDAD_COLLUDERS")
+        if [ -d "$R/collusion" ] && [ -w "$R/collusion" ] && [ -n "${FEDAD_COLLUDERS:-}" ]; then
+            args+=(--collusion-dir "$R/collusion" --colluders "$FEDAD_COLLUDERS")
         fi
     fi
     split_words "${FEDAD_CLIENT_ARGS:-}"
     args+=("${WORDS[@]}")
+    if dry_run; then
+        echo "fedad-client ${args[*]}"
+        exit 0
+    fi
     export OMP_NUM_THREADS=${FEDAD_THREADS:-1} MKL_NUM_THREADS=${FEDAD_THREADS:-1}
     log INFO "fedad-client ${args[*]}"
     # fedad-client retries an unreachable server and reconnects by itself; its exit is final (restart: "no").
     exec fedad-client "${args[@]}"
+    ;;
+
+keyholder)
+    if [ "$strategy" != secure-robust ]; then
+        log INFO "strategy $strategy does not use a key holder; nothing to do"
+        exit 0
+    fi
+    hint="the keys service writes it when FEDAD_STRATEGY=secure-robust (docker compose logs keys)"
+    need_file "$R/keys/private.key" "Paillier private key" "$hint"
+    hint="the certs service writes it when FEDAD_STRATEGY=secure-robust (docker compose logs certs)"
+    need_file "$R/tls/ca.pem" "key-holder TLS CA certificate" "$hint"
+    need_file "$R/tls/keyholder.pem" "key-holder TLS certificate" "$hint"
+    need_file "$R/tls/keyholder.key" "key-holder TLS key" "$hint"
+    need_file "$R/tls/aggregator.pem" "pinned aggregator certificate" "$hint"
+    audit=$R/audit/audit.jsonl
+    [ -d "$R/audit" ] && [ -w "$R/audit" ] ||
+        die "audit directory $R/audit is not writable by uid $(id -u): mount the keyholder-audit volume there"
+    # Always mutual TLS with the pinned aggregator certificate (never --insecure). The budget: at most
+    # FEDAD_KEYHOLDER_MAX_CLIENTS clients per round (10 nodes, 13 with --profile honest --profile attack).
+    args=(--listen 0.0.0.0:8090 --private-key "$R/keys/private.key"
+        --certificates "$R/tls/ca.pem" "$R/tls/keyholder.pem" "$R/tls/keyholder.key"
+        --aggregator-cert "$R/tls/aggregator.pem"
+        --max-clients "${FEDAD_KEYHOLDER_MAX_CLIENTS:-13}" --audit "$audit")
+    # the server gets the same number (empty: fedad's default, the same for both)
+    if [ -n "${FEDAD_SKETCH_ROWS:-}" ]; then args+=(--sketch-rows "$FEDAD_SKETCH_ROWS"); fi
+    split_words "${FEDAD_KEYHOLDER_ARGS:-}"
+    args+=("${WORDS[@]}")
+    for a in "${args[@]}"; do
+        [ "$a" != --insecure ] || die "FEDAD_KEYHOLDER_ARGS: --insecure is refused: the key holder always runs mutual TLS with the pinned aggregator certificate"
+    done
+    if dry_run; then
+        echo "fedad-keyholder ${args[*]}"
+        exit 0
+    fi
+    # The audit log is append-only across runs; a "start" line opens each session (plant.py reads the last one).
+    stamp=$(mktemp)
+    printf '{"time": %s, "op": "start"}\n' "$(date +%s)" >>"$audit"
+    log INFO "fedad-keyholder ${args[*]}"
+    fedad-keyholder "${args[@]}" &
+    child=$!
+    rc=0
+    finished=""
+    # One session per run: stop when the server has ended (its entrypoint writes state/server.done on its
+    # final exit; restarts of a crashed fedad-server inside it do not count).
+    while kill -0 "$child" 2>/dev/null; do
+        if [ -z "$finished" ] && [ "$stopping" = 0 ] && [ "$R/state/server.done" -nt "$stamp" ]; then
+            finished=$(cat "$R/state/server.done" 2>/dev/null || echo "?")
+            log INFO "the server has ended (exit $finished): the key holder's session is over"
+            kill -TERM "$child" 2>/dev/null || true
+        fi
+        sleep 1
+    done
+    wait "$child" || rc=$?
+    child=0
+    tagged python3 /opt/fedad/plant.py audit --audit "$audit" || true
+    if [ -n "$finished" ]; then exit 0; fi
+    if [ "$stopping" = 1 ]; then exit "$rc"; fi
+    [ "$rc" != 0 ] || rc=1
+    die "fedad-keyholder exited (code $rc) before the server ended" "$rc"
     ;;
 
 data | summary)
@@ -155,6 +260,30 @@ data | summary)
     ;;
 
 keys)
+    if [ "$strategy" = secure-robust ]; then
+        # The key holder is the only holder of the private key: public.key -> server and nodes,
+        # private.key -> /keys-keyholder only. A pair whose private key the nodes ever held (paillier) is
+        # never reused, and a private key left in the nodes' volume by a paillier run is removed.
+        pub=/keys-public/public.key
+        kh=/keys-keyholder
+        if [ -s "$pub" ] && [ -s "$kh/private.key" ] && cmp -s "$pub" "$kh/public.key" &&
+            cmp -s "$pub" /keys-private/public.key && [ ! -e /keys-private/private.key ] && ! is_on "${FEDAD_NEW_KEYS:-0}"; then
+            log INFO "reusing the key holder's Paillier key pair from an earlier run (FEDAD_NEW_KEYS=1 makes a new one)"
+        else
+            tmp=$(mktemp -d)
+            log INFO "making a ${FEDAD_KEY_BITS:-2048}-bit Paillier key pair for the key holder"
+            tagged fedad keygen --out "$tmp" --bits "${FEDAD_KEY_BITS:-2048}" || die "fedad keygen failed" 1
+            rm -f /keys-private/private.key "$kh/private.key"
+            install -m 0644 "$tmp/public.key" "$pub"
+            install -m 0644 "$tmp/public.key" /keys-private/public.key
+            install -m 0644 "$tmp/public.key" "$kh/public.key"
+            # readable by the key holder's uid only; no other container mounts this volume
+            install -m 0400 -o "$KEYHOLDER_UID" -g "$KEYHOLDER_UID" "$tmp/private.key" "$kh/private.key"
+            rm -rf "$tmp"
+        fi
+        log INFO "public.key -> server and clients, private.key -> key holder only"
+        exit 0
+    fi
     if [ "$strategy" != paillier ] && ! is_on "${FEDAD_KEYS_ALWAYS:-0}"; then
         log INFO "strategy $strategy does not use Paillier keys; nothing to do"
         exit 0
@@ -177,8 +306,37 @@ keys)
     ;;
 
 certs)
+    if [ "$strategy" = secure-robust ]; then
+        # mutual TLS between the aggregator and the key holder (whatever FEDAD_TLS says), with its own CA:
+        # the key holder gets its certificate for host "keyholder" and the aggregator's certificate to pin,
+        # the server the CA and its client certificate `aggregator`. The CA key is thrown away.
+        kh=/keyholder-tls
+        ag=/aggregator-tls
+        uid=${FEDAD_UID:-1000}
+        gid=${FEDAD_GID:-1000}
+        if [ -s "$kh/keyholder.key" ] && [ -s "$kh/keyholder.pem" ] && [ -s "$ag/aggregator.key" ] &&
+            [ -s "$kh/ca.pem" ] && cmp -s "$kh/ca.pem" "$ag/ca.pem" && [ -s "$kh/aggregator.pem" ] &&
+            cmp -s "$kh/aggregator.pem" "$ag/aggregator.pem"; then
+            chown "$uid:$gid" "$ag/aggregator.key" # FEDAD_UID may have changed since
+            log INFO "reusing the key holder's TLS certificates from an earlier run"
+        else
+            tmp=$(mktemp -d)
+            tagged fedad certs --out "$tmp" --host keyholder --client aggregator --days "${FEDAD_CERT_DAYS:-365}" ||
+                die "fedad certs failed" 1
+            install -m 0644 "$tmp/ca.pem" "$kh/ca.pem"
+            install -m 0644 "$tmp/server.pem" "$kh/keyholder.pem"
+            install -m 0400 -o "$KEYHOLDER_UID" -g "$KEYHOLDER_UID" "$tmp/server.key" "$kh/keyholder.key"
+            install -m 0644 "$tmp/aggregator.pem" "$kh/aggregator.pem" # the certificate the key holder pins
+            install -m 0644 "$tmp/ca.pem" "$ag/ca.pem"
+            install -m 0644 "$tmp/aggregator.pem" "$ag/aggregator.pem"
+            install -m 0400 -o "$uid" -g "$gid" "$tmp/aggregator.key" "$ag/aggregator.key" # the server runs as FEDAD_UID
+            rm -rf "$tmp"
+            log INFO "new key-holder TLS: a CA, a certificate for host keyholder, the aggregator's client certificate"
+        fi
+        log INFO "ca.pem -> server and key holder, keyholder.pem + keyholder.key + aggregator.pem (pinned) -> key holder only, aggregator.pem + aggregator.key -> server only"
+    fi
     if ! tls_on && ! is_on "${FEDAD_CERTS_ALWAYS:-0}"; then
-        log INFO "TLS is off (FEDAD_TLS=0); nothing to do"
+        [ "$strategy" = secure-robust ] || log INFO "TLS is off (FEDAD_TLS=0); nothing to do"
         exit 0
     fi
     hosts=(server localhost 127.0.0.1)
@@ -207,7 +365,7 @@ certs)
     ;;
 
 help | --help | -h)
-    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
     ;;
 
 *)

@@ -2,8 +2,11 @@
 
     plant.py data       one shard per node: /import/node_NN.csv|.parquet when the user gave one, else synthetic
     plant.py summary    print the run's report (who took part, refused, failed, flagged, metrics), write
-                        /results/summary.txt and summary.json
-    plant.py check      assert a run's results (CI): every round had the expected clients, F1, refused, flagged
+                        /results/summary.txt and summary.json; under secure-robust also copy the key holder's
+                        audit of this run (/audit/audit.jsonl, last session) to /results/keyholder-audit.jsonl
+    plant.py audit      one line about the last session of a key holder's audit log (the keyholder service)
+    plant.py check      assert a run's results (CI): every round had the expected clients, F1, refused, flagged,
+                        the key holder's audit
 
 `summary` and `check` use only the standard library, so `python3 deploy/plant.py check` works on any host.
 """
@@ -175,13 +178,72 @@ def summarize(results: Path) -> dict:
     plant = {}
     if (results / "plant.json").is_file():
         plant = json.loads((results / "plant.json").read_text())
+    keyholder = None
+    if (results / "keyholder-audit.jsonl").is_file():
+        keyholder = audit_summary(read_audit(results / "keyholder-audit.jsonl"))
     return {
         "strategy": report.get("strategy"), "model": report.get("model"), "seconds": report.get("seconds"),
         "metrics": report.get("metrics") or {}, "rounds": per_round, "participants": participants,
         "refused": report.get("refused") or {}, "failures": report.get("failures") or [],
         "flagged": {k: flagged[k] for k in sorted(flagged)}, "malicious": flag_block.get("malicious") or [],
-        "flag_scores": flag_scores, "plant": plant.get("nodes", {}),
+        "flag_scores": flag_scores, "plant": plant.get("nodes", {}), "keyholder": keyholder,
     }
+
+
+# ------------------------------------------------------------------------------------ key holder audit
+def read_audit(path: Path) -> list[dict]:
+    """The entries of the last session of a fedad-keyholder audit log (JSON lines; the keyholder service
+    appends a ``{"op": "start"}`` line when it starts a session)."""
+    entries: list[dict] = []
+    for line in path.read_text().splitlines():
+        try:
+            e = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(e, dict):
+            entries = [e] if e.get("op") == "start" else entries + [e]
+    return entries
+
+
+def audit_summary(entries: list[dict]) -> dict:
+    """Rounds the key holder opened, blocks it decrypted per kind, what it refused."""
+    begins = [e for e in entries if e.get("op") == "begin" and "refused" not in e]
+    blocks: dict[str, int] = {}
+    per_round: dict[int, dict[str, int]] = {}
+    for e in entries:
+        if e.get("op") == "decrypt" and "refused" not in e:
+            kind, n = str(e.get("kind")), int(e.get("blocks") or 0)
+            blocks[kind] = blocks.get(kind, 0) + n
+            rnd = per_round.setdefault(e.get("round"), {})
+            rnd[kind] = rnd.get(kind, 0) + n
+    final = [e.get("round") for e in begins if e.get("final")]
+    return {"rounds": [e.get("round") for e in begins if not e.get("final")],
+            "final_round": final[-1] if final else None, "blocks": blocks,
+            "decrypted": sum(blocks.values()), "per_round": {str(k): v for k, v in per_round.items()},
+            "refused": [f"{e.get('op')} round {e.get('round')}: {e['refused']}" for e in entries if "refused" in e]}
+
+
+def render_audit(a: dict) -> str:
+    rounds = a["rounds"]
+    opened = ("rounds " + (f"{rounds[0]}-{rounds[-1]}" if rounds == list(range(rounds[0], rounds[-1] + 1))
+                           else ",".join(map(str, rounds)))) if rounds else "no rounds"
+    if a["final_round"] is not None:
+        opened += f" + final round {a['final_round']}"
+    kinds = ", ".join(f"{k} {v}" for k, v in sorted(a["blocks"].items()))
+    text = f"key holder: {opened} opened, {a['decrypted']} blocks decrypted ({kinds or 'none'}), " \
+           f"{len(a['refused'])} requests refused"
+    for r in a["refused"][:3]:
+        text += f"\n  REFUSED by the key holder: {r}"[:200]
+    return text
+
+
+def audit(args) -> int:
+    path = Path(args.audit)
+    if not path.is_file():
+        print(f"key holder: no audit log at {path}")
+        return 1
+    print(render_audit(audit_summary(read_audit(path))))
+    return 0
 
 
 def _f(v) -> str:
@@ -218,6 +280,8 @@ def render(s: dict) -> str:
         lines.append(f"  flagged nodes: none ({s['strategy']} does not screen updates; FEDAD_STRATEGY=robust does)")
     else:
         lines.append("  flagged nodes: none")
+    if s.get("keyholder") is not None:
+        lines.append("  " + render_audit(s["keyholder"]))
     m = s["metrics"]
     lines.append(f"  federated test: precision {_f(m.get('precision'))}, recall {_f(m.get('recall'))}, "
                  f"F1 {_f(m.get('f1'))}, ROC-AUC {_f(m.get('roc_auc'))}, false alarms {_f(m.get('far'))}")
@@ -229,6 +293,12 @@ def summary(args) -> int:
     if not (results / "report.json").is_file():
         log("ERROR", f"no report.json in {results}: the server did not finish (docker compose logs server)", "summary")
         return 1
+    audit_log = Path(args.audit)
+    if json.loads((results / "report.json").read_text()).get("strategy") == "secure-robust" and audit_log.is_file():
+        # this run's session of the key holder's audit log, next to the report
+        tmp = results / ".keyholder-audit.jsonl.tmp"
+        tmp.write_text("".join(json.dumps(e) + "\n" for e in read_audit(audit_log)))
+        os.replace(tmp, results / "keyholder-audit.jsonl")
     s = summarize(results)
     text = render(s)
     print(text, flush=True)
@@ -271,6 +341,22 @@ def check(args) -> int:
             extra = set(s["flagged"]) - want
             if len(extra) > args.max_false_flags:
                 problems.append(f"honest nodes flagged: {sorted(extra)}")
+    if args.keyholder_rounds is not None:
+        a = s.get("keyholder")
+        want = list(range(1, args.keyholder_rounds + 1))
+        if a is None:
+            problems.append(f"no key holder audit ({results}/keyholder-audit.jsonl)")
+        else:
+            if a["rounds"] != want:
+                problems.append(f"key holder opened rounds {a['rounds']}, expected {want}")
+            if a["final_round"] != args.keyholder_rounds + 1 or not a["blocks"].get("histogram"):
+                problems.append(f"key holder: no final round {args.keyholder_rounds + 1} with the threshold histogram")
+            missing = [r for r in want if not a["per_round"].get(str(r), {}).get("aggregate")
+                       or not a["per_round"].get(str(r), {}).get("sketch")]
+            if missing:
+                problems.append(f"key holder: no sketch or aggregate decrypted in rounds {missing}")
+            if a["refused"]:
+                problems.append(f"key holder refused {len(a['refused'])} requests: {a['refused'][:3]}")
     for p in problems:
         print(f"check: FAIL: {p}", file=sys.stderr)
     if not problems:
@@ -288,6 +374,9 @@ def main(argv=None) -> int:
     d.add_argument("--results", default="/results")
     sm = sub.add_parser("summary", help="print and write the run's summary")
     sm.add_argument("--results", default="/results")
+    sm.add_argument("--audit", default="/audit/audit.jsonl", help="the key holder's audit log (secure-robust)")
+    au = sub.add_parser("audit", help="one line about the last session of a key holder's audit log")
+    au.add_argument("--audit", default="/audit/audit.jsonl")
     c = sub.add_parser("check", help="assert a run's results (CI)")
     c.add_argument("--results", default="results")
     c.add_argument("--rounds", type=int, default=None, help="expected number of rounds")
@@ -296,8 +385,11 @@ def main(argv=None) -> int:
     c.add_argument("--refused", default=None, help="comma-separated names that must be in report.json refused")
     c.add_argument("--flagged", default=None, help="comma-separated names that must have been flagged")
     c.add_argument("--max-false-flags", type=int, default=None, help="most honest nodes that may be flagged")
+    c.add_argument("--keyholder-rounds", type=int, default=None,
+                   help="secure-robust: the key holder's audit must show rounds 1..N, the final round N+1 with "
+                   "the threshold histogram, sketches and an aggregate every round, no refusal")
     args = p.parse_args(argv)
-    return {"data": prepare_data, "summary": summary, "check": check}[args.cmd](args)
+    return {"data": prepare_data, "summary": summary, "audit": audit, "check": check}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -93,9 +93,10 @@ def test_the_server_can_never_read_the_private_key_and_publishes_8080():
     assert "paillier-private" not in sources and not any(s.startswith("shard-") for s in sources)
     assert volumes(server)["/keys"] == "paillier-public" and volumes(server)["/tls"] == "tls-server"
     assert any(str(p["target"]) == "8080" and str(p.get("published")) == "8080" for p in server["ports"])
-    # only the key job and the nodes mount the private key's volume
+    # only the key job and the nodes mount the (paillier) private key's volume
     holders = {n for n, s in services.items() if "paillier-private" in volumes(s).values()}
     assert holders == {"keys", *NODES}
+    assert "keyholder-private" not in sources
     assert {n for n, s in services.items() if "tls-server" in volumes(s).values()} == {"certs", "server"}
 
 
@@ -106,10 +107,11 @@ def test_every_service_has_init_a_deliberate_restart_policy_and_long_running_one
         assert s.get("init") is True, name
         assert s.get("restart") == "no", name  # see docs/docker.md "Restart policy"
         assert s.get("pull_policy") == "never", name
-        if name == "server" or name.startswith(("client-", "attacker-")):
+        if name in ("server", "keyholder") or name.startswith(("client-", "attacker-")):
             assert s["healthcheck"]["test"][0] == "CMD", name
     assert services["server"]["build"]["dockerfile"] == "deploy/Dockerfile"
     assert services["server"]["depends_on"]["certs"]["condition"] == "service_completed_successfully"
+    assert services["server"]["depends_on"]["keyholder"]["condition"] == "service_started"
     assert services["summary"]["depends_on"]["server"]["condition"] == "service_completed_successfully"
 
 
@@ -136,6 +138,49 @@ def test_strategy_and_friends_come_from_the_environment():
     assert (server["FEDAD_STRATEGY"], server["FEDAD_ROUNDS"], server["FEDAD_MODEL"]) == ("robust", "7", "lstm")
     assert services["client-1"]["environment"]["FEDAD_STRATEGY"] == "robust"
     assert services["attacker-9"]["environment"]["FEDAD_ATTACK"] == "ipm"
+
+
+def _env_config(env: dict[str, str], *args: str) -> dict:
+    r = subprocess.run(["docker", "compose", *args, "config", "--format", "json"], cwd=ROOT,
+                       env={**DOCKER_ENV, **env}, capture_output=True, text=True, timeout=60, check=True)
+    return json.loads(r.stdout)["services"]
+
+
+@needs_compose
+@pytest.mark.parametrize("profiles", [(), ("--profile", "attack"), ("--profile", "honest", "--profile", "attack")])
+def test_secure_robust_private_key_is_mounted_on_the_keyholder_only(profiles):
+    services = _env_config({"FEDAD_STRATEGY": "secure-robust"}, *profiles)
+    nodes = [n for n in services if n.startswith(("client-", "attacker-"))]
+    assert len(nodes) == (13 if "honest" in profiles else 10)
+    # the private key's volume: written by the keys job, mounted (read-only) by the key holder, nobody else
+    assert {n for n, s in services.items() if "keyholder-private" in volumes(s).values()} == {"keys", "keyholder"}
+    kh = services["keyholder"]
+    assert volumes(kh) == {"/keys": "keyholder-private", "/tls": "keyholder-tls", "/audit": "keyholder-audit",
+                           "/state": "server-state"}
+    ro = {v["target"] for v in kh["volumes"] if v.get("read_only")}
+    assert ro == {"/keys", "/tls", "/state"}
+    assert "ports" not in kh  # reachable on the compose network only
+    assert kh["command"] == ["keyholder"] and kh["environment"]["FEDAD_STRATEGY"] == "secure-robust"
+    assert kh["user"].split(":")[0] not in ("0", "10001", services["server"]["user"].split(":")[0])
+    assert int(kh["environment"]["FEDAD_KEYHOLDER_MAX_CLIENTS"]) >= len(nodes)
+    assert "--insecure" not in kh["environment"]["FEDAD_KEYHOLDER_ARGS"]
+    for dep in ("keys", "certs", "data"):
+        assert kh["depends_on"][dep]["condition"] == "service_completed_successfully"
+    # its TLS key and the pinned aggregator certificate: key holder only; the aggregator's client key: server only
+    assert {n for n, s in services.items() if "keyholder-tls" in volumes(s).values()} == {"certs", "keyholder"}
+    assert {n for n, s in services.items() if "aggregator-tls" in volumes(s).values()} == {"certs", "server"}
+    server = services["server"]
+    assert volumes(server)["/keys"] == "paillier-public" and volumes(server)["/aggregator-tls"] == "aggregator-tls"
+    assert "keyholder-private" not in volumes(server).values() and "paillier-private" not in volumes(server).values()
+    env = server["environment"]
+    assert env["FEDAD_STRATEGY"] == "secure-robust" and env["FEDAD_KEYHOLDER"] == "keyholder:8090"
+    assert env["FEDAD_SKETCH_ROWS"] == kh["environment"]["FEDAD_SKETCH_ROWS"]
+    assert "8090" in " ".join(kh["healthcheck"]["test"])
+    for name in nodes:  # the nodes: their shard, the TLS CA, /keys (public.key only under secure-robust)
+        assert set(volumes(services[name]).values()) - {"collusion"} == {
+            f"shard-{int(name.split('-')[1]):02d}", "tls-ca", "paillier-private"}, name
+        assert services[name]["environment"]["FEDAD_STRATEGY"] == "secure-robust"
+    assert volumes(services["summary"])["/audit"] == "keyholder-audit"
 
 
 @needs_compose
@@ -200,6 +245,92 @@ def test_entrypoint_bad_configuration_is_one_clear_line_and_exit_2(role, env, me
     assert len(lines) == 1 and " ERROR [" in lines[0] and message in lines[0], r.stderr
 
 
+# ------------------------------------------------------ entrypoint: the command lines it builds (dry run, no engine)
+def _entrypoint(role: str, root: Path, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(DEPLOY / "entrypoint.sh"), role], capture_output=True, text=True, timeout=30,
+                          env={"PATH": os.environ["PATH"], "FEDAD_ENTRYPOINT_ROOT": str(root),
+                               "FEDAD_ENTRYPOINT_DRY_RUN": "1", **env})
+
+
+def _files(root: Path, *paths: str) -> Path:
+    for rel in paths:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text("x\n")
+    return root
+
+
+def _argv(r: subprocess.CompletedProcess, root: Path) -> list[str]:
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip().replace(str(root), "").split()
+
+
+def _option(argv: list[str], name: str, n: int = 1) -> list[str]:
+    i = argv.index(name)
+    return argv[i + 1:i + 1 + n]
+
+
+def test_entrypoint_secure_robust_server_gets_the_keyholder_and_the_public_key_only(tmp_path):
+    (tmp_path / "results").mkdir()
+    _files(tmp_path, "keys/public.key", "aggregator-tls/ca.pem", "aggregator-tls/aggregator.pem",
+           "aggregator-tls/aggregator.key")
+    argv = _argv(_entrypoint("server", tmp_path, FEDAD_STRATEGY="secure-robust", FEDAD_KEYHOLDER="keyholder:8090"),
+                 tmp_path)
+    assert argv[0] == "fedad-server" and _option(argv, "--strategy") == ["secure-robust"]
+    assert _option(argv, "--keyholder") == ["keyholder:8090"]
+    assert _option(argv, "--keyholder-certificates", 3) == [
+        "/aggregator-tls/ca.pem", "/aggregator-tls/aggregator.pem", "/aggregator-tls/aggregator.key"]
+    assert _option(argv, "--public-key") == ["/keys/public.key"] and "--sketch-rows" not in argv  # fedad's default
+    assert "--private-key" not in argv
+    argv = _argv(_entrypoint("server", tmp_path, FEDAD_STRATEGY="secure-robust", FEDAD_SKETCH_ROWS="12"), tmp_path)
+    assert _option(argv, "--sketch-rows") == ["12"]
+    # a private key where the server could read it: refused
+    _files(tmp_path, "keys/private.key")
+    r = _entrypoint("server", tmp_path, FEDAD_STRATEGY="secure-robust")
+    assert r.returncode == 2 and "the aggregator must never hold it" in r.stderr
+    # no key-holder certificates: one clear line
+    (tmp_path / "keys/private.key").unlink()
+    (tmp_path / "aggregator-tls/aggregator.key").unlink()
+    r = _entrypoint("server", tmp_path, FEDAD_STRATEGY="secure-robust")
+    assert r.returncode == 2 and "aggregator TLS client key not found" in r.stderr, r.stderr
+    # other strategies: no key holder
+    argv = _argv(_entrypoint("server", tmp_path, FEDAD_STRATEGY="robust"), tmp_path)
+    assert "--keyholder" not in argv and "--public-key" not in argv
+
+
+def test_entrypoint_secure_robust_nodes_get_the_public_key_and_refuse_a_private_one(tmp_path):
+    _files(tmp_path, "data/shard.csv", "keys/public.key")
+    argv = _argv(_entrypoint("client", tmp_path, FEDAD_STRATEGY="secure-robust", FEDAD_NAME="client-3"), tmp_path)
+    assert _option(argv, "--public-key") == ["/keys/public.key"] and "--private-key" not in argv
+    _files(tmp_path, "keys/private.key")  # left by a paillier run: a secure-robust node will not start with it
+    r = _entrypoint("client", tmp_path, FEDAD_STRATEGY="secure-robust", FEDAD_NAME="client-3")
+    assert r.returncode == 2 and "only the key holder may hold it" in r.stderr
+    # paillier is unchanged: the nodes hold the private key
+    argv = _argv(_entrypoint("client", tmp_path, FEDAD_STRATEGY="paillier", FEDAD_NAME="client-3"), tmp_path)
+    assert _option(argv, "--private-key") == ["/keys/private.key"] and "--public-key" not in argv
+
+
+def test_entrypoint_keyholder_runs_pinned_mutual_tls_with_the_plant_budget(tmp_path):
+    (tmp_path / "audit").mkdir()
+    _files(tmp_path, "keys/private.key", "tls/ca.pem", "tls/keyholder.pem", "tls/keyholder.key", "tls/aggregator.pem")
+    argv = _argv(_entrypoint("keyholder", tmp_path, FEDAD_STRATEGY="secure-robust"), tmp_path)
+    assert argv[0] == "fedad-keyholder" and "--insecure" not in argv
+    assert _option(argv, "--private-key") == ["/keys/private.key"]
+    assert _option(argv, "--certificates", 3) == ["/tls/ca.pem", "/tls/keyholder.pem", "/tls/keyholder.key"]
+    assert _option(argv, "--aggregator-cert") == ["/tls/aggregator.pem"]
+    assert _option(argv, "--listen") == ["0.0.0.0:8090"] and _option(argv, "--audit") == ["/audit/audit.jsonl"]
+    assert _option(argv, "--max-clients") == ["13"] and "--sketch-rows" not in argv  # fedad's default, as the server
+    argv = _argv(_entrypoint("keyholder", tmp_path, FEDAD_STRATEGY="secure-robust", FEDAD_SKETCH_ROWS="12"), tmp_path)
+    assert _option(argv, "--sketch-rows") == ["12"]
+    r = _entrypoint("keyholder", tmp_path, FEDAD_STRATEGY="secure-robust", FEDAD_KEYHOLDER_ARGS="--insecure")
+    assert r.returncode == 2 and "--insecure is refused" in r.stderr
+    (tmp_path / "tls/aggregator.pem").unlink()
+    r = _entrypoint("keyholder", tmp_path, FEDAD_STRATEGY="secure-robust")
+    assert r.returncode == 2 and "pinned aggregator certificate not found" in r.stderr
+    # any other strategy: nothing to do, exit 0 at once (the server does not wait for it)
+    r = _entrypoint("keyholder", tmp_path, FEDAD_STRATEGY="fedavg", FEDAD_ENTRYPOINT_DRY_RUN="0")
+    assert r.returncode == 0 and "does not use a key holder; nothing to do" in r.stderr and not r.stdout
+
+
 # ------------------------------------------------------------------------------ plant.py summary and check
 def _fake_run(out: Path, flags: dict | None = None) -> None:
     names = [f"client-{i}" for i in range(1, 10)] + ["attacker-10"]
@@ -245,6 +376,53 @@ def test_check_passes_and_fails_on_the_right_things(tmp_path):
     for text in ("2 rounds, expected 3", "missing ['client-10']", "final F1 0.75", "not flagged: ['client-2']"):
         assert text in bad.stderr, bad.stderr
     assert _plant("check", "--results", str(tmp_path / "nothing")).returncode == 1
+
+
+def _audit_log(path: Path, rounds: int = 2, refused: bool = False, sessions: int = 2) -> None:
+    lines = []
+    for _ in range(sessions):  # an append-only log: only the last session counts
+        lines.append({"op": "start", "time": 1})
+        for r in range(1, rounds + 1):
+            lines.append({"op": "begin", "round": r, "final": False, "budget": {"sketch": 80}})
+            lines += [{"op": "decrypt", "round": r, "kind": k, "blocks": n}
+                      for k, n in (("sketch", 80), ("embedding", 10), ("aggregate", 28))]
+        lines.append({"op": "begin", "round": rounds + 1, "final": True, "budget": {"histogram": 19}})
+        lines.append({"op": "decrypt", "round": rounds + 1, "kind": "histogram", "blocks": 19})
+    if refused:
+        lines.append({"op": "begin", "round": 1, "refused": "round 1 was already opened"})
+    path.write_text("".join(json.dumps(e) + "\n" for e in lines))
+
+
+def test_summary_copies_this_runs_keyholder_audit_under_secure_robust(tmp_path):
+    _fake_run(tmp_path)
+    report = json.loads((tmp_path / "report.json").read_text())
+    (tmp_path / "report.json").write_text(json.dumps({**report, "strategy": "secure-robust"}))
+    _audit_log(tmp_path / "audit.jsonl")
+    r = _plant("summary", "--results", str(tmp_path), "--audit", str(tmp_path / "audit.jsonl"))
+    assert r.returncode == 0, r.stderr
+    assert "key holder: rounds 1-2 + final round 3 opened, 255 blocks decrypted (aggregate 56, embedding 20, " \
+           "histogram 19, sketch 160), 0 requests refused" in r.stdout
+    copied = (tmp_path / "keyholder-audit.jsonl").read_text().splitlines()
+    assert len(copied) == 1 + 2 * 4 + 2  # the last session only
+    ok = _plant("check", "--results", str(tmp_path), "--keyholder-rounds", "2")
+    assert ok.returncode == 0, ok.stderr
+    bad = _plant("check", "--results", str(tmp_path), "--keyholder-rounds", "3")
+    assert bad.returncode == 1 and "key holder opened rounds [1, 2], expected [1, 2, 3]" in bad.stderr
+    _audit_log(tmp_path / "audit.jsonl", refused=True)
+    _plant("summary", "--results", str(tmp_path), "--audit", str(tmp_path / "audit.jsonl"))
+    bad = _plant("check", "--results", str(tmp_path), "--keyholder-rounds", "2")
+    assert bad.returncode == 1 and "key holder refused 1 requests" in bad.stderr
+    line = _plant("audit", "--audit", str(tmp_path / "audit.jsonl"))
+    assert line.returncode == 0 and "1 requests refused" in line.stdout and "REFUSED by the key holder" in line.stdout
+
+
+def test_summary_ignores_an_old_audit_under_other_strategies(tmp_path):
+    _fake_run(tmp_path)  # strategy robust
+    _audit_log(tmp_path / "audit.jsonl")
+    r = _plant("summary", "--results", str(tmp_path), "--audit", str(tmp_path / "audit.jsonl"))
+    assert r.returncode == 0 and "key holder" not in r.stdout
+    assert not (tmp_path / "keyholder-audit.jsonl").exists()
+    assert _plant("check", "--results", str(tmp_path), "--keyholder-rounds", "2").returncode == 1
 
 
 # ------------------------------------------------------------------------- with an engine and a built image
