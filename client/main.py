@@ -48,6 +48,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--public-key", default=None, metavar="FILE",
                    help="Paillier public.key for a server running --strategy secure-robust: this node encrypts "
                    "its update, embedding and histogram and can decrypt nothing")
+    p.add_argument("--obfuscation", default="djn", choices=("djn", "full"),
+                   help="secure-robust: encryption randomness: djn (short-exponent h^a, ~4x faster, DJN assumption) "
+                   "or full (r^n, semantic security under DCR alone); see docs/secure-robust.md")
     from fedad.client.attacks.registry import ATTACK_NAMES
 
     p.add_argument("--attack", default=None, choices=ATTACK_NAMES, type=lambda s: s.replace("-", "_"),
@@ -99,7 +102,7 @@ def run(args) -> int:
     if args.public_key:
         from fedad.client.secure import PublicKeyClient
 
-        secure = PublicKeyClient(args.public_key)
+        secure = PublicKeyClient(args.public_key, args.obfuscation)
         log.info("secure-robust mode: updates, embeddings and histograms leave this node encrypted (key %s)",
                  secure.fingerprint)
     if args.private_key:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from fedad.common.crypto.blinding import blind, unblind
 from fedad.common.crypto.codec import ciphertext_bytes
 from fedad.common.crypto.keys import key_bytes, key_fingerprint
-from fedad.common.crypto.obfuscation import ObfuscatorReserve, available_cores
+from fedad.common.crypto.obfuscation import ObfuscatorReserve, available_cores, djn_exponent_bits
 from fedad.common.errors import FedadError
 from fedad.server.keyholder import BEGIN, DECRYPT, MAX_MESSAGE, bytes_to_ints, frame, ints_to_bytes, unframe
 
@@ -86,10 +86,10 @@ class BlindDecryptor:
         self.public_key, self.client = public_key, client
         self.fingerprint = key_fingerprint(public_key)
         # blinding masks need fresh obfuscators: computed on all cores between rounds, with DJN short exponents
-        # of half the key's length (the key holder decrypts the blinded value anyway: what hides it is the
-        # uniform mask; the obfuscator only unlinks the blinded ciphertext from the aggregator's)
+        # (the key holder decrypts the blinded value anyway: what hides it is the uniform mask; the obfuscator
+        # only unlinks the blinded ciphertext from the aggregator's)
         self.reserve = reserve or ObfuscatorReserve(public_key, workers=available_cores(),
-                                                    short_exponent_bits=public_key.n.bit_length() // 2)
+                                                    short_exponent_bits=djn_exponent_bits(public_key.n.bit_length()))
         self.round, self.kind = 0, "aggregate"
         self.requested: dict[str, int] = {}  # blocks sent to the key holder this round, per kind
         self.seconds = 0.0

@@ -1,8 +1,9 @@
 """Make a Paillier key pair for encrypted aggregation: DIR/public.key and DIR/private.key.
 
 public.key goes to the aggregator (the server): it can add encrypted updates but never decrypt one.
-private.key (written with permissions 0600) goes to the clients only: the server refuses to start if
-handed it. Key sizes: 2048 bits (default), 3072 bits (stronger, slower), 1024 bits for tests only
+private.key (written with permissions 0600) goes to the clients under --strategy paillier, or only to
+fedad-keyholder under --strategy secure-robust (clients then get public.key); the server refuses to start
+if handed it. Key sizes: 2048 bits (default), 3072 bits (stronger, slower), 1024 bits for tests only
 (below current recommendations). Existing keys are never overwritten without --force.
 """
 from __future__ import annotations
@@ -44,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     pub_path, priv_path = save_keypair(args.out, public_key, private_key, force=args.force)
     print(f"done in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     print(f"public key:  {pub_path}  (for the aggregator)")
-    print(f"private key: {priv_path}  (clients only, mode 0600)")
+    print(f"private key: {priv_path}  (mode 0600; the clients under --strategy paillier, only fedad-keyholder "
+          "under secure-robust; never the server)")
     print(f"fingerprint: {key_fingerprint(public_key)}")
     return 0

@@ -54,11 +54,16 @@ def random_obfuscators_bytes(n: int, count: int) -> bytes:
     return bytes(out)
 
 
+def djn_exponent_bits(key_bits: int) -> int:
+    """Length of the DJN short exponent: a quarter of the key (512 bits for 2048), at least 256."""
+    return max(256, int(key_bits) // 4)
+
+
 def short_obfuscators_bytes(n: int, base: int, count: int, exponent_bits: int) -> bytes:
     """``count`` obfuscators h^a mod n^2 with h = x^n a fixed random n-th residue and a uniform
     ``exponent_bits``-bit exponent (Damgard-Jurik-Nielsen's short-exponent variant, as in Intel's Paillier
-    library): ~key_bits / exponent_bits times cheaper than r^n, secure under the DJN assumption instead of
-    DCR alone. fedad uses it only for the aggregator's blinding masks (see docs/secure-robust.md)."""
+    library): ~key_bits / exponent_bits times cheaper than r^n, secure under the DJN short-exponent
+    assumption instead of DCR alone. Used by secure-robust (see docs/secure-robust.md)."""
     n_mpz = gmpy2.mpz(n)
     n_square = n_mpz * n_mpz
     h = gmpy2.mpz(base)
