@@ -24,7 +24,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--records", type=int, default=200_000, help="records in the whole plant")
     parser.add_argument("--local-epochs", type=int, default=2, help="local epochs per round")
     parser.add_argument("--model", default="dense", choices=("dense", "lstm", "gru", "cnn", "vae"), help="autoencoder")
-    parser.add_argument("--strategy", default="fedavg", help="aggregation strategy of fedad-server")
+    parser.add_argument("--strategy", default="fedavg",
+                        choices=("fedavg", "paillier", "trust", "flag", "robust", "secure-robust"),
+                        help="aggregation strategy of fedad-server (paillier, secure-robust: a fresh key pair in "
+                        "DIR/keys; secure-robust also starts fedad-keyholder on 127.0.0.1, audit in DIR)")
     parser.add_argument("--scaling", default="site", choices=("site", "global"),
                         help="feature scaling per node (site) or merged over all nodes (global); see fedad-server")
     parser.add_argument("--seed", type=int, default=0, help="seed of the plant and the training")
@@ -73,16 +76,33 @@ def run(args) -> int:
                   "--min-clients", str(args.clients), "--out", str(out), "--model", args.model,
                   "--strategy", args.strategy, "--scaling", args.scaling, "--local-epochs", str(args.local_epochs), "--seed", str(args.seed),
                   "--wait-timeout", "300"]
+    client_extra, procs = [], []
+    if args.strategy in ("paillier", "secure-robust"):
+        from fedad.common.crypto.keys import generate_keypair, save_keypair
+
+        keys = out / "keys"
+        save_keypair(keys, *generate_keypair(), force=True)
+        server_cmd += ["--public-key", str(keys / "public.key")]
+        client_extra = (["--private-key", str(keys / "private.key")] if args.strategy == "paillier"
+                        else ["--public-key", str(keys / "public.key")])
+    if args.strategy == "secure-robust":  # the key holder: the only process given private.key
+        kh_address = f"127.0.0.1:{_free_port()}"
+        server_cmd += ["--keyholder", kh_address]
+        (out / "keyholder-audit.jsonl").unlink(missing_ok=True)
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "fedad.server.keyholder", "--listen", kh_address, "--private-key",
+             str(out / "keys" / "private.key"), "--insecure", "--max-clients", str(args.clients), "--audit",
+             str(out / "keyholder-audit.jsonl")],
+            stdout=open(out / "logs" / "keyholder.log", "w"), stderr=subprocess.STDOUT, env=env))
     print(f"[2/4] fedad-server on {address} and {len(shards)} fedad-client processes (logs in {out / 'logs'})",
           file=sys.stderr, flush=True)
-    procs = []
     with open(out / "logs" / "server.log", "w") as slog:
         server = subprocess.Popen(server_cmd, stdout=slog, stderr=subprocess.STDOUT, env=env)
         for shard in shards:
             log = open(out / "logs" / f"{shard.stem}.log", "w")
             procs.append(subprocess.Popen(
                 [sys.executable, "-m", "fedad.client.main", "--server", address, "--data", str(shard),
-                 "--name", shard.stem, "--device", "cpu", "--connect-timeout", "120"],
+                 "--name", shard.stem, "--device", "cpu", "--connect-timeout", "120", *client_extra],
                 stdout=log, stderr=subprocess.STDOUT, env=env))
         seen, deadline = 0, time.monotonic() + args.timeout
         try:

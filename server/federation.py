@@ -21,6 +21,7 @@ from fedad.client.site import FederationSpec
 from fedad.common.federated_stats import (decode_histogram, decode_scaler_stats, encode_scaler_stats,
                                           global_threshold, metrics_from_counts, N_BINS)
 from fedad.common.crypto.statistics import decode_fixed_point, sum_counts, sum_fixed_point
+from fedad.common.errors import FedadError
 from fedad.common.preprocessing import ScalerStats
 from fedad.common.wire import WireError, decode_json, encode_json
 from fedad.server.strategies.base import FedadStrategy, client_name
@@ -186,7 +187,10 @@ class FedadServer(Server):
         instructions = self.strategy.configure_fit(rnd, self.parameters, self._client_manager)
         results, failures = fit_clients(instructions, self.max_workers, timeout, rnd)
         failed = self._record_failures("fit", rnd, failures)
-        new, _ = self.strategy.aggregate_fit(rnd, results, failures)
+        try:
+            new, _ = self.strategy.aggregate_fit(rnd, results, failures)
+        except FedadError as exc:  # e.g. the key holder refused or is unreachable (secure-robust)
+            raise FederationFailed(f"round {rnd}: {exc}") from None
         rejected = dict(self.strategy.last_rejections)
         for name, why in rejected.items():
             self.log.warning("round %d: rejected update of %s: %s", rnd, name, why)
@@ -241,7 +245,10 @@ class FedadServer(Server):
                 raise FederationFailed("no client sent validation scores for the threshold")
             hist_sum = sum_counts(self.strategy.public_key, msgs, self.strategy.max_clients, N_BINS)
             if self.blind:  # secure-robust: the key holder blind-decrypts the sum, the server sets the threshold
-                counts = self.strategy.decrypt_histogram(hist_sum, rnd + 1, len(msgs), N_BINS)
+                try:
+                    counts = self.strategy.decrypt_histogram(hist_sum, rnd + 1, len(msgs), N_BINS)
+                except FedadError as exc:
+                    raise FederationFailed(f"threshold: {exc}") from None
                 threshold = global_threshold(counts, self.spec.threshold_quantile)
                 ins = EvaluateIns(self.parameters, self._config("test", rnd, threshold=threshold))
             else:
