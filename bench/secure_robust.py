@@ -231,11 +231,11 @@ def print_cost(rows: list[dict]) -> None:
     by = {r["strategy"]: r for r in rows}
     print(f"\nCost (processes over gRPC on 127.0.0.1, 10 clients incl. 3 sign-flip attackers, "
           f"{rows[0]['records']} records, median of rounds 2..{rows[0]['rounds']}):")
-    print(f"{'strategy':<15}{'round s':>9}{'vs paillier':>12}{'kB/round':>10}{'flag P':>8}{'flag R':>8}{'F1':>7}")
+    print(f"{'strategy':<26}{'round s':>9}{'vs paillier':>12}{'kB/round':>10}{'flag P':>8}{'flag R':>8}{'F1':>7}")
     ref = by.get("paillier", {}).get("round_s")
     for r in rows:
         ratio = f"{r['round_s'] / ref:.2f}x" if ref else "-"
-        print(f"{r['strategy']:<15}{r['round_s']:>9.2f}{ratio:>12}{r['bytes'] / 1e3:>10.1f}"
+        print(f"{r['strategy']:<26}{r['round_s']:>9.2f}{ratio:>12}{r['bytes'] / 1e3:>10.1f}"
               f"{_f(r['flag_precision'], '.3f', 8)}{_f(r['flag_recall'], '.3f', 8)}{_f(r['f1'], '.3f', 7)}")
     if "secure-robust" in by and ref:  # the default (djn) client obfuscation
         ratio = by["secure-robust"]["round_s"] / ref
