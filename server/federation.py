@@ -180,6 +180,10 @@ class FedadServer(Server):
         weights = get_weights(model)
         if self.encrypted:
             self.strategy.n_values = int(sum(w.size for w in weights))
+            try:
+                getattr(self.strategy, "check_settings", lambda: None)()
+            except FedadError as exc:
+                raise FederationFailed(str(exc)) from None
         return weights
 
     def _train_round(self, rnd: int, timeout: float | None) -> dict:
@@ -223,16 +227,19 @@ class FedadServer(Server):
         return record
 
     def _evaluate_val(self, rnd: int, timeout: float | None) -> tuple[float | None, list]:
-        instructions = self.strategy.configure_evaluate(rnd, self.parameters, self._client_manager)
+        instructions = [(c, ins) for c, ins in self.strategy.configure_evaluate(rnd, self.parameters,
+                                                                                self._client_manager)
+                        if c.cid in self.admitted]  # a node that connected mid-round is checked first
         results, failures = evaluate_clients(instructions, self.max_workers, timeout, rnd)
         self._record_failures("val", rnd, failures)
         loss, _ = self.strategy.aggregate_evaluate(rnd, results, failures)
         return loss, results
 
     def _threshold_and_test(self, rnd: int, timeout: float | None) -> tuple[float, dict]:
+        self._admit_newcomers(timeout)  # a node that connected after the last round is checked like the others
         untrusted = self.strategy.untrusted()
         clients = [c for c in self.strategy.clients(self._client_manager)
-                   if self.strategy.names.get(c.cid) not in untrusted]
+                   if self.strategy.names.get(c.cid) not in untrusted and c.cid in self.admitted]
         if untrusted:  # a quarantined poisoner could otherwise inflate the threshold with its histogram
             self.log.info("leaving quarantined client(s) %s out of the threshold and evaluation",
                           ", ".join(sorted(untrusted)))

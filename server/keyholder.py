@@ -175,15 +175,20 @@ class KeyHolder:
         if rnd <= self.last_round:
             raise Refusal("FAILED_PRECONDITION", f"round {rnd} was already opened (last round {self.last_round}); "
                           "rounds must increase")
-        if not isinstance(clients, int) or not 1 <= clients <= self.budget.max_clients:
+        if not isinstance(clients, int) or isinstance(clients, bool) or not 1 <= clients <= self.budget.max_clients:
             raise Refusal("RESOURCE_EXHAUSTED", f"{clients!r} clients asked for; this key holder serves 1.."
                           f"{self.budget.max_clients}")
         if final:
             left = {"histogram": self.histogram_blocks()}
         else:
-            if not isinstance(blocks, int) or not 1 <= blocks <= self.budget.max_aggregate_blocks:
+            if (not isinstance(blocks, int) or isinstance(blocks, bool)
+                    or not 1 <= blocks <= self.budget.max_aggregate_blocks):
                 raise Refusal("RESOURCE_EXHAUSTED", f"aggregate of {blocks!r} blocks asked for; the cap is "
                               f"{self.budget.max_aggregate_blocks}")
+            if self.budget.sketch_rows > blocks - 2:  # rows have rank <= B - 1: m >= B - 1 would reveal updates
+                raise Refusal("FAILED_PRECONDITION", f"an update of {blocks} blocks allows at most {blocks - 2} "
+                              f"sketch rows per client; this key holder's budget is {self.budget.sketch_rows} "
+                              "(start it with a smaller --sketch-rows)")
             if self.aggregate_blocks is not None and blocks != self.aggregate_blocks:
                 raise Refusal("INVALID_ARGUMENT", f"the aggregate has {self.aggregate_blocks} blocks in this "
                               f"session, not {blocks}")
@@ -208,7 +213,7 @@ class KeyHolder:
                 if cur is None or header.get("round") != cur.round:
                     raise Refusal("FAILED_PRECONDITION", f"round {header.get('round')!r} is not open (open: "
                                   f"{None if cur is None else cur.round})")
-                if kind not in cur.left:
+                if not isinstance(kind, str) or kind not in cur.left:
                     raise Refusal("INVALID_ARGUMENT", f"kind {kind!r} is not decrypted in this round "
                                   f"(allowed: {', '.join(cur.left)})")
                 if not ciphertexts:

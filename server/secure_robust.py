@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from fedad.common.crypto.embedding import dequantize_embedding, quantize_embedding
-from fedad.common.crypto.packing import SlotLayout, dequantize_mean, quantize
+from fedad.common.crypto.packing import SlotLayout, dequantize_mean, quantize, unpack
 from fedad.common.crypto.sketch import SketchPlan, sketch_quantized
 from fedad.server.robust import FlagConfig, Quarantine, RoundResult, TrustConfig, TrustHistory, aggregate_round
 
@@ -63,6 +63,22 @@ def integer_coefficients(coefs: np.ndarray, total: int = WEIGHT_TOTAL) -> tuple[
         return [0] * coefs.size, 0.0
     ints = np.floor(int(total) * coefs / big).astype(np.int64)
     return [int(a) for a in ints], big
+
+
+def lenient_slots(plaintexts: Sequence[int], layout: SlotLayout, count: int) -> np.ndarray:
+    """The first ``count`` slot values of decrypted blocks, ignoring the padding slots of the last block.
+
+    Clients prove nothing about their plaintexts, so a client may have put a value in its padding slots;
+    the strict ``unpack`` would refuse the whole aggregate for it. A block wider than its slots (an
+    overflow) still raises ValueError.
+    """
+    return unpack(list(plaintexts), layout, len(plaintexts) * layout.slots_per_block)[:int(count)]
+
+
+def mean_from_slots(slot_sums: np.ndarray, total_weight: int, clip: float, bits: int) -> np.ndarray:
+    """Dequantized weighted mean, clamped to [-clip, clip]: an out-of-range value a client packed (no range
+    proofs) can carry into or borrow from a neighbouring slot; the clamp keeps every value within the clip."""
+    return np.clip(dequantize_mean(slot_sums, total_weight, clip, bits), -float(clip), float(clip))
 
 
 def update_from_mean(mean: np.ndarray, scale: float) -> np.ndarray:

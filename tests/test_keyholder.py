@@ -36,7 +36,7 @@ from fedad.server.keyholder_client import BlindDecryptor, KeyHolderClient, KeyHo
 
 from procs import ENV, free_port
 
-BUDGET = Budget(max_clients=3, sketch_rows=4, embedding_blocks=1, max_aggregate_blocks=10)
+BUDGET = Budget(max_clients=3, sketch_rows=4, embedding_blocks=1, max_aggregate_blocks=20)
 
 
 @pytest.fixture(scope="module")
@@ -108,11 +108,11 @@ def test_policy_in_process(keys, tmp_path):
     with pytest.raises(Refusal) as r:
         holder.decrypt({"key": fp, "round": 1, "kind": "sketch"}, encrypt(pub, [1]))
     assert r.value.code == "FAILED_PRECONDITION"
-    assert holder.begin({"key": fp, "round": 1, "clients": 2, "aggregate_blocks": 5}) == {
-        "sketch": 8, "embedding": 2, "aggregate": 5}
+    assert holder.begin({"key": fp, "round": 1, "clients": 2, "aggregate_blocks": 15}) == {
+        "sketch": 8, "embedding": 2, "aggregate": 15}
     values = [0, 1, 2 ** 500, pub.n - 1, 12345, 7, 8, 9]
     assert holder.decrypt({"key": fp, "round": 1, "kind": "sketch"}, encrypt(pub, values)) == values
-    assert holder.current.left == {"sketch": 0, "embedding": 2, "aggregate": 5}
+    assert holder.current.left == {"sketch": 0, "embedding": 2, "aggregate": 15}
     for header, cts, code in [
         ({"key": fp, "round": 1, "kind": "sketch"}, encrypt(pub, [1]), "RESOURCE_EXHAUSTED"),
         ({"key": fp, "round": 1, "kind": "histogram"}, encrypt(pub, [1]), "INVALID_ARGUMENT"),
@@ -125,13 +125,13 @@ def test_policy_in_process(keys, tmp_path):
             holder.decrypt(header, cts)
         assert r.value.code == code, (header, r.value)
     for header, code in [
-        ({"key": fp, "round": 1, "clients": 1, "aggregate_blocks": 5}, "FAILED_PRECONDITION"),
-        ({"key": fp, "round": 2, "clients": 4, "aggregate_blocks": 5}, "RESOURCE_EXHAUSTED"),
-        ({"key": fp, "round": 2, "clients": 1, "aggregate_blocks": 6}, "INVALID_ARGUMENT"),
-        ({"key": fp, "round": 2, "clients": 1, "aggregate_blocks": 11}, "RESOURCE_EXHAUSTED"),
-        ({"key": fp, "round": True, "clients": 1, "aggregate_blocks": 5}, "INVALID_ARGUMENT"),
-        ({"key": fp, "round": "2", "clients": 1, "aggregate_blocks": 5}, "INVALID_ARGUMENT"),
-        ({"key": "0" * 16, "round": 2, "clients": 1, "aggregate_blocks": 5}, "PERMISSION_DENIED"),
+        ({"key": fp, "round": 1, "clients": 1, "aggregate_blocks": 15}, "FAILED_PRECONDITION"),
+        ({"key": fp, "round": 2, "clients": 4, "aggregate_blocks": 15}, "RESOURCE_EXHAUSTED"),
+        ({"key": fp, "round": 2, "clients": 1, "aggregate_blocks": 16}, "INVALID_ARGUMENT"),
+        ({"key": fp, "round": 2, "clients": 1, "aggregate_blocks": 21}, "RESOURCE_EXHAUSTED"),
+        ({"key": fp, "round": True, "clients": 1, "aggregate_blocks": 15}, "INVALID_ARGUMENT"),
+        ({"key": fp, "round": "2", "clients": 1, "aggregate_blocks": 15}, "INVALID_ARGUMENT"),
+        ({"key": "0" * 16, "round": 2, "clients": 1, "aggregate_blocks": 15}, "PERMISSION_DENIED"),
     ]:
         with pytest.raises(Refusal) as r:
             holder.begin(header)
@@ -145,17 +145,17 @@ def test_policy_in_process(keys, tmp_path):
 
 def test_begin_and_decrypt_over_grpc(served):
     pub, c = served.pub, served.client()
-    assert c.begin_round(served.fp, 1, 3, aggregate_blocks=7) == {"sketch": 12, "embedding": 3, "aggregate": 7}
+    assert c.begin_round(served.fp, 1, 3, aggregate_blocks=17) == {"sketch": 12, "embedding": 3, "aggregate": 17}
     rng = np.random.default_rng(0)
     sketch = [int(v) for v in rng.integers(0, 2 ** 62, 12)]
     assert served.decrypt(c, 1, "sketch", encrypt(pub, sketch[:5])) == sketch[:5]  # a budget spent in parts
     assert served.decrypt(c, 1, "sketch", encrypt(pub, sketch[5:])) == sketch[5:]
     assert served.decrypt(c, 1, "embedding", encrypt(pub, [0, 1, pub.n - 1])) == [0, 1, pub.n - 1]
     assert served.decrypt(c, 1, "aggregate", encrypt(pub, range(7))) == list(range(7))
-    assert served.holder.current.left == {"sketch": 0, "embedding": 0, "aggregate": 0}
+    assert served.holder.current.left == {"sketch": 0, "embedding": 0, "aggregate": 10}
     assert served.holder.decrypted == 12 + 3 + 7
     # the next round has a fresh budget of the same shape
-    assert c.begin_round(served.fp, 2, 1, aggregate_blocks=7) == {"sketch": 4, "embedding": 1, "aggregate": 7}
+    assert c.begin_round(served.fp, 2, 1, aggregate_blocks=17) == {"sketch": 4, "embedding": 1, "aggregate": 17}
     assert served.decrypt(c, 2, "sketch", encrypt(pub, [5, 6, 7, 8])) == [5, 6, 7, 8]
 
 
@@ -164,7 +164,7 @@ def test_decrypt_for_a_round_that_is_not_open(served):
     cts = encrypt(served.pub, [1, 2])
     code, why = refusal(served.decrypt, c, 1, "sketch", cts)  # nothing opened yet
     assert code == "FAILED_PRECONDITION" and "not open" in why
-    c.begin_round(served.fp, 3, 1, aggregate_blocks=4)
+    c.begin_round(served.fp, 3, 1, aggregate_blocks=14)
     for rnd in (1, 2, 4):
         code, why = refusal(served.decrypt, c, rnd, "sketch", cts)
         assert code == "FAILED_PRECONDITION" and f"round {rnd} is not open" in why and "open: 3" in why
@@ -173,33 +173,33 @@ def test_decrypt_for_a_round_that_is_not_open(served):
 
 def test_replayed_and_decreasing_rounds_are_refused(served):
     c = served.client()
-    c.begin_round(served.fp, 2, 1, aggregate_blocks=4)
+    c.begin_round(served.fp, 2, 1, aggregate_blocks=14)
     for rnd in (2, 1):
-        code, why = refusal(c.begin_round, served.fp, rnd, 1, aggregate_blocks=4)
+        code, why = refusal(c.begin_round, served.fp, rnd, 1, aggregate_blocks=14)
         assert code == "FAILED_PRECONDITION" and "already opened" in why
     for rnd in (0, -1):
-        assert refusal(c.begin_round, served.fp, rnd, 1, aggregate_blocks=4)[0] == "INVALID_ARGUMENT"
+        assert refusal(c.begin_round, served.fp, rnd, 1, aggregate_blocks=14)[0] == "INVALID_ARGUMENT"
     # a replay did not reopen the round's budget: the open round is still 2, with what it had left
     assert served.holder.current.round == 2 and served.holder.current.left["sketch"] == 4
-    c.begin_round(served.fp, 5, 1, aggregate_blocks=4)  # rounds may skip numbers, never go back
-    assert refusal(c.begin_round, served.fp, 4, 1, aggregate_blocks=4)[0] == "FAILED_PRECONDITION"
+    c.begin_round(served.fp, 5, 1, aggregate_blocks=14)  # rounds may skip numbers, never go back
+    assert refusal(c.begin_round, served.fp, 4, 1, aggregate_blocks=14)[0] == "FAILED_PRECONDITION"
 
 
 def test_requests_beyond_the_budget_are_refused_and_not_charged(served):
     pub, c = served.pub, served.client()
-    c.begin_round(served.fp, 1, 2, aggregate_blocks=3)  # sketch 2 x 4, embedding 2 x 1, aggregate 3
-    for kind, allowed in (("sketch", 8), ("embedding", 2), ("aggregate", 3)):
+    c.begin_round(served.fp, 1, 2, aggregate_blocks=13)  # sketch 2 x 4, embedding 2 x 1, aggregate 13
+    for kind, allowed in (("sketch", 8), ("embedding", 2), ("aggregate", 13)):
         code, why = refusal(served.decrypt, c, 1, kind, encrypt(pub, range(allowed + 1)))
         assert code == "RESOURCE_EXHAUSTED" and f"{allowed + 1} {kind} blocks" in why and f"{allowed} left" in why
         assert served.decrypt(c, 1, kind, encrypt(pub, range(allowed))) == list(range(allowed))
         code, _ = refusal(served.decrypt, c, 1, kind, encrypt(pub, [1]))
         assert code == "RESOURCE_EXHAUSTED"
-    assert served.holder.decrypted == 8 + 2 + 3
+    assert served.holder.decrypted == 8 + 2 + 13
 
 
 def test_a_kind_not_in_the_round_is_refused(served):
     c = served.client()
-    c.begin_round(served.fp, 1, 1, aggregate_blocks=2)
+    c.begin_round(served.fp, 1, 1, aggregate_blocks=12)
     for kind in ("histogram", "private_key", ""):
         code, why = refusal(served.decrypt, c, 1, kind, encrypt(served.pub, [1]))
         assert code == "INVALID_ARGUMENT" and "not decrypted in this round" in why
@@ -208,7 +208,7 @@ def test_a_kind_not_in_the_round_is_refused(served):
 def test_malformed_ciphertexts_are_refused(served, keys):
     pub, priv = keys
     c = served.client()
-    c.begin_round(served.fp, 1, 1, aggregate_blocks=2)
+    c.begin_round(served.fp, 1, 1, aggregate_blocks=12)
     good = encrypt(pub, [42])[0]
     width = ciphertext_bytes(pub)
     for bad in (0, pub.n, priv.p, priv.q * 12345, pub.nsquare, pub.nsquare + 1, (1 << (8 * width)) - 1):
@@ -229,9 +229,9 @@ def test_another_key_is_refused(served, other_keys):
     other_pub, _ = other_keys
     c = served.client()
     other_fp = key_fingerprint(other_pub)
-    code, why = refusal(c.begin_round, other_fp, 1, 1, aggregate_blocks=2)
+    code, why = refusal(c.begin_round, other_fp, 1, 1, aggregate_blocks=12)
     assert code == "PERMISSION_DENIED" and other_fp in why and served.fp in why
-    c.begin_round(served.fp, 1, 1, aggregate_blocks=2)
+    c.begin_round(served.fp, 1, 1, aggregate_blocks=12)
     code, _ = refusal(served.decrypt, c, 1, "sketch", encrypt(other_pub, [1]), key=other_fp)
     assert code == "PERMISSION_DENIED"
     assert served.holder.decrypted == 0
@@ -240,28 +240,28 @@ def test_another_key_is_refused(served, other_keys):
 def test_too_many_clients_and_too_large_an_aggregate_are_refused(served):
     c = served.client()
     for clients in (4, 100, 0):
-        code, why = refusal(c.begin_round, served.fp, 1, clients, aggregate_blocks=2)
+        code, why = refusal(c.begin_round, served.fp, 1, clients, aggregate_blocks=12)
         assert code == "RESOURCE_EXHAUSTED" and "clients" in why
-    for blocks in (11, 0, None):
+    for blocks in (21, 0, None):
         code, why = refusal(c.begin_round, served.fp, 1, 2, aggregate_blocks=blocks)
         assert code == "RESOURCE_EXHAUSTED" and "aggregate" in why
     assert served.holder.current is None and served.holder.last_round == 0
-    assert c.begin_round(served.fp, 1, 3, aggregate_blocks=10) == {"sketch": 12, "embedding": 3, "aggregate": 10}
+    assert c.begin_round(served.fp, 1, 3, aggregate_blocks=20) == {"sketch": 12, "embedding": 3, "aggregate": 20}
 
 
 def test_the_aggregate_size_is_fixed_for_the_session(served):
     c = served.client()
-    c.begin_round(served.fp, 1, 2, aggregate_blocks=5)
-    for blocks in (6, 4):
+    c.begin_round(served.fp, 1, 2, aggregate_blocks=15)
+    for blocks in (16, 14):
         code, why = refusal(c.begin_round, served.fp, 2, 2, aggregate_blocks=blocks)
-        assert code == "INVALID_ARGUMENT" and "5 blocks in this session" in why
-    assert c.begin_round(served.fp, 2, 2, aggregate_blocks=5)["aggregate"] == 5  # round 2 was not used up
+        assert code == "INVALID_ARGUMENT" and "15 blocks in this session" in why
+    assert c.begin_round(served.fp, 2, 2, aggregate_blocks=15)["aggregate"] == 15  # round 2 was not used up
 
 
 def test_the_final_round_decrypts_only_the_histogram_and_then_nothing(served):
     pub, c = served.pub, served.client()
     d = BlindDecryptor(pub, c)  # the aggregator's side, as SecureRobust.decrypt_histogram uses it
-    d.begin_round(1, 3, aggregate_blocks=5)
+    d.begin_round(1, 3, aggregate_blocks=15)
     budget = d.begin_round(2, 3, final=True)
     expected = counts_layout(pub, BUDGET.max_clients).blocks_for(N_BINS)
     assert budget == {"histogram": served.holder.histogram_blocks()} == {"histogram": expected}
@@ -275,7 +275,7 @@ def test_the_final_round_decrypts_only_the_histogram_and_then_nothing(served):
     assert d.requested == {"histogram": expected}
     assert refusal(served.decrypt, c, 2, "histogram", encrypt(pub, [1]))[0] == "RESOURCE_EXHAUSTED"
     for rnd, final in ((3, False), (3, True), (100, False)):
-        code, why = refusal(c.begin_round, served.fp, rnd, 1, aggregate_blocks=5, final=final)
+        code, why = refusal(c.begin_round, served.fp, rnd, 1, aggregate_blocks=15, final=final)
         assert code == "FAILED_PRECONDITION" and "final round is over" in why
     assert served.holder.closed
 
@@ -285,13 +285,13 @@ def test_the_audit_log_records_every_request(served):
     cts = encrypt(pub, range(5))
     calls = [
         (True, lambda: served.decrypt(c, 1, "sketch", cts[:1])),                   # no round open
-        (False, lambda: c.begin_round(served.fp, 1, 1, aggregate_blocks=3)),
+        (False, lambda: c.begin_round(served.fp, 1, 1, aggregate_blocks=13)),
         (False, lambda: served.decrypt(c, 1, "sketch", cts[:4])),
         (True, lambda: served.decrypt(c, 1, "sketch", cts[:1])),                   # beyond the budget
         (True, lambda: served.decrypt(c, 1, "histogram", cts[:1])),                # not in this round
         (True, lambda: served.decrypt(c, 1, "aggregate", [0])),                    # malformed
-        (True, lambda: c.begin_round(served.fp, 1, 1, aggregate_blocks=3)),        # replayed round
-        (True, lambda: c.begin_round("f" * 16, 2, 1, aggregate_blocks=3)),         # another key
+        (True, lambda: c.begin_round(served.fp, 1, 1, aggregate_blocks=13)),        # replayed round
+        (True, lambda: c.begin_round("f" * 16, 2, 1, aggregate_blocks=13)),         # another key
         (False, lambda: served.decrypt(c, 1, "aggregate", cts[:3])),
         (False, lambda: c.begin_round(served.fp, 2, 1, final=True)),
     ]
@@ -307,7 +307,7 @@ def test_the_audit_log_records_every_request(served):
     assert [e["op"] for e in lines] == ["decrypt", "begin", "decrypt", "decrypt", "decrypt", "decrypt", "begin",
                                         "begin", "decrypt", "begin"]
     assert lines[2] == {"time": lines[2]["time"], "op": "decrypt", "round": 1, "kind": "sketch", "blocks": 4}
-    assert lines[1]["budget"] == {"sketch": 4, "embedding": 1, "aggregate": 3} and lines[1]["final"] is False
+    assert lines[1]["budget"] == {"sketch": 4, "embedding": 1, "aggregate": 13} and lines[1]["final"] is False
     assert lines[-1]["final"] is True and lines[-1]["budget"] == {"histogram": served.holder.histogram_blocks()}
     assert "already opened" in lines[6]["refused"] and lines[5]["kind"] == "aggregate"
     assert all(isinstance(e["time"], float) for e in lines)
@@ -331,7 +331,7 @@ def test_only_the_pinned_aggregator_is_served(keys, certs, tmp_path):
                     pinned)
     try:
         intruder = served.client((certs["ca.pem"], certs["intruder.pem"], certs["intruder.key"]))
-        code, why = refusal(intruder.begin_round, served.fp, 1, 1, aggregate_blocks=2)
+        code, why = refusal(intruder.begin_round, served.fp, 1, 1, aggregate_blocks=12)
         assert code == "PERMISSION_DENIED" and "not the pinned one" in why
         code, _ = refusal(served.decrypt, intruder, 1, "sketch", encrypt(served.pub, [1]))
         assert code == "PERMISSION_DENIED"
@@ -339,16 +339,16 @@ def test_only_the_pinned_aggregator_is_served(keys, certs, tmp_path):
         # no client certificate at all: the handshake fails (the server requires one)
         anonymous = served.client((certs["ca.pem"], None, None), timeout=3)
         with pytest.raises(KeyHolderError) as info:
-            anonymous.begin_round(served.fp, 1, 1, aggregate_blocks=2)
+            anonymous.begin_round(served.fp, 1, 1, aggregate_blocks=12)
         assert re.search(r"refused: (UNAVAILABLE|DEADLINE_EXCEEDED)", str(info.value)), str(info.value)
         # and a plaintext channel to the TLS port gets nowhere either
         plain = served.client(None, timeout=3)
         with pytest.raises(KeyHolderError):
-            plain.begin_round(served.fp, 1, 1, aggregate_blocks=2)
+            plain.begin_round(served.fp, 1, 1, aggregate_blocks=12)
         assert served.holder.last_round == 0
         aggregator = served.client((certs["ca.pem"], certs["aggregator.pem"], certs["aggregator.key"]))
-        assert aggregator.begin_round(served.fp, 1, 1, aggregate_blocks=2) == {"sketch": 4, "embedding": 1,
-                                                                                "aggregate": 2}
+        assert aggregator.begin_round(served.fp, 1, 1, aggregate_blocks=12) == {"sketch": 4, "embedding": 1,
+                                                                                "aggregate": 12}
         assert served.decrypt(aggregator, 1, "sketch", encrypt(served.pub, [9, 8])) == [9, 8]
         lines = served.audit_lines()
         denied = [e for e in lines if e["op"] == "connect"]

@@ -61,9 +61,10 @@ def djn_exponent_bits(key_bits: int) -> int:
 
 def short_obfuscators_bytes(n: int, base: int, count: int, exponent_bits: int) -> bytes:
     """``count`` obfuscators h^a mod n^2 with h = x^n a fixed random n-th residue and a uniform
-    ``exponent_bits``-bit exponent (Damgard-Jurik-Nielsen's short-exponent variant, as in Intel's Paillier
-    library): ~key_bits / exponent_bits times cheaper than r^n, secure under the DJN short-exponent
-    assumption instead of DCR alone. Used by secure-robust (see docs/secure-robust.md)."""
+    ``exponent_bits``-bit exponent (Damgard-Jurik-Nielsen's short-exponent variant; Intel's Paillier
+    library uses n/2-bit exponents and h = (-x^2)^n): ~key_bits / exponent_bits times cheaper than r^n,
+    secure under the DJN short-exponent assumption in addition to DCR. Used by secure-robust (see
+    docs/secure-robust.md, "Encryption randomness")."""
     n_mpz = gmpy2.mpz(n)
     n_square = n_mpz * n_mpz
     h = gmpy2.mpz(base)

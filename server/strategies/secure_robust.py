@@ -20,12 +20,12 @@ from fedad.common.crypto.encryption import weighted_sum
 from fedad.common.crypto.keys import key_fingerprint
 from fedad.common.crypto.packing import unpack
 from fedad.common.crypto.sketch import SketchPlan, decode_sketch, leakage, secure_layout, sketch_ciphertexts
-from fedad.common.crypto.statistics import decrypt_counts
-from fedad.common.crypto.update import decrypt_mean
-from fedad.server.aggregation import apply_update, flatten
+from fedad.common.crypto.statistics import counts_layout
+from fedad.common.errors import FedadError
+from fedad.server.aggregation import apply_update
 from fedad.server.robust import flag_precision_recall
-from fedad.server.secure_robust import (WEIGHT_TOTAL, coefficients, integer_coefficients, score_sketches,
-                                        sketch_vector, update_from_mean)
+from fedad.server.secure_robust import (WEIGHT_TOTAL, coefficients, integer_coefficients, lenient_slots,
+                                        mean_from_slots, score_sketches, sketch_vector, update_from_mean)
 from fedad.server.strategies.base import client_name
 from fedad.server.strategies.paillier import message_from_parameters
 from fedad.server.strategies.robust_base import RobustStrategy
@@ -39,11 +39,12 @@ class SecureRobust(RobustStrategy):
     plaintext_model = True  # the aggregate is decrypted (blindly): the global model is plaintext
 
     def __init__(self, *, public_key, decryptor, sketch_rows: int = 16, bits: int = 16, clip: float = 0.5,
-                 **kwargs) -> None:
+                 min_kept: int = 2, **kwargs) -> None:
         super().__init__(**kwargs)
         self.public_key, self.decryptor = public_key, decryptor
         self.fingerprint = key_fingerprint(public_key)
         self.rows, self.bits, self.clip = int(sketch_rows), int(bits), float(clip)
+        self.min_kept = int(min_kept)  # fewer kept clients: the aggregate is not decrypted (it would be theirs)
         self.n_values: int | None = None  # set by the server from the initial model
         self.max_clients = 1
 
@@ -112,7 +113,13 @@ class SecureRobust(RobustStrategy):
         embeddings: list[np.ndarray | None] = [None] * len(names)
         d = self.decryptor
         d.seconds, t1 = 0.0, time.perf_counter()
-        d.begin_round(server_round, max(1, len(live)), n_blocks)
+        budget = d.begin_round(server_round, max(1, len(live)), n_blocks)
+        need = {"sketch": len(live) * self.rows, "embedding": len(live), "aggregate": n_blocks}
+        short = [f"{k}: {need[k]} needed, {budget.get(k, 0)} allowed" for k in need if budget.get(k, 0) < need[k]]
+        if short:
+            raise FedadError(f"the key holder's budget is too small for round {server_round} ({'; '.join(short)}): "
+                             f"start fedad-keyholder with --sketch-rows >= {self.rows} and --max-clients >= "
+                             f"{len(live)}")
         if live:
             rows = [c for i in live for c in sketch_ciphertexts(self.public_key, blocks[i], plan, layout,
                                                                 self.n_values)]
@@ -149,26 +156,54 @@ class SecureRobust(RobustStrategy):
         if not kept:
             self.last_summary["keyholder_blocks"] = dict(d.requested)
             return None, {}
+        if len(kept) < self.min_kept:  # the "aggregate" would be one client's whole update: do not decrypt it
+            self.last_summary.update(keyholder_blocks=dict(d.requested), aggregate_skipped=(
+                f"{len(kept)} client(s) kept, fewer than {self.min_kept}: global model unchanged this round"))
+            return ndarrays_to_parameters(self.global_weights), {}
         t3 = time.perf_counter()
         aggregate = weighted_sum(self.public_key, [b for b, _ in kept], [a for _, a in kept], layout.max_sum)
-        shapes = [w.shape for w in self.global_weights]
-        mean = decrypt_mean(d.as_kind("aggregate"), aggregate, sum(a for _, a in kept), shapes, self.clip,
-                            self.bits, layout=layout, dtype=np.float64)
+        try:
+            slots = lenient_slots(d.as_kind("aggregate").decrypt_blocks(aggregate), layout, self.n_values)
+        except ValueError as exc:  # a kept client packed values that overflowed a whole block
+            self.last_summary.update(keyholder_blocks=dict(d.requested), aggregate_skipped=(
+                f"malformed aggregate ({exc}): a kept client packed out-of-range values; global model unchanged"))
+            return ndarrays_to_parameters(self.global_weights), {}
+        mean = mean_from_slots(slots, sum(a for _, a in kept), self.clip, self.bits)
         t4 = time.perf_counter()
         self.last_summary["keyholder_blocks"] = dict(d.requested)
         self.last_summary["secure_seconds"] = {"decode": t1 - t0, "sketch_and_embeddings": t2 - t1,
                                                "score": t3 - t2, "aggregate": t4 - t3, "blind_decrypt": d.seconds}
-        update = update_from_mean(flatten(mean), scale)
+        update = update_from_mean(mean, scale)
         return ndarrays_to_parameters(apply_update(self.global_weights, update)), {}
 
     def decrypt_histogram(self, data: bytes, rnd: int, clients: int, n_bins: int) -> np.ndarray:
         """The summed threshold histogram, blind-decrypted in the key holder's final round."""
         self.decryptor.begin_round(rnd, max(1, clients), final=True)
-        return decrypt_counts(self.decryptor.as_kind("histogram"), data, self.max_clients, n_bins)
+        layout = counts_layout(self.public_key, self.max_clients)
+        try:
+            cts, _, _ = decode_message(self.public_key, data, expected_layout=layout, expected_count=n_bins)
+            plain = self.decryptor.as_kind("histogram").decrypt_blocks(cts)
+            return lenient_slots(plain, layout, n_bins).astype(np.int64)
+        except ValueError as exc:
+            raise FedadError(f"the summed validation histogram is malformed ({exc}): a client packed "
+                             "out-of-range counts") from None
+
+    def check_settings(self) -> None:
+        """Refuse sketch rows that would let the aggregator solve for the updates (FedadError).
+
+        Every row has t plus and t minus signs, so the rows' rank is at most B - 1 per slot: at m >= B - 1 a
+        slot's B values are known up to one number. m <= B - 2 is required.
+        """
+        n_blocks = self.layout.blocks_for(self.n_values)
+        if self.rows > n_blocks - 2:
+            raise FedadError(f"--sketch-rows {self.rows} is too many for this model: its update spans {n_blocks} "
+                             f"blocks, and m >= {n_blocks - 1} rows would reveal the update; use at most "
+                             f"{max(1, n_blocks - 2)} (or a smaller key)")
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "n_values": self.n_values}
+        return {**super().state_dict(), "n_values": self.n_values, "max_clients": self.max_clients}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.n_values = state.get("n_values")
+        self.max_clients = int(state.get("max_clients", 1))
