@@ -107,4 +107,4 @@ def simulate_round(mode: str, names: Sequence[str], updates: Sequence[np.ndarray
     if sum(ints) == 0:
         return np.zeros(qs[0].size), result
     slot_sums = sum(a * q for a, q in zip(ints, qs) if a)
-    return update_from_mean(dequantize_mean(slot_sums, sum(ints), clip, bits), scale), result
+    return update_from_mean(mean_from_slots(slot_sums, sum(ints), clip, bits), scale), result
