@@ -65,44 +65,16 @@ ROUND_NULLS = {"round_plain_s": None, "round_paillier_s": None}
 def _federation(strategy: str, shards: list[Path], out: Path, keys: Path, rounds: int, epochs: int, seed: int,
                 timeout: float) -> dict:
     """One whole run like ``fedad demo``: fedad-server + one fedad-client process per shard on 127.0.0.1."""
-    import socket
-    import subprocess
+    from _federation_run import free_address, run_federation
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        address = f"127.0.0.1:{sock.getsockname()[1]}"
-    env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", FLWR_DISABLE_UPDATE_CHECK="1", PYTHONUNBUFFERED="1",
-               OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     secure = strategy == "paillier"
-    server_cmd = [sys.executable, "-m", "fedad.server.main", "--address", address, "--out", str(out),
-                  "--strategy", strategy, "--rounds", str(rounds), "--min-clients", str(len(shards)),
-                  "--local-epochs", str(epochs), "--seed", str(seed), "--wait-timeout", "600"]
+    server_args = ["--strategy", strategy, "--rounds", str(rounds), "--min-clients", str(len(shards)),
+                   "--local-epochs", str(epochs), "--seed", str(seed), "--wait-timeout", "600"]
     if secure:
-        server_cmd += ["--public-key", str(keys / "public.key")]  # the server never gets private.key
-    out.mkdir(parents=True)
-    logs = out / "logs"
-    logs.mkdir()
-    start = time.perf_counter()
-    procs = [subprocess.Popen(server_cmd, stdout=open(logs / "server.log", "w"), stderr=subprocess.STDOUT, env=env)]
-    for shard in shards:
-        cmd = [sys.executable, "-m", "fedad.client.main", "--server", address, "--data", str(shard), "--name",
-               shard.stem, "--device", "cpu", "--connect-timeout", "300"]
-        if secure:
-            cmd += ["--private-key", str(keys / "private.key")]
-        procs.append(subprocess.Popen(cmd, stdout=open(logs / f"{shard.stem}.log", "w"), stderr=subprocess.STDOUT,
-                                      env=env))
-    try:
-        codes = [p.wait(timeout=timeout) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    wall = time.perf_counter() - start
-    if any(codes):
-        tail = (logs / "server.log").read_text().strip().splitlines()[-3:]
-        raise RuntimeError(f"{strategy} federation failed (exit codes {codes}): {' | '.join(tail)}")
-    recs = [json.loads(line) for line in (out / "rounds.jsonl").read_text().splitlines() if line.strip()]
-    report = json.loads((out / "report.json").read_text())
+        server_args += ["--public-key", str(keys / "public.key")]  # the server never gets private.key
+    client_args = ["--private-key", str(keys / "private.key")] if secure else []
+    wall, recs, report = run_federation(strategy, out, free_address(), server_args, shards, lambda _: client_args,
+                                        timeout)
     return {"rounds_s": [r["seconds"] for r in recs], "bytes_up": [r["bytes_up"] for r in recs],
             "bytes_down": [r["bytes_down"] for r in recs], "run_s": wall, "server_run_s": report["seconds"],
             "f1": report["metrics"].get("f1")}

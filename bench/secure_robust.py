@@ -27,10 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +37,7 @@ from types import SimpleNamespace
 import numpy as np
 
 import poisoning as P
+from _federation_run import free_address, run_federation
 
 TARGET_PR_GAP, TARGET_DROP, TARGET_ROUND_RATIO = 0.02, 0.02, 1.5
 COST_STRATEGIES = ("robust", "paillier", "secure-robust")
@@ -78,62 +76,35 @@ def leakage_fraction(rows_m: int) -> float:
 # ------------------------------------------------------------------------------------------------ cost
 
 
-def _free_address() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{sock.getsockname()[1]}"
-
-
 def federation(strategy: str, shards: list[Path], out: Path, keys: Path, args, malicious: list[str],
                obfuscation: str = "djn") -> dict:
     """fedad-server (+ fedad-keyholder) + one fedad-client per shard; the last ``len(malicious)`` attack."""
-    env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", FLWR_DISABLE_UPDATE_CHECK="1", PYTHONUNBUFFERED="1",
-               OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    address = _free_address()
-    out.mkdir(parents=True)
-    logs = out / "logs"
-    logs.mkdir()
-    server = [sys.executable, "-m", "fedad.server.main", "--address", address, "--out", str(out), "--strategy",
-              strategy, "--rounds", str(args.cost_rounds), "--min-clients", str(len(shards)), "--local-epochs", "2",
-              "--seed", str(args.seed), "--wait-timeout", "600", "--malicious", *malicious]
-    procs = []
+    server = ["--strategy", strategy, "--rounds", str(args.cost_rounds), "--min-clients", str(len(shards)),
+              "--local-epochs", "2", "--seed", str(args.seed), "--wait-timeout", "600", "--malicious", *malicious]
+    side = []
     if strategy in ("paillier", "secure-robust"):
         server += ["--public-key", str(keys / "public.key")]
     if strategy == "secure-robust":
-        kh_address = _free_address()
+        kh_address = free_address()
         server += ["--keyholder", kh_address, "--sketch-rows", str(args.sketch_rows), "--update-clip",
                    str(args.update_clip)]
-        procs.append(subprocess.Popen([sys.executable, "-m", "fedad.server.keyholder", "--listen", kh_address,
-                                       "--private-key", str(keys / "private.key"), "--insecure", "--max-clients",
-                                       str(len(shards)), "--sketch-rows", str(args.sketch_rows), "--audit",
-                                       str(out / "keyholder.jsonl")],
-                                      stdout=open(logs / "keyholder.log", "w"), stderr=subprocess.STDOUT, env=env))
-    start = time.perf_counter()
-    server_proc = subprocess.Popen(server, stdout=open(logs / "server.log", "w"), stderr=subprocess.STDOUT, env=env)
-    clients = []
-    for shard in shards:
-        cmd = [sys.executable, "-m", "fedad.client.main", "--server", address, "--data", str(shard), "--name",
-               shard.stem, "--device", "cpu", "--connect-timeout", "300"]
+        side.append(("keyholder", [sys.executable, "-m", "fedad.server.keyholder", "--listen", kh_address,
+                                   "--private-key", str(keys / "private.key"), "--insecure", "--max-clients",
+                                   str(len(shards)), "--sketch-rows", str(args.sketch_rows), "--audit",
+                                   str(out / "keyholder.jsonl")]))
+
+    def client_args(shard: Path) -> list[str]:
+        cmd = []
         if strategy == "paillier":
             cmd += ["--private-key", str(keys / "private.key")]
         if strategy == "secure-robust":
             cmd += ["--public-key", str(keys / "public.key"), "--obfuscation", obfuscation]
         if shard.stem in malicious:
             cmd += ["--attack", "sign-flip"]
-        clients.append(subprocess.Popen(cmd, stdout=open(logs / f"{shard.stem}.log", "w"), stderr=subprocess.STDOUT,
-                                        env=env))
-    try:
-        codes = [p.wait(timeout=args.cost_timeout) for p in [server_proc, *clients]]
-    finally:
-        for p in [server_proc, *clients, *procs]:
-            if p.poll() is None:
-                p.kill()
-    wall = time.perf_counter() - start
-    if any(codes):
-        tail = (logs / "server.log").read_text().strip().splitlines()[-3:]
-        raise RuntimeError(f"{strategy} federation failed (exit codes {codes}): {' | '.join(tail)}")
-    recs = [json.loads(line) for line in (out / "rounds.jsonl").read_text().splitlines() if line.strip()]
-    report = json.loads((out / "report.json").read_text())
+        return cmd
+
+    wall, recs, report = run_federation(strategy, out, free_address(), server, shards, client_args,
+                                        args.cost_timeout, side)
     steady = recs[1:] if len(recs) >= 3 else recs
     flags = [r for r in recs if r.get("flag_precision") is not None][1:]  # pooled from round 2, as bench/poisoning
     out_row = {"attack": "sign_flip", "strategy": strategy, "mode": "processes", "f1": report["metrics"].get("f1"),
