@@ -12,7 +12,7 @@ import secrets
 import time
 
 import numpy as np
-from flwr.common import FitIns, Parameters, Scalar, ndarrays_to_parameters
+from flwr.common import Parameters, Scalar, ndarrays_to_parameters
 
 from fedad.common.crypto.codec import decode_message
 from fedad.common.crypto.embedding import dequantize_embedding, embedding_layout
@@ -65,12 +65,12 @@ class SecureRobust(RobustStrategy):
         return cfg
 
     def configure_fit(self, server_round: int, parameters: Parameters, client_manager):
+        clients = self.clients(client_manager)
+        self.max_clients = max(1, len(clients))  # before the config is built: it names max_clients
         instructions = super().configure_fit(server_round, parameters, client_manager)
-        self.max_clients = max(1, len(instructions))
-        ins = FitIns(parameters, self.fit_config(server_round))  # rebuilt: the config names max_clients
         # blinding needs one obfuscator per decrypted block: compute them while the clients train
         self.decryptor.reserve.refill(self.max_clients * (self.rows + 1) + self.layout.blocks_for(self.n_values))
-        return [(c, ins) for c, _ in instructions]
+        return instructions
 
     def _decode(self, res, layout) -> tuple[list[int], tuple[int, int] | None]:
         """(update ciphertexts, (embedding ciphertext, its value count) or None); ValueError on anything malformed."""
