@@ -78,6 +78,11 @@ class FedadClient(flwr.client.NumPyClient):
             return [w.copy() for w in self._global_cache[1]]
         return parameters
 
+    def _features_match(self, config: dict) -> bool:
+        """Whether this node's columns are the federation's (always so before the federation has chosen)."""
+        names = decode_json(config["spec"]).get("feature_names")
+        return names is None or list(names) == list(self.site.data.feature_names)
+
     def get_parameters(self, config):
         self.contact.seen = True
         return [] if self.site.model is None else self._weights()
@@ -92,6 +97,8 @@ class FedadClient(flwr.client.NumPyClient):
         phase = config.get("phase", "fit")
         if phase == "refused":
             raise FedadError(f"the server refused this node: {config.get('reason', 'no reason given')}")
+        if phase == "stats" and not self._features_match(config):  # the server refuses, names why, records it
+            return [], 0, {"name": self.name, "features": encode_json(self.site.data.feature_names)}
         spec = self._spec(config)
         if phase == "stats":
             stats = self.site.scaler_stats()

@@ -67,9 +67,11 @@ class Site:
         """Refuse a federation whose model takes other features than this site's data has."""
         names = spec.feature_names
         if names is not None and list(names) != list(self.data.feature_names):
+            from fedad.common.feature_diff import describe_feature_difference
+
             raise FedadError(
-                f"this node's data has {self.n_features} features {self.data.feature_names[:6]}..., but the "
-                f"federation's model takes {len(names)}: {names[:6]}... (check the shard's columns)")
+                f"this node's data has {self.n_features} features, but the federation's model takes {len(names)} "
+                f"({describe_feature_difference(self.data.feature_names, names)}; check the shard's columns)")
 
     def configure(self, spec: FederationSpec, spec_key: str) -> None:
         """(Re)build the local preprocessing and model when the federation's spec changes."""

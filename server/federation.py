@@ -9,21 +9,24 @@ import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from flwr.common import EvaluateIns, FitIns, Parameters, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.server import History, Server
 from flwr.server.client_manager import SimpleClientManager
-from flwr.server.server import evaluate_clients, fit_clients
+from flwr.server.client_proxy import ClientProxy
 
 from fedad.client.site import FederationSpec
 from fedad.common.federated_stats import (decode_histogram, decode_scaler_stats, encode_scaler_stats,
                                           global_threshold, metrics_from_counts, N_BINS)
 from fedad.common.crypto.statistics import decode_fixed_point, sum_counts, sum_fixed_point
 from fedad.common.errors import FedadError
+from fedad.common.feature_diff import describe_feature_difference
 from fedad.common.preprocessing import ScalerStats
 from fedad.common.wire import WireError, decode_json, encode_json
+from fedad.server.client_calls import ClientCallFailed, call_clients
 from fedad.server.strategies.base import FedadStrategy, client_name
 
 CHECKPOINT_DIR = "checkpoint"
@@ -47,12 +50,38 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+class _ClientManager(SimpleClientManager):
+    """Flower's client manager that also tells the server when a client's connection ends."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.on_leave: Callable[[ClientProxy], None] = lambda proxy: None
+
+    def unregister(self, client: ClientProxy) -> None:
+        known = client.cid in self.clients
+        super().unregister(client)
+        if known:
+            self.on_leave(client)
+
+
+class _Admitted:
+    """The client manager as strategies see it in rounds: only clients whose features were checked."""
+
+    def __init__(self, manager: SimpleClientManager, admitted: set[str]) -> None:
+        self.manager, self.admitted = manager, admitted
+
+    def all(self) -> dict[str, ClientProxy]:
+        return {cid: c for cid, c in self.manager.all().items() if cid in self.admitted}
+
+
 class FedadServer(Server):
     """Runs stats -> R training rounds -> threshold -> test, recording every round in ``out_dir``."""
 
     def __init__(self, *, strategy: FedadStrategy, spec: FederationSpec, out_dir: Path, min_clients: int,
                  wait_timeout: float, resume: bool, log: logging.Logger) -> None:
-        super().__init__(client_manager=SimpleClientManager(), strategy=strategy)
+        manager = _ClientManager()
+        manager.on_leave = self._client_left
+        super().__init__(client_manager=manager, strategy=strategy)
         self.strategy: FedadStrategy = strategy
         self.spec, self.out, self.min_clients = spec, Path(out_dir), min_clients
         self.wait_timeout, self.resume, self.log = wait_timeout, resume, log
@@ -63,6 +92,8 @@ class FedadServer(Server):
         self.failures: list[dict] = []
         self.result: dict = {}
         self.admitted: set[str] = set()  # Flower cids whose features were checked
+        self.departed: set[str] = set()  # names of clients whose connection ended since the last round
+        self.current_round = 0
         self.encrypted = bool(getattr(strategy, "encrypted", False))  # Paillier: sums stay ciphertexts here
         self.blind = bool(getattr(strategy, "plaintext_model", False))  # secure-robust: blind-decrypted aggregates
         strategy.fit_config = self._fit_config
@@ -87,14 +118,29 @@ class FedadServer(Server):
             raise FederationFailed(f"{what}: only {n} client(s) connected after waiting {self.wait_timeout:.0f} s; "
                                    f"--min-clients is {self.min_clients}")
 
+    def _name(self, proxy: ClientProxy) -> str:
+        return self.strategy.names.get(proxy.cid, f"cid-{proxy.cid[:8]}")
+
+    def _client_left(self, proxy: ClientProxy) -> None:
+        """A client's connection ended mid-run (killed, crashed, network): name it in the log and the next round."""
+        name = self.strategy.names.get(proxy.cid)
+        if self.result or name is None or name in self.strategy.excluded:
+            return  # the normal end, a refused client, or one that never said its name
+        self.departed.add(name)
+        self.failures.append({"phase": "connection", "round": self.current_round, "client": name,
+                              "error": "disconnected"})
+        self.log.warning("client %s disconnected (round %d)", name, self.current_round)
+
     def _record_failures(self, phase: str, rnd: int, failures) -> list[str]:
         names = []
         for f in failures:
-            if isinstance(f, BaseException):
+            if isinstance(f, ClientCallFailed):
+                who, why = self._name(f.proxy), str(f)
+            elif isinstance(f, BaseException):
                 who, why = "unknown", f"{type(f).__name__}: {str(f).splitlines()[0] if str(f) else ''}"
             else:
                 proxy, res = f
-                who, why = self.strategy.names.get(proxy.cid, f"cid-{proxy.cid[:8]}"), res.status.message
+                who, why = self._name(proxy), res.status.message
             self.failures.append({"phase": phase, "round": rnd, "client": who, "error": why})
             self.log.warning("round %d %s: client %s failed (%s)", rnd, phase, who, why)
             names.append(who)
@@ -104,7 +150,7 @@ class FedadServer(Server):
     def _collect_stats(self, clients, timeout: float | None) -> list[tuple]:
         """Ask clients for their feature names and scaler statistics; (proxy, name, features, stats) each."""
         ins = FitIns(Parameters(tensors=[], tensor_type=""), self._config("stats", 0))
-        results, failures = fit_clients([(c, ins) for c in clients], self.max_workers, timeout, 0)
+        results, failures = call_clients("fit", [(c, ins) for c in clients], self.max_workers, timeout, 0)
         self._record_failures("stats", 0, failures)
         reports = []
         for proxy, res in results:
@@ -112,7 +158,9 @@ class FedadServer(Server):
             self.strategy.names[proxy.cid] = name
             try:
                 feats = tuple(decode_json(res.metrics["features"]))
-                if self.encrypted:
+                if "stats" not in res.metrics and "stats_enc" not in res.metrics:
+                    stats = None  # a node whose columns differ sends only its feature names
+                elif self.encrypted:
                     decode_fixed_point(self.strategy.public_key, res.metrics["stats_enc"], 1 + 2 * len(feats))
                     stats = res.metrics["stats_enc"]
                 else:
@@ -128,8 +176,10 @@ class FedadServer(Server):
         kept = []
         for proxy, name, feats, stats in reports:
             if feats != expected:
-                self._refuse(proxy, name, f"its data has {len(feats)} features {list(feats)[:4]}..., the federation's "
-                             f"model takes {len(expected)}: {list(expected)[:4]}...", timeout)
+                self._refuse(proxy, name, f"its data has {len(feats)} features, the federation's model takes "
+                             f"{len(expected)} ({describe_feature_difference(feats, expected)})", timeout)
+            elif stats is None:
+                self._refuse(proxy, name, "it sent no scaler statistics", timeout)
             else:
                 self.admitted.add(proxy.cid)
                 kept.append(stats)
@@ -167,7 +217,7 @@ class FedadServer(Server):
         self.strategy.excluded.add(name)
         self.log.error("refusing client %s: %s", name, reason)
         ins = FitIns(Parameters(tensors=[], tensor_type=""), {"phase": "refused", "reason": reason})
-        fit_clients([(proxy, ins)], 1, 10.0, 0)  # the client exits with the reason; its failure is expected
+        call_clients("fit", [(proxy, ins)], 1, 10.0, 0)  # the client exits with the reason; its failure is expected
 
     def _initial_weights(self) -> list[np.ndarray]:
         import torch
@@ -188,9 +238,14 @@ class FedadServer(Server):
 
     def _train_round(self, rnd: int, timeout: float | None) -> dict:
         t0 = time.perf_counter()
-        instructions = self.strategy.configure_fit(rnd, self.parameters, self._client_manager)
-        results, failures = fit_clients(instructions, self.max_workers, timeout, rnd)
+        # only admitted clients train: one that connected after the admission check is checked next round
+        instructions = self.strategy.configure_fit(rnd, self.parameters, _Admitted(self._client_manager, self.admitted))
+        results, failures = call_clients("fit", instructions, self.max_workers, timeout, rnd)
         failed = self._record_failures("fit", rnd, failures)
+        trained = {client_name(res, proxy) for proxy, res in results}
+        just_failed = set(self.rounds[-1]["failed"]) if self.rounds else set()  # killed mid-fit: named there
+        failed += sorted(n for n in self.departed if n not in failed and n not in trained and n not in just_failed)
+        self.departed.clear()
         try:
             new, _ = self.strategy.aggregate_fit(rnd, results, failures)
         except FedadError as exc:  # e.g. the key holder refused or is unreachable (secure-robust)
@@ -227,10 +282,9 @@ class FedadServer(Server):
         return record
 
     def _evaluate_val(self, rnd: int, timeout: float | None) -> tuple[float | None, list]:
-        instructions = [(c, ins) for c, ins in self.strategy.configure_evaluate(rnd, self.parameters,
-                                                                                self._client_manager)
-                        if c.cid in self.admitted]  # a node that connected mid-round is checked first
-        results, failures = evaluate_clients(instructions, self.max_workers, timeout, rnd)
+        instructions = self.strategy.configure_evaluate(rnd, self.parameters,
+                                                        _Admitted(self._client_manager, self.admitted))
+        results, failures = call_clients("evaluate", instructions, self.max_workers, timeout, rnd)
         self._record_failures("val", rnd, failures)
         loss, _ = self.strategy.aggregate_evaluate(rnd, results, failures)
         return loss, results
@@ -244,7 +298,7 @@ class FedadServer(Server):
             self.log.info("leaving quarantined client(s) %s out of the threshold and evaluation",
                           ", ".join(sorted(untrusted)))
         ins = EvaluateIns(self.parameters, self._config("threshold", rnd))
-        results, failures = evaluate_clients([(c, ins) for c in clients], self.max_workers, timeout, rnd)
+        results, failures = call_clients("evaluate", [(c, ins) for c in clients], self.max_workers, timeout, rnd)
         self._record_failures("threshold", rnd, failures)
         if self.encrypted:  # summed encrypted histogram goes back; each client decrypts it and sets the threshold
             msgs = [res.metrics["hist_enc"] for _, res in results if "hist_enc" in (res.metrics or {})]
@@ -268,7 +322,7 @@ class FedadServer(Server):
                 raise FederationFailed("no client sent validation scores for the threshold")
             threshold = global_threshold(counts, self.spec.threshold_quantile)
             ins = EvaluateIns(self.parameters, self._config("test", rnd, threshold=threshold))
-        results, failures = evaluate_clients([(c, ins) for c in clients], self.max_workers, timeout, rnd)
+        results, failures = call_clients("evaluate", [(c, ins) for c in clients], self.max_workers, timeout, rnd)
         self._record_failures("test", rnd, failures)
         tp = fp = tn = fn = 0
         pos, neg = np.zeros(N_BINS, np.int64), np.zeros(N_BINS, np.int64)
@@ -338,6 +392,7 @@ class FedadServer(Server):
             self._stats_phase(timeout)
             self.parameters = ndarrays_to_parameters(self._initial_weights())
         for rnd in range(start, num_rounds + 1):
+            self.current_round = rnd
             self._wait(f"round {rnd}")
             self._admit_newcomers(timeout)
             record = self._train_round(rnd, timeout)

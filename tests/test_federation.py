@@ -82,8 +82,13 @@ def test_killed_client_is_recorded_and_the_run_completes(plant, tmp_path):
     assert recs[-1]["clients"] == ["node0", "node1", "node2"]
     report = json.loads((out / "report.json").read_text())
     # the failure is recorded: in the round it died in, or it is simply absent from the rounds after
+    # the dead node is named (never "unknown"): in the failed list of the round it died in or the next one,
+    # in report.json's failures and in a server log line
     died = [r["round"] for r in recs if "node3" in r["failed"]]
-    assert died or any("node3" not in r["clients"] for r in recs), recs
+    assert died, recs
+    assert not any("unknown" in r["failed"] for r in recs), recs
+    assert any(f["client"] == "node3" for f in report["failures"]), report["failures"]
+    assert "client node3 disconnected" in (tmp_path / "run-server.log").read_text()
     assert report["metrics"]["f1"] > 0.5
 
 
@@ -156,3 +161,25 @@ def test_unreachable_server_gives_a_clear_error(plant, tmp_path):
     assert p.returncode == 1
     assert f"could not reach the fedad server at 127.0.0.1:{port} within 3 s" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_a_renamed_column_is_named_on_both_sides_and_recorded(plant, tmp_path):
+    out, logs = _run_dir(tmp_path)
+    bad = tmp_path / "renamed.csv"
+    pd.read_csv(plant[3]).rename(columns={"vibration_rms": "vib_rms"}).to_csv(bad, index=False)
+    address = f"127.0.0.1:{free_port()}"
+    # long enough rounds (about 1 s each on a quiet machine) that the late node connects before the end
+    server = start_server(address, out, "--rounds", "10", "--min-clients", "3", "--local-epochs", "20")
+    procs = [start_client(address, plant[i], f"node{i}", logs) for i in range(3)]
+    # the renamed node joins while the run goes: it is checked before it may train, and refused
+    wait_for(lambda: len(rounds(out)) >= 1, 180, "round 1", [server, *procs])
+    late = start_client(address, bad, "renamed", logs)
+    codes = finish([server, *procs, late])
+    text = (tmp_path / "run-server.log").read_text()
+    assert codes == [0, 0, 0, 0, 2], text[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert "renamed: vibration_rms -> vib_rms" in report["refused"]["renamed"], report["refused"]
+    assert all("renamed" not in r["clients"] for r in report["rounds"])
+    assert "refusing client renamed" in text and "unknown" not in text
+    client_log = (logs / "renamed.log").read_text()
+    assert "refused this node" in client_log and "vibration_rms -> vib_rms" in client_log, client_log[-2000:]
