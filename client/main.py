@@ -10,6 +10,7 @@ examples:
 """
 from __future__ import annotations
 
+import argparse
 import os
 import socket
 import sys
@@ -20,6 +21,23 @@ from fedad.common.config import ArgumentParser, HelpFormatter, add_config_option
 from fedad.common.errors import FedadError
 
 FORMATS = ("auto", "csv", "parquet", "skab", "kdd", "ton_iot")
+
+
+def shown_attack_names() -> list[str]:
+    """Attack names as the CLI shows them (dashes, like the other options)."""
+    from fedad.client.attacks.registry import ATTACK_NAMES
+
+    return [n.replace("_", "-") for n in ATTACK_NAMES]
+
+
+def attack_name(value: str) -> str:
+    """--attack: dashes or underscores; the registry's name (underscores)."""
+    from fedad.client.attacks.registry import ATTACK_NAMES
+
+    name = value.strip().replace("-", "_")
+    if name not in ATTACK_NAMES:
+        raise argparse.ArgumentTypeError(f"unknown attack '{value}' (choose from {', '.join(shown_attack_names())})")
+    return name
 
 
 def build_parser() -> ArgumentParser:
@@ -51,10 +69,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--obfuscation", default="djn", choices=("djn", "full"),
                    help="secure-robust: encryption randomness: djn (short-exponent h^a, ~4x faster, DJN assumption) "
                    "or full (r^n, semantic security under DCR alone); see docs/secure-robust.md")
-    from fedad.client.attacks.registry import ATTACK_NAMES
-
-    p.add_argument("--attack", default=None, choices=ATTACK_NAMES, type=lambda s: s.replace("-", "_"),
-                   help="security testing: poison this node's updates with the given attack")
+    p.add_argument("--attack", default=None, type=attack_name, metavar="NAME",
+                   help="security testing: poison this node's updates with this attack: "
+                   f"{', '.join(shown_attack_names())} (sign_flip and sign-flip both work)")
     p.add_argument("--attack-scale", type=float, default=None, help="attack strength (attack-specific default)")
     p.add_argument("--attack-start-round", type=int, default=1, help="first round the attack is active")
     p.add_argument("--collusion-dir", default=None,
@@ -68,10 +85,17 @@ def build_parser() -> ArgumentParser:
 def run(args) -> int:
     from fedad.common.logs import setup_logging
 
+    # gRPC's own INFO lines (a failed TLS handshake per retrying client: WRONG_VERSION_NUMBER) are noise here;
+    # the client names a TLS mismatch itself. GRPC_VERBOSITY=INFO brings them back.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
     if not args.data:
         raise FedadError("--data is required: the path of this node's shard")
     if args.private_key and args.public_key:
         raise FedadError("give --private-key (strategy paillier) or --public-key (strategy secure-robust), not both")
+    from fedad.common.address import parse_host_port
+
+    parse_host_port(args.server, "--server")
     name = args.name or Path(args.data).stem
     log = setup_logging(f"client {name}")
     from fedad.server.transport import ServerUnreachable, configure_flower_logging, connect
@@ -83,11 +107,17 @@ def run(args) -> int:
             raise FedadError(f"CA certificate not found: {args.root_certificates}")
         ca = Path(args.root_certificates).read_bytes()
     from fedad.client.flower_client import FedadClient
+    from fedad.client.tls_probe import check_tls_matches
     from fedad.client.site import Site
     from fedad.common.data import load_dataset
 
     data = load_dataset(args.data, format=args.format, label_column=args.label_column, time_column=args.time_column)
     site = Site(data, device=args.device)
+    from fedad.common.missing import missing_values_note
+
+    note = missing_values_note(data.X, data.feature_names, "knn (the federation's preprocessing)")
+    if note:
+        log.warning("%s: %s", args.data, note)
     attack = None
     if args.attack:
         from fedad.client.attack_runner import AttackRunner
@@ -112,7 +142,8 @@ def run(args) -> int:
         log.info("Paillier mode: updates and statistics leave this node encrypted (key %s)", secure.fingerprint)
     client = FedadClient(site, name, log, attack, secure, args.model_out)
     try:
-        connect(args.server, client.to_client(), ca, args.connect_timeout, client.contact, log)
+        connect(args.server, client.to_client(), ca, args.connect_timeout, client.contact, log,
+                diagnose=lambda: check_tls_matches(args.server, ca is not None))
     except ServerUnreachable as exc:
         print(f"fedad-client: error: {exc}", file=sys.stderr)
         return 1

@@ -39,6 +39,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not argv or argv[0] in ("-h", "--help"):
             print(USAGE)
             return 0
+        if argv[0] == "--version":
+            from fedad.common.config import version
+
+            print(f"fedad {version()}")
+            return 0
         print(f"fedad: error: unknown command '{' '.join(argv[:2])}'\n\n{USAGE}", file=sys.stderr)
         return 2
     module_name, doc = SUBCOMMANDS[name]

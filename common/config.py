@@ -24,8 +24,21 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+def version() -> str:
+    """The installed fedad version."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as _version
+
+    try:
+        return _version("fedad")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def add_config_option(parser: argparse.ArgumentParser) -> None:
-    """Add ``--config FILE``: a YAML mapping whose keys are this command's long options."""
+    """Add ``--config FILE`` (a YAML mapping whose keys are this command's long options) and ``--version``."""
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}",
+                        help="print the version and exit")
     parser.add_argument(
         "--config", metavar="FILE", default=None,
         help="YAML file whose keys mirror the long options (dashes or underscores); options given on "
@@ -44,7 +57,7 @@ def load_config(path: str | os.PathLike, parser: argparse.ArgumentParser) -> dic
         raise FedadError(f"config file {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise FedadError(f"config file {p} must hold a mapping of option: value")
-    dests = {a.dest for a in parser._actions if a.dest not in ("help", "config")}
+    dests = {a.dest for a in parser._actions if a.dest not in ("help", "config", "version")}
     out: dict[str, Any] = {}
     for key, value in data.items():
         dest = str(key).replace("-", "_")

@@ -129,6 +129,9 @@ def _json_number(v):
 
 
 def _temp_name(path: Path) -> str:
+    from fedad.common.permissions import as_umask_allows
+
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    as_umask_allows(tmp)  # mkstemp makes it owner-only; plots and metrics are ordinary files
     return tmp

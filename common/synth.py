@@ -31,6 +31,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from fedad.common.errors import FedadError
+from fedad.common.permissions import as_umask_allows
 
 SENSORS: tuple[str, ...] = (
     "temperature", "vibration_freq", "vibration_rms", "motor_current", "voltage", "pressure",
@@ -509,6 +510,7 @@ def write_plant(out: str | os.PathLike, nodes: int, records: int, seed: int,
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        as_umask_allows(tmp, directory=True)  # mkdtemp makes it owner-only; a plant folder is ordinary
     except OSError as exc:
         raise FedadError(f"cannot write to {out}: {exc.strerror or exc}") from None
 

@@ -9,8 +9,9 @@ budget and, with TLS, any aggregator whose certificate is not the pinned one. Ev
 --audit (JSON lines).
 
 examples:
+  fedad certs --out certs --host keyholder --client aggregator     # ca.pem, server.pem/.key, aggregator.pem/.key
   fedad-keyholder --listen 0.0.0.0:8090 --private-key keys/private.key \\
-      --certificates certs/ca.pem certs/keyholder.pem certs/keyholder.key --aggregator-cert certs/aggregator.pem
+      --certificates certs/ca.pem certs/server.pem certs/server.key --aggregator-cert certs/aggregator.pem
   fedad-keyholder --listen 127.0.0.1:8090 --private-key keys/private.key --insecure   # local tests only
 """
 from __future__ import annotations

@@ -11,6 +11,7 @@ examples:
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -124,8 +125,17 @@ def build_strategy(args):
 
 
 def check_args(args) -> None:
+    from fedad.common.address import check_can_listen, parse_host_port
+
+    parse_host_port(args.address, "--address")
     if args.rounds < 1:
         raise FedadError("--rounds must be at least 1")
+    if args.local_epochs < 1:
+        raise FedadError(f"--local-epochs must be at least 1 (got {args.local_epochs})")
+    if args.batch_size < 1:
+        raise FedadError(f"--batch-size must be at least 1 (got {args.batch_size})")
+    if not args.lr > 0:
+        raise FedadError(f"--lr must be positive (got {args.lr})")
     if args.min_clients < 1:
         raise FedadError("--min-clients must be at least 1")
     if not 0 < args.threshold_quantile < 1:
@@ -151,6 +161,7 @@ def check_args(args) -> None:
         raise FedadError("--keyholder and --keyholder-certificates are only used with --strategy secure-robust")
     if args.resume and not (Path(args.out) / "checkpoint" / "state.json").is_file():
         raise FedadError(f"--resume: no checkpoint in {args.out}/checkpoint")
+    check_can_listen(args.address, "--address")  # last: a port in use is said before anything starts
 
 
 def save_model(out: Path, spec, scaler, weights, threshold: float) -> Path:
@@ -178,6 +189,10 @@ def save_model(out: Path, spec, scaler, weights, threshold: float) -> Path:
 
 def run(args) -> int:
     from fedad.common.logs import setup_logging
+
+    # gRPC's own INFO lines (a failed TLS handshake per retrying client: WRONG_VERSION_NUMBER) are noise here;
+    # the client names a TLS mismatch itself. GRPC_VERBOSITY=INFO brings them back.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
     check_args(args)
     log = setup_logging("server")

@@ -95,11 +95,13 @@ class ServerUnreachable(Exception):
 
 
 def connect(address: str, client, root_certificates: bytes | None, connect_timeout: float,
-            has_contact: Callable[[], bool], log: logging.Logger) -> None:
+            has_contact: Callable[[], bool], log: logging.Logger,
+            diagnose: Callable[[], None] | None = None) -> None:
     """Run a Flower client until the server ends the run, retrying with backoff while it is unreachable.
 
     Start order does not matter: a client started before its server retries until ``connect_timeout``.
-    A dropped connection after contact is retried within the same bound, then given up.
+    A dropped connection after contact is retried within the same bound, then given up. ``diagnose`` runs
+    after a failed attempt and may raise a FedadError naming a problem no retry can fix (a TLS mismatch).
     """
     import flwr
 
@@ -120,6 +122,8 @@ def connect(address: str, client, root_certificates: bytes | None, connect_timeo
             if code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
                             grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN):
                 raise
+            if diagnose is not None and not has_contact():
+                diagnose()
             if has_contact():
                 log.warning("connection to %s lost (%s); reconnecting", address, code.name)
                 deadline = time.monotonic() + connect_timeout

@@ -33,13 +33,40 @@ def test_tls_federation_and_a_client_without_the_ca(tmp_path):
     out = tmp_path / "run"
     server = start_server(f"127.0.0.1:{port}", out, "--rounds", "2", "--min-clients", "2", "--certificates",
                           str(certs / "ca.pem"), str(certs / "server.pem"), str(certs / "server.key"))
-    # no CA: the TLS handshake never succeeds, the client gives up with a clear error
+    # no CA: the client says the server speaks TLS and what to pass (not "could not reach"), exit 2
     plain = subprocess.run([sys.executable, "-m", "fedad.client.main", "--server", address, "--data", str(shards[0]),
-                            "--connect-timeout", "4", "--device", "cpu"], capture_output=True, text=True, env=ENV,
+                            "--connect-timeout", "60", "--device", "cpu"], capture_output=True, text=True, env=ENV,
                            timeout=120)
-    assert plain.returncode == 1 and "could not reach the fedad server" in plain.stderr
+    assert plain.returncode == 2, plain.stderr
+    assert f"the server at {address} speaks TLS: pass --root-certificates" in plain.stderr
+    assert "could not reach" not in plain.stderr and "Traceback" not in plain.stderr
     clients = [start_client(address, s, s.stem, logs, "--root-certificates", str(certs / "ca.pem")) for s in shards]
     assert finish([server, *clients]) == [0, 0, 0], (tmp_path / "run-server.log").read_text()[-2000:]
     report = json.loads((out / "report.json").read_text())
     assert [r["clients"] for r in report["rounds"]] == [["node_01", "node_02"]] * 2
-    assert "TLS on" in (tmp_path / "run-server.log").read_text()
+    server_log = (tmp_path / "run-server.log").read_text()
+    assert "TLS on" in server_log
+    assert "WRONG_VERSION_NUMBER" not in server_log  # gRPC's handshake lines stay out of the log
+
+
+def test_a_tls_client_at_a_plaintext_server_is_told_so(tmp_path):
+    from fedad.common.synth import write_plant
+
+    write_plant(tmp_path / "plant", nodes=1, records=4_000, seed=4, formats=("csv",))
+    certs = tmp_path / "certs"
+    subprocess.run([sys.executable, "-m", "fedad.common.cli", "certs", "--out", str(certs)], check=True, env=ENV,
+                   capture_output=True)
+    address = f"127.0.0.1:{free_port()}"
+    out = tmp_path / "run"
+    server = start_server(address, out, "--rounds", "1", "--min-clients", "1", "--wait-timeout", "120")
+    try:
+        p = subprocess.run([sys.executable, "-m", "fedad.client.main", "--server", address, "--data",
+                            str(tmp_path / "plant" / "node_01.csv"), "--root-certificates", str(certs / "ca.pem"),
+                            "--connect-timeout", "60", "--device", "cpu"], capture_output=True, text=True, env=ENV,
+                           timeout=120)
+    finally:
+        server.kill()
+        server.wait()
+    assert p.returncode == 2, p.stderr
+    assert f"the server at {address} does not speak TLS: drop --root-certificates" in p.stderr
+    assert "Traceback" not in p.stderr

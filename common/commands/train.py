@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from fedad.common.errors import FedadError
-from fedad.common.models.registry import DEFAULT_WINDOW, MODEL_NAMES
+from fedad.common.models.names import DEFAULT_WINDOW, MODEL_NAMES
 
 FORMATS = ("auto", "csv", "parquet", "skab", "kdd", "ton_iot")
 
@@ -104,6 +104,11 @@ def run(args: argparse.Namespace) -> int:
     if len(X) == 0:
         raise FedadError(f"{args.data}: no normal rows to train on ({note})")
     header = f"{args.data}: {note}; training {args.model} on {len(X)} rows"
+    from fedad.common.missing import missing_values_note
+
+    missing = missing_values_note(X, data.feature_names, preprocessing_options(args).get("impute"))
+    if missing:
+        header += f"\n{args.data}: {missing}"
 
     def progress(epoch: int, epochs: int, train_loss: float, val_loss: float) -> None:
         if epoch == 1:  # printed once training runs, so a refused fit leaves only its error on stderr

@@ -9,7 +9,10 @@ from fedad.common.models.cnn import CNNAutoencoder
 from fedad.common.models.dense import DenseAutoencoder
 from fedad.common.models.gru import GRUAutoencoder
 from fedad.common.models.lstm import LSTMAutoencoder
+from fedad.common.models.names import DEFAULT_WINDOW, MODEL_NAMES
 from fedad.common.models.vae import VariationalAutoencoder
+
+__all__ = ["DEFAULT_WINDOW", "MODEL_NAMES", "MODELS", "build_model", "default_window"]
 
 MODELS: dict[str, type[Autoencoder]] = {
     "dense": DenseAutoencoder,
@@ -18,9 +21,6 @@ MODELS: dict[str, type[Autoencoder]] = {
     "cnn": CNNAutoencoder,
     "vae": VariationalAutoencoder,
 }
-MODEL_NAMES: tuple[str, ...] = ("dense", "lstm", "gru", "cnn", "vae")
-# records per sample when no window is given: row models score single records, sequence models windows
-DEFAULT_WINDOW: dict[str, int] = {"dense": 1, "vae": 1, "lstm": 16, "gru": 16, "cnn": 16}
 
 
 def default_window(name: str) -> int:
