@@ -6,6 +6,7 @@ one party holds all shards (the synthetic demo, benchmarks), never inside a depl
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -14,6 +15,19 @@ from fedad.common.metrics import detection_metrics
 from fedad.common.split import split_site
 
 KEYS = ("precision", "recall", "f1", "roc_auc", "far", "mar")
+Say = Callable[[str], None]
+
+
+def _epochs(say: Say | None, what: str):
+    """A detector progress callback that says ``what: epoch e/E`` (None when nobody listens)."""
+    if say is None:
+        return None
+    t0 = time.perf_counter()
+
+    def progress(epoch: int, epochs: int, train_loss: float, val_loss: float) -> None:
+        say(f"{what}: epoch {epoch}/{epochs}, val loss {val_loss:.5f}, {time.perf_counter() - t0:.0f} s")
+
+    return progress
 
 
 def _detector(spec, epochs: int, **preprocessing) -> AutoencoderDetector:
@@ -35,7 +49,7 @@ def _site_scaled(splits):
     return out
 
 
-def centralized(datasets, spec, epochs: int) -> dict:
+def centralized(datasets, spec, epochs: int, say: Say | None = None) -> dict:
     """One model trained on all sites' training rows pooled, tested on all test parts pooled.
 
     Under site scaling every site's rows are first standardised with that site's own statistics, as the
@@ -46,20 +60,22 @@ def centralized(datasets, spec, epochs: int) -> dict:
     extra = {}
     if getattr(spec, "scaling", "global") == "site":
         splits, extra = _site_scaled(splits), {"scaler": "none"}
-    det = _detector(spec, epochs, **extra).fit(np.concatenate([np.concatenate([s.train, s.val]) for s in splits]))
+    det = _detector(spec, epochs, **extra).fit(np.concatenate([np.concatenate([s.train, s.val]) for s in splits]),
+                                               progress=_epochs(say, "centralized"))
     scores = np.concatenate([det.decision_function(s.test) for s in splits])
     y = np.concatenate([s.test_labels for s in splits])
     m = detection_metrics(y, scores, (scores > det.threshold_).astype(int))
     return {**{k: m[k] for k in KEYS}, "seconds": time.perf_counter() - t0}
 
 
-def local_only(datasets, spec, epochs: int) -> dict:
+def local_only(datasets, spec, epochs: int, say: Say | None = None) -> dict:
     """Each site alone: its own model and threshold; predictions pooled over all test parts."""
     t0 = time.perf_counter()
     scores, preds, ys = [], [], []
-    for d in datasets:
+    for i, d in enumerate(datasets, 1):
         s = split_site(d.X, d.y)
-        det = _detector(spec, epochs).fit(np.concatenate([s.train, s.val]))
+        det = _detector(spec, epochs).fit(np.concatenate([s.train, s.val]),
+                                          progress=_epochs(say, f"local-only node {i}/{len(datasets)}"))
         sc = det.decision_function(s.test)
         scores.append(sc), preds.append((sc > det.threshold_).astype(int)), ys.append(s.test_labels)
     m = detection_metrics(np.concatenate(ys), np.concatenate(scores), np.concatenate(preds))

@@ -2,8 +2,12 @@
 
 Generates the plant (one shard per node), starts the server and every client as separate OS processes on
 127.0.0.1 over gRPC, shows progress per round, then prints the federated model's results beside a
-centralized model (all shards pooled) and local-only models (each node alone) on the same shards.
-Writes DIR/report.json (metrics, baselines, rounds), rounds.jsonl, plots, logs/ and the model in DIR/model.
+centralized model (all shards pooled) and local-only models (each node alone) on the same shards
+(--no-baselines skips them; they are kept in DIR/baselines.json and reused for the same plant, seed and
+settings). Writes DIR/report.json (metrics, baselines, rounds), rounds.jsonl, plots, logs/, and every
+node's model in DIR/models/NAME (its global weights, threshold and own scaler: try
+`fedad score --model DIR/models/node_01 --data DIR/data/node_01.parquet --out scores.csv`); under
+--scaling global also the server's model in DIR/model.
 """
 from __future__ import annotations
 
@@ -58,11 +62,14 @@ def _progress(out: Path, seen: int, rounds: int) -> int:
 def run(args) -> int:
     if args.clients < 1 or args.rounds < 1 or args.records < args.clients * 100:
         raise FedadError("need --clients >= 1, --rounds >= 1 and at least 100 --records per client")
+    if args.local_epochs < 1:
+        raise FedadError(f"--local-epochs must be at least 1 (got {args.local_epochs})")
     from fedad.common.synth import write_plant
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "logs").mkdir(exist_ok=True)
+    (out / "models").mkdir(exist_ok=True)
     t0 = time.perf_counter()
     print(f"[1/4] synthetic plant: {args.records} records over {args.clients} nodes -> {out / 'data'}",
           file=sys.stderr, flush=True)
@@ -102,7 +109,8 @@ def run(args) -> int:
             log = open(out / "logs" / f"{shard.stem}.log", "w")
             procs.append(subprocess.Popen(
                 [sys.executable, "-m", "fedad.client.main", "--server", address, "--data", str(shard),
-                 "--name", shard.stem, "--device", "cpu", "--connect-timeout", "120", *client_extra],
+                 "--name", shard.stem, "--device", "cpu", "--connect-timeout", "120",
+                 "--model-out", str(out / "models" / shard.stem), *client_extra],
                 stdout=log, stderr=subprocess.STDOUT, env=env))
         seen, deadline = 0, time.monotonic() + args.timeout
         try:
@@ -128,19 +136,7 @@ def run(args) -> int:
     report = json.loads((out / "report.json").read_text())
     fed_seconds = time.perf_counter() - t0
     if not args.no_baselines:
-        print("[3/4] baselines on the same shards: centralized and local-only", file=sys.stderr, flush=True)
-        from fedad.client.site import FederationSpec
-        from fedad.common.data import load_dataset
-        from fedad.server.comparison import centralized, local_only
-        from fedad.server.main import build_parser, build_spec
-
-        spec: FederationSpec = build_spec(build_parser().parse_args(
-            ["--model", args.model, "--local-epochs", str(args.local_epochs), "--seed", str(args.seed),
-             "--scaling", args.scaling]))
-        datasets = [load_dataset(s) for s in shards]
-        epochs = args.rounds * args.local_epochs
-        report["baselines"] = {"centralized": centralized(datasets, spec, epochs),
-                               "local_only": local_only(datasets, spec, epochs)}
+        report["baselines"] = _baselines(args, out, shards)
         from fedad.server.report import write_report
 
         write_report(out, report)
@@ -151,7 +147,48 @@ def run(args) -> int:
         print(f"{name:<12} " + " ".join(f"{_f(m.get(k)):>{w}}" for k, w in
                                           (("precision", 9), ("recall", 7), ("f1", 6), ("roc_auc", 7), ("far", 6), ("mar", 6))))
     print(f"federation: {len(report['rounds'])} rounds in {fed_seconds:.1f} s wall; report {out / 'report.json'}")
+    models = sorted(p.name for p in (out / "models").iterdir() if (p / "detector.json").is_file())
+    if models:
+        print(f"models: {len(models)} in {out / 'models'} (one per node: global weights, threshold, its own "
+              f"scaler); e.g. fedad score --model {out / 'models' / models[0]} --data {shards[0]} --out scores.csv")
     return 0
+
+
+def _baselines(args, out: Path, shards: list[Path]) -> dict:
+    """Centralized and local-only baselines on the same shards, with progress; reused when cached."""
+    from fedad.common.data import load_dataset
+    from fedad.server.baseline_cache import baseline_key, load_baselines, save_baselines
+    from fedad.server.comparison import centralized, local_only
+    from fedad.server.main import build_parser, build_spec
+
+    spec = build_spec(build_parser().parse_args(
+        ["--model", args.model, "--local-epochs", str(args.local_epochs), "--seed", str(args.seed),
+         "--scaling", args.scaling]))
+    datasets = [load_dataset(s) for s in shards]
+    epochs = args.rounds * args.local_epochs
+    key = baseline_key(datasets, spec, epochs)
+    cached = load_baselines(out, key)
+    if cached is not None:
+        print(f"[3/4] baselines: reusing {out / 'baselines.json'} (same plant, seed and settings)",
+              file=sys.stderr, flush=True)
+        return cached
+    print(f"[3/4] baselines on the same shards: 1 centralized and {len(datasets)} local-only models, {epochs} "
+          "epochs each (the longest step on a busy machine; --no-baselines skips it)", file=sys.stderr, flush=True)
+    last = [0.0]
+
+    def say(text: str) -> None:  # at most one line every 5 s, so a slow machine still shows it is working
+        now = time.monotonic()
+        if now - last[0] >= 5.0:
+            last[0] = now
+            print(f"  {text}", file=sys.stderr, flush=True)
+
+    t0 = time.perf_counter()
+    result = {"centralized": centralized(datasets, spec, epochs, say),
+              "local_only": local_only(datasets, spec, epochs, say)}
+    print(f"  baselines done in {time.perf_counter() - t0:.0f} s (kept in {out / 'baselines.json'})",
+          file=sys.stderr, flush=True)
+    save_baselines(out, key, result)
+    return result
 
 
 def _f(v) -> str:

@@ -2,7 +2,10 @@
 
 Per run: federated scaler statistics, R training rounds (each checkpointed, one JSONL line per round),
 a global threshold from summed score histograms, federated evaluation from summed confusion counts,
-then report.json, PNG plots and the final model in --out (usable with `fedad score --model OUT/model`).
+then report.json, PNG plots and the global weights (OUT/global_weights.npz) in --out.
+The model to score with: under the default --scaling site every node scales with its own statistics, so
+each node saves its model (`fedad-client --model-out DIR`, then `fedad score --model DIR`); under
+--scaling global the server also writes OUT/model (`fedad score --model OUT/model`).
 
 examples:
   fedad-server --rounds 10 --min-clients 10 --out results/
@@ -232,6 +235,9 @@ def run(args) -> int:
         np.savez(out / "global_weights.npz", *weights)
         if server.spec.scaling == "global":  # with site scaling each node pairs the weights with its own scaler
             model_dir = save_model(out, server.spec, server.scaler, weights, res["threshold"])
+        else:
+            log.info("site scaling: no server-side model (each node scales with its own statistics); nodes save "
+                     "theirs with fedad-client --model-out DIR; --scaling global also writes %s", out / "model")
     metrics = {k: res["metrics"].get(k) for k in rep.METRIC_KEYS}
     report = {
         "strategy": args.strategy, "model": args.model, "threshold": res["threshold"], "metrics": metrics,
