@@ -43,6 +43,12 @@ TARGET_PR_GAP, TARGET_DROP, TARGET_ROUND_RATIO = 0.02, 0.02, 1.5
 COST_STRATEGIES = ("robust", "paillier", "secure-robust")
 
 
+def _mean_defined(values) -> float | None:
+    """Mean of the values that are defined (a round that flagged nobody has no precision)."""
+    got = [v for v in values if v is not None]
+    return statistics.mean(got) if got else None
+
+
 def progress(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -106,14 +112,14 @@ def federation(strategy: str, shards: list[Path], out: Path, keys: Path, args, m
     wall, recs, report = run_federation(strategy, out, free_address(), server, shards, client_args,
                                         args.cost_timeout, side)
     steady = recs[1:] if len(recs) >= 3 else recs
-    flags = [r for r in recs if r.get("flag_precision") is not None][1:]  # pooled from round 2, as bench/poisoning
+    flags = [r for r in recs if "flag_recall" in r][1:]  # pooled from round 2, as bench/poisoning
     out_row = {"attack": "sign_flip", "strategy": strategy, "mode": "processes", "f1": report["metrics"].get("f1"),
                "f1_drop": None, "round_s": statistics.median(r["seconds"] for r in steady),
                "rounds_s": [r["seconds"] for r in recs],
                "bytes": statistics.median(r["bytes_up"] + r["bytes_down"] for r in steady),
                "bytes_up": statistics.median(r["bytes_up"] for r in steady), "run_s": wall,
-               "flag_precision": statistics.mean(r["flag_precision"] for r in flags) if flags else None,
-               "flag_recall": statistics.mean(r["flag_recall"] for r in flags) if flags else None,
+               "flag_precision": _mean_defined(r.get("flag_precision") for r in flags),
+               "flag_recall": _mean_defined(r.get("flag_recall") for r in flags),
                "clients": len(shards), "records": args.cost_records, "rounds": len(recs)}
     if strategy == "secure-robust":
         audit = [json.loads(line) for line in (out / "keyholder.jsonl").read_text().splitlines()]

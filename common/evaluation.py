@@ -57,8 +57,10 @@ def roc_curves(y: np.ndarray, outputs: Outputs) -> dict[str, tuple[np.ndarray, n
     return curves
 
 
-def plot_roc(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | os.PathLike, title: str = "ROC") -> Path:
-    """Write a ROC plot of ``{name: (fpr, tpr)}`` to a PNG (atomically); AUC in the legend."""
+def plot_roc(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | os.PathLike, title: str = "ROC",
+             points: Mapping[str, tuple[float, float]] | None = None) -> Path:
+    """Write a ROC plot of ``{name: (fpr, tpr)}`` to a PNG (atomically); AUC in the legend; ``points``
+    ``{name: (fpr, tpr)}`` marks operating points (a detector at its threshold)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -71,11 +73,13 @@ def plot_roc(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | os
             auc = float(np.trapezoid(tpr, fpr))
             ax.plot(fpr, tpr, label=f"{name} (AUC {auc:.3f})", lw=1.5)
         ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
+        for (name, (x, y)), marker in zip((points or {}).items(), "o^sDvP*X"):
+            ax.plot([x], [y], marker, ms=8, mfc="none", mew=1.8, label=f"{name}: FPR {x:.3f}, TPR {y:.3f}")
         if not curves:
             ax.text(0.5, 0.5, "ROC undefined: labels hold one class", ha="center", va="center")
         ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title, xlim=(0, 1), ylim=(0, 1.01))
-        if curves:
-            ax.legend(loc="lower right", fontsize=8)
+        if curves or points:
+            ax.legend(loc="lower right", fontsize=7)
         fig.tight_layout()
         tmp = _temp_name(path)
         try:

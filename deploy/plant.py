@@ -120,6 +120,8 @@ def _rounds(results: Path) -> list[dict]:
 def _is_flag(v) -> bool:
     """One client's entry in a round's ``flags``: a bool, or a dict with flagged/quarantined/reasons."""
     if isinstance(v, dict):
+        if "flagged" in v:  # fedad's own records: flagged is the verdict (a quarantined client is left out, not
+            return bool(v["flagged"])  # flagged again; report.json's flagged_rounds counts the same way)
         for key in ("flagged", "quarantined", "excluded"):
             if v.get(key):
                 return True
@@ -146,6 +148,9 @@ def summarize(results: Path) -> dict:
                           "loss": r.get("loss"), "failed": r.get("failed") or [],
                           "rejected": sorted((r.get("rejected") or {}))})
         for name, v in (r.get("flags") or {}).items():
+            if isinstance(v, dict) and not _is_flag(v) and str(v.get("reason") or "").startswith("quarantined"):
+                flagged.setdefault(name, {"rounds": [], "reasons": []}).setdefault("quarantined_rounds", []).append(
+                    r.get("round"))
             if _is_flag(v):
                 f = flagged.setdefault(name, {"rounds": [], "reasons": []})
                 f["rounds"].append(r.get("round"))
@@ -271,7 +276,9 @@ def render(s: dict) -> str:
     if s["flagged"]:
         for name, f in s["flagged"].items():
             rounds = ",".join(str(r) for r in f["rounds"]) or "-"
-            lines.append(f"  FLAGGED node {name} in rounds {rounds}: {'; '.join(f['reasons'])[:160]}")
+            left_out = ",".join(str(r) for r in f.get("quarantined_rounds") or [])
+            extra = f" (quarantined, left out in rounds {left_out})" if left_out else ""
+            lines.append(f"  FLAGGED node {name} in rounds {rounds}{extra}: {'; '.join(f['reasons'])[:160]}")
         if s.get("flag_scores"):
             lines.append("  flag precision/recall per round (known attackers: " + ", ".join(s["malicious"]) + "): "
                          + ", ".join(f"{r['round']}: {_f(r['flag_precision'])}/{_f(r['flag_recall'])}"

@@ -137,9 +137,10 @@ def run(args) -> int:
     fed_seconds = time.perf_counter() - t0
     if not args.no_baselines:
         report["baselines"] = _baselines(args, out, shards)
-        from fedad.server.report import write_report
+        from fedad.server.report import plot_report_roc, write_report
 
         write_report(out, report)
+        plot_report_roc(out, report)  # the baselines' operating points beside the federated curve
     print("[4/4] results (test part of every shard)", file=sys.stderr, flush=True)
     rows = [("federated", report["metrics"])] + [(k, v) for k, v in (report.get("baselines") or {}).items() if v]
     print(f"{'model':<12} {'precision':>9} {'recall':>7} {'f1':>6} {'roc_auc':>7} {'far':>6} {'mar':>6}")

@@ -27,6 +27,7 @@ from fedad.common.feature_diff import describe_feature_difference
 from fedad.common.preprocessing import ScalerStats
 from fedad.common.wire import WireError, decode_json, encode_json
 from fedad.server.client_calls import ClientCallFailed, call_clients
+from fedad.server.report import format_round_flags
 from fedad.server.strategies.base import FedadStrategy, client_name
 
 CHECKPOINT_DIR = "checkpoint"
@@ -403,6 +404,9 @@ class FedadServer(Server):
             self.log.info("round %d/%d: %d clients, val loss %.5f, train loss %.5f, %.2f s, %.1f kB up", rnd,
                           num_rounds, len(record["clients"]), record["loss"] or float("nan"), record["train_loss"],
                           record["seconds"], record["bytes_up"] / 1e3)
+            flag_line = format_round_flags(record)
+            if flag_line:
+                self.log.info("%s", flag_line)
         threshold, metrics = self._threshold_and_test(num_rounds, timeout)
         self.result = {"threshold": threshold, "metrics": metrics, "seconds": time.perf_counter() - t_start}
         return History(), time.perf_counter() - t_start

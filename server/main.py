@@ -251,12 +251,13 @@ def run(args) -> int:
         report["flags"] = {"summary": flag_rows, "malicious": sorted(args.malicious),
                            "per_round": [{k: r.get(k) for k in ("round", "flagged", "flag_precision", "flag_recall")}
                                          for r in server.rounds]}
+    report["roc"] = rep.roc_from_histograms(*server.score_histograms)
     rep.write_report(out, report)
     rep.plot_rounds(out, server.rounds)
     if flag_rows:
         rep.plot_trust(out, server.rounds)
         print(rep.format_flag_summary(flag_rows, server.rounds))
-    rep.plot_roc_from_histograms(out, *server.score_histograms)
+    rep.plot_report_roc(out, report)
     log.info("done in %.1f s: F1 %s, precision %s, recall %s, ROC-AUC %s; report %s", report["seconds"],
              _fmt(metrics.get("f1")), _fmt(metrics.get("precision")), _fmt(metrics.get("recall")),
              _fmt(metrics.get("roc_auc")), out / "report.json")

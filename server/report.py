@@ -57,19 +57,39 @@ def plot_rounds(out: Path, rounds: list[dict]) -> None:
         a1.plot([p[0] for p in pts], [p[1]["train_loss"] for p in pts], ".-", label=name)
         a2.plot([p[0] for p in pts], [p[1]["seconds"] for p in pts], ".-", label=name)
     a1.set_title("local train loss per client"), a1.set_yscale("log"), a1.set_xlabel("round")
-    a2.set_title("local training seconds per client"), a2.set_xlabel("round")
+    a1.set_ylabel("local train loss (reconstruction MSE)")
+    a2.set_title("local training seconds per client"), a2.set_xlabel("round"), a2.set_ylabel("seconds")
     a1.legend(fontsize=7, ncol=2)
     fig.tight_layout(), fig.savefig(out / "clients.png", dpi=100), plt.close(fig)
 
 
-def plot_roc_from_histograms(out: Path, pos: np.ndarray, neg: np.ndarray) -> None:
-    """roc.png of the federated model from the summed per-class score histograms."""
+def roc_from_histograms(pos: np.ndarray, neg: np.ndarray) -> dict | None:
+    """The federated ROC curve ({"fpr": [...], "tpr": [...]}) from the summed per-class score histograms."""
     if pos.sum() == 0 or neg.sum() == 0:
-        return
-    from fedad.common.evaluation import plot_roc
+        return None
     from fedad.common.metrics import roc_curve_from_histograms
 
-    plot_roc({"federated": roc_curve_from_histograms(pos, neg)}, out / "roc.png", title="ROC of the federated model")
+    fpr, tpr = roc_curve_from_histograms(pos, neg)
+    return {"fpr": [float(v) for v in fpr], "tpr": [float(v) for v in tpr]}
+
+
+def operating_points(report: dict) -> dict[str, tuple[float, float]]:
+    """(false positive rate, recall) of the federated model at its threshold and of every baseline."""
+    rows = [("federated at its threshold", report.get("metrics") or {})]
+    rows += [(name.replace("_", "-"), m) for name, m in (report.get("baselines") or {}).items() if m]
+    return {name: (float(m["far"]), float(m["recall"])) for name, m in rows
+            if m.get("far") is not None and m.get("recall") is not None}
+
+
+def plot_report_roc(out: Path, report: dict) -> None:
+    """roc.png: the federated ROC curve, its operating point and the baselines' (when report.json has them)."""
+    roc = report.get("roc")
+    if not roc:
+        return
+    from fedad.common.evaluation import plot_roc
+
+    plot_roc({"federated": (np.array(roc["fpr"]), np.array(roc["tpr"]))}, out / "roc.png",
+             title="ROC of the federated model", points=operating_points(report))
 
 
 def write_flag_report(out: Path, rounds: list[dict]) -> list[dict]:
@@ -100,13 +120,42 @@ def write_flag_report(out: Path, rounds: list[dict]) -> list[dict]:
 def format_flag_summary(rows: list[dict], rounds: list[dict]) -> str:
     """The table printed at the end of a robust run."""
     out = [f"{'client':<16} {'flagged':>9} {'mean weight':>11}  last reason"]
-    for r in rows:
+    for r in rows:  # the whole reason: a cut one ("quaranti") says nothing
         out.append(f"{r['client']:<16} {r['flagged_rounds']:>4}/{r['rounds']:<4} {r['mean_weight']:>11.3f}  "
-                   f"{r['last_reason'][:90]}")
+                   f"{r['last_reason']}")
     pr = [(x["round"], x.get("flag_precision"), x.get("flag_recall")) for x in rounds if "flag_precision" in x]
     if pr:
-        out.append("flag precision/recall per round: " + ", ".join(f"r{k}: {p:.2f}/{q:.2f}" for k, p, q in pr))
+        out.append("flag precision/recall per round (n/a: nobody flagged, or no attacker): "
+                   + ", ".join(f"r{k}: {_pr(p)}/{_pr(q)}" for k, p, q in pr))
     return "\n".join(out)
+
+
+def _pr(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2f}"
+
+
+def format_round_flags(record: dict) -> str | None:
+    """One log line per round of a screening strategy: who was flagged (and why) or that nobody was."""
+    flags = record.get("flags") or {}
+    if not flags:
+        return None
+    hit = [f"{name} ({rec.get('reason') or 'flagged'})" for name, rec in sorted(flags.items()) if rec.get("flagged")]
+    quarantined = [name for name, rec in sorted(flags.items())
+                   if not rec.get("flagged") and str(rec.get("reason") or "").startswith("quarantined")]
+    text = f"round {record['round']}: flagged " + (", ".join(hit) if hit else "nobody")
+    if quarantined:
+        text += f"; quarantined: {', '.join(quarantined)}"
+    if "flag_precision" in record:
+        text += f"; flag precision/recall {_pr(record.get('flag_precision'))}/{_pr(record.get('flag_recall'))}"
+    return text
+
+
+def zero_weight_offsets(weights: dict[str, list[float]]) -> dict[str, float]:
+    """Clients whose weight drops to 0 would all lie on one line in trust.png: each gets its own level just
+    below 0 (2.5% of the highest weight apart)."""
+    top = max((w for ws in weights.values() for w in ws), default=1.0) or 1.0
+    zeroed = [name for name in sorted(weights) if any(w == 0 for w in weights[name])]
+    return {name: -(k + 1) * 0.025 * top for k, name in enumerate(zeroed)}
 
 
 def plot_trust(out: Path, rounds: list[dict]) -> None:
@@ -120,11 +169,23 @@ def plot_trust(out: Path, rounds: list[dict]) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
+    series = {name: [(r["round"], r["flags"][name]) for r in rounds if name in (r.get("flags") or {})]
+              for name in names}
+    offsets = zero_weight_offsets({name: [float(p[1].get("weight") or 0) for p in pts] for name, pts in series.items()})
     for name in names:
-        pts = [(r["round"], r["flags"][name]) for r in rounds if name in (r.get("flags") or {})]
-        line, = ax.plot([p[0] for p in pts], [float(p[1].get("weight") or 0) for p in pts], ".-", label=name)
-        fx = [p[0] for p in pts if p[1].get("flagged")]
-        ax.plot(fx, [0.0] * len(fx), "x", color=line.get_color(), ms=9)
-    ax.set_xlabel("round"), ax.set_ylabel("share of the aggregate (x = flagged)")
+        pts = series[name]
+        off = offsets.get(name, 0.0)
+        ys = [float(p[1].get("weight") or 0) or off for p in pts]
+        line, = ax.plot([p[0] for p in pts], ys, ".-", label=name)
+        fx = [(p[0], y) for p, y in zip(pts, ys) if p[1].get("flagged")]
+        ax.plot([x for x, _ in fx], [y for _, y in fx], "x", color=line.get_color(), ms=9)
+        if name in offsets:
+            ax.annotate(name, (pts[-1][0], ys[-1]), xytext=(4, 0), textcoords="offset points", fontsize=7,
+                        va="center", color=line.get_color())
+    ax.axhline(0.0, color="grey", lw=0.6)
+    ax.margins(x=0.08)  # room for the names at the end of the lines at 0
+    ax.set_xlabel("round")
+    ax.set_ylabel("share of the aggregate (x = flagged)" + ("\nweight 0: drawn just below 0, one level per client"
+                                                            if offsets else ""))
     ax.set_title("trust per client"), ax.legend(fontsize=7, ncol=2)
     fig.tight_layout(), fig.savefig(out / "trust.png", dpi=100), plt.close(fig)

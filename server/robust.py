@@ -254,17 +254,16 @@ def flag_deviating_updates(updates: np.ndarray, config: FlagConfig = FlagConfig(
     return FlagReport(scores, z, np.array([r is not None for r in reasons], dtype=bool), reasons)
 
 
-def flag_precision_recall(flagged: Iterable[str], malicious: Iterable[str]) -> tuple[float, float]:
-    """Precision and recall of flagged clients against the truly malicious ones.
+def flag_precision_recall(flagged: Iterable[str], malicious: Iterable[str]) -> tuple[float | None, float | None]:
+    """Precision and recall of flagged clients against the truly malicious ones; None where undefined.
 
-    Edge cases: nothing flagged gives precision 1.0 (no false alarm was raised); nothing malicious gives
-    recall 1.0 (nothing was missed). So an attack-free round with no flags scores (1.0, 1.0), and an
-    attack-free round with flags scores (0.0, 1.0).
+    Nothing flagged: precision is 0/0, None (not 1.0: a round that caught nobody must not read as perfect);
+    nothing malicious: recall is None. An attack-free round with flags scores (0.0, None).
     """
     flagged, malicious = set(flagged), set(malicious)
     hits = len(flagged & malicious)
-    precision = hits / len(flagged) if flagged else 1.0
-    recall = hits / len(malicious) if malicious else 1.0
+    precision = hits / len(flagged) if flagged else None
+    recall = hits / len(malicious) if malicious else None
     return precision, recall
 
 

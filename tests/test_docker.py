@@ -364,6 +364,19 @@ def test_summary_names_refused_and_flagged_nodes(tmp_path):
     assert (tmp_path / "summary.txt").read_text().startswith("fedad plant report: strategy robust")
 
 
+def test_summary_counts_flagged_rounds_like_report_json_and_names_quarantine(tmp_path):
+    _fake_run(tmp_path)
+    quarantined = {"flagged": False, "excluded": True, "weight": 0.0, "reason": "quarantined (flagged in 3 rounds)"}
+    rounds = [{"round": r, "clients": ["client-1", "attacker-10"], "loss": 1.0, "failed": [], "rejected": {},
+               "flags": {"attacker-10": {"flagged": True, "excluded": True, "reason": "cosine"} if r <= 3
+                         else quarantined, "client-1": {"flagged": False, "excluded": False, "reason": None}}}
+              for r in range(1, 6)]
+    (tmp_path / "rounds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rounds))
+    r = _plant("summary", "--results", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "FLAGGED node attacker-10 in rounds 1,2,3 (quarantined, left out in rounds 4,5): cosine" in r.stdout
+
+
 def test_check_passes_and_fails_on_the_right_things(tmp_path):
     _fake_run(tmp_path, flags={"attacker-10": True})
     names = ",".join([f"client-{i}" for i in range(1, 10)] + ["attacker-10"])

@@ -175,9 +175,9 @@ def test_flags_do_not_depend_on_client_order_or_update_scale(seed, scale, attack
 
 def test_flag_precision_recall_edge_cases():
     assert flag_precision_recall({"a", "b"}, {"a", "c"}) == (0.5, 0.5)
-    assert flag_precision_recall(set(), set()) == (1.0, 1.0)
-    assert flag_precision_recall(set(), {"a"}) == (1.0, 0.0)
-    assert flag_precision_recall({"a"}, set()) == (0.0, 1.0)
+    assert flag_precision_recall(set(), set()) == (None, None)  # undefined, never a perfect-looking 1.0
+    assert flag_precision_recall(set(), {"a"}) == (None, 0.0)
+    assert flag_precision_recall({"a"}, set()) == (0.0, None)
     assert flag_precision_recall(["a", "a"], ["a"]) == (1.0, 1.0)
 
 
