@@ -125,8 +125,9 @@ def format_flag_summary(rows: list[dict], rounds: list[dict]) -> str:
                    f"{r['last_reason']}")
     pr = [(x["round"], x.get("flag_precision"), x.get("flag_recall")) for x in rounds if "flag_precision" in x]
     if pr:
-        out.append("flag precision/recall per round (n/a: nobody flagged, or no attacker): "
-                   + ", ".join(f"r{k}: {_pr(p)}/{_pr(q)}" for k, p, q in pr))
+        undefined = any(p is None or q is None for _, p, q in pr)
+        out.append("flag precision/recall per round: " + ", ".join(f"r{k}: {_pr(p)}/{_pr(q)}" for k, p, q in pr)
+                   + (" (n/a: undefined, nobody flagged or no attacker)" if undefined else ""))
     return "\n".join(out)
 
 
