@@ -5,32 +5,25 @@ import re
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from fedad.client.attacks.registry import make_attack
 from fedad.common.errors import FedadError
 from fedad.server.aggregation import weighted_mean
-from fedad.server.robust import (
-    STRATEGIES,
-    FlagConfig,
-    Quarantine,
-    TrustConfig,
+from fedad.server.defence.config import FlagConfig, TrustConfig
+from fedad.server.defence.flags import flag_deviating_updates, flag_precision_recall
+from fedad.server.defence.quarantine import Quarantine
+from fedad.server.defence.round import STRATEGIES, aggregate_round
+from fedad.server.defence.scoring import closeness_scores, cosine_to, robust_z_scores, spread_alignment
+from fedad.server.defence.trust import (
     TrustHistory,
-    aggregate_round,
     cap_sample_counts,
-    closeness_scores,
-    cosine_to,
     direction_trust,
     embedding_trust,
-    flag_deviating_updates,
-    flag_precision_recall,
     relative_trust,
     rescale_updates,
-    robust_z_scores,
-    spread_alignment,
     trust_weights,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 D = 200
 
