@@ -48,7 +48,7 @@ def _num(x) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def _empty_record(name: str, num_examples: float) -> dict:
+def _empty_record(name: str, num_examples: float | None) -> dict:
     keys = ("distance", "cosine", "norm_ratio", "norm", "spread", "closeness", "z_distance", "z_cosine", "z_norm",
             "z_spread",
             "embedding_trust", "direction_trust", "history", "rescale")
@@ -72,9 +72,12 @@ def _count_problem(count) -> str | None:
 def _screen(names: Sequence[str], updates: Sequence[np.ndarray | None], num_examples: Sequence[float], dim: int,
             rejected: Mapping[str, str], quarantine: Quarantine | None) -> tuple[list[dict], list[int]]:
     """Empty records for every client, rejected/quarantined ones filled in; indices of the valid ones."""
-    records, valid, seen = [], [], set()
+    records: list[dict] = []
+    valid: list[int] = []
+    seen: set[str] = set()
     for i, (name, update, count) in enumerate(zip(names, updates, num_examples)):
         record = _empty_record(str(name), _num(count) if _count_problem(count) is None else None)
+        reason: str | None
         if update is None:
             reason = rejected.get(name) or "no update"
         else:
@@ -130,7 +133,7 @@ def aggregate_round(
 
     total = np.zeros(dim)
     if valid:
-        matrix = stack_updates([updates[i] for i in valid])
+        matrix = stack_updates([u for i in valid if (u := updates[i]) is not None])
         counts = np.array([float(num_examples[i]) for i in valid])
         report = flag_deviating_updates(matrix, flag_config)
         for j, i in enumerate(valid):

@@ -108,5 +108,5 @@ def simulate_round(mode: str, names: Sequence[str], updates: Sequence[np.ndarray
     ints, scale = integer_coefficients(coefficients(result.records))
     if sum(ints) == 0:
         return np.zeros(qs[0].size), result
-    slot_sums = sum(a * q for a, q in zip(ints, qs) if a)
+    slot_sums = np.sum([a * q for a, q in zip(ints, qs) if a], axis=0)
     return update_from_mean(mean_from_slots(slot_sums, sum(ints), clip, bits), scale), result

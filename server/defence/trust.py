@@ -94,7 +94,7 @@ class TrustHistory:
         """Current trust of a client (``initial`` if never seen)."""
         return self.values.get(name, self.initial)
 
-    def update(self, names: Sequence[str], round_trust: Sequence[float]) -> np.ndarray:
+    def update(self, names: Sequence[str], round_trust: Sequence[float] | np.ndarray) -> np.ndarray:
         """Fold one round's trust (in [0, 1]) into the history; returns the clients' new values."""
         out = []
         for name, t in zip(names, round_trust, strict=True):
