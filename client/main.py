@@ -107,8 +107,8 @@ def run(args) -> int:
             raise FedadError(f"CA certificate not found: {args.root_certificates}")
         ca = Path(args.root_certificates).read_bytes()
     from fedad.client.flower_client import FedadClient
-    from fedad.client.tls_probe import check_tls_matches
     from fedad.client.site import Site
+    from fedad.client.tls_probe import check_tls_matches
     from fedad.common.data import load_dataset
 
     data = load_dataset(args.data, format=args.format, label_column=args.label_column, time_column=args.time_column)

@@ -22,6 +22,6 @@ def describe_feature_difference(have: Sequence[str], expected: Sequence[str], li
             shown = ", ".join(names[:limit]) + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
             parts.append(f"{label}: {shown}")
     if not parts and have != expected:
-        first = next(i for i, (a, b) in enumerate(zip(have, expected)) if a != b)
+        first = next(i for i, (a, b) in enumerate(zip(have, expected, strict=False)) if a != b)
         parts.append(f"same columns in another order (column {first + 1} is {have[first]}, expected {expected[first]})")
     return "; ".join(parts) if parts else "identical"

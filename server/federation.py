@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from flwr.common import EvaluateIns, FitIns, Parameters, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.server import History, Server
-from flwr.server.client_manager import SimpleClientManager
+from flwr.server.client_manager import ClientManager, SimpleClientManager
 from flwr.server.client_proxy import ClientProxy
 
 from fedad.common.federation_spec import FederationSpec
@@ -65,14 +65,12 @@ class _ClientManager(SimpleClientManager):
             self.on_leave(client)
 
 
-class _Admitted:
-    """The client manager as strategies see it in rounds: only clients whose features were checked."""
+class _Admitted(SimpleClientManager):
+    """The client manager as strategies see it in a round: only clients whose features were checked."""
 
-    def __init__(self, manager: SimpleClientManager, admitted: set[str]) -> None:
-        self.manager, self.admitted = manager, admitted
-
-    def all(self) -> dict[str, ClientProxy]:
-        return {cid: c for cid, c in self.manager.all().items() if cid in self.admitted}
+    def __init__(self, manager: ClientManager, admitted: set[str]) -> None:
+        super().__init__()
+        self.clients = {cid: c for cid, c in manager.all().items() if cid in admitted}
 
 
 class FedadServer(Server):

@@ -178,7 +178,7 @@ def plot_trust(out: Path, rounds: list[dict]) -> None:
         off = offsets.get(name, 0.0)
         ys = [float(p[1].get("weight") or 0) or off for p in pts]
         line, = ax.plot([p[0] for p in pts], ys, ".-", label=name)
-        fx = [(p[0], y) for p, y in zip(pts, ys) if p[1].get("flagged")]
+        fx = [(p[0], y) for p, y in zip(pts, ys, strict=True) if p[1].get("flagged")]
         ax.plot([x for x, _ in fx], [y for _, y in fx], "x", color=line.get_color(), ms=9)
         if name in offsets:
             ax.annotate(name, (pts[-1][0], ys[-1]), xytext=(4, 0), textcoords="offset points", fontsize=7,
