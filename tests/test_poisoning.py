@@ -106,6 +106,7 @@ def test_report_has_per_round_flag_precision_recall_and_trust_plot(runs):
     assert summary[ATTACKER]["flagged_rounds"] >= 3  # then quarantined
     assert (out / "trust.png").stat().st_size > 1000
     assert "flag precision/recall per round: r1: 1.00/1.00" in log  # the summary table the server prints
+    assert f"round 2: flagged {ATTACKER} (" in log  # and a line per round while the run goes
     # an honest client may draw a flag now and then (5 heterogeneous nodes), but none is quarantined
     for run in (out, clean):
         rows = json.loads((run / "report.json").read_text())["flags"]["summary"]
