@@ -59,3 +59,24 @@ def test_roc_shows_the_operating_point_and_the_baselines(tmp_path):
     rep.plot_report_roc(tmp_path, report)
     assert (tmp_path / "roc.png").stat().st_size > 1000
     assert rep.roc_from_histograms(pos, np.zeros(50, np.int64)) is None
+
+
+def test_every_panel_of_clients_png_has_a_y_axis_label(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from matplotlib.figure import Figure
+
+    labels: dict[str, list[str]] = {}
+    save = Figure.savefig
+
+    def spy(self, fname, *args, **kwargs):
+        labels[Path(fname).name] = [ax.get_ylabel() for ax in self.axes]
+        return save(self, fname, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", spy)
+    per_client = [{"client": "a", "train_loss": 0.5, "seconds": 1.0},
+                  {"client": "b", "train_loss": 0.4, "seconds": 2.0}]
+    rounds = [{"round": r, "loss": 0.5 / r, "train_loss": 0.4 / r, "per_client": per_client} for r in (1, 2)]
+    rep.plot_rounds(tmp_path, rounds)
+    assert len(labels["clients.png"]) == 2 and all(labels["clients.png"]), labels
+    assert all(labels["loss.png"])
