@@ -163,11 +163,19 @@ class FedadServer(Server):
 
     def _stats_phase(self, timeout: float | None) -> None:
         """Federated scaler: the operator's feature set (see ``_schema``), clients send sums instead of rows."""
-        reports = self._collect_stats(self.strategy.clients(self._client_manager), timeout)
-        if not reports:
-            raise FederationFailed("no client sent usable statistics")
-        expected = self._schema(reports)
-        kept = self._admit(reports, expected, timeout)
+        deadline = time.monotonic() + self.wait_timeout
+        while True:
+            reports = self._collect_stats(self._candidates(), timeout)
+            if reports:
+                expected = self._schema(reports)
+                kept = self._admit(reports, expected, timeout)
+                if kept:
+                    break
+            self.log.warning("no node of the statistics phase was admitted; waiting for others")
+            while not self._candidates():
+                if time.monotonic() > deadline:
+                    raise FederationFailed(f"no client sent usable statistics within {self.wait_timeout:.0f} s")
+                time.sleep(0.5)
         self.spec.feature_names = list(expected)
         if self.encrypted:  # the server only multiplies ciphertexts; clients decrypt the summed statistics
             self.scaler_bytes = sum_fixed_point(self.strategy.public_key, kept, 1 + 2 * len(expected))
@@ -177,6 +185,10 @@ class FedadServer(Server):
         self.scaler_bytes = encode_scaler_stats(self.scaler)
         self.log.info("federated scaler from %d clients, %d training rows, %d features", len(kept), self.scaler.count,
                       len(expected))
+
+    def _candidates(self) -> list:
+        """Connected clients not yet admitted nor excluded."""
+        return [c for c in self.strategy.clients(self._client_manager) if c.cid not in self.admitted]
 
     def _admit_newcomers(self, timeout: float | None) -> None:
         """Clients that connected (or reconnected) after the statistics phase get their features checked."""

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import threading
 import time
 from pathlib import Path
@@ -41,28 +40,21 @@ class Revocations:
         self.log = log or logging.getLogger("fedad.server")
         self.names: frozenset[str] = frozenset()
         self.serials: frozenset[int] = frozenset()
-        self._stamp: tuple[float, int] | None = None
 
     def reload(self) -> None:
-        """Re-read the file if it changed; a malformed file keeps the previous list and logs why."""
+        """Re-read the file (it is small); a malformed file keeps the previous list and logs why."""
         if self.path is None:
             return
         try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            self.names, self.serials, self._stamp = frozenset(), frozenset(), None
-            return
-        stamp = (st.st_mtime, st.st_size)
-        if stamp == self._stamp:
-            return
-        try:
             names, serials = parse_revocations(self.path.read_text())
+        except FileNotFoundError:
+            names, serials = frozenset(), frozenset()
         except (OSError, UnicodeDecodeError, FedadError) as exc:
             self.log.error("revocation list %s unreadable, keeping the previous one: %s", self.path, exc)
             return
         if (names, serials) != (self.names, self.serials):
             self.log.info("revocation list %s: %d name(s), %d serial(s)", self.path, len(names), len(serials))
-        self.names, self.serials, self._stamp = names, serials, stamp
+        self.names, self.serials = names, serials
 
     def revoked(self, info: CertificateInfo) -> bool:
         return info.name in self.names or info.serial in self.serials
