@@ -153,21 +153,15 @@ def run(args) -> int:
 
 def _load_identity(cert_path: str, key_path: str):
     """(CertificateInfo, certificate PEM, key PEM) of this node; the key must belong to the certificate."""
-    from fedad.common.pki import certificate_info, load_certificate, load_private_key
+    from fedad.common.pki import certificate_info, load_certificate, load_private_key, same_public_key
     from fedad.server.transport import read_file
 
     cert_pem, key_pem = read_file(cert_path, "TLS client certificate"), read_file(key_path, "TLS client key")
     cert = load_certificate(cert_pem, cert_path)
     key = load_private_key(key_pem, key_path)
-    if key.public_key().public_bytes(*_spki()) != cert.public_key().public_bytes(*_spki()):
+    if not same_public_key(key.public_key(), cert.public_key()):
         raise FedadError(f"{key_path} is not the key of {cert_path}")
     return certificate_info(cert), cert_pem, key_pem
-
-
-def _spki():
-    from cryptography.hazmat.primitives import serialization
-
-    return serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -68,6 +68,12 @@ def load_private_key(data: bytes, what: str = "private key"):
         raise FedadError(f"{what} is not an unencrypted PEM private key: {exc}") from None
 
 
+def same_public_key(a, b) -> bool:
+    """True when two public keys are the same key (compared as SubjectPublicKeyInfo bytes)."""
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return bool(a.public_bytes(*spki) == b.public_bytes(*spki))
+
+
 def new_key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
@@ -107,7 +113,7 @@ def issue_client_certificate(name: str, public_key, ca_cert: x509.Certificate, c
                              now: dt.datetime | None = None) -> x509.Certificate:
     """A CA-signed client certificate (TLS client auth only) with subject CN ``name``, valid for ``days``."""
     check_node_name(name)
-    if ca_cert.public_key().public_numbers() != ca_key.public_key().public_numbers():
+    if not same_public_key(ca_cert.public_key(), ca_key.public_key()):
         raise FedadError("the CA key does not belong to the CA certificate")
     now = now or dt.datetime.now(dt.timezone.utc)
     return (x509.CertificateBuilder().subject_name(subject_name(name)).issuer_name(ca_cert.subject)

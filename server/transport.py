@@ -124,7 +124,8 @@ def _authenticated_servicer(client_manager, gate):
             pem = peer_certificate(context)
             if pem is None:  # the handshake requires one; kept as a second line of defence
                 gate.refuse("unknown", "connection without a client certificate")
-                context.abort(grpc.StatusCode.UNAUTHENTICATED, "a client certificate signed by the plant CA is required")
+                context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                              "a client certificate signed by the plant CA is required")
             try:
                 info = certificate_info(load_certificate(pem))
             except FedadError as exc:

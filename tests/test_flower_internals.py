@@ -45,4 +45,5 @@ def test_client_side_internals():
     assert list(params)[:4] == ["server_address", "insecure", "root_certificates", "max_message_length"]
     from flwr.compat.client.app import start_client
 
-    assert {"root_certificates", "insecure", "grpc_max_message_length"} <= set(inspect.signature(start_client).parameters)
+    params = inspect.signature(start_client).parameters
+    assert {"root_certificates", "insecure", "grpc_max_message_length"} <= set(params)

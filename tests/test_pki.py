@@ -137,3 +137,26 @@ def test_gate_refuses_revoked_expired_and_second_connections_and_rereads_the_lis
     assert gate.problem(a) is None and "revoked" in gate.admit(_info("node_02", serial=7))
     assert "expired" in gate.admit(_info("node_03", days_left=-0.1))
     assert [r["client"] for r in gate.refusals] == ["node_01", "node_01", "node_02", "node_03"]
+
+
+def test_client_checks_its_certificate_and_key_before_connecting(ca_dir, tmp_path):
+    p = fedad("certs", "--out", str(ca_dir), "--client", "node_11", "--client", "node_12")
+    assert p.returncode == 0, p.stderr
+    data = tmp_path / "shard.csv"
+    data.write_text("a,b\n1,2\n")
+
+    def client(*args):
+        return subprocess.run([sys.executable, "-m", "fedad.client.main", "--server", "127.0.0.1:1", "--data",
+                               str(data), "--connect-timeout", "1", *args], capture_output=True, text=True, env=ENV,
+                              timeout=120)
+
+    ca = str(ca_dir / "ca.pem")
+    wrong_key = client("--root-certificates", ca, "--tls-certificate", str(ca_dir / "node_11.pem"),
+                       "--tls-key", str(ca_dir / "node_12.key"))
+    assert wrong_key.returncode == 2 and "is not the key of" in wrong_key.stderr
+    no_ca = client("--tls-certificate", str(ca_dir / "node_11.pem"), "--tls-key", str(ca_dir / "node_11.key"))
+    assert no_ca.returncode == 2 and "--root-certificates" in no_ca.stderr
+    half = client("--root-certificates", ca, "--tls-certificate", str(ca_dir / "node_11.pem"))
+    assert half.returncode == 2 and "together" in half.stderr
+    bad_name = client("--name", "../etc/x")
+    assert bad_name.returncode == 2 and "not a valid node name" in bad_name.stderr

@@ -40,7 +40,8 @@ def test_tls_federation_and_a_client_without_the_ca(tmp_path):
     assert plain.returncode == 1 and "could not reach the fedad server" in plain.stderr
     # the CA alone is not enough any more: TLS is mutual, a node needs a client certificate
     ca_only = subprocess.run([sys.executable, "-m", "fedad.client.main", "--server", address, "--data", str(shards[0]),
-                              "--root-certificates", str(certs / "ca.pem"), "--connect-timeout", "4", "--device", "cpu"],
+                              "--root-certificates", str(certs / "ca.pem"), "--connect-timeout", "4",
+                              "--device", "cpu"],
                              capture_output=True, text=True, env=ENV, timeout=120)
     assert ca_only.returncode == 1
     # --name defaults to the certificate's subject

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+from collections.abc import Sequence
 from pathlib import Path
 
 from fedad.common.errors import FedadError
@@ -61,7 +62,7 @@ def _write(out: Path, blobs: dict[str, bytes]) -> dict[str, Path]:
     return {name: out / name for name in blobs}
 
 
-def make_certificates(out: Path, hosts: list[str], days: int = 365, clients: list[str] = ()) -> dict[str, Path]:
+def make_certificates(out: Path, hosts: list[str], days: int = 365, clients: Sequence[str] = ()) -> dict[str, Path]:
     """Create a CA, a CA-signed server certificate for ``hosts`` and one client certificate per name in
     ``clients`` (NAME.pem, NAME.key); returns the written paths."""
     from cryptography import x509
@@ -83,7 +84,8 @@ def make_certificates(out: Path, hosts: list[str], days: int = 365, clients: lis
             .add_extension(x509.SubjectAlternativeName([_san(h) for h in hosts]), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .sign(ca_key, hashes.SHA256()))
-    blobs = {"ca.pem": cert_pem(ca), "ca.key": key_pem(ca_key), "server.pem": cert_pem(cert), "server.key": key_pem(key)}
+    blobs = {"ca.pem": cert_pem(ca), "ca.key": key_pem(ca_key),
+             "server.pem": cert_pem(cert), "server.key": key_pem(key)}
     blobs.update(_client_blobs(clients, ca, ca_key, days))
     return _write(out, blobs)
 
