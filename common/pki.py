@@ -29,7 +29,7 @@ class CertificateInfo:
 
     def validity_problem(self, now: dt.datetime | None = None) -> str | None:
         """Why the certificate is not valid at ``now`` (expired / not yet valid), or None."""
-        now = now or dt.datetime.now(dt.timezone.utc)
+        now = now or dt.datetime.now(dt.UTC)
         if now < self.not_before:
             return f"certificate not valid before {self.not_before:%Y-%m-%d %H:%M} UTC"
         if now > self.not_after:
@@ -115,7 +115,7 @@ def issue_client_certificate(name: str, public_key, ca_cert: x509.Certificate, c
     check_node_name(name)
     if not same_public_key(ca_cert.public_key(), ca_key.public_key()):
         raise FedadError("the CA key does not belong to the CA certificate")
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     return (x509.CertificateBuilder().subject_name(subject_name(name)).issuer_name(ca_cert.subject)
             .public_key(public_key).serial_number(x509.random_serial_number())
             .not_valid_before(now - CLOCK_SKEW).not_valid_after(now + dt.timedelta(days=days))

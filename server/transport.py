@@ -126,14 +126,17 @@ def _authenticated_servicer(client_manager, gate):
                 gate.refuse("unknown", "connection without a client certificate")
                 context.abort(grpc.StatusCode.UNAUTHENTICATED,
                               "a client certificate signed by the plant CA is required")
+                return
             try:
                 info = certificate_info(load_certificate(pem))
             except FedadError as exc:
                 gate.refuse("unknown", f"unusable client certificate: {exc}")
                 context.abort(grpc.StatusCode.PERMISSION_DENIED, f"refused by the fedad server: {exc}")
+                return
             reason = gate.admit(info)
             if reason is not None:
                 context.abort(grpc.StatusCode.PERMISSION_DENIED, f"refused by the fedad server: {reason}")
+                return
             context.add_callback(lambda: gate.release(info))
             inner = FlowerServiceServicer(
                 client_manager, grpc_client_proxy_factory=lambda cid, bridge: IdentifiedClientProxy(cid, bridge, info))

@@ -12,7 +12,8 @@ def test_flower_version_is_the_pinned_minor():
 
 
 def test_server_side_internals():
-    from flwr.proto.transport_pb2_grpc import FlowerServiceServicer as Base, add_FlowerServiceServicer_to_server
+    from flwr.proto.transport_pb2_grpc import FlowerServiceServicer as Base
+    from flwr.proto.transport_pb2_grpc import add_FlowerServiceServicer_to_server
     from flwr.server.server import run_fl
     from flwr.server.superlink.fleet.grpc_bidi.flower_service_servicer import FlowerServiceServicer
     from flwr.server.superlink.fleet.grpc_bidi.grpc_client_proxy import GrpcClientProxy

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from procs import ENV, finish, free_port, rounds, start_client, start_server, wait_for
 
 pytestmark = pytest.mark.integration
@@ -41,13 +40,19 @@ def plant(tmp_path_factory):
 
 def _expired_certificate(certs: Path, out: Path) -> tuple[Path, Path]:
     """A node_06 certificate from the plant CA that expired yesterday."""
-    from fedad.common.pki import (cert_pem, issue_client_certificate, key_pem, load_certificate, load_private_key,
-                                  new_key)
+    from fedad.common.pki import (
+        cert_pem,
+        issue_client_certificate,
+        key_pem,
+        load_certificate,
+        load_private_key,
+        new_key,
+    )
 
     ca = load_certificate((certs / "ca.pem").read_bytes())
     ca_key = load_private_key((certs / "ca.key").read_bytes())
     key = new_key()
-    then = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=3)
+    then = dt.datetime.now(dt.UTC) - dt.timedelta(days=3)
     cert = issue_client_certificate("node_06", key.public_key(), ca, ca_key, days=2, now=then)
     out.mkdir()
     (out / "node_06.pem").write_bytes(cert_pem(cert))
@@ -106,7 +111,7 @@ def test_mutual_tls_refuses_impostors_and_revoked_nodes_and_admits_a_late_enroll
              [server, *procs.values()])
     revoked.write_text("# revoked by the operator\nnode_04\n")
     at_revocation = len(rounds(out))
-    codes = dict(zip(["server", *procs], finish([server, *procs.values()], timeout=400)))
+    codes = dict(zip(["server", *procs], finish([server, *procs.values()], timeout=400), strict=True))
     text = (tmp_path / "run-server.log").read_text()
     assert codes["server"] == 0, text[-3000:]
     assert {k: codes[k] for k in ("node_02", "node_03", "node_05")} == {"node_02": 0, "node_03": 0, "node_05": 0}

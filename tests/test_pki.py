@@ -8,13 +8,21 @@ import sys
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from procs import ENV
 
 from fedad.common.errors import FedadError
-from fedad.common.pki import (CertificateInfo, certificate_info, issue_client_certificate, load_certificate,
-                              load_csr, load_private_key, make_csr, new_key, sign_csr)
+from fedad.common.pki import (
+    CertificateInfo,
+    certificate_info,
+    issue_client_certificate,
+    load_certificate,
+    load_csr,
+    load_private_key,
+    make_csr,
+    new_key,
+    sign_csr,
+)
 from fedad.server.node_gate import NodeGate, Revocations, parse_revocations
-
-from procs import ENV
 
 
 def fedad(*args):
@@ -102,15 +110,15 @@ def test_signing_with_a_key_of_another_ca_is_refused(ca_dir, tmp_path):
 
 
 def _info(name="node_01", serial=0xABC, days_left=10.0):
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     return CertificateInfo(name, serial, now - dt.timedelta(days=1), now + dt.timedelta(days=days_left))
 
 
 def test_validity_window():
     assert _info().validity_problem() is None
     assert "expired" in _info(days_left=-1).validity_problem()
-    future = CertificateInfo("n", 1, dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1),
-                             dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=2))
+    future = CertificateInfo("n", 1, dt.datetime.now(dt.UTC) + dt.timedelta(days=1),
+                             dt.datetime.now(dt.UTC) + dt.timedelta(days=2))
     assert "not valid before" in future.validity_problem()
 
 

@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 from procs import ENV, finish, free_port, start_server
 
 pytestmark = pytest.mark.integration

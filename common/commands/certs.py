@@ -70,7 +70,7 @@ def make_certificates(out: Path, hosts: list[str], days: int = 365, clients: Seq
 
     from fedad.common.pki import CLOCK_SKEW, cert_pem, key_pem, new_key, subject_name
 
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ca_key = new_key()
     ca = (x509.CertificateBuilder().subject_name(subject_name("fedad CA")).issuer_name(subject_name("fedad CA"))
           .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
