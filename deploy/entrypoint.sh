@@ -352,7 +352,8 @@ certs)
     gid=${FEDAD_GID:-1000}
     ca=/tls-ca-private
     hosts=(server localhost 127.0.0.1)
-    split_words "${FEDAD_PUBLIC_HOSTS//,/ }"
+    extra_hosts=${FEDAD_PUBLIC_HOSTS:-}
+    split_words "${extra_hosts//,/ }"
     hosts+=("${WORDS[@]}")
     want="${hosts[*]}"
     if [ -s "$ca/ca.key" ] && [ -s "$ca/ca.pem" ] && [ -s /tls-server/server.key ] && cmp -s "$ca/ca.pem" /tls-server/ca.pem &&
