@@ -48,7 +48,10 @@ class FedadClient(flwr.client.NumPyClient):
     def _spec(self, config: dict) -> FederationSpec:
         raw = config["spec"]
         spec = FederationSpec.from_dict(decode_json(raw))
-        self.site.configure(spec, hashlib.sha256(raw.encode()).hexdigest())
+        self.site.check_features(spec)
+        # the statistics phase sends the spec without feature names (the server checks them): same model either way
+        unnamed = encode_json({**spec.to_dict(), "feature_names": None})
+        self.site.configure(spec, hashlib.sha256(unnamed.encode()).hexdigest())
         mode = config.get("secure")
         if mode and self.secure is None:
             flag = "--private-key private.key" if mode == "paillier" else "--public-key public.key"

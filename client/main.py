@@ -6,7 +6,8 @@ reconnects after a dropped connection, and exits 0 when the server ends the run.
 
 examples:
   fedad-client --server plant-host:8080 --data shard.csv
-  fedad-client --server plant-host:8080 --data shard.csv --root-certificates ca.pem --name press-7
+  fedad-client --server plant-host:8080 --data shard.csv --root-certificates ca.pem \
+      --tls-certificate press-7.pem --tls-key press-7.key          # its name is the certificate's subject
 """
 from __future__ import annotations
 
@@ -50,8 +51,9 @@ def build_parser() -> ArgumentParser:
                    help="0/1 label column (default: a column named 'label' if present); labelled anomalies "
                    "are left out of training and used for the federated evaluation")
     p.add_argument("--time-column", default=None, help="time column to exclude from the features")
-    p.add_argument("--name", default=None, help="stable node name reported with every result "
-                   "(default: the data file's name without extension)")
+    p.add_argument("--name", default=None, help="stable node name reported with every result: 1-64 letters, "
+                   "digits, _ . - (default: the subject of --tls-certificate, else the data file's name without "
+                   "extension); under TLS the server only accepts the certificate's subject")
     p.add_argument("--model-out", default=None, metavar="DIR",
                    help="save this node's final model here (global weights and threshold with this node's "
                    "preprocessing), ready for fedad score")
@@ -60,6 +62,11 @@ def build_parser() -> ArgumentParser:
                    help="seconds to keep retrying an unreachable server before giving up")
     p.add_argument("--root-certificates", default=None, metavar="CA_PEM",
                    help="CA certificate of a TLS server (fedad certs makes one)")
+    p.add_argument("--tls-certificate", default=None, metavar="PEM",
+                   help="this node's client certificate, signed by the plant CA (fedad enroll, then fedad certs sign); "
+                   "required by a TLS server")
+    p.add_argument("--tls-key", default=None, metavar="KEY",
+                   help="the private key of --tls-certificate (fedad enroll made it; not the Paillier --private-key)")
     p.add_argument("--private-key", default=None, metavar="FILE",
                    help="Paillier private.key (fedad keygen) for a server running --strategy paillier; "
                    "only clients ever hold it")
@@ -94,18 +101,42 @@ def run(args) -> int:
     if args.private_key and args.public_key:
         raise FedadError("give --private-key (strategy paillier) or --public-key (strategy secure-robust), not both")
     from fedad.common.address import parse_host_port
+    from fedad.common.node_names import check_node_name
 
     parse_host_port(args.server, "--server")
-    name = args.name or Path(args.data).stem
-    log = setup_logging(f"client {name}")
-    from fedad.server.transport import ServerUnreachable, configure_flower_logging, connect
 
-    configure_flower_logging(f"client {name}")
-    ca = None
+    ca, identity = None, None
     if args.root_certificates:
         if not os.path.isfile(args.root_certificates):
             raise FedadError(f"CA certificate not found: {args.root_certificates}")
         ca = Path(args.root_certificates).read_bytes()
+    if bool(args.tls_certificate) != bool(args.tls_key):
+        raise FedadError("give --tls-certificate and --tls-key together (this node's certificate and its key)")
+    if args.tls_certificate:
+        if ca is None:
+            raise FedadError("--tls-certificate needs --root-certificates CA.pem (the plant CA the server uses)")
+        identity = _load_identity(args.tls_certificate, args.tls_key)
+    if args.name:
+        name = check_node_name(args.name, "--name")
+    elif identity is not None:
+        name = identity[0].name
+    else:
+        name = check_node_name(Path(args.data).stem, "the data file's name (give --name)")
+    log = setup_logging(f"client {name}")
+    from fedad.server.transport import ServerUnreachable, configure_flower_logging, connect, use_client_certificate
+
+    configure_flower_logging(f"client {name}")
+    if identity is not None:
+        info, cert_pem, key_pem = identity
+        if name != info.name:
+            log.warning("--name %s differs from this node's certificate subject %s: the server will refuse it",
+                        name, info.name)
+        problem = info.validity_problem()
+        if problem:
+            log.warning("this node's %s: the server will refuse the connection", problem)
+        use_client_certificate(cert_pem, key_pem)
+        log.info("mutual TLS as %s (certificate serial 0x%x, valid until %s UTC)", info.name, info.serial,
+                 f"{info.not_after:%Y-%m-%d %H:%M}")
     from fedad.client.flower_client import FedadClient
     from fedad.client.site import Site
     from fedad.client.tls_probe import check_tls_matches
@@ -143,12 +174,25 @@ def run(args) -> int:
     client = FedadClient(site, name, log, attack, secure, args.model_out)
     try:
         connect(args.server, client.to_client(), ca, args.connect_timeout, client.contact, log,
-                diagnose=lambda: check_tls_matches(args.server, ca is not None))
+                diagnose=lambda: check_tls_matches(args.server, ca is not None, identity is not None))
     except ServerUnreachable as exc:
         print(f"fedad-client: error: {exc}", file=sys.stderr)
         return 1
     log.info("the server ended the run; exiting")
     return 0
+
+
+def _load_identity(cert_path: str, key_path: str):
+    """(CertificateInfo, certificate PEM, key PEM) of this node; the key must belong to the certificate."""
+    from fedad.common.pki import certificate_info, load_certificate, load_private_key, same_public_key
+    from fedad.server.transport import read_file
+
+    cert_pem, key_pem = read_file(cert_path, "TLS client certificate"), read_file(key_path, "TLS client key")
+    cert = load_certificate(cert_pem, cert_path)
+    key = load_private_key(key_pem, key_path)
+    if not same_public_key(key.public_key(), cert.public_key()):
+        raise FedadError(f"{key_path} is not the key of {cert_path}")
+    return certificate_info(cert), cert_pem, key_pem
 
 
 def main(argv: Sequence[str] | None = None) -> int:

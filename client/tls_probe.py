@@ -13,6 +13,12 @@ from fedad.common.errors import FedadError
 
 def server_speaks_tls(address: str, timeout: float = 5.0) -> bool | None:
     """True: ``address`` completes a TLS handshake; False: it answers, but not in TLS; None: no answer."""
+    found = probe_tls(address, timeout)
+    return None if found is None else found != "plain"
+
+
+def probe_tls(address: str, timeout: float = 5.0) -> str | None:
+    """What ``address`` speaks: "plain", "tls", "mutual" (TLS that wants a client certificate) or None (no answer)."""
     host, port = parse_host_port(address, "--server")
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
@@ -24,23 +30,40 @@ def server_speaks_tls(address: str, timeout: float = 5.0) -> bool | None:
         return None
     with sock:
         try:
-            with ctx.wrap_socket(sock, server_hostname=host):
-                return True
+            with ctx.wrap_socket(sock, server_hostname=host) as tls:
+                try:  # TLS 1.3: a server that requires a client certificate refuses right after the handshake
+                    if tls.recv(1) == b"":
+                        return "mutual"  # closed at once without a byte (gRPC sends no alert we can read)
+                except ssl.SSLError as exc:
+                    if "CERTIFICATE_REQUIRED" in str(exc) or "HANDSHAKE_FAILURE" in str(exc):
+                        return "mutual"
+                except OSError:
+                    pass
+                return "tls"
         except TimeoutError:
             return None
-        except (ssl.SSLError, ConnectionError):  # plaintext HTTP/2 bytes or a closed connection, not a handshake
-            return False
+        except ssl.SSLError as exc:
+            if "CERTIFICATE_REQUIRED" in str(exc) or "HANDSHAKE_FAILURE" in str(exc):
+                return "mutual"  # a TLS alert during the handshake: TLS, and it wants a client certificate
+            return "plain"  # plaintext HTTP/2 bytes, not a handshake
+        except ConnectionError:
+            return "plain"
         except OSError:
             return None
 
 
-def check_tls_matches(address: str, uses_tls: bool) -> None:
+def check_tls_matches(address: str, uses_tls: bool, has_certificate: bool = False) -> None:
     """Raise a FedadError with the fix when the client's TLS setting and the server's differ."""
-    speaks_tls = server_speaks_tls(address)
-    if speaks_tls is None or speaks_tls == uses_tls:
+    found = probe_tls(address)
+    if found is None:
         return
-    if speaks_tls:
+    if found == "plain" and uses_tls:
+        raise FedadError(f"the server at {address} does not speak TLS: drop --root-certificates, or start fedad-server "
+                         "with --certificates")
+    if found != "plain" and not uses_tls:
         raise FedadError(f"the server at {address} speaks TLS: pass --root-certificates CA_PEM (the CA that "
-                         "signed its certificate; fedad certs writes ca.pem)")
-    raise FedadError(f"the server at {address} does not speak TLS: drop --root-certificates, or start fedad-server "
-                     "with --certificates")
+                         "signed its certificate; fedad certs writes ca.pem) and this node's --tls-certificate "
+                         "and --tls-key")
+    if found == "mutual" and not has_certificate:
+        raise FedadError(f"the server at {address} asks for a client certificate: pass --tls-certificate NODE.pem "
+                         "--tls-key NODE.key (fedad enroll, then fedad certs sign on the CA host)")

@@ -1,4 +1,4 @@
-"""The ``fedad`` umbrella command: data synth, train, score, evaluate, demo, keygen, certs."""
+"""The ``fedad`` umbrella command: data synth, train, score, evaluate, demo, keygen, certs, enroll."""
 from __future__ import annotations
 
 import importlib
@@ -15,7 +15,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("fedad.common.commands.evaluate", "metrics of a model (and baselines) on labelled data"),
     "demo": ("fedad.server.demo", "synthetic plant + server + N clients on 127.0.0.1, results vs baselines"),
     "keygen": ("fedad.common.commands.keygen", "make a Paillier key pair (public.key, private.key)"),
-    "certs": ("fedad.common.commands.certs", "make a TLS CA and server certificate for demos and compose"),
+    "certs": ("fedad.common.commands.certs", "make the plant's TLS CA, server certificate, node certificates"),
+    "certs sign": ("fedad.common.commands.certs_sign", "CA side of enrollment: sign a node's request (NAME.csr)"),
+    "enroll": ("fedad.common.commands.enroll", "on an edge node: make its TLS key and a signing request"),
 }
 
 USAGE = "fedad <command> [options]   (fedad <command> --help for a command's options)\n\ncommands:\n" + "\n".join(

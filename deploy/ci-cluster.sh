@@ -6,7 +6,9 @@
 #   2. `docker compose config -q` (plain, attack profile, GPU override): cheap first check
 #   3. wheelhouse on the host (deploy/build-wheelhouse.sh), image built offline with
 #      BASE_IMAGE=local/python:bookworm (nothing can be pulled here)
-#   4. plant: 10 nodes, fedavg, no TLS -> all 10 in every round, F1 well above chance, clean logs
+#   4. plant: 10 nodes, fedavg, mutual TLS (the default) -> all 10 in every round, F1 well above chance, clean
+#      logs; an extra container on the plant's network without a client certificate, claiming to be client-3
+#      (holding the public ca.pem and a real shard), never gets in: it exits non-zero and no round names it twice
 #   5. a missing certificate / key -> that service exits 2 with a clear message, not restarted
 #   6. `--profile attack` with FEDAD_STRATEGY=robust -> the 3 poisoned nodes are flagged (skipped, with a
 #      message, while fedad-server has no robust strategy or fedad-client no --attack)
@@ -143,7 +145,36 @@ check_logs() { # every line of every container: no colour codes, no traceback, o
 results_check() { python3 deploy/plant.py check --results "$work/$1/results" "${@:2}" >&2 || check_fail "run '$1': results check"; }
 
 # ------------------------------------------------------------------------------- 4. the default plant
+# rogue_probe: once the server is healthy, a container that is not part of the plant joins its network with
+# the public CA certificate and client-3's shard but no client certificate, and tries to take part as client-3
+rogue_probe() {
+    local i cid=""
+    for i in $(seq 1 600); do
+        cid=$(compose ps -q server 2>/dev/null || true)
+        [ -n "$cid" ] && [ "$(docker inspect -f '{{.State.Health.Status}}' "$cid" 2>/dev/null)" = healthy ] && break
+        cid=""
+        sleep 1
+    done
+    [ -n "$cid" ] || { echo "server never became healthy" >"$work/rogue.log"; echo 99 >"$work/rogue.code"; return 0; }
+    local rc=0
+    docker run --rm --network "${COMPOSE_PROJECT_NAME}_default" -v "${COMPOSE_PROJECT_NAME}_tls-ca:/tls:ro" \
+        -v "${COMPOSE_PROJECT_NAME}_shard-03:/data:ro" --entrypoint sh "$FEDAD_IMAGE" -c \
+        'exec fedad-client --server server:8080 --data "$(ls /data/*.csv /data/*.parquet 2>/dev/null | head -1)" --name client-3 --root-certificates /tls/ca.pem --connect-timeout 30 --device cpu' \
+        >"$work/rogue.log" 2>&1 || rc=$?
+    echo "$rc" >"$work/rogue.code"
+}
+rm -f "$work/rogue.code"
+rogue_probe &
+rogue_pid=$!
 plant plain
+wait "$rogue_pid" || true
+rogue_code=$(cat "$work/rogue.code" 2>/dev/null || echo "?")
+if [ "$rogue_code" = 0 ] || [ "$rogue_code" = 99 ] || [ "$rogue_code" = "?" ]; then
+    check_fail "the rogue container without a client certificate: exit '$rogue_code' (expected a refusal): $(tail -3 "$work/rogue.log")"
+else
+    say "  rogue container without a certificate, as client-3: refused (exit $rogue_code): $(tail -1 "$work/rogue.log")"
+fi
+grep -q "(TLS on, client certificates required)" "$work/plain.log" || check_fail "the default plant did not run mutual TLS"
 expect_code plain data 0
 expect_code plain server 0
 expect_code plain summary 0
@@ -171,10 +202,14 @@ missing() { # missing SERVICE EXPECTED_TEXT ENV...
     say "  $svc ($*): exit 2, $(echo "$out" | grep -m1 "$text" | sed 's/^.*ERROR //')"
 }
 export FEDAD_RESULTS_DIR=$work/plain/results FEDAD_DATA_DIR=$work/plain/import
+# the default plant left its certificates behind: remove them (not the shards) to see the missing-file errors
+compose --profile honest --profile attack rm -f -s >/dev/null 2>&1 || true
+docker volume rm -f "${COMPOSE_PROJECT_NAME}_tls-ca" "${COMPOSE_PROJECT_NAME}_tls-server" \
+    "${COMPOSE_PROJECT_NAME}_tls-client-1" >/dev/null
 missing server "TLS CA certificate not found" FEDAD_TLS=1
 missing client-1 "TLS CA certificate not found" FEDAD_TLS=1
-missing server "Paillier public key not found" FEDAD_STRATEGY=paillier
-missing client-2 "Paillier private key not found" FEDAD_STRATEGY=paillier
+missing server "Paillier public key not found" FEDAD_STRATEGY=paillier FEDAD_TLS=0
+missing client-2 "Paillier private key not found" FEDAD_STRATEGY=paillier FEDAD_TLS=0
 missing keyholder "Paillier private key not found" FEDAD_STRATEGY=secure-robust
 
 # ------------------------------------------------------------------------------- 6. the attack profile
@@ -226,7 +261,7 @@ PY
     for i in 1 2 3 4 5 6 8 9 10; do expect_code secure-bad "client-$i" 0; done
     grep -q "client-7-1 *| fedad-client: error: the server refused this node" "$work/secure-bad.log" ||
         check_fail "client-7 has no clear refusal message in its logs"
-    grep -q "(TLS on), strategy $strategy" "$work/secure-bad.log" || check_fail "the server did not run with TLS and $strategy"
+    grep -q "(TLS on, client certificates required), strategy $strategy" "$work/secure-bad.log" || check_fail "the server did not run with TLS and $strategy"
     results_check secure-bad --rounds 2 --clients "$(echo client-{1..6} client-{8..10} | tr ' ' ,)" --refused client-7
     grep -q "REFUSED node client-7" "$work/secure-bad/results/summary.txt" || check_fail "summary.txt does not name client-7"
     check_logs secure-bad
@@ -272,14 +307,15 @@ else
     # who holds which key: every key file each container can see in its mounts
     keys_of() {
         FEDAD_STRATEGY=secure-robust docker compose --ansi never --profile attack run --rm --no-deps --entrypoint sh "$1" \
-            -c 'find /keys /tls /aggregator-tls /audit /state /data /collusion -name "*.key" 2>/dev/null | sort' \
+            -c 'find /keys /tls /tls-node /aggregator-tls /audit /state /data /collusion -name "*.key" 2>/dev/null | sort' \
             2>/dev/null | grep -v "IPv4" | xargs
     }
     in_server=$(keys_of server)
     in_node=$(keys_of attacker-9)
     in_keyholder=$(keys_of keyholder)
-    [ "$in_server" = "/aggregator-tls/aggregator.key /keys/public.key" ] || check_fail "the server container sees: '$in_server'"
-    [ "$in_node" = "/keys/public.key" ] || check_fail "a node sees: '$in_node'"
+    [ "$in_server" = "/aggregator-tls/aggregator.key /keys/public.key /tls/server.key" ] ||
+        check_fail "the server container sees: '$in_server'"
+    [ "$in_node" = "/keys/public.key /tls-node/attacker-9.key" ] || check_fail "a node sees: '$in_node'"
     [ "$in_keyholder" = "/keys/private.key /keys/public.key /tls/keyholder.key" ] ||
         check_fail "the key holder sees: '$in_keyholder'"
     say "  key files in the key holder: $in_keyholder; in the server: $in_server; in a node: $in_node"

@@ -8,8 +8,12 @@
 #   data      one-shot: a shard per node into /shards/NN (the user's ./data/node_NN.csv, else synthetic)
 #   keys      one-shot: Paillier key pair (public key -> /keys-public; private key -> /keys-private for
 #             the nodes under paillier, -> /keys-keyholder for the key holder only under secure-robust)
-#   certs     one-shot: TLS CA + server certificate (ca.pem -> /tls-ca, server cert+key -> /tls-server);
-#             under secure-robust also the aggregator <-> key holder mutual TLS (/aggregator-tls, /keyholder-tls)
+#   certs     one-shot: the plant CA (kept in /tls-ca-private), server certificate (ca.pem -> /tls-ca, server
+#             cert+key -> /tls-server) and a client certificate for every node directory /nodes/NAME (subject
+#             NAME: the node's identity under mutual TLS); under secure-robust also the aggregator <-> key
+#             holder mutual TLS (/aggregator-tls, /keyholder-tls)
+#   sign CSR  the plant CA signs a real edge node's request (fedad enroll made NAME.csr): NAME.pem and the
+#             CA's ca.pem are written beside it (run in the certs service, which alone holds the CA key)
 #   summary   one-shot: print the run's report and write /results/summary.{txt,json}
 #   anything else is run as a command: `docker run fedad:local fedad-client --server ... --data ...`
 #
@@ -159,9 +163,13 @@ client)
     [ -n "${FEDAD_LABEL_COLUMN:-}" ] && args+=(--label-column "$FEDAD_LABEL_COLUMN")
     [ -n "${FEDAD_TIME_COLUMN:-}" ] && args+=(--time-column "$FEDAD_TIME_COLUMN")
     if tls_on; then
-        need_file "$R/tls/ca.pem" "TLS CA certificate" \
-            "the certs service writes it (docker compose logs certs); FEDAD_TLS must be the same for server and clients"
-        args+=(--root-certificates "$R/tls/ca.pem")
+        hint="the certs service writes it (docker compose logs certs); FEDAD_TLS must be the same for server and clients"
+        need_file "$R/tls/ca.pem" "TLS CA certificate" "$hint"
+        hint="the certs service enrolls every node with a volume tls-$FEDAD_NAME mounted at /tls-node (docker compose logs certs)"
+        need_file "$R/tls-node/$FEDAD_NAME.pem" "TLS client certificate of $FEDAD_NAME" "$hint"
+        need_file "$R/tls-node/$FEDAD_NAME.key" "TLS client key of $FEDAD_NAME" "$hint"
+        args+=(--root-certificates "$R/tls/ca.pem" --tls-certificate "$R/tls-node/$FEDAD_NAME.pem"
+            --tls-key "$R/tls-node/$FEDAD_NAME.key")
     fi
     if [ "$strategy" = paillier ]; then
         need_file "$R/keys/private.key" "Paillier private key" \
@@ -336,32 +344,70 @@ certs)
         log INFO "ca.pem -> server and key holder, keyholder.pem + keyholder.key + aggregator.pem (pinned) -> key holder only, aggregator.pem + aggregator.key -> server only"
     fi
     if ! tls_on && ! is_on "${FEDAD_CERTS_ALWAYS:-0}"; then
-        [ "$strategy" = secure-robust ] || log INFO "TLS is off (FEDAD_TLS=0); nothing to do"
+        [ "$strategy" = secure-robust ] || log INFO "TLS is off (FEDAD_TLS=0): any process that reaches the server can join; nothing to do"
         exit 0
     fi
+    days=${FEDAD_CERT_DAYS:-365}
+    uid=${FEDAD_UID:-1000}
+    gid=${FEDAD_GID:-1000}
+    ca=/tls-ca-private
     hosts=(server localhost 127.0.0.1)
-    split_words "${FEDAD_PUBLIC_HOSTS//,/ }"
+    extra_hosts=${FEDAD_PUBLIC_HOSTS:-}
+    split_words "${extra_hosts//,/ }"
     hosts+=("${WORDS[@]}")
     want="${hosts[*]}"
-    if [ -s /tls-server/server.key ] && [ -s /tls-server/ca.pem ] && [ -s /tls-ca/ca.pem ] &&
-        cmp -s /tls-server/ca.pem /tls-ca/ca.pem && [ "$(cat /tls-server/hosts.txt 2>/dev/null)" = "$want" ]; then
-        log INFO "reusing the TLS certificates from an earlier run (hosts: $want)"
+    if [ -s "$ca/ca.key" ] && [ -s "$ca/ca.pem" ] && [ -s /tls-server/server.key ] && cmp -s "$ca/ca.pem" /tls-server/ca.pem &&
+        cmp -s "$ca/ca.pem" /tls-ca/ca.pem && [ "$(cat /tls-server/hosts.txt 2>/dev/null)" = "$want" ]; then
+        log INFO "reusing the plant CA and server certificate from an earlier run (hosts: $want)"
     else
         tmp=$(mktemp -d)
         host_args=()
         for h in "${hosts[@]}"; do host_args+=(--host "$h"); done
-        tagged fedad certs --out "$tmp" "${host_args[@]}" --days "${FEDAD_CERT_DAYS:-365}" || die "fedad certs failed" 1
-        uid=${FEDAD_UID:-1000}
-        gid=${FEDAD_GID:-1000}
+        tagged fedad certs --out "$tmp" "${host_args[@]}" --days "$days" || die "fedad certs failed" 1
+        install -m 0644 "$tmp/ca.pem" "$ca/ca.pem"
+        install -m 0400 "$tmp/ca.key" "$ca/ca.key" # the CA key stays in this job's volume: it signs node certificates
         install -m 0644 "$tmp/ca.pem" /tls-ca/ca.pem
         install -m 0644 "$tmp/ca.pem" /tls-server/ca.pem
         install -m 0644 "$tmp/server.pem" /tls-server/server.pem
         install -m 0400 -o "$uid" -g "$gid" "$tmp/server.key" /tls-server/server.key # the server runs as FEDAD_UID
         echo "$want" >/tls-server/hosts.txt
-        rm -rf "$tmp" # ca.key is dropped: nothing can sign another certificate with this CA
-        log INFO "new TLS CA and server certificate for: $want"
+        rm -rf "$tmp"
+        log INFO "new plant CA and server certificate for: $want (every node is enrolled again)"
     fi
-    log INFO "ca.pem -> server and clients, server.pem + server.key -> server only"
+    # enroll every node whose volume is mounted at /nodes/NAME: a certificate with subject NAME, its key 0400
+    # for the nodes' uid 10001; kept while it is from this CA (a new CA re-enrolls everyone)
+    shopt -s nullglob
+    todo=()
+    for dir in /nodes/*/; do
+        name=$(basename "$dir")
+        if [ -s "$dir/$name.pem" ] && [ -s "$dir/$name.key" ] && cmp -s "$dir/ca.pem" "$ca/ca.pem"; then continue; fi
+        todo+=("$name")
+    done
+    if [ "${#todo[@]}" -gt 0 ]; then
+        tmp=$(mktemp -d)
+        cp "$ca/ca.pem" "$ca/ca.key" "$tmp/"
+        client_args=()
+        for name in "${todo[@]}"; do client_args+=(--client "$name"); done
+        tagged fedad certs --out "$tmp" "${client_args[@]}" --days "$days" || die "fedad certs failed (node names must be valid)" 1
+        for name in "${todo[@]}"; do
+            install -m 0644 "$tmp/$name.pem" "/nodes/$name/$name.pem"
+            install -m 0400 -o 10001 -g 10001 "$tmp/$name.key" "/nodes/$name/$name.key"
+            install -m 0644 "$ca/ca.pem" "/nodes/$name/ca.pem"
+        done
+        rm -rf "$tmp"
+        log INFO "enrolled ${#todo[@]} node(s), certificates valid $days days: ${todo[*]}"
+    fi
+    log INFO "ca.pem -> server and clients, server.pem + server.key -> server only, NAME.pem + NAME.key -> node NAME only, ca.key -> this job only"
+    ;;
+
+sign)
+    # docker compose run --rm --no-deps -v "$PWD/edge:/edge" certs sign /edge/node_07.csr
+    csr=${1:-}
+    [ -n "$csr" ] && [ -f "$csr" ] || die "usage: sign /path/NAME.csr (mount the directory holding the request made by fedad enroll)"
+    [ -s /tls-ca-private/ca.key ] || die "no plant CA yet: run the plant once with FEDAD_TLS=1 (the certs service makes it)"
+    tagged fedad certs sign --csr "$csr" --ca-dir /tls-ca-private --days "${FEDAD_CERT_DAYS:-365}" || die "signing refused" 2
+    install -m 0644 /tls-ca-private/ca.pem "$(dirname "$csr")/ca.pem"
+    log INFO "wrote the node's certificate and the plant's ca.pem beside $csr"
     ;;
 
 help | --help | -h)

@@ -190,6 +190,7 @@ def summarize(results: Path) -> dict:
         "strategy": report.get("strategy"), "model": report.get("model"), "seconds": report.get("seconds"),
         "metrics": report.get("metrics") or {}, "rounds": per_round, "participants": participants,
         "refused": report.get("refused") or {}, "failures": report.get("failures") or [],
+        "refused_connections": report.get("refused_connections") or [],
         "flagged": {k: flagged[k] for k in sorted(flagged)}, "malicious": flag_block.get("malicious") or [],
         "flag_scores": flag_scores, "plant": plant.get("nodes", {}), "keyholder": keyholder,
     }
@@ -267,6 +268,8 @@ def render(s: dict) -> str:
         lines.append(f"  round {r['round']}: {len(r['clients'])} clients, val loss {_f(r['loss'])}{extra}")
     for name, why in s["refused"].items():
         lines.append(f"  REFUSED node {name}: {why}")
+    for r in s.get("refused_connections", []):
+        lines.append(f"  REFUSED connection as {r.get('client')}: {r.get('reason')}")
     seen = set()
     for f in s["failures"]:
         key = (f.get("client"), f.get("error"))

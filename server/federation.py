@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import time
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from fedad.common.federated_stats import (decode_histogram, decode_scaler_stats,
 from fedad.common.crypto.statistics import decode_fixed_point, sum_counts, sum_fixed_point
 from fedad.common.errors import FedadError
 from fedad.common.feature_diff import describe_feature_difference
+from fedad.common.node_names import is_valid_node_name, safe_repr
 from fedad.common.preprocessing import ScalerStats
 from fedad.common.wire import WireError, decode_json, encode_json
 from fedad.server.client_calls import ClientCallFailed, call_clients
@@ -77,7 +77,8 @@ class FedadServer(Server):
     """Runs stats -> R training rounds -> threshold -> test, recording every round in ``out_dir``."""
 
     def __init__(self, *, strategy: FedadStrategy, spec: FederationSpec, out_dir: Path, min_clients: int,
-                 wait_timeout: float, resume: bool, log: logging.Logger) -> None:
+                 wait_timeout: float, resume: bool, log: logging.Logger, gate=None,
+                 features_from: str | None = None) -> None:
         manager = _ClientManager()
         manager.on_leave = self._client_left
         super().__init__(client_manager=manager, strategy=strategy)
@@ -93,6 +94,8 @@ class FedadServer(Server):
         self.admitted: set[str] = set()  # Flower cids whose features were checked
         self.departed: set[str] = set()  # names of clients whose connection ended since the last round
         self.current_round = 0
+        self.gate = gate  # mutual TLS: a NodeGate (revocations, expiry); every proxy then carries .identity
+        self.features_from = features_from  # the node whose features are the federation's (operator's choice)
         self.encrypted = bool(getattr(strategy, "encrypted", False))  # Paillier: sums stay ciphertexts here
         self.blind = bool(getattr(strategy, "plaintext_model", False))  # secure-robust: blind-decrypted aggregates
         strategy.fit_config = self._fit_config
@@ -148,9 +151,12 @@ class FedadServer(Server):
     # ---------------------------------------------------------------- phases
     def _collect_stats(self, clients, timeout: float | None) -> list[tuple]:
         """Ask clients for their feature names and scaler statistics; (proxy, name, features, stats) each."""
-        ins = FitIns(Parameters(tensors=[], tensor_type=""), self._config("stats", 0))
+        # without the feature names: the server decides who matches (and reports it), not each node on its own
+        open_spec = encode_json({**self.spec.to_dict(), "feature_names": None})
+        ins = FitIns(Parameters(tensors=[], tensor_type=""), self._config("stats", 0, spec=open_spec))
         results, failures = call_clients("fit", [(c, ins) for c in clients], self.max_workers, timeout, 0)
         self._record_failures("stats", 0, failures)
+        results = self._vet(results, timeout)
         reports = []
         for proxy, res in results:
             name = client_name(res, proxy)
@@ -184,15 +190,41 @@ class FedadServer(Server):
                 kept.append(stats)
         return kept
 
+    def _schema(self, reports) -> tuple:
+        """The federation's features: the operator's list, the designated node's, or the one all nodes share.
+
+        Never a majority vote: whoever connects first must not decide what the honest nodes are measured against.
+        """
+        if self.spec.feature_names:
+            return tuple(self.spec.feature_names)
+        if self.features_from:
+            mine = [f for _, name, f, _ in reports if name == self.features_from]
+            if not mine:
+                raise FederationFailed(f"--features-from {self.features_from}: that node sent no statistics (is it "
+                                       "connected?)")
+            return mine[0]
+        schemas = {f for _, _, f, _ in reports}
+        if len(schemas) > 1:
+            raise FederationFailed(f"the {len(reports)} nodes disagree on the feature schema ({len(schemas)} different "
+                                   "column sets); fix it as the operator: fedad-server --features FILE or "
+                                   "--features-from NODE")
+        return next(iter(schemas))
+
     def _stats_phase(self, timeout: float | None) -> None:
-        """Federated scaler: the majority's feature set wins, clients send sums instead of rows."""
-        reports = self._collect_stats(self.strategy.clients(self._client_manager), timeout)
-        if not reports:
-            raise FederationFailed("no client sent usable statistics")
-        majority, _ = Counter(f for _, _, f, _ in reports).most_common(1)[0]
-        names = self.spec.feature_names
-        expected = tuple(names) if names else majority
-        kept = self._admit(reports, expected, timeout)
+        """Federated scaler: the operator's feature set (see ``_schema``), clients send sums instead of rows."""
+        deadline = time.monotonic() + self.wait_timeout
+        while True:
+            reports = self._collect_stats(self._candidates(), timeout)
+            if reports:
+                expected = self._schema(reports)
+                kept = self._admit(reports, expected, timeout)
+                if kept:
+                    break
+            self.log.warning("no node of the statistics phase was admitted; waiting for others")
+            while not self._candidates():
+                if time.monotonic() > deadline:
+                    raise FederationFailed(f"no client sent usable statistics within {self.wait_timeout:.0f} s")
+                time.sleep(0.5)
         self.spec.feature_names = list(expected)
         if self.encrypted:  # the server only multiplies ciphertexts; clients decrypt the summed statistics
             self.scaler_bytes = sum_fixed_point(self.strategy.public_key, kept, 1 + 2 * len(expected))
@@ -203,6 +235,10 @@ class FedadServer(Server):
         self.log.info("federated scaler from %d clients, %d training rows, %d features", len(kept), self.scaler.count,
                       len(expected))
 
+    def _candidates(self) -> list:
+        """Connected clients not yet admitted nor excluded."""
+        return [c for c in self.strategy.clients(self._client_manager) if c.cid not in self.admitted]
+
     def _admit_newcomers(self, timeout: float | None) -> None:
         """Clients that connected (or reconnected) after the statistics phase get their features checked."""
         new = [c for cid, c in self._client_manager.all().items()
@@ -211,8 +247,40 @@ class FedadServer(Server):
             kept = self._admit(self._collect_stats(new, timeout), tuple(self.spec.feature_names), timeout)
             self.log.info("admitted %d newly connected client(s)", len(kept))
 
+    def _vet(self, results: list, timeout: float | None) -> list:
+        """Keep results whose sender may be heard; refuse the others (who, why) without stopping the round.
+
+        Under mutual TLS a result's name is its connection's certificate subject: a result claiming another name,
+        or from a revoked or expired certificate, is refused. Without it, the claimed name must be a valid name.
+        """
+        kept = []
+        for proxy, res in results:
+            metrics = res.metrics if res.metrics is not None else {}
+            claimed = metrics.get("name")
+            identity = getattr(proxy, "identity", None)
+            if identity is not None:
+                self.strategy.names[proxy.cid] = identity.name
+                reason = None
+                if claimed is not None and claimed != identity.name:
+                    reason = f"its result claims the name {safe_repr(claimed)} but its certificate is {identity.name}"
+                elif self.gate is not None:
+                    reason = self.gate.problem(identity)
+                if reason is not None:
+                    if self.gate is not None:
+                        self.gate.refuse(identity.name, reason)
+                    self._refuse(proxy, identity.name, reason, timeout)
+                    continue
+                metrics["name"] = identity.name
+                res.metrics = metrics
+            elif claimed is not None and not is_valid_node_name(claimed):
+                self._refuse(proxy, f"cid-{proxy.cid[:8]}", f"invalid node name {safe_repr(claimed)}", timeout)
+                continue
+            kept.append((proxy, res))
+        return kept
+
     def _refuse(self, proxy, name: str, reason: str, timeout: float | None) -> None:
         self.refused[name] = reason
+        self.strategy.names[proxy.cid] = name
         self.strategy.excluded.add(name)
         self.log.error("refusing client %s: %s", name, reason)
         ins = FitIns(Parameters(tensors=[], tensor_type=""), {"phase": "refused", "reason": reason})
@@ -241,6 +309,7 @@ class FedadServer(Server):
         instructions = self.strategy.configure_fit(rnd, self.parameters, _Admitted(self._client_manager, self.admitted))
         results, failures = call_clients("fit", instructions, self.max_workers, timeout, rnd)
         failed = self._record_failures("fit", rnd, failures)
+        results = self._vet(results, timeout)
         trained = {client_name(res, proxy) for proxy, res in results}
         just_failed = set(self.rounds[-1]["failed"]) if self.rounds else set()  # killed mid-fit: named there
         failed += sorted(n for n in self.departed if n not in failed and n not in trained and n not in just_failed)
@@ -285,6 +354,7 @@ class FedadServer(Server):
                                                         _Admitted(self._client_manager, self.admitted))
         results, failures = call_clients("evaluate", instructions, self.max_workers, timeout, rnd)
         self._record_failures("val", rnd, failures)
+        results = self._vet(results, timeout)
         loss, _ = self.strategy.aggregate_evaluate(rnd, results, failures)
         return loss, results
 
@@ -299,6 +369,7 @@ class FedadServer(Server):
         ins = EvaluateIns(self.parameters, self._config("threshold", rnd))
         results, failures = call_clients("evaluate", [(c, ins) for c in clients], self.max_workers, timeout, rnd)
         self._record_failures("threshold", rnd, failures)
+        results = self._vet(results, timeout)
         if self.encrypted:  # summed encrypted histogram goes back; each client decrypts it and sets the threshold
             msgs = [res.metrics["hist_enc"] for _, res in results if "hist_enc" in (res.metrics or {})]
             if not msgs:
@@ -323,6 +394,7 @@ class FedadServer(Server):
             ins = EvaluateIns(self.parameters, self._config("test", rnd, threshold=threshold))
         results, failures = call_clients("evaluate", [(c, ins) for c in clients], self.max_workers, timeout, rnd)
         self._record_failures("test", rnd, failures)
+        results = self._vet(results, timeout)
         tp = fp = tn = fn = 0
         pos, neg = np.zeros(N_BINS, np.int64), np.zeros(N_BINS, np.int64)
         per_client, thresholds = {}, []

@@ -9,7 +9,8 @@ each node saves its model (`fedad-client --model-out DIR`, then `fedad score --m
 
 examples:
   fedad-server --rounds 10 --min-clients 10 --out results/
-  fedad-server --certificates ca.pem server.pem server.key --out results/
+  fedad-server --certificates ca.pem server.pem server.key --out results/      # mutual TLS: nodes need certificates
+  fedad-server --certificates ca.pem server.pem server.key --revoked revoked.txt --features features.txt
   fedad-server --resume --out results/          # continue after a crash from the last checkpoint
 """
 from __future__ import annotations
@@ -77,8 +78,32 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--out", default="results", help="directory for checkpoints, rounds.jsonl, report and model")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     p.add_argument("--certificates", nargs=3, metavar=("CA", "CERT", "KEY"), default=None,
-                   help="enable TLS with these PEM files (fedad certs makes them)")
+                   help="enable TLS with these PEM files (fedad certs makes them); TLS is always mutual: every node "
+                   "must present a client certificate signed by the plant CA (--client-ca)")
+    p.add_argument("--client-ca", default=None, metavar="CA_PEM",
+                   help="with --certificates: the CA whose client certificates are accepted (default: the CA of "
+                   "--certificates); a node's name is its certificate's subject")
+    p.add_argument("--revoked", default=None, metavar="FILE",
+                   help="with --certificates: revoked node names or certificate serials (0x...), one per line; "
+                   "re-read every round, a revoked node is refused at its next message")
+    p.add_argument("--features", default=None, metavar="FILE",
+                   help="the federation's feature columns, fixed by the operator: one name per line (or a CSV "
+                   "header line); nodes with other columns are refused")
+    p.add_argument("--features-from", default=None, metavar="NODE",
+                   help="take the federation's feature columns from this node (by default every node must send "
+                   "the same columns; never a majority of whoever connects first)")
     return p
+
+
+def read_features(path: str) -> list[str]:
+    """Feature names from a file: one per line, or comma-separated (a CSV header); ``#`` lines are comments."""
+    if not Path(path).is_file():
+        raise FedadError(f"--features file not found: {path}")
+    names = [n.strip() for line in Path(path).read_text().splitlines() if not line.lstrip().startswith("#")
+             for n in line.split(",") if n.strip()]
+    if not names or len(set(names)) != len(names):
+        raise FedadError(f"--features {path}: needs at least one feature name and no repeats")
+    return names
 
 
 def build_spec(args):
@@ -88,7 +113,8 @@ def build_spec(args):
     window = args.window or default_window(args.model)
     return FederationSpec(model=args.model, window=window, preprocessing={"scaler": args.scaler}, scaling=args.scaling,
                           local_epochs=args.local_epochs, batch_size=args.batch_size, lr=args.lr,
-                          weight_decay=args.weight_decay, seed=args.seed, threshold_quantile=args.threshold_quantile)
+                          weight_decay=args.weight_decay, seed=args.seed, threshold_quantile=args.threshold_quantile,
+                          feature_names=read_features(args.features) if args.features else None)
 
 
 def build_strategy(args):
@@ -162,6 +188,14 @@ def check_args(args) -> None:
             raise FedadError("--update-clip must be positive")
     elif args.keyholder or args.keyholder_certificates:
         raise FedadError("--keyholder and --keyholder-certificates are only used with --strategy secure-robust")
+    if (args.client_ca or args.revoked) and not args.certificates:
+        raise FedadError("--client-ca and --revoked need TLS: give --certificates CA CERT KEY")
+    if args.features and args.features_from:
+        raise FedadError("give --features FILE or --features-from NODE, not both")
+    if args.features_from:
+        from fedad.common.node_names import check_node_name
+
+        check_node_name(args.features_from, "--features-from")
     if args.resume and not (Path(args.out) / "checkpoint" / "state.json").is_file():
         raise FedadError(f"--resume: no checkpoint in {args.out}/checkpoint")
     check_can_listen(args.address, "--address")  # last: a port in use is said before anything starts
@@ -210,15 +244,27 @@ def run(args) -> int:
 
     configure_flower_logging("server")
     certs = read_certificates(*args.certificates) if args.certificates else None
+    client_ca, gate = None, None
+    if certs is not None:
+        from fedad.server.node_gate import NodeGate, Revocations
+        from fedad.server.transport import read_file
+
+        client_ca = read_file(args.client_ca, "client CA certificate") if args.client_ca else certs[0]
+        revocations = Revocations(args.revoked, log)
+        revocations.reload()
+        gate = NodeGate(revocations, log)
+    spec = build_spec(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    server = FedadServer(strategy=strategy, spec=build_spec(args), out_dir=out,
-                         min_clients=args.min_clients, wait_timeout=args.wait_timeout, resume=args.resume, log=log)
+    server = FedadServer(strategy=strategy, spec=spec, out_dir=out, min_clients=args.min_clients,
+                         wait_timeout=args.wait_timeout, resume=args.resume, log=log, gate=gate,
+                         features_from=args.features_from)
     log.info("listening on %s (TLS %s), strategy %s, model %s, %d rounds, waiting for %d clients", args.address,
-             "on" if certs else "off", args.strategy, args.model, args.rounds, args.min_clients)
+             "on, client certificates required" if certs else "off", args.strategy, args.model, args.rounds,
+             args.min_clients)
     t0 = time.perf_counter()
     try:
-        serve(args.address, server, args.rounds, args.round_timeout, certs)
+        serve(args.address, server, args.rounds, args.round_timeout, certs, client_ca=client_ca, gate=gate)
     except FederationFailed as exc:
         log.error("run failed: %s", exc)
         print(f"fedad-server: error: {exc}", file=sys.stderr)
@@ -242,6 +288,7 @@ def run(args) -> int:
         "per_client_test": res["metrics"].get("per_client", {}),
         "baselines": {"centralized": None, "local_only": None},
         "rounds": [rep.round_summary(r) for r in server.rounds], "refused": server.refused,
+        "refused_connections": gate.refusals if gate is not None else [],
         "failures": server.failures, "seconds": time.perf_counter() - t0, "model_dir": None if model_dir is None else str(model_dir),
     }
     flag_rows = rep.write_flag_report(out, server.rounds)

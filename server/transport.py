@@ -1,8 +1,18 @@
-"""The one module that touches Flower's runtime: its gRPC server and client (``start_server``/``start_client``).
+"""The one module that touches Flower's runtime: its gRPC server and client (the legacy gRPC-bidi path).
 
 Flower 1.41's SuperLink runtime speaks HTTP and spawns a process per message (~12-20 s a round); the
 deprecated-but-working gRPC path keeps client processes alive and runs rounds in milliseconds. A move to
 SuperLink later touches only this file.
+
+``flwr.server.start_server`` hard-codes ``require_client_auth=False``, so this module builds the gRPC server
+itself (mutual TLS: every node presents a certificate signed by the plant CA) around Flower's own servicer,
+and the client side swaps in a channel factory that presents the node's certificate. The Flower internals
+used (pinned by tests/test_flower_internals.py, listed in docs/security.md):
+``flwr.server.superlink.fleet.grpc_bidi.flower_service_servicer.FlowerServiceServicer`` (its
+``grpc_client_proxy_factory`` argument and ``Join``), ``...grpc_bidi.grpc_client_proxy.GrpcClientProxy``,
+``flwr.proto.transport_pb2_grpc.add_FlowerServiceServicer_to_server``, ``flwr.server.server.run_fl``,
+``flwr.supercore.exit.register_signal_handlers`` and, client side,
+``flwr.compat.client.grpc_client.connection.create_channel`` (the name ``grpc_connection`` calls).
 """
 from __future__ import annotations
 
@@ -76,18 +86,150 @@ def read_certificates(ca: str, cert: str, key: str) -> tuple[bytes, bytes, bytes
     return out[0], out[1], out[2]
 
 
-def serve(address: str, server, num_rounds: int, round_timeout: float | None,
-          certificates: tuple[bytes, bytes, bytes] | None = None) -> None:
-    """Run ``server`` (a ``flwr.server.Server``) over gRPC at ``address`` for ``num_rounds`` rounds."""
-    import flwr
+def read_file(path: str, label: str) -> bytes:
+    """Bytes of a PEM file, or a one-line FedadError naming what is missing."""
+    from fedad.common.errors import FedadError
 
-    flwr.server.start_server(
-        server_address=address,
-        server=server,
-        config=flwr.server.ServerConfig(num_rounds=num_rounds, round_timeout=round_timeout),
-        grpc_max_message_length=GRPC_MAX_MESSAGE_LENGTH,
-        certificates=certificates,
-    )
+    if not os.path.isfile(path):
+        raise FedadError(f"{label} not found: {path}")
+    return open(path, "rb").read()
+
+
+def peer_certificate(context) -> bytes | None:
+    """The PEM client certificate the TLS handshake verified for this RPC (None without mutual TLS)."""
+    values = context.auth_context().get("x509_pem_cert") or []
+    return bytes(values[0]) if values else None
+
+
+def _authenticated_servicer(client_manager, gate):
+    """Flower's FlowerServiceServicer behind a gate: each connection's certificate subject is its identity."""
+    from flwr.proto import transport_pb2_grpc
+    from flwr.server.superlink.fleet.grpc_bidi.flower_service_servicer import FlowerServiceServicer
+    from flwr.server.superlink.fleet.grpc_bidi.grpc_client_proxy import GrpcClientProxy
+
+    from fedad.common.errors import FedadError
+    from fedad.common.pki import certificate_info, load_certificate
+
+    class IdentifiedClientProxy(GrpcClientProxy):
+        """Flower's client proxy, carrying the certificate identity of its connection."""
+
+        def __init__(self, cid, bridge, identity) -> None:
+            super().__init__(cid=cid, bridge=bridge)
+            self.identity = identity
+
+    class AuthenticatedServicer(transport_pb2_grpc.FlowerServiceServicer):
+        """Refuses a connection without an acceptable certificate, then hands it to Flower's servicer."""
+
+        def Join(self, request_iterator, context):  # noqa: N802 - gRPC method name
+            pem = peer_certificate(context)
+            if pem is None:  # the handshake requires one; kept as a second line of defence
+                gate.refuse("unknown", "connection without a client certificate")
+                context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                              "a client certificate signed by the plant CA is required")
+                return
+            try:
+                info = certificate_info(load_certificate(pem))
+            except FedadError as exc:
+                gate.refuse("unknown", f"unusable client certificate: {exc}")
+                context.abort(grpc.StatusCode.PERMISSION_DENIED, f"refused by the fedad server: {exc}")
+                return
+            reason = gate.admit(info)
+            if reason is not None:
+                context.abort(grpc.StatusCode.PERMISSION_DENIED, f"refused by the fedad server: {reason}")
+                return
+            context.add_callback(lambda: gate.release(info))
+            inner = FlowerServiceServicer(
+                client_manager, grpc_client_proxy_factory=lambda cid, bridge: IdentifiedClientProxy(cid, bridge, info))
+            yield from inner.Join(request_iterator, context)
+
+    return AuthenticatedServicer()
+
+
+def build_grpc_server(address: str, client_manager, *, certificates: tuple[bytes, bytes, bytes] | None = None,
+                      client_ca: bytes | None = None, gate=None,
+                      max_message_length: int = GRPC_MAX_MESSAGE_LENGTH, max_workers: int = 1000) -> grpc.Server:
+    """A gRPC server with Flower's servicer; with ``client_ca`` every client must present a certificate it signed."""
+    import concurrent.futures
+
+    from flwr.proto.transport_pb2_grpc import add_FlowerServiceServicer_to_server
+    from flwr.server.superlink.fleet.grpc_bidi.flower_service_servicer import FlowerServiceServicer
+
+    options = [("grpc.max_concurrent_streams", max(100, max_workers)),
+               ("grpc.max_send_message_length", max_message_length),
+               ("grpc.max_receive_message_length", max_message_length),
+               ("grpc.keepalive_time_ms", 210_000),  # Flower's value: idle streams survive cloud load balancers
+               ("grpc.http2.max_pings_without_data", 0), ("grpc.keepalive_permit_without_calls", 0),
+               ("grpc.so_reuseport", 0)]  # a second server on a busy port must fail, not share it
+    server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=max_workers),
+                         maximum_concurrent_rpcs=max_workers, options=options)
+    mutual = certificates is not None and client_ca is not None
+    servicer = (_authenticated_servicer(client_manager, gate) if mutual else FlowerServiceServicer(client_manager))
+    add_FlowerServiceServicer_to_server(servicer, server)
+    try:
+        if certificates is None:
+            port = server.add_insecure_port(address)
+        else:
+            _, cert, key = certificates
+            credentials = grpc.ssl_server_credentials(((key, cert),), root_certificates=client_ca,
+                                                      require_client_auth=mutual)
+            port = server.add_secure_port(address, credentials)
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        from fedad.common.errors import FedadError
+
+        raise FedadError(f"cannot listen on {address} (port in use or address not local)")
+    return server
+
+
+def serve(address: str, server, num_rounds: int, round_timeout: float | None,
+          certificates: tuple[bytes, bytes, bytes] | None = None, client_ca: bytes | None = None, gate=None,
+          max_message_length: int = GRPC_MAX_MESSAGE_LENGTH) -> None:
+    """Run ``server`` (a ``flwr.server.Server``) over gRPC at ``address`` for ``num_rounds`` rounds.
+
+    With ``certificates`` and ``client_ca``: mutual TLS, each connection's certificate subject bound to its
+    client proxy (``proxy.identity``) and checked by ``gate`` (a ``NodeGate``).
+    """
+    from flwr.server import ServerConfig
+    from flwr.server.server import run_fl
+    from flwr.supercore.exit import register_signal_handlers
+    from flwr.supercore.telemetry import EventType
+
+    if client_ca is not None and (certificates is None or gate is None):
+        raise ValueError("mutual TLS needs the server certificates and a NodeGate")
+    grpc_server = build_grpc_server(address, server.client_manager(), certificates=certificates,
+                                    client_ca=client_ca, gate=gate, max_message_length=max_message_length)
+    grpc_server.start()
+    register_signal_handlers(event_type=EventType.START_SERVER_LEAVE, exit_message="fedad-server terminated.",
+                             grpc_servers=[grpc_server])
+    try:
+        run_fl(server=server, config=ServerConfig(num_rounds=num_rounds, round_timeout=round_timeout))
+    finally:
+        grpc_server.stop(grace=1)
+
+
+def _client_channel_factory(certificate_chain: bytes, private_key: bytes):
+    """Flower's ``create_channel`` with this node's certificate and key added to the TLS credentials."""
+
+    def create_channel(server_address: str, insecure: bool, root_certificates: bytes | None = None,
+                       max_message_length: int = GRPC_MAX_MESSAGE_LENGTH, interceptors=None) -> grpc.Channel:
+        if insecure:
+            raise ValueError("a client certificate needs TLS (root certificates)")
+        options = [("grpc.max_send_message_length", max_message_length),
+                   ("grpc.max_receive_message_length", max_message_length)]
+        credentials = grpc.ssl_channel_credentials(root_certificates, private_key=private_key,
+                                                   certificate_chain=certificate_chain)
+        channel = grpc.secure_channel(server_address, credentials, options=options)
+        return grpc.intercept_channel(channel, *interceptors) if interceptors else channel
+
+    return create_channel
+
+
+def use_client_certificate(certificate_chain: bytes, private_key: bytes) -> None:
+    """Make this process's Flower client present ``certificate_chain`` (mutual TLS) on every connection."""
+    from flwr.compat.client.grpc_client import connection
+
+    connection.create_channel = _client_channel_factory(certificate_chain, private_key)
 
 
 class ServerUnreachable(Exception):
@@ -119,6 +261,10 @@ def connect(address: str, client, root_certificates: bytes | None, connect_timeo
             return
         except grpc.RpcError as exc:
             code = exc.code() if hasattr(exc, "code") else None
+            if code == grpc.StatusCode.PERMISSION_DENIED:  # the server looked at this node's certificate and said no
+                from fedad.common.errors import FedadError
+
+                raise FedadError(exc.details() or "the fedad server refused this node") from None
             if code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
                             grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN):
                 raise

@@ -78,26 +78,49 @@ def test_default_plant_is_a_server_and_ten_nodes_each_with_only_its_own_shard():
     for i, name in enumerate(NODES, start=1):
         mounts = volumes(services[name])
         assert mounts["/data"] == f"shard-{i:02d}", name
-        assert set(mounts) == {"/data", "/tls", "/keys"}, (name, mounts)  # no other shard, no results, no socket
+        # no other shard, no results, no socket; its own TLS identity (certificate + key) and nobody else's
+        assert set(mounts) == {"/data", "/tls", "/keys", "/tls-node"}, (name, mounts)
         assert mounts["/keys"] == "paillier-private" and mounts["/tls"] == "tls-ca"
+        assert mounts["/tls-node"] == f"tls-{name}"
+        assert services[name]["environment"]["FEDAD_TLS"] == "1"  # mutual TLS by default
         assert services[name]["environment"]["FEDAD_NAME"] == name
         assert all(v.get("read_only") for v in services[name]["volumes"])
     assert sum(1 for s in services.values() for v in s.get("volumes", []) if v.get("source") == "shard-03") == 2
 
 
 @needs_compose
-def test_the_server_can_never_read_the_private_key_and_publishes_8080():
+def test_the_server_can_never_read_the_private_key_and_publishes_8080_on_localhost_only():
     services = config()["services"]
     server = services["server"]
     sources = set(volumes(server).values())
     assert "paillier-private" not in sources and not any(s.startswith("shard-") for s in sources)
     assert volumes(server)["/keys"] == "paillier-public" and volumes(server)["/tls"] == "tls-server"
-    assert any(str(p["target"]) == "8080" and str(p.get("published")) == "8080" for p in server["ports"])
+    assert [(str(p["target"]), str(p.get("published")), p.get("host_ip")) for p in server["ports"]] == [
+        ("8080", "8080", "127.0.0.1")]
+    assert server["environment"]["FEDAD_TLS"] == "1"
     # only the key job and the nodes mount the (paillier) private key's volume
     holders = {n for n, s in services.items() if "paillier-private" in volumes(s).values()}
     assert holders == {"keys", *NODES}
     assert "keyholder-private" not in sources
     assert {n for n, s in services.items() if "tls-server" in volumes(s).values()} == {"certs", "server"}
+
+
+@needs_compose
+@pytest.mark.parametrize("profiles", [(), ("--profile", "honest", "--profile", "attack")])
+def test_each_node_certificate_and_the_ca_key_are_mounted_where_they_belong(profiles):
+    services = config(*profiles)["services"]
+    nodes = [n for n in services if n.startswith(("client-", "attacker-"))]
+    # the CA key (signs node certificates): the certs job only
+    assert {n for n, s in services.items() if "tls-ca-private" in volumes(s).values()} == {"certs"}
+    certs = volumes(services["certs"])
+    for name in NODES + ATTACKERS:  # the certs job enrolls every node that can run, whatever the profile
+        assert certs[f"/nodes/{name}"] == f"tls-{name}"
+    for name in nodes:  # a node's certificate and key: that node (read-only) and the certs job, nobody else
+        assert {n for n, s in services.items() if f"tls-{name}" in volumes(s).values()} == {"certs", name}
+        assert next(v for v in services[name]["volumes"] if v["target"] == "/tls-node").get("read_only")
+    # compose override: a real edge node's interface
+    bound = _env_config({"FEDAD_BIND": "0.0.0.0"})["server"]["ports"]
+    assert [p.get("host_ip") for p in bound] == ["0.0.0.0"]
 
 
 @needs_compose
@@ -176,9 +199,9 @@ def test_secure_robust_private_key_is_mounted_on_the_keyholder_only(profiles):
     assert env["FEDAD_STRATEGY"] == "secure-robust" and env["FEDAD_KEYHOLDER"] == "keyholder:8090"
     assert env["FEDAD_SKETCH_ROWS"] == kh["environment"]["FEDAD_SKETCH_ROWS"]
     assert "8090" in " ".join(kh["healthcheck"]["test"])
-    for name in nodes:  # the nodes: their shard, the TLS CA, /keys (public.key only under secure-robust)
+    for name in nodes:  # the nodes: their shard, the TLS CA, their own TLS identity, /keys (public.key only)
         assert set(volumes(services[name]).values()) - {"collusion"} == {
-            f"shard-{int(name.split('-')[1]):02d}", "tls-ca", "paillier-private"}, name
+            f"shard-{int(name.split('-')[1]):02d}", "tls-ca", f"tls-{name}", "paillier-private"}, name
         assert services[name]["environment"]["FEDAD_STRATEGY"] == "secure-robust"
     assert volumes(services["summary"])["/audit"] == "keyholder-audit"
 
@@ -307,6 +330,28 @@ def test_entrypoint_secure_robust_nodes_get_the_public_key_and_refuse_a_private_
     # paillier is unchanged: the nodes hold the private key
     argv = _argv(_entrypoint("client", tmp_path, FEDAD_STRATEGY="paillier", FEDAD_NAME="client-3"), tmp_path)
     assert _option(argv, "--private-key") == ["/keys/private.key"] and "--public-key" not in argv
+
+
+def test_entrypoint_tls_is_mutual_node_presents_its_own_certificate(tmp_path):
+    _files(tmp_path, "data/shard.csv", "tls/ca.pem")
+    r = _entrypoint("client", tmp_path, FEDAD_TLS="1", FEDAD_NAME="client-3")
+    assert r.returncode == 2 and "TLS client certificate of client-3 not found" in r.stderr, r.stderr
+    _files(tmp_path, "tls-node/client-3.pem", "tls-node/client-3.key")
+    argv = _argv(_entrypoint("client", tmp_path, FEDAD_TLS="1", FEDAD_NAME="client-3"), tmp_path)
+    assert _option(argv, "--root-certificates") == ["/tls/ca.pem"]
+    assert _option(argv, "--tls-certificate") == ["/tls-node/client-3.pem"]
+    assert _option(argv, "--tls-key") == ["/tls-node/client-3.key"] and _option(argv, "--name") == ["client-3"]
+    # the server: TLS means client certificates from the plant CA (fedad-server's default --client-ca)
+    _files(tmp_path, "tls/server.pem", "tls/server.key")
+    (tmp_path / "results").mkdir()
+    argv = _argv(_entrypoint("server", tmp_path, FEDAD_TLS="1"), tmp_path)
+    assert _option(argv, "--certificates", 3) == ["/tls/ca.pem", "/tls/server.pem", "/tls/server.key"]
+
+
+def test_entrypoint_sign_needs_a_request_and_the_plant_ca(tmp_path):
+    r = subprocess.run(["bash", str(DEPLOY / "entrypoint.sh"), "sign", str(tmp_path / "none.csr")],
+                       capture_output=True, text=True, timeout=30, env={"PATH": os.environ["PATH"]})
+    assert r.returncode == 2 and "usage: sign" in r.stderr
 
 
 def test_entrypoint_keyholder_runs_pinned_mutual_tls_with_the_plant_budget(tmp_path):

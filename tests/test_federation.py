@@ -131,10 +131,13 @@ def test_client_with_wrong_features_is_refused_and_the_run_goes_on(plant, tmp_pa
     bad = tmp_path / "bad.csv"
     df = pd.read_csv(plant[3])
     df.drop(columns=[df.columns[3]]).to_csv(bad, index=False)
+    features = tmp_path / "features.txt"
+    features.write_text(",".join(c for c in df.columns if c not in ("timestamp", "label")) + "\n")
     address = f"127.0.0.1:{free_port()}"
-    # 3 good nodes and 1 bad one; whether the bad one is in the statistics phase (outvoted) or joins later
-    # (checked on admission), it is refused and the run goes on with the 3 good ones
-    server = start_server(address, out, "--rounds", "3", "--min-clients", "3", "--wait-timeout", "120")
+    # 3 good nodes and 1 bad one; the operator fixed the columns (--features): whether the bad one is in the
+    # statistics phase or joins later (checked on admission), it is refused and the run goes on with the 3 good ones
+    server = start_server(address, out, "--rounds", "3", "--min-clients", "3", "--wait-timeout", "120",
+                          "--features", str(features))
     procs = [start_client(address, bad, "badnode", logs)]
     procs += [start_client(address, plant[i], f"node{i}", logs) for i in range(3)]
     codes = finish([server, *procs])

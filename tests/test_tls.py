@@ -1,4 +1,4 @@
-"""TLS over real gRPC: `fedad certs` makes a CA and server certificate; clients need the CA to join."""
+"""TLS over real gRPC: `fedad certs` makes a CA, a server certificate and node certificates; TLS is mutual."""
 from __future__ import annotations
 
 import json
@@ -6,8 +6,7 @@ import subprocess
 import sys
 
 import pytest
-
-from procs import ENV, finish, free_port, start_client, start_server
+from procs import ENV, finish, free_port, start_server
 
 pytestmark = pytest.mark.integration
 
@@ -18,8 +17,8 @@ def test_tls_federation_and_a_client_without_the_ca(tmp_path):
     write_plant(tmp_path / "plant", nodes=2, records=20_000, seed=4, formats=("csv",))
     shards = sorted((tmp_path / "plant").glob("node_*.csv"))
     certs = tmp_path / "certs"
-    p = subprocess.run([sys.executable, "-m", "fedad.common.cli", "certs", "--out", str(certs), "--host", "localhost"],
-                       capture_output=True, text=True, env=ENV)
+    p = subprocess.run([sys.executable, "-m", "fedad.common.cli", "certs", "--out", str(certs), "--host", "localhost",
+                        "--client", "node_01", "--client", "node_02"], capture_output=True, text=True, env=ENV)
     assert p.returncode == 0, p.stderr
     assert (certs / "server.key").stat().st_mode & 0o777 == 0o600
     again = subprocess.run([sys.executable, "-m", "fedad.common.cli", "certs", "--out", str(certs)],
@@ -40,13 +39,26 @@ def test_tls_federation_and_a_client_without_the_ca(tmp_path):
     assert plain.returncode == 2, plain.stderr
     assert f"the server at {address} speaks TLS: pass --root-certificates" in plain.stderr
     assert "could not reach" not in plain.stderr and "Traceback" not in plain.stderr
-    clients = [start_client(address, s, s.stem, logs, "--root-certificates", str(certs / "ca.pem")) for s in shards]
+    # the CA alone is not enough any more: TLS is mutual, a node needs a client certificate, and is told so
+    ca_only = subprocess.run([sys.executable, "-m", "fedad.client.main", "--server", address, "--data", str(shards[0]),
+                              "--root-certificates", str(certs / "ca.pem"), "--connect-timeout", "60",
+                              "--device", "cpu"],
+                             capture_output=True, text=True, env=ENV, timeout=120)
+    assert ca_only.returncode == 2, ca_only.stderr
+    assert "asks for a client certificate: pass --tls-certificate" in ca_only.stderr
+    # --name defaults to the certificate's subject
+    clients = [subprocess.Popen([sys.executable, "-m", "fedad.client.main", "--server", address, "--data", str(s),
+                                 "--device", "cpu", "--root-certificates", str(certs / "ca.pem"), "--tls-certificate",
+                                 str(certs / f"{s.stem}.pem"), "--tls-key", str(certs / f"{s.stem}.key")],
+                                stdout=open(logs / f"{s.stem}.log", "w"), stderr=subprocess.STDOUT, env=ENV)
+               for s in shards]
     assert finish([server, *clients]) == [0, 0, 0], (tmp_path / "run-server.log").read_text()[-2000:]
     report = json.loads((out / "report.json").read_text())
     assert [r["clients"] for r in report["rounds"]] == [["node_01", "node_02"]] * 2
     server_log = (tmp_path / "run-server.log").read_text()
-    assert "TLS on" in server_log
+    assert "TLS on, client certificates required" in server_log
     assert "WRONG_VERSION_NUMBER" not in server_log  # gRPC's handshake lines stay out of the log
+    assert report["refused_connections"] == []
 
 
 def test_a_tls_client_at_a_plaintext_server_is_told_so(tmp_path):

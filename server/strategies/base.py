@@ -14,15 +14,19 @@ from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import Strategy
 
+from fedad.common.node_names import is_valid_node_name
 from fedad.server.aggregation import validate_update
 
 ConfigFn = Callable[[int], dict[str, Scalar]]
 
 
 def client_name(res: FitRes | EvaluateRes, proxy: ClientProxy) -> str:
-    """The stable name a client reports (Flower's own id changes on every connection)."""
+    """The node's stable name: its certificate subject under mutual TLS, else the valid name it reports."""
+    identity = getattr(proxy, "identity", None)
+    if identity is not None:
+        return identity.name
     name = res.metrics.get("name") if res.metrics else None
-    return str(name) if name else f"cid-{proxy.cid[:8]}"
+    return name if isinstance(name, str) and is_valid_node_name(name) else f"cid-{proxy.cid[:8]}"
 
 
 class FedadStrategy(Strategy):
