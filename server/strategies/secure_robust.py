@@ -86,6 +86,10 @@ class SecureRobust(RobustStrategy):
             raise ValueError(f"the embedding spans {len(emb_cts)} blocks, at most 1 is accepted")
         return cts, (emb_cts[0], count)
 
+    def check_result(self, res) -> None:
+        """Raise when an answer's update or embedding ciphertexts are malformed."""
+        self._decode(res, self.layout)
+
     def aggregate_fit(self, server_round: int, results, failures) -> tuple[Parameters | None, dict[str, Scalar]]:
         t0 = time.perf_counter()
         layout = self.layout
