@@ -194,10 +194,9 @@ class FedadServer(Server):
     def _stats_phase(self, timeout: float | None) -> None:
         """Federated scaler: the majority's feature set wins, clients send sums instead of rows."""
         reports = self._collect_stats(self._unasked(), timeout)
-        if not reports:
-            if self.refused:
-                return  # every node so far was refused: wait for others (bounded by --wait-timeout)
-            raise FederationFailed("no client sent usable statistics")
+        if not reports:  # every connection so far was refused or silent: wait for others (bounded by --wait-timeout)
+            self.log.warning("no client sent usable statistics yet; waiting for others")
+            return
         majority, _ = Counter(f for _, _, f, _ in reports).most_common(1)[0]
         names = self.spec.feature_names
         expected = tuple(names) if names else majority

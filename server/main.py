@@ -244,7 +244,8 @@ def run(args) -> int:
         "per_client_test": res["metrics"].get("per_client", {}),
         "baselines": {"centralized": None, "local_only": None},
         "rounds": [rep.round_summary(r) for r in server.rounds], "refused": server.refused,
-        "failures": server.failures, "rejected_results": server.result_rejections, "status": "ok", "seconds": time.perf_counter() - t0, "model_dir": None if model_dir is None else str(model_dir),
+        "failures": server.failures, "rejected_results": server.result_rejections, "status": "ok",
+        "seconds": time.perf_counter() - t0, "model_dir": None if model_dir is None else str(model_dir),
     }
     flag_rows = rep.write_flag_report(out, server.rounds)
     if flag_rows:

@@ -88,7 +88,10 @@ class SecureRobust(RobustStrategy):
 
     def check_result(self, res) -> None:
         """Raise when an answer's update or embedding ciphertexts are malformed."""
-        self._decode(res, self.layout)
+        try:
+            self._decode(res, self.layout)
+        except Exception as exc:  # noqa: BLE001 - the same reason aggregate_fit would give
+            raise ValueError(f"bad encrypted update: {exc}") from None
 
     def aggregate_fit(self, server_round: int, results, failures) -> tuple[Parameters | None, dict[str, Scalar]]:
         t0 = time.perf_counter()
