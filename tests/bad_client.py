@@ -35,30 +35,46 @@ FIT_KINDS = ("zero-count", "scaled", "huge", "int64", "nan", "big", "replay", "m
 
 
 def idle_connections(address: str, n: int, seconds: float) -> None:
-    """Open ``n`` Flower streams that never send a message, then hold them for ``seconds``."""
+    """Open ``n`` Flower connections that receive instructions and never answer them, for ``seconds``."""
     import threading
 
-    import grpc
-    from flwr.proto.transport_pb2_grpc import FlowerServiceStub
+    import flwr
 
-    stop = threading.Event()
+    from fedad.server.transport import configure_flower_logging
 
-    def never():
-        stop.wait()
-        return
-        yield  # a generator that yields nothing until the end
+    configure_flower_logging("idle")
 
-    channels, calls = [], []
-    for _ in range(n):
-        ch = grpc.insecure_channel(address)
-        channels.append(ch)
-        calls.append(FlowerServiceStub(ch).Join(never()))
+    class Silent(flwr.client.NumPyClient):
+        def get_parameters(self, config):
+            time.sleep(seconds)
+            return []
+
+        def fit(self, parameters, config):
+            time.sleep(seconds)
+            return [], 1, {}
+
+        def evaluate(self, parameters, config):
+            time.sleep(seconds)
+            return 0.0, 1, {}
+
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        time.sleep(0.5)
-    stop.set()
-    for ch in channels:
-        ch.close()
+
+    def connect():
+        while time.monotonic() < deadline:  # until the server is up; once dropped by it, stay away
+            t0 = time.monotonic()
+            try:
+                flwr.client.start_client(server_address=address, client=Silent().to_client(), insecure=True)
+            except Exception:  # noqa: BLE001 - refused (not up yet) or dropped by the server
+                pass
+            if time.monotonic() - t0 > 2.0:
+                return
+            time.sleep(0.5)
+
+    threads = [threading.Thread(target=connect, daemon=True) for _ in range(n)]
+    for t in threads:
+        t.start()
+    print(f"idle: {n} connections trying {address}", flush=True)
+    time.sleep(seconds)
 
 
 def main(argv=None) -> int:
@@ -74,13 +90,12 @@ def main(argv=None) -> int:
     p.add_argument("--connect-timeout", type=float, default=120.0)
     p.add_argument("--wait-for", default=None, metavar="FILE", help="connect once this file exists")
     args = p.parse_args(argv)
-    if args.wait_for:
-        while not os.path.exists(args.wait_for):
-            time.sleep(0.1)
     kinds = args.kind.split(",")
     if set(kinds) - set(KINDS):
         p.error(f"unknown kind(s) {sorted(set(kinds) - set(KINDS))}")
     if kinds == ["idle"]:
+        while args.wait_for and not os.path.exists(args.wait_for):
+            time.sleep(0.1)
         idle_connections(args.server, args.connections, args.hold)
         return 0
 
@@ -174,6 +189,9 @@ def main(argv=None) -> int:
 
     site.train = remember
     client = BadClient(site, args.name, log, None, secure)
+    if args.wait_for:  # everything is loaded: connect as soon as the file appears
+        while not os.path.exists(args.wait_for):
+            time.sleep(0.1)
     log.info("misbehaving client: %s", ", ".join(kinds))
     connect(args.server, client.to_client(), None, args.connect_timeout, client.contact, log)
     return 0
