@@ -60,8 +60,11 @@ def run_case(name: str, plant: list[Path], work: Path, rounds: int, keys: tuple[
     strategy, kind, extra, _ = CASES[name]
     out, logs = work / name, work / f"{name}-logs"
     logs.mkdir(parents=True)
-    port = 20000 + (os.getpid() * 7 + len(name) * 131) % 20000
-    address = f"127.0.0.1:{port}"
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{s.getsockname()[1]}"
     sargs = ["--rounds", str(rounds), "--min-clients", "3", "--local-epochs", "1", "--seed", "0",
              "--wait-timeout", "300", "--admission-timeout", "20", "--strategy", strategy, *extra]
     cargs: list[str] = []

@@ -1,6 +1,6 @@
 """A misbehaving fedad node for integration tests and bench/hostile.py: the ordinary ``FedadClient`` over
 real gRPC, honest in every phase except the ones its ``--kind`` spoils. ``--kind a,b,c``: training kinds
-are used one per training round in that order (then it trains honestly); the other kinds apply in their
+are used one per training round in that order (the last one then for good); the other kinds apply in their
 phase throughout. --start-round delays the training kinds.
 
 Kinds (``KINDS``):
@@ -73,7 +73,7 @@ def idle_connections(address: str, n: int, seconds: float) -> None:
     threads = [threading.Thread(target=connect, daemon=True) for _ in range(n)]
     for t in threads:
         t.start()
-    print(f"idle: {n} connections trying {address}", flush=True)
+    print(f"idle: {n} connections to {address}", flush=True)
     time.sleep(seconds)
 
 
@@ -134,8 +134,8 @@ def main(argv=None) -> int:
             self.fits += 1
             if fit_kinds == ["replay"]:
                 kind = "replay"
-            elif self.fits <= len(fit_kinds):
-                kind = fit_kinds[self.fits - 1]
+            elif fit_kinds:  # one per round in order, then the last one for good
+                kind = fit_kinds[min(self.fits, len(fit_kinds)) - 1]
             else:
                 return weights, examples, metrics
             log.warning("round %s: misbehaving (%s)", config.get("round"), kind)
@@ -189,10 +189,10 @@ def main(argv=None) -> int:
 
     site.train = remember
     client = BadClient(site, args.name, log, None, secure)
+    log.info("misbehaving client: %s", ", ".join(kinds))
     if args.wait_for:  # everything is loaded: connect as soon as the file appears
         while not os.path.exists(args.wait_for):
             time.sleep(0.1)
-    log.info("misbehaving client: %s", ", ".join(kinds))
     connect(args.server, client.to_client(), None, args.connect_timeout, client.contact, log)
     return 0
 

@@ -40,9 +40,16 @@ ARGS = ("--rounds", str(ROUNDS), "--local-epochs", "2", "--seed", "0", "--wait-t
 def plant(tmp_path_factory):
     from fedad.common.synth import write_plant
 
+    import pandas as pd
+
     d = tmp_path_factory.mktemp("hostile-plant")
     write_plant(d, nodes=7, records=7 * 8_000, seed=5, formats=("csv",))
-    return sorted(d.glob("node_*.csv"))
+    shards = sorted(d.glob("node_*.csv"))
+    # the bad nodes hold small shards: where one answers honestly (its first round, or test rows) it weighs
+    # little, so the honest nodes' F1 can be compared with a clean run of the honest nodes alone
+    for p in shards[3:]:
+        pd.read_csv(p).head(1_500).to_csv(p, index=False)
+    return shards
 
 
 def bad(address: str, kind: str, name: str, data: Path | None, logs: Path, *args: str) -> subprocess.Popen:
@@ -62,36 +69,42 @@ def test_every_bad_kind_is_refused_and_the_honest_run_is_unharmed(plant, tmp_pat
     logs = tmp_path / "logs"
     (logs / "clean").mkdir(parents=True)
     (logs / "hostile").mkdir()
-    # the clean run: the honest shards plus the shards replayer and trent train on, everyone honest
+    # the clean run: the honest nodes alone
     address = f"127.0.0.1:{free_port()}"
-    server = start_server(address, clean_run, *ARGS, "--min-clients", "5")
-    clients = [start_client(address, plant[i], f"node{i}", logs / "clean") for i in (0, 1, 2, 4, 5)]
+    server = start_server(address, clean_run, *ARGS, "--min-clients", "3")
+    clients = [start_client(address, plant[i], f"node{i}", logs / "clean") for i in range(3)]
     codes = finish([server, *clients], timeout=900)
-    assert codes == [0] * 6, (tmp_path / "clean-server.log").read_text()[-3000:]
+    assert codes == [0] * 4, (tmp_path / "clean-server.log").read_text()[-3000:]
     clean = json.loads((clean_run / "report.json").read_text())
 
     address = f"127.0.0.1:{free_port()}"
     h = logs / "hostile"
     log = tmp_path / "hostile-server.log"
-    # everyone is loaded and retrying before the server starts: 10 connections that never answer (they must
-    # neither count toward --min-clients nor hold up a round), the honest nodes and the bad ones
-    idle = bad(address, "idle", "idle", None, h, "--connections", "10", "--hold", "900")
+    # the honest nodes are loaded and retrying before the server starts; the bad ones (loaded, waiting) and 10
+    # connections that never answer join once the run has started: a misbehaving node must not decide who
+    # is in the first round, and the idle ones must neither count toward --min-clients nor hold up a round
+    go = tmp_path / "go"
     honest = [start_client(address, plant[i], f"node{i}", h, "--connect-timeout", "300") for i in range(3)]
+    wait = ("--wait-for", str(go))
     procs = [
-        bad(address, ",".join(MALLORY), "mallory", plant[3], h),
-        bad(address, "replay", "replayer", plant[4], h),
-        bad(address, "no-hist,count-string", "trent", plant[5], h),
-        bad(address, "features", "eve", plant[6], h),
-        bad(address, "big", "bigfoot", plant[3], h),
+        bad(address, ",".join(MALLORY), "mallory", plant[3], h, *wait),
+        bad(address, "replay", "replayer", plant[4], h, *wait),
+        bad(address, "no-hist,count-string", "trent", plant[5], h, *wait),
+        bad(address, "features", "eve", plant[6], h, *wait),
+        bad(address, "big", "bigfoot", plant[3], h, *wait),
+        bad(address, "idle", "idle", None, h, "--connections", "10", "--hold", "900", *wait),
     ]
-    names = [*HONEST, "mallory", "replayer", "trent", "eve", "bigfoot"]
-    wait_for(lambda: all("not reachable yet" in (h / f"{n}.log").read_text() for n in names)
-             and "connections trying" in (h / "idle.log").read_text(), 600, "every node to be loaded",
-             [idle, *honest, *procs])
+    wait_for(lambda: all("not reachable yet" in (h / f"{n}.log").read_text() for n in HONEST)
+             and all("misbehaving client" in (h / f"{n}.log").read_text()
+                     for n in ("mallory", "replayer", "trent", "eve", "bigfoot")), 600, "every node to be loaded",
+             [*honest, *procs])
     server = start_server(address, run, *ARGS, "--min-clients", "3", "--admission-timeout", "20")
+    wait_for(lambda: "federated scaler from 3 clients" in log.read_text(), 300, "the statistics phase",
+             [server, *honest, *procs])
+    go.touch()
     codes = finish([server, *honest], timeout=1200)
     text = log.read_text()
-    for p in [idle, *procs]:
+    for p in procs:
         if p.poll() is None:
             p.kill()
     assert codes == [0, 0, 0, 0], text[-4000:]
@@ -103,13 +116,13 @@ def test_every_bad_kind_is_refused_and_the_honest_run_is_unharmed(plant, tmp_pat
     assert report["status"] == "ok"
     # the idle connections were dropped at the admission timeout; no round waited on them
     assert "admission timeout" in text and "idle" not in json.dumps(recs)
-    assert set(HONEST) <= set(recs[-1]["clients"])
+    assert all(set(HONEST) <= set(r["clients"]) for r in recs)
     assert all(r["seconds"] < 200 for r in recs), [r["seconds"] for r in recs]
     # mallory sends one bad kind per round from the round it joins, each refused with its reason
     import re
 
-    said = [r["rejected"]["mallory"] for r in recs if "mallory" in r["rejected"]]
-    assert len(said) == len(MALLORY), [r["rejected"] for r in recs]
+    said = [r["rejected"].get("mallory", "") for r in recs if "mallory" in r["clients"]]
+    assert len(said) >= len(MALLORY), [r["rejected"] for r in recs]
     for why, (kind, expected) in zip(said, MALLORY.items()):
         assert re.search(expected, why), (kind, why)
     # the replay is refused from the replayer's second round on
