@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
+from flwr.server.criterion import Criterion
 
 
-class AdmittedClients:
+class AdmittedClients(ClientManager):
     """A read-only view of a client manager that shows only admitted, non-excluded connections."""
 
     def __init__(self, manager: ClientManager, admitted: set[str], strategy) -> None:
@@ -21,6 +22,19 @@ class AdmittedClients:
 
     def num_available(self) -> int:
         return len(self.all())
+
+    def register(self, client: ClientProxy) -> bool:
+        return False  # connections register with the real manager; this view only filters
+
+    def unregister(self, client: ClientProxy) -> None:
+        self.manager.unregister(client)
+
+    def wait_for(self, num_clients: int, timeout: int) -> bool:
+        return self.num_available() >= num_clients
+
+    def sample(self, num_clients: int, min_num_clients: int | None = None,
+               criterion: Criterion | None = None) -> list[ClientProxy]:
+        return [c for c in self.all().values() if criterion is None or criterion.select(c)][:num_clients]
 
 
 def drop_connection(manager: ClientManager, proxy: ClientProxy) -> None:

@@ -163,7 +163,7 @@ class FedadServer(Server):
             self.strategy.names[proxy.cid] = name
             try:
                 feats, declared = check.stats_result(res.num_examples, res.metrics, encrypted=self.encrypted,
-                                                     max_blob=1 << 22)
+                                                     max_blob=1 << 24)
                 declared = check.count(declared, "the declared row count", low=1, high=self.max_examples)
                 if self.encrypted:
                     decode_fixed_point(self.strategy.public_key, res.metrics["stats_enc"], 1 + 2 * len(feats))
@@ -345,10 +345,12 @@ class FedadServer(Server):
         kept = []
         for proxy, res in results:
             name = self.strategy.names.get(proxy.cid, f"cid-{proxy.cid[:8]}")
+            # validation and test rows (labelled anomalies included) against the training rows it declared:
+            # a generous bound for crash-proofing; histogram sums vs. declared counts are the threshold's business
+            rows = min(self.max_examples, self.declared.get(name, self.max_examples) * 20 + 10_000)
             try:
                 decoded = check.evaluate_result(phase, res.loss, res.num_examples, res.metrics, n_bins=N_BINS,
-                                                encrypted=self.encrypted, max_blob=1 << 22,
-                                                max_rows=self.declared.get(name, self.max_examples) * 2 + 1000)
+                                                encrypted=self.encrypted, max_blob=1 << 24, max_rows=rows)
             except Exception as exc:  # noqa: BLE001 - a malformed answer refuses that answer only
                 self.result_rejections.append({"phase": phase, "round": rnd, "client": name, "reason": str(exc)})
                 self.log.warning("round %d %s: refused the answer of %s: %s", rnd, phase, name, exc)

@@ -48,7 +48,7 @@ def plant(tmp_path_factory):
     # the bad nodes hold small shards: where one answers honestly (its first round, or test rows) it weighs
     # little, so the honest nodes' F1 can be compared with a clean run of the honest nodes alone
     for p in shards[3:]:
-        pd.read_csv(p).head(1_500).to_csv(p, index=False)
+        pd.read_csv(p).head(1_000).to_csv(p, index=False)
     return shards
 
 
@@ -136,10 +136,11 @@ def test_every_bad_kind_is_refused_and_the_honest_run_is_unharmed(plant, tmp_pat
     # bigfoot's 40 MB tensor is over the message limit derived from the model: refused by gRPC, never aggregated
     assert all("bigfoot" not in r["clients"] for r in recs)
     assert "larger than max" in (h / "bigfoot.log").read_text()
-    # the honest nodes' detection is what it is without the attackers
+    # the attackers cost the honest nodes' detection nothing: F1 at most 0.02 below the clean run's (the bad
+    # nodes' honest parts, their first round and their small test shards, may move it either way a little)
     f1, f1_clean = honest_f1(report), honest_f1(clean)
     print(f"honest-node F1: clean {f1_clean:.4f}, hostile {f1:.4f}")
-    assert abs(f1 - f1_clean) <= 0.02, (f1, f1_clean)
+    assert f1 >= f1_clean - 0.02, (f1, f1_clean)
     assert f1_clean > 0.3
 
 
