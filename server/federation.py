@@ -17,11 +17,10 @@ from flwr.server import History, Server
 from flwr.server.client_manager import SimpleClientManager
 from flwr.server.server import evaluate_clients, fit_clients
 
-from fedad.client.site import FederationSpec
-from fedad.common.federated_stats import (encode_scaler_stats,
-                                          global_threshold, metrics_from_counts, N_BINS)
 from fedad.common.crypto.statistics import decode_fixed_point, sum_counts, sum_fixed_point
 from fedad.common.errors import FedadError
+from fedad.common.federated_stats import N_BINS, encode_scaler_stats, global_threshold, metrics_from_counts
+from fedad.common.federation_spec import FederationSpec
 from fedad.common.preprocessing import ScalerStats
 from fedad.common.wire import encode_json
 from fedad.server import validation as check

@@ -115,7 +115,7 @@ def tensors(arrays: Sequence[np.ndarray], shapes: Sequence[tuple[int, ...]], *,
     if len(arrays) != len(shapes):
         raise InvalidMessage(f"wrong number of arrays: {len(arrays)}, expected {len(shapes)}")
     out = []
-    for i, (a, shape) in enumerate(zip(arrays, shapes)):
+    for i, (a, shape) in enumerate(zip(arrays, shapes, strict=True)):
         if not isinstance(a, np.ndarray):
             raise InvalidMessage(f"array {i} is a {type(a).__name__}, not an array")
         if a.dtype.newbyteorder("<") not in TENSOR_DTYPES:

@@ -142,7 +142,7 @@ def main(argv=None) -> int:
             if kind == "zero-count":
                 return [np.zeros_like(w) for w in weights], 10**18, metrics
             if kind == "scaled":
-                return [g + (w - g) * 1e6 for w, g in zip(weights, parameters)], examples, metrics
+                return [g + (w - g) * 1e6 for w, g in zip(weights, parameters, strict=True)], examples, metrics
             if kind == "huge":
                 return [np.full_like(w, 3e38) for w in weights], examples, metrics
             if kind == "int64":

@@ -192,7 +192,7 @@ def test_clip_to_norm():
 
 
 def test_fedavg_refuses_or_clips_an_update_over_the_norm_ratio():
-    from flwr.common import FitRes, Status, Code, ndarrays_to_parameters, parameters_to_ndarrays
+    from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 
     from fedad.server.strategies.fedavg import FedAvg
 
@@ -240,9 +240,10 @@ def test_lenient_decoding_survives_out_of_range_plaintexts():
 
 def test_client_decrypts_an_aggregate_holding_an_out_of_range_ciphertext(tmp_path):
     """A peer's valid ciphertext of an out-of-range value used to crash every honest node's decryption."""
+    from fedad.common.crypto.codec import decode_message, encode_message
     from fedad.common.crypto.decryptor import LocalDecryptor
     from fedad.common.crypto.encryption import weighted_sum
-    from fedad.common.crypto.codec import decode_message, encode_message
+    from fedad.common.crypto.exceptions import PackingError
     from fedad.common.crypto.keys import generate_keypair
     from fedad.common.crypto.update import decrypt_mean, encrypt_update, slot_layout
 
@@ -254,7 +255,7 @@ def test_client_decrypts_an_aggregate_holding_an_out_of_range_ciphertext(tmp_pat
     too_wide = 1 << (layout.slots_per_block * layout.slot_bits + 10)  # a valid ciphertext of an out-of-range value
     evil = [pub.raw_encrypt(too_wide)] + [pub.raw_encrypt(0)] * (len(cts) - 1)
     agg = encode_message(pub, weighted_sum(pub, [cts, evil], [1000, 1000], layout.max_sum), layout, 40)
-    with pytest.raises(Exception):
+    with pytest.raises(PackingError):
         decrypt_mean(LocalDecryptor(priv), agg, 2000, [(40,)], 4.0, 16)
     out = decrypt_mean(LocalDecryptor(priv), agg, 2000, [(40,)], 4.0, 16, lenient=True)[0]
     assert np.all(np.abs(out) <= 4.0) and np.isfinite(out).all()

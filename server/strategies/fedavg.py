@@ -31,7 +31,7 @@ class FedAvg(FedadStrategy):
         updates = [compute_update(w, glob) for _, w, _, _ in accepted]
         bounds = norm_bounds([float(np.linalg.norm(u)) for u in updates], self.max_update_norm_ratio)
         kept = []
-        for (name, weights, n, _), u, bound in zip(accepted, updates, bounds):
+        for (name, weights, n, _), u, bound in zip(accepted, updates, bounds, strict=True):
             norm = float(np.linalg.norm(u))
             if norm <= bound:
                 kept.append((weights, n))
