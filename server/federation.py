@@ -462,6 +462,8 @@ class FedadServer(Server):
         self.rounds, self.refused, self.failures = state["rounds"], state["refused"], state["failures"]
         self.declared = {str(k): int(v) for k, v in state.get("declared", {}).items()}
         self.parameters = ndarrays_to_parameters(weights)
+        n_values = getattr(self.strategy, "n_values", None) or int(sum(w.size for w in weights))
+        self.max_update_bytes = 2 * 8 * int(n_values) + (1 << 16)
         return int(state["round"])
 
     # ---------------------------------------------------------------- the run

@@ -144,7 +144,8 @@ class KeyHolder:
         self.decrypted = 0
         self.run_rounds: int | None = None  # training rounds the run declared in its first round (then fixed)
         self.opened = 0
-        self.clock, self.last_open = clock, None
+        self.clock = clock
+        self.last_open: float | None = None
         self._lock = threading.Lock()
 
     def histogram_blocks(self) -> int:
