@@ -1,9 +1,11 @@
 """One hostile node beside honest ones: the issue-13 table, before (from the issue's measurements on the
 code before the fix) and after (measured now, real processes over gRPC on 127.0.0.1, one case at a time).
 
-Per case: a fedad-server, 3 honest fedad-client processes and one misbehaving node (tests/bad_client.py);
-F1 and ROC-AUC of the run's report, its outcome (ok / failed, and why), rounds completed, the server's
-peak memory (VmHWM) and the slowest round. Plus the node-side CSV memory and the key holder's round cap.
+Per case: a fedad-server, 3 honest fedad-client processes and one misbehaving node (tests/bad_client.py) on
+the fourth shard; the clean run has all four nodes honest. F1 and ROC-AUC of the run's report (every node
+that answered the test phase), F1 of the three honest nodes alone (from their confusion counts), the run's
+outcome (ok / failed, and why), rounds completed, the server's peak memory (VmHWM) and the slowest
+round. Plus the node-side CSV memory and the key holder's round cap.
 
     python bench/hostile.py [--cases clean zero-count ...] [--rounds 3] [--json out.json]
 """
@@ -65,7 +67,7 @@ def run_case(name: str, plant: list[Path], work: Path, rounds: int, keys: tuple[
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         address = f"127.0.0.1:{s.getsockname()[1]}"
-    sargs = ["--rounds", str(rounds), "--min-clients", "3", "--local-epochs", "1", "--seed", "0",
+    sargs = ["--rounds", str(rounds), "--min-clients", "3", "--local-epochs", "2", "--seed", "0",
              "--wait-timeout", "300", "--admission-timeout", "20", "--strategy", strategy, *extra]
     cargs: list[str] = []
     if strategy == "paillier":
@@ -75,7 +77,7 @@ def run_case(name: str, plant: list[Path], work: Path, rounds: int, keys: tuple[
     server = subprocess.Popen([sys.executable, "-m", "fedad.server.main", "--address", address, "--out", str(out),
                                *sargs], stdout=open(logs / "server.log", "w"), stderr=subprocess.STDOUT, env=ENV)
     procs = []
-    n_honest = 1 if name == "idle-min-clients" else 3
+    n_honest = 1 if name == "idle-min-clients" else (4 if kind is None else 3)
     if kind == "idle":
         n_idle = 4 if name == "idle-min-clients" else 50
         procs.append(subprocess.Popen([sys.executable, str(BAD), "--kind", "idle", "--server", address,
@@ -110,7 +112,10 @@ def run_case(name: str, plant: list[Path], work: Path, rounds: int, keys: tuple[
         outcome += f": {report['error'][:90]}"
     refusals = sorted({w for r in recs for w in r.get("rejected", {}).values()} | set(report.get("refused", {}))
                       | {x["phase"] + ": " + x["reason"] for x in report.get("rejected_results", [])})
-    return {"case": name, "f1": m.get("f1"), "roc_auc": m.get("roc_auc"), "outcome": outcome,
+    per = report.get("per_client_test") or {}
+    c = {k: sum(per[n][k] for n in ("node0", "node1", "node2") if n in per) for k in ("tp", "fp", "fn")}
+    f1_honest = 2 * c["tp"] / (2 * c["tp"] + c["fp"] + c["fn"]) if per else None
+    return {"case": name, "f1": m.get("f1"), "f1_honest": f1_honest, "roc_auc": m.get("roc_auc"), "outcome": outcome,
             "rounds": len(recs), "server_peak_mb": peak / 1024, "max_round_s": max((r["seconds"] for r in recs),
                                                                                      default=None),
             "honest_exit_codes": honest_exit, "refusals": refusals[:3], "wall_s": time.perf_counter() - t0}
@@ -158,7 +163,7 @@ def keyholder_cap() -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--records", type=int, default=4 * 10_000)
     ap.add_argument("--csv-mb", type=int, default=200, help="node-side CSV memory check (0: skip)")
     ap.add_argument("--out", default=None)
@@ -178,11 +183,13 @@ def main() -> int:
     for case in args.cases:
         print(f"running {case} ...", file=sys.stderr, flush=True)
         rows.append(run_case(case, plant, work, args.rounds, keys))
-    print(f"\n{'case':<20} {'F1':>6} {'AUC':>6} {'rounds':>6} {'srv MB':>7} {'max rnd s':>9}  outcome now | before")
+    print(f"\n{'case':<20} {'F1':>6} {'F1 hon':>6} {'AUC':>6} {'rounds':>6} {'srv MB':>7} {'max rnd s':>9}  "
+          "outcome now | before")
     for r in rows:
         f = lambda v: "   -  " if v is None else f"{v:6.3f}"  # noqa: E731
         rs = "-" if r["max_round_s"] is None else f"{r['max_round_s']:.1f}"
-        print(f"{r['case']:<20} {f(r['f1'])} {f(r['roc_auc'])} {r['rounds']:>6} {r['server_peak_mb']:7.0f} "
+        print(f"{r['case']:<20} {f(r['f1'])} {f(r['f1_honest'])} {f(r['roc_auc'])} {r['rounds']:>6} "
+              f"{r['server_peak_mb']:7.0f} "
               f"{rs:>9}  {r['outcome']} | {CASES[r['case']][3]}")
         for why in r["refusals"]:
             print(f"{'':<20}   refused: {why[:110]}")

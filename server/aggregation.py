@@ -117,10 +117,10 @@ def norm_bounds(norms: Sequence[float], ratio: float) -> np.ndarray:
 
     Against the others' median, one huge update cannot raise its own bound, even among two clients.
     """
-    norms = np.asarray(norms, dtype=np.float64)
-    if norms.size < 2 or not ratio > 0:
-        return np.full(norms.size, np.inf)
-    return np.array([ratio * float(np.median(np.delete(norms, i))) for i in range(norms.size)])
+    n = np.asarray(norms, dtype=np.float64)
+    if n.size < 2 or not ratio > 0:
+        return np.full(n.size, np.inf)
+    return np.array([ratio * float(np.median(np.delete(n, i))) for i in range(n.size)])
 
 
 def clip_to_norm(update: np.ndarray, bound: float) -> np.ndarray:
