@@ -1,11 +1,11 @@
 """One hostile node beside honest ones: the issue-13 table, before (from the issue's measurements on the
 code before the fix) and after (measured now, real processes over gRPC on 127.0.0.1, one case at a time).
 
-Per case: a fedad-server, 3 honest fedad-client processes and one misbehaving node (tests/bad_client.py) on
-the fourth shard; the clean run has all four nodes honest. F1 and ROC-AUC of the run's report (every node
-that answered the test phase), F1 of the three honest nodes alone (from their confusion counts), the run's
-outcome (ok / failed, and why), rounds completed, the server's peak memory (VmHWM) and the slowest
-round. Plus the node-side CSV memory and the key holder's round cap.
+Per case: a fedad-server, 3 honest fedad-client processes and one misbehaving node (tests/bad_client.py,
+joining once the honest ones are admitted) on the fourth shard; the clean run has all four nodes honest.
+F1 and ROC-AUC of the run's report (every node that answered the test phase), F1 of the three honest nodes
+alone (from their confusion counts), the run's outcome (ok / failed, and why), rounds completed, the
+server's peak memory (VmHWM) and the slowest round. Plus the node-side CSV memory and the key holder's cap.
 
     python bench/hostile.py [--cases clean zero-count ...] [--rounds 3] [--json out.json]
 """
@@ -87,13 +87,16 @@ def run_case(name: str, plant: list[Path], work: Path, rounds: int, keys: tuple[
         procs.append(subprocess.Popen([sys.executable, "-m", "fedad.client.main", "--server", address, "--data",
                                        str(plant[i]), "--name", f"node{i}", "--device", "cpu", *cargs],
                                       stdout=open(logs / f"node{i}.log", "w"), stderr=subprocess.STDOUT, env=ENV))
-    if kind not in (None, "idle"):
+    go = work / f"{name}-go"
+    if kind not in (None, "idle"):  # loaded, it connects once the honest nodes are admitted (then joins a round)
         procs.append(subprocess.Popen([sys.executable, str(BAD), "--kind", kind, "--server", address, "--data",
-                                       str(plant[3]), "--name", "mallory", *cargs],
+                                       str(plant[3]), "--name", "mallory", "--wait-for", str(go), *cargs],
                                       stdout=open(logs / "mallory.log", "w"), stderr=subprocess.STDOUT, env=ENV))
     peak = 0
     while server.poll() is None and time.perf_counter() - t0 < 900:
         peak = max(peak, peak_kb(server.pid))
+        if not go.exists() and "federated scaler from" in (logs / "server.log").read_text():
+            go.touch()
         time.sleep(0.2)
     if server.poll() is None:
         server.kill()

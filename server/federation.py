@@ -28,6 +28,7 @@ from fedad.server.admission import AdmittedClients, drop_connection
 from fedad.server.strategies.base import FedadStrategy, client_name
 
 CHECKPOINT_DIR = "checkpoint"
+DIVERGENCE = 100.0  # Paillier: a new global model whose median validation loss rises this many times is refused
 
 
 class FederationFailed(Exception):
@@ -72,6 +73,7 @@ class FedadServer(Server):
         self.result_rejections: list[dict] = []  # evaluation answers refused (phase, round, client, reason)
         self.error: str | None = None  # why the run ended early (the report still gets written)
         self.max_update_bytes = 1 << 30  # set from the model's size once it is built
+        self.median_val_loss: float | None = None  # Paillier: the nodes' median validation loss of the kept model
         self.encrypted = bool(getattr(strategy, "encrypted", False))  # Paillier: sums stay ciphertexts here
         self.blind = bool(getattr(strategy, "plaintext_model", False))  # secure-robust: blind-decrypted aggregates
         strategy.fit_config = self._fit_config
@@ -317,8 +319,16 @@ class FedadServer(Server):
                                "bytes_up": sum(len(t) for t in res.parameters.tensors)
                                + (_payload_bytes(None, m) if m else 0),
                                "bytes_down": down.get(proxy.cid, 0)})
+        previous = (self.parameters, getattr(self.strategy, "total_weight", None))
         self.parameters = new
-        loss, _ = self._evaluate_val(rnd, timeout)
+        loss, answers = self._evaluate_val(rnd, timeout)
+        if self.encrypted and not self.blind and aggregate_refused is None:
+            aggregate_refused = self._diverged(answers)
+            if aggregate_refused:  # the server cannot read a Paillier aggregate: the nodes' losses on it can tell
+                self.log.error("round %d: new global model refused (%s); keeping the previous one", rnd,
+                               aggregate_refused)
+                self.parameters, self.strategy.total_weight = previous  # type: ignore[attr-defined]
+                loss = self.rounds[-1]["loss"] if self.rounds else loss
         counted = [c for c in per_client if c["examples"] > 0 and np.isfinite(c["train_loss"])]
         total = sum(c["examples"] for c in counted) or 1
         record = {
@@ -328,6 +338,8 @@ class FedadServer(Server):
             "seconds": time.perf_counter() - t0, "failed": failed, "rejected": rejected, "per_client": per_client,
             "strategy": self.strategy.name,
         }
+        if self.encrypted and not self.blind and self.median_val_loss is not None:
+            record["median_val_loss"] = self.median_val_loss
         if capped:
             record["capped_examples"] = capped
         if getattr(self.strategy, "last_clipped", None):
@@ -338,6 +350,23 @@ class FedadServer(Server):
             record["flags"] = self.strategy.last_client_reports
             record.update(getattr(self.strategy, "last_summary", {}))
         return record
+
+    def _diverged(self, answers) -> str | None:
+        """Why the nodes' validation losses say the new (unreadable) global model is broken, or None.
+
+        The median of the nodes' losses (one node cannot move it) against the median of the last round's:
+        more than ``DIVERGENCE`` times higher means a node poisoned the encrypted aggregate.
+        """
+        losses = [float(r.loss) for _, r in answers]
+        last = self.rounds[-1].get("median_val_loss") if self.rounds else self.median_val_loss
+        self.median_val_loss = float(np.median(losses)) if losses else None
+        if self.median_val_loss is None or last is None or last <= 0:
+            return None
+        if self.median_val_loss > DIVERGENCE * last:
+            median = self.median_val_loss
+            self.median_val_loss = last  # the kept model's
+            return f"median validation loss {median:.3g} is over {DIVERGENCE:g}x the last round's {last:.3g}"
+        return None
 
     def _screen_evaluate(self, phase: str, rnd: int, results) -> list[tuple]:
         """Evaluation answers that pass the validation layer, as (proxy, res, decoded); the others are recorded."""
@@ -368,11 +397,14 @@ class FedadServer(Server):
 
     def _threshold_and_test(self, rnd: int, timeout: float | None) -> tuple[float, dict]:
         self._admit_newcomers(timeout)  # a node that connected after the last round is checked like the others
-        untrusted = self.strategy.untrusted()
+        # quarantined nodes, and nodes whose update was refused in the last round: a poisoner's histogram
+        # could otherwise move the threshold although none of its updates shaped the model
+        refused_last = set(self.rounds[-1].get("rejected", {})) if self.rounds else set()
+        untrusted = self.strategy.untrusted() | refused_last
         clients = [c for c in AdmittedClients(self._client_manager, self.admitted, self.strategy).all().values()
                    if self.strategy.names.get(c.cid) not in untrusted]
-        if untrusted:  # a quarantined poisoner could otherwise inflate the threshold with its histogram
-            self.log.info("leaving quarantined client(s) %s out of the threshold and evaluation",
+        if untrusted:
+            self.log.info("leaving quarantined or refused client(s) %s out of the threshold and evaluation",
                           ", ".join(sorted(untrusted)))
         ins = EvaluateIns(self.parameters, self._config("threshold", rnd))
         results, failures = evaluate_clients([(c, ins) for c in clients], self._workers(len(clients)), timeout, rnd)
@@ -491,6 +523,10 @@ class FedadServer(Server):
             (self.out / "rounds.jsonl").write_text("")
             self._first_admission(timeout)
             self.parameters = ndarrays_to_parameters(self._initial_weights())
+            if self.encrypted and not self.blind:  # the initial model's losses: round 1's divergence baseline
+                _, answers = self._evaluate_val(0, timeout)
+                losses = [float(r.loss) for _, r in answers]
+                self.median_val_loss = float(np.median(losses)) if losses else None
         for rnd in range(start, num_rounds + 1):
             self._admit_newcomers(timeout)
             self._wait(f"round {rnd}", timeout)

@@ -20,7 +20,7 @@ MAX_EXAMPLES = 100_000_000   # plant-wide cap on any count a node declares (rows
 MAX_FEATURES = 4_096         # most feature columns a node may declare
 MAX_NAME_CHARS = 128         # longest client or feature name
 MAX_ABS_WEIGHT = 1e4         # model weights beyond this are a corrupted or hostile update, not training
-MAX_METRIC = 1e12            # loss, seconds and similar reals must be finite and below this in magnitude
+MAX_METRIC = 1e300           # losses and timings must be finite (a diverged model's honest loss is huge, not invalid)
 TENSOR_DTYPES = (np.dtype("<f4"), np.dtype("<f8"))  # what a plaintext update may be made of
 
 
