@@ -281,6 +281,7 @@ class FedadServer(Server):
         results, failures = fit_clients(instructions, self._workers(len(instructions)), timeout, rnd)
         failed = self._record_failures("fit", rnd, failures)
         good, refused, capped = self._screen_fit(rnd, results)
+        previous = (self.parameters, getattr(self.strategy, "total_weight", None))  # Paillier: the kept aggregate
         try:
             new, _ = self.strategy.aggregate_fit(rnd, good, failures)
         except FedadError as exc:  # e.g. the key holder refused or is unreachable (secure-robust)
@@ -319,7 +320,6 @@ class FedadServer(Server):
                                "bytes_up": sum(len(t) for t in res.parameters.tensors)
                                + (_payload_bytes(None, m) if m else 0),
                                "bytes_down": down.get(proxy.cid, 0)})
-        previous = (self.parameters, getattr(self.strategy, "total_weight", None))
         self.parameters = new
         loss, answers = self._evaluate_val(rnd, timeout)
         if self.encrypted and not self.blind and aggregate_refused is None:

@@ -45,28 +45,34 @@ def idle_connections(address: str, n: int, seconds: float) -> None:
     configure_flower_logging("idle")
 
     class Silent(flwr.client.NumPyClient):
+        def __init__(self) -> None:
+            self.contacted = threading.Event()
+
         def get_parameters(self, config):
+            self.contacted.set()
             time.sleep(seconds)
             return []
 
         def fit(self, parameters, config):
+            self.contacted.set()
             time.sleep(seconds)
             return [], 1, {}
 
         def evaluate(self, parameters, config):
+            self.contacted.set()
             time.sleep(seconds)
             return 0.0, 1, {}
 
     deadline = time.monotonic() + seconds
 
     def connect():
-        while time.monotonic() < deadline:  # until the server is up; once dropped by it, stay away
-            t0 = time.monotonic()
+        silent = Silent()
+        while time.monotonic() < deadline:  # until the server is up; once it has talked to us, never again
             try:
-                flwr.client.start_client(server_address=address, client=Silent().to_client(), insecure=True)
+                flwr.client.start_client(server_address=address, client=silent.to_client(), insecure=True)
             except Exception:  # noqa: BLE001 - refused (not up yet) or dropped by the server
                 pass
-            if time.monotonic() - t0 > 2.0:
+            if silent.contacted.is_set():
                 return
             time.sleep(0.5)
 
