@@ -28,7 +28,7 @@ from fedad.server.admission import AdmittedClients, drop_connection
 from fedad.server.strategies.base import FedadStrategy, client_name
 
 CHECKPOINT_DIR = "checkpoint"
-DIVERGENCE = 100.0  # Paillier: a new global model whose median validation loss rises this many times is refused
+DIVERGENCE = 4.0  # Paillier: a new global model whose median validation loss rises this many times is refused
 
 
 class FederationFailed(Exception):
