@@ -81,7 +81,10 @@ class FedadServer(Server):
 
     # ---------------------------------------------------------------- configs sent to clients
     def _config(self, phase: str, rnd: int, **extra) -> dict:
-        cfg = {"phase": phase, "round": rnd, "spec": encode_json(self.spec.to_dict()), **extra}
+        spec = self.spec.to_dict()
+        if phase == "stats":  # a node answers with its features and the server says why it is refused, if it is
+            spec["feature_names"] = None
+        cfg = {"phase": phase, "round": rnd, "spec": encode_json(spec), **extra}
         if self.encrypted:
             cfg.update(self.strategy.secure_config())
         if self.scaler_bytes and self.spec.scaling == "global":  # site scaling: nodes use their own statistics
@@ -151,8 +154,8 @@ class FedadServer(Server):
         answered = {proxy.cid for proxy, _ in results}
         for c in clients:
             if c.cid not in answered:
-                self.log.warning("dropping connection %s: no statistics within %.0f s (admission timeout)",
-                                 c.cid[:8], wait)
+                self.log.warning("dropping connection %s: no usable answer to the statistics phase (admission "
+                                 "timeout %.0f s)", c.cid[:8], wait)
                 drop_connection(self._client_manager, c)
         reports = []
         for proxy, res in results:

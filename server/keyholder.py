@@ -130,7 +130,7 @@ class KeyHolder:
 
     def __init__(self, private_key, budget: Budget = Budget(), audit: Path | None = None,
                  observer: Callable[[int, str, list[int]], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
         from fedad.common.crypto.keys import key_fingerprint
 
         self._private_key = private_key
@@ -144,7 +144,7 @@ class KeyHolder:
         self.decrypted = 0
         self.run_rounds: int | None = None  # training rounds the run declared in its first round (then fixed)
         self.opened = 0
-        self.clock = clock
+        self.clock, self.sleep = clock, sleep
         self.last_open: float | None = None
         self._lock = threading.Lock()
 
@@ -198,8 +198,9 @@ class KeyHolder:
                           "this session decrypts nothing more")
         now = self.clock()
         if self.last_open is not None and now - self.last_open < self.budget.min_round_interval:
-            raise Refusal("RESOURCE_EXHAUSTED", f"round {rnd} opened {now - self.last_open:.2f} s after the last; "
-                          f"the minimum interval is {self.budget.min_round_interval:g} s")
+            # paced, not refused: an honest aggregator's quick round waits; a hammering one gets one round per interval
+            self.sleep(self.budget.min_round_interval - (now - self.last_open))
+            now = self.clock()
         if not isinstance(clients, int) or isinstance(clients, bool) or not 1 <= clients <= self.budget.max_clients:
             raise Refusal("RESOURCE_EXHAUSTED", f"{clients!r} clients asked for; this key holder serves 1.."
                           f"{self.budget.max_clients}")
@@ -364,8 +365,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--max-rounds", type=int, default=1000,
                    help="run-wide cap on training rounds; the aggregator's declared round count (fixed by its first "
                    "round) caps them further, plus one final round for the threshold")
-    p.add_argument("--min-round-interval", type=float, default=0.5,
-                   help="seconds that must pass between the openings of two rounds (limits decryptions per minute)")
+    p.add_argument("--min-round-interval", type=float, default=1.0,
+                   help="seconds between the openings of two rounds: a round asked for sooner is held until then "
+                   "(limits decryptions per minute)")
     p.add_argument("--audit", metavar="FILE", default=None, help="append every request (JSON lines) here")
     p.add_argument("--ready-file", metavar="FILE", default=None, help="write this file once listening (scripts)")
     return p
