@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,6 +50,9 @@ def build_parser() -> ArgumentParser:
                    help="0/1 label column (default: a column named 'label' if present); labelled anomalies "
                    "are left out of training and used for the federated evaluation")
     p.add_argument("--time-column", default=None, help="time column to exclude from the features")
+    p.add_argument("--max-rows", type=int, default=2_000_000,
+                   help="keep the most recent this many rows of a CSV, read in 16 MB blocks: the node's memory is "
+                   "bounded by it (about 2 x rows x features x 8 bytes), not by the file's size; 0: all rows")
     p.add_argument("--name", default=None, help="stable node name reported with every result: 1-64 letters, "
                    "digits, _ . - (default: the subject of --tls-certificate, else the data file's name without "
                    "extension); under TLS the server only accepts the certificate's subject")
@@ -142,7 +144,8 @@ def run(args) -> int:
     from fedad.client.tls_probe import check_tls_matches
     from fedad.common.data import load_dataset
 
-    data = load_dataset(args.data, format=args.format, label_column=args.label_column, time_column=args.time_column)
+    data = load_dataset(args.data, format=args.format, label_column=args.label_column, time_column=args.time_column,
+                        max_rows=args.max_rows or None)
     site = Site(data, device=args.device)
     from fedad.common.missing import missing_values_note
 

@@ -26,6 +26,11 @@ TIME_COLUMN_NAMES: tuple[str, ...] = ("timestamp", "time", "datetime", "date")
 PARQUET_SUFFIXES: tuple[str, ...] = (".parquet", ".pq")
 
 SKAB_HEADER_START = "datetime;Accelerometer1RMS"
+# Large CSVs are parsed block by block: what parsing holds at once is bounded by CSV_BLOCK_BYTES (times the
+# text-to-frame expansion of one block), not by the file's size; the rows kept (``max_rows``, the most recent
+# ones) bound the rest at about 2 x max_rows x features x 8 bytes.
+CSV_BLOCK_BYTES = 16 << 20
+CHUNKED_CSV_BYTES = 64 << 20  # CSVs above this size (or any CSV read with ``max_rows``) are read in blocks
 
 # KDD Cup 99: the 41 features and the label, as in the NSL-KDD ARFF header (used when no columns.txt).
 KDD_COLUMNS: tuple[str, ...] = (
@@ -84,7 +89,8 @@ def check_min_rows(n: int, window: int, source: str = "the data") -> None:
 
 def load_dataset(path: str | Path, format: str = "auto", label_column: str | None = None,
                  time_column: str | None = None, features: Sequence[str] | str | None = None,
-                 sep: str | None = None, categories: Mapping[str, Sequence[str]] | None = None) -> Dataset:
+                 sep: str | None = None, categories: Mapping[str, Sequence[str]] | None = None,
+                 max_rows: int | None = None) -> Dataset:
     """Load a file (or a SKAB directory) as a ``Dataset``.
 
     ``format``: auto (by extension, name and header), csv, parquet, skab, kdd or ton_iot. Label column:
@@ -92,7 +98,8 @@ def load_dataset(path: str | Path, format: str = "auto", label_column: str | Non
     one named timestamp/time/datetime/date. Features: ``features`` (names, or one comma-separated string),
     else every numeric column but label and time; purely textual columns are left out. ``sep``: CSV
     separator (sniffed from the header when None). ``categories``: KDD one-hot categories per column
-    (default ``KDD_CATEGORIES``; see ``kdd_categories``).
+    (default ``KDD_CATEGORIES``; see ``kdd_categories``). ``max_rows``: keep only the most recent rows of a
+    CSV, read in blocks (``CSV_BLOCK_BYTES``) so that memory is bounded by it rather than the file's size.
     """
     path = Path(path)
     fmt = str(format).lower()
@@ -116,8 +123,59 @@ def load_dataset(path: str | Path, format: str = "auto", label_column: str | Non
         return dataset_from_frame(frame, str(path), label_column or "label", time_column or "time",
                                   features, drop=("type",), label_required=label_column is not None,
                                   time_required=time_column is not None)
+    if max_rows is not None and int(max_rows) < 1:
+        raise FedadError(f"max_rows must be at least 1, got {max_rows}")
+    if fmt == "csv" and path.stat().st_size > CHUNKED_CSV_BYTES:
+        return _load_csv_in_blocks(path, sep, label_column, time_column, features, max_rows)
     frame = read_parquet(path) if fmt == "parquet" else read_csv(path, sep)
+    if max_rows is not None and len(frame) > int(max_rows):
+        frame = frame.iloc[len(frame) - int(max_rows):].reset_index(drop=True)
     return dataset_from_frame(frame, str(path), label_column, time_column, features)
+
+
+def _load_csv_in_blocks(path: Path, sep: str | None, label_column: str | None, time_column: str | None,
+                        features: Sequence[str] | str | None, max_rows: int | None) -> Dataset:
+    """``load_dataset`` for a CSV read block by block, keeping at most the last ``max_rows`` rows."""
+    from collections import deque
+
+    _check_file(path)
+    sep = sep or sniff_separator(path)
+    if len(sep) != 1:
+        raise FedadError(f"separator must be one character, got {sep!r}")
+    parts: deque[Dataset] = deque()
+    kept, names = 0, None
+    read = pa_csv.ReadOptions(block_size=CSV_BLOCK_BYTES)
+    parse = pa_csv.ParseOptions(delimiter=sep)
+    try:
+        # types are inferred from the first block: integer or empty columns there are read as float64 so that
+        # a later block with decimals or values in them still converts
+        first = pa_csv.open_csv(path, read_options=read, parse_options=parse)
+        widen = {f.name: pa.float64() for f in first.schema if pa.types.is_integer(f.type) or pa.types.is_null(f.type)}
+        first.close()
+        reader = pa_csv.open_csv(path, read_options=read, parse_options=parse,
+                                 convert_options=pa_csv.ConvertOptions(column_types=widen))
+        for batch in reader:
+            frame = batch.to_pandas()
+            frame.columns = [str(c).lstrip("\ufeff").strip() for c in frame.columns]
+            if sep == ";":
+                _decimal_commas_to_numbers(frame)
+            if len(frame) == 0:
+                continue
+            part = dataset_from_frame(frame, str(path), label_column, time_column, names or features)
+            names = names or part.feature_names
+            parts.append(part)
+            kept += len(part.X)
+            while max_rows is not None and kept - len(parts[0].X) >= max_rows:
+                kept -= len(parts.popleft().X)
+    except (pa.ArrowInvalid, ValueError, UnicodeDecodeError, OSError, EOFError) as exc:
+        raise _parse_error(path, "CSV", exc) from None
+    if not parts:
+        raise FedadError(f"{path}: no data rows (only a header)")
+    start = 0 if max_rows is None else max(0, kept - int(max_rows))
+    X = np.concatenate([p.X for p in parts])[start:]
+    y = None if parts[0].y is None else np.concatenate([p.y for p in parts])[start:]
+    t = None if parts[0].time is None else np.concatenate([p.time for p in parts])[start:]
+    return Dataset(X=X, feature_names=list(names or []), y=y, time=t, source=str(path))
 
 
 # ---------------------------------------------------------------------------------------------------- detection

@@ -193,6 +193,7 @@ def summarize(results: Path) -> dict:
         "refused_connections": report.get("refused_connections") or [],
         "flagged": {k: flagged[k] for k in sorted(flagged)}, "malicious": flag_block.get("malicious") or [],
         "flag_scores": flag_scores, "plant": plant.get("nodes", {}), "keyholder": keyholder,
+        "status": report.get("status", "ok"), "error": report.get("error"),
     }
 
 
@@ -328,6 +329,8 @@ def check(args) -> int:
     s = summarize(results)
     print(render(s))
     problems = []
+    if s["status"] != "ok":  # the server writes a report even when the run ends early
+        problems.append(f"the run failed: {s['error']}")
     if args.rounds is not None and len(s["rounds"]) != args.rounds:
         problems.append(f"{len(s['rounds'])} rounds, expected {args.rounds}")
     expected = set(args.clients.split(",")) if args.clients else None

@@ -110,3 +110,20 @@ def coordinate_median(updates: np.ndarray) -> np.ndarray:
     if updates.shape[0] == 0:
         return np.zeros(updates.shape[1] if updates.ndim == 2 else 0, dtype=np.float64)
     return np.median(updates, axis=0)
+
+
+def norm_bounds(norms: Sequence[float], ratio: float) -> np.ndarray:
+    """Each update's norm bound: ``ratio`` x the median norm of the *other* updates (inf when alone or ratio <= 0).
+
+    Against the others' median, one huge update cannot raise its own bound, even among two clients.
+    """
+    n = np.asarray(norms, dtype=np.float64)
+    if n.size < 2 or not ratio > 0:
+        return np.full(n.size, np.inf)
+    return np.array([ratio * float(np.median(np.delete(n, i))) for i in range(n.size)])
+
+
+def clip_to_norm(update: np.ndarray, bound: float) -> np.ndarray:
+    """The update scaled down to L2 norm ``bound`` when it is longer (unchanged otherwise)."""
+    norm = float(np.linalg.norm(update))
+    return update if norm <= bound or norm == 0.0 else update * (bound / norm)

@@ -14,23 +14,25 @@ from pathlib import Path
 import numpy as np
 from flwr.common import EvaluateIns, FitIns, Parameters, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.server import History, Server
-from flwr.server.client_manager import ClientManager, SimpleClientManager
+from flwr.server.client_manager import SimpleClientManager
 from flwr.server.client_proxy import ClientProxy
 
-from fedad.common.federation_spec import FederationSpec
-from fedad.common.federated_stats import (decode_histogram, decode_scaler_stats, encode_scaler_stats,
-                                          global_threshold, metrics_from_counts, N_BINS)
 from fedad.common.crypto.statistics import decode_fixed_point, sum_counts, sum_fixed_point
 from fedad.common.errors import FedadError
+from fedad.common.federated_stats import N_BINS, encode_scaler_stats, global_threshold, metrics_from_counts
+from fedad.common.federation_spec import FederationSpec
 from fedad.common.feature_diff import describe_feature_difference
 from fedad.common.node_names import is_valid_node_name, safe_repr
 from fedad.common.preprocessing import ScalerStats
-from fedad.common.wire import WireError, decode_json, encode_json
+from fedad.common.wire import encode_json
+from fedad.server import validation as check
+from fedad.server.admission import AdmittedClients, drop_connection
 from fedad.server.client_calls import ClientCallFailed, call_clients
 from fedad.server.report import format_round_flags
 from fedad.server.strategies.base import FedadStrategy, client_name
 
 CHECKPOINT_DIR = "checkpoint"
+DIVERGENCE = 4.0  # Paillier: a new global model whose median validation loss rises this many times is refused
 
 
 class FederationFailed(Exception):
@@ -65,20 +67,13 @@ class _ClientManager(SimpleClientManager):
             self.on_leave(client)
 
 
-class _Admitted(SimpleClientManager):
-    """The client manager as strategies see it in a round: only clients whose features were checked."""
-
-    def __init__(self, manager: ClientManager, admitted: set[str]) -> None:
-        super().__init__()
-        self.clients = {cid: c for cid, c in manager.all().items() if cid in admitted}
-
-
 class FedadServer(Server):
     """Runs stats -> R training rounds -> threshold -> test, recording every round in ``out_dir``."""
 
     def __init__(self, *, strategy: FedadStrategy, spec: FederationSpec, out_dir: Path, min_clients: int,
                  wait_timeout: float, resume: bool, log: logging.Logger, gate=None,
-                 features_from: str | None = None) -> None:
+                 features_from: str | None = None, admission_timeout: float = 60.0,
+                 max_examples: int = check.MAX_EXAMPLES) -> None:
         manager = _ClientManager()
         manager.on_leave = self._client_left
         super().__init__(client_manager=manager, strategy=strategy)
@@ -96,6 +91,14 @@ class FedadServer(Server):
         self.current_round = 0
         self.gate = gate  # mutual TLS: a NodeGate (revocations, expiry); every proxy then carries .identity
         self.features_from = features_from  # the node whose features are the federation's (operator's choice)
+        self.asked: set[str] = set()  # Flower cids asked for statistics (an idle one is asked once, then dropped)
+        self.admission_timeout, self.max_examples = float(admission_timeout), int(max_examples)
+        self.declared: dict[str, int] = {}  # training rows each node declared at the statistics phase
+        self.replay = check.ReplayGuard()
+        self.result_rejections: list[dict] = []  # evaluation answers refused (phase, round, client, reason)
+        self.error: str | None = None  # why the run ended early (the report still gets written)
+        self.max_update_bytes = 1 << 30  # set from the model's size once it is built
+        self.median_val_loss: float | None = None  # Paillier: the nodes' median validation loss of the kept model
         self.encrypted = bool(getattr(strategy, "encrypted", False))  # Paillier: sums stay ciphertexts here
         self.blind = bool(getattr(strategy, "plaintext_model", False))  # secure-robust: blind-decrypted aggregates
         strategy.fit_config = self._fit_config
@@ -103,7 +106,10 @@ class FedadServer(Server):
 
     # ---------------------------------------------------------------- configs sent to clients
     def _config(self, phase: str, rnd: int, **extra) -> dict:
-        cfg = {"phase": phase, "round": rnd, "spec": encode_json(self.spec.to_dict()), **extra}
+        spec = self.spec.to_dict()
+        if phase == "stats":  # a node answers with its features and the server says why it is refused, if it is
+            spec["feature_names"] = None
+        cfg = {"phase": phase, "round": rnd, "spec": encode_json(spec), **extra}
         if self.encrypted:
             cfg.update(self.strategy.secure_config())
         if self.scaler_bytes and self.spec.scaling == "global":  # site scaling: nodes use their own statistics
@@ -114,11 +120,37 @@ class FedadServer(Server):
         return self._config("fit", rnd, epochs=self.spec.local_epochs, **getattr(self.strategy, "extra_fit_config", {}))
 
     # ---------------------------------------------------------------- helpers
-    def _wait(self, what: str) -> None:
-        if not self._client_manager.wait_for(self.min_clients, timeout=int(self.wait_timeout)):
-            n = self._client_manager.num_available()
-            raise FederationFailed(f"{what}: only {n} client(s) connected after waiting {self.wait_timeout:.0f} s; "
-                                   f"--min-clients is {self.min_clients}")
+    def _live(self) -> int:
+        """Connected clients that passed admission: only these count toward --min-clients."""
+        return len(AdmittedClients(self._client_manager, self.admitted, self.strategy).all())
+
+    def _wait(self, what: str, timeout: float | None) -> None:
+        """Wait (bounded) until --min-clients admitted nodes are connected, admitting newcomers meanwhile."""
+        deadline = time.monotonic() + self.wait_timeout
+        while True:
+            if self._live() >= self.min_clients:
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                n, idle = self._live(), self._client_manager.num_available() - self._live()
+                raise FederationFailed(f"{what}: only {n} admitted client(s) after waiting {self.wait_timeout:.0f} s "
+                                       f"({idle} other connection(s) never passed admission); --min-clients is "
+                                       f"{self.min_clients}")
+            self._client_manager.wait_for(len(self.asked & set(self._client_manager.all())) + 1,
+                                          timeout=max(1, int(min(left, 5.0))))
+            if self.scaler_bytes:  # the statistics phase is done: newcomers are checked against it
+                self._admit_newcomers(timeout)
+            elif self._unasked():
+                self._stats_phase(timeout)
+
+    def _unasked(self) -> list:
+        return [c for cid, c in self._client_manager.all().items()
+                if cid not in self.asked and self.strategy.names.get(cid) not in self.strategy.excluded]
+
+    @staticmethod
+    def _workers(n: int) -> int:
+        """One thread per client call: an idle node must never hold up an honest one (Flower's default is 6)."""
+        return max(1, n)
 
     def _name(self, proxy: ClientProxy) -> str:
         return self.strategy.names.get(proxy.cid, f"cid-{proxy.cid[:8]}")
@@ -150,29 +182,47 @@ class FedadServer(Server):
 
     # ---------------------------------------------------------------- phases
     def _collect_stats(self, clients, timeout: float | None) -> list[tuple]:
-        """Ask clients for their feature names and scaler statistics; (proxy, name, features, stats) each."""
+        """Ask clients for their feature names and scaler statistics; (proxy, name, features, stats) each.
+
+        A connection that does not answer within the admission timeout is dropped and never counted.
+        """
         # without the feature names: the server decides who matches (and reports it), not each node on its own
         open_spec = encode_json({**self.spec.to_dict(), "feature_names": None})
         ins = FitIns(Parameters(tensors=[], tensor_type=""), self._config("stats", 0, spec=open_spec))
-        results, failures = call_clients("fit", [(c, ins) for c in clients], self.max_workers, timeout, 0)
+        wait = self.admission_timeout if timeout is None else min(timeout, self.admission_timeout)
+        self.asked |= {c.cid for c in clients}
+        results, failures = call_clients("fit", [(c, ins) for c in clients], self._workers(len(clients)), wait, 0)
         self._record_failures("stats", 0, failures)
+        answered = {proxy.cid for proxy, _ in results}
+        for c in clients:
+            if c.cid not in answered:
+                self.log.warning("dropping connection %s: no usable answer to the statistics phase (admission "
+                                 "timeout %.0f s)", c.cid[:8], wait)
+                drop_connection(self._client_manager, c)
         results = self._vet(results, timeout)
         reports = []
         for proxy, res in results:
-            name = client_name(res, proxy)
+            try:
+                name = check.name(res.metrics) or f"cid-{proxy.cid[:8]}"
+            except check.InvalidMessage as exc:
+                self._refuse(proxy, f"cid-{proxy.cid[:8]}", f"malformed statistics: {exc}", timeout)
+                continue
             self.strategy.names[proxy.cid] = name
             try:
-                feats = tuple(decode_json(res.metrics["features"]))
-                if "stats" not in res.metrics and "stats_enc" not in res.metrics:
-                    stats = None  # a node whose columns differ sends only its feature names
-                elif self.encrypted:
+                feats, declared = check.stats_result(res.num_examples, res.metrics, encrypted=self.encrypted,
+                                                     max_blob=1 << 24)
+                declared = check.count(declared, "the declared row count", low=1, high=self.max_examples)
+                if self.encrypted:
                     decode_fixed_point(self.strategy.public_key, res.metrics["stats_enc"], 1 + 2 * len(feats))
                     stats = res.metrics["stats_enc"]
                 else:
-                    stats = decode_scaler_stats(res.metrics["stats"], len(feats))
-            except (KeyError, ValueError) as exc:
+                    stats = check.scaler_stats(res.metrics["stats"], len(feats), max_count=self.max_examples)
+                    if stats.count != declared:
+                        raise check.InvalidMessage(f"declares {declared} rows but its statistics count {stats.count}")
+            except Exception as exc:  # noqa: BLE001 - anything a node sends wrong refuses that node only
                 self._refuse(proxy, name, f"malformed statistics: {exc}", timeout)
                 continue
+            self.declared[name] = declared
             reports.append((proxy, name, feats, stats))
         return reports
 
@@ -183,8 +233,6 @@ class FedadServer(Server):
             if feats != expected:
                 self._refuse(proxy, name, f"its data has {len(feats)} features, the federation's model takes "
                              f"{len(expected)} ({describe_feature_difference(feats, expected)})", timeout)
-            elif stats is None:
-                self._refuse(proxy, name, "it sent no scaler statistics", timeout)
             else:
                 self.admitted.add(proxy.cid)
                 kept.append(stats)
@@ -212,19 +260,15 @@ class FedadServer(Server):
 
     def _stats_phase(self, timeout: float | None) -> None:
         """Federated scaler: the operator's feature set (see ``_schema``), clients send sums instead of rows."""
-        deadline = time.monotonic() + self.wait_timeout
-        while True:
-            reports = self._collect_stats(self._candidates(), timeout)
-            if reports:
-                expected = self._schema(reports)
-                kept = self._admit(reports, expected, timeout)
-                if kept:
-                    break
+        reports = self._collect_stats(self._unasked(), timeout)
+        if not reports:  # every connection so far was refused or silent: wait for others (bounded by --wait-timeout)
+            self.log.warning("no client sent usable statistics yet; waiting for others")
+            return
+        expected = self._schema(reports)
+        kept = self._admit(reports, expected, timeout)
+        if not kept:
             self.log.warning("no node of the statistics phase was admitted; waiting for others")
-            while not self._candidates():
-                if time.monotonic() > deadline:
-                    raise FederationFailed(f"no client sent usable statistics within {self.wait_timeout:.0f} s")
-                time.sleep(0.5)
+            return
         self.spec.feature_names = list(expected)
         if self.encrypted:  # the server only multiplies ciphertexts; clients decrypt the summed statistics
             self.scaler_bytes = sum_fixed_point(self.strategy.public_key, kept, 1 + 2 * len(expected))
@@ -235,14 +279,9 @@ class FedadServer(Server):
         self.log.info("federated scaler from %d clients, %d training rows, %d features", len(kept), self.scaler.count,
                       len(expected))
 
-    def _candidates(self) -> list:
-        """Connected clients not yet admitted nor excluded."""
-        return [c for c in self.strategy.clients(self._client_manager) if c.cid not in self.admitted]
-
     def _admit_newcomers(self, timeout: float | None) -> None:
         """Clients that connected (or reconnected) after the statistics phase get their features checked."""
-        new = [c for cid, c in self._client_manager.all().items()
-               if cid not in self.admitted and self.strategy.names.get(cid) not in self.strategy.excluded]
+        new = self._unasked()
         if new:
             kept = self._admit(self._collect_stats(new, timeout), tuple(self.spec.feature_names), timeout)
             self.log.info("admitted %d newly connected client(s)", len(kept))
@@ -285,6 +324,7 @@ class FedadServer(Server):
         self.log.error("refusing client %s: %s", name, reason)
         ins = FitIns(Parameters(tensors=[], tensor_type=""), {"phase": "refused", "reason": reason})
         call_clients("fit", [(proxy, ins)], 1, 10.0, 0)  # the client exits with the reason; its failure is expected
+        drop_connection(self._client_manager, proxy)
 
     def _initial_weights(self) -> list[np.ndarray]:
         import torch
@@ -295,6 +335,8 @@ class FedadServer(Server):
         torch.manual_seed(self.spec.seed)
         model = build_model(self.spec.model, len(self.spec.feature_names), window=self.spec.window, **self.spec.sizes)
         weights = get_weights(model)
+        # an honest update is the model's float64 size at most (Paillier packs ~7 bytes per value): x2 headroom
+        self.max_update_bytes = 2 * 8 * int(sum(w.size for w in weights)) + (1 << 16)
         if self.encrypted:
             self.strategy.n_values = int(sum(w.size for w in weights))
             try:
@@ -303,75 +345,188 @@ class FedadServer(Server):
                 raise FederationFailed(str(exc)) from None
         return weights
 
+    def _screen_fit(self, rnd: int, results) -> tuple[list, dict[str, str], dict[str, list[int]]]:
+        """Run every training answer through the validation layer (and the strategy's own decoding).
+
+        Returns (answers to aggregate, refused name -> reason, capped name -> [claimed, used]). Counts
+        above what the node declared at the statistics phase are capped; bit-for-bit replays are refused.
+        """
+        good, refused, capped = [], {}, {}
+        for proxy, res in results:
+            name = self.strategy.names.get(proxy.cid, f"cid-{proxy.cid[:8]}")
+            try:
+                reported = check.name(res.metrics)
+                if reported is not None and reported != name:
+                    raise check.InvalidMessage(f"answers as {reported!r} but was admitted as {name!r}")
+                used, claimed = check.fit_result(res.num_examples, res.metrics, declared=self.declared.get(name))
+                check.tensor_bytes(res.parameters.tensors, self.max_update_bytes)
+                why = self.replay.check(name, rnd, res.parameters.tensors)
+                if why:
+                    raise check.InvalidMessage(why)
+                self.strategy.check_result(res)
+            except Exception as exc:  # noqa: BLE001 - anything one node sends wrong refuses that node only
+                refused[name] = str(exc) or type(exc).__name__
+                continue
+            if used != claimed:
+                capped[name] = [claimed, used]
+                res.num_examples = used
+            good.append((proxy, res))
+        return good, refused, capped
+
     def _train_round(self, rnd: int, timeout: float | None) -> dict:
         t0 = time.perf_counter()
-        # only admitted clients train: one that connected after the admission check is checked next round
-        instructions = self.strategy.configure_fit(rnd, self.parameters, _Admitted(self._client_manager, self.admitted))
-        results, failures = call_clients("fit", instructions, self.max_workers, timeout, rnd)
+        view = AdmittedClients(self._client_manager, self.admitted, self.strategy)
+        instructions = self.strategy.configure_fit(rnd, self.parameters, view)
+        results, failures = call_clients("fit", instructions, self._workers(len(instructions)), timeout, rnd)
         failed = self._record_failures("fit", rnd, failures)
         results = self._vet(results, timeout)
-        trained = {client_name(res, proxy) for proxy, res in results}
+        trained = {self._name(proxy) for proxy, _ in results}
         just_failed = set(self.rounds[-1]["failed"]) if self.rounds else set()  # killed mid-fit: named there
         failed += sorted(n for n in self.departed if n not in failed and n not in trained and n not in just_failed)
         self.departed.clear()
+        good, refused, capped = self._screen_fit(rnd, results)
+        previous = (self.parameters, getattr(self.strategy, "total_weight", None))  # Paillier: the kept aggregate
         try:
-            new, _ = self.strategy.aggregate_fit(rnd, results, failures)
+            new, _ = self.strategy.aggregate_fit(rnd, good, failures)
         except FedadError as exc:  # e.g. the key holder refused or is unreachable (secure-robust)
             raise FederationFailed(f"round {rnd}: {exc}") from None
-        rejected = dict(self.strategy.last_rejections)
+        except Exception as exc:  # noqa: BLE001 - a strategy bug must end the run cleanly, with a report
+            self.log.exception("round %d: aggregation failed", rnd)
+            raise FederationFailed(f"round {rnd}: aggregation failed ({type(exc).__name__}: {exc})") from None
+        rejected = {**refused, **dict(self.strategy.last_rejections)}
         for name, why in rejected.items():
             self.log.warning("round %d: rejected update of %s: %s", rnd, name, why)
-        used = len(results) - len(rejected)
+        for name, (claimed, used) in capped.items():
+            self.log.warning("round %d: %s claims %d examples, capped at the %d it declared", rnd, name, claimed, used)
+        used = len(good) - len(self.strategy.last_rejections)
         if new is None or used < self.min_clients:
+            blame = "; ".join(f"{n}: {w}" for n, w in sorted(rejected.items()))
             raise FederationFailed(f"round {rnd}: only {used} usable update(s) from {len(instructions)} client(s) "
-                                   f"({len(failures)} failed), fewer than --min-clients {self.min_clients}")
+                                   f"({len(failures)} failed), fewer than --min-clients {self.min_clients}"
+                                   + (f"; rejected: {blame}" if blame else ""))
+        aggregate_refused = None
+        if not self.encrypted or self.blind:  # a plaintext global model: never send a broken one
+            aggregate_refused = check.aggregate(parameters_to_ndarrays(new),
+                                                [w.shape for w in parameters_to_ndarrays(self.parameters)])
+            if aggregate_refused:
+                self.log.error("round %d: new global model refused (%s); keeping the previous one", rnd,
+                               aggregate_refused)
+                new = self.parameters
         down = {ins_proxy.cid: _payload_bytes(ins.parameters, ins.config) for ins_proxy, ins in instructions}
         per_client = []
+        ok = {proxy.cid for proxy, _ in good}
         for proxy, res in results:
-            name = client_name(res, proxy)
-            m = res.metrics or {}
-            per_client.append({"client": name, "examples": int(res.num_examples),
+            name = self.strategy.names.get(proxy.cid, f"cid-{proxy.cid[:8]}")
+            m = (res.metrics or {}) if proxy.cid in ok else {}
+            per_client.append({"client": name, "examples": int(res.num_examples) if proxy.cid in ok else 0,
                                "train_loss": float(m.get("train_loss", float("nan"))),
                                "seconds": float(m.get("seconds", 0.0)),
-                               "bytes_up": _payload_bytes(res.parameters, m), "bytes_down": down.get(proxy.cid, 0)})
+                               "bytes_up": sum(len(t) for t in res.parameters.tensors)
+                               + (_payload_bytes(None, m) if m else 0),
+                               "bytes_down": down.get(proxy.cid, 0)})
         self.parameters = new
-        loss, _ = self._evaluate_val(rnd, timeout)
-        total = sum(c["examples"] for c in per_client) or 1
+        loss, answers = self._evaluate_val(rnd, timeout)
+        if self.encrypted and not self.blind and aggregate_refused is None:
+            aggregate_refused = self._diverged(answers)
+            if aggregate_refused:  # the server cannot read a Paillier aggregate: the nodes' losses on it can tell
+                self.log.error("round %d: new global model refused (%s); keeping the previous one", rnd,
+                               aggregate_refused)
+                self.parameters, self.strategy.total_weight = previous  # type: ignore[attr-defined]
+                loss = self.rounds[-1]["loss"] if self.rounds else loss
+        counted = [c for c in per_client if c["examples"] > 0 and np.isfinite(c["train_loss"])]
+        total = sum(c["examples"] for c in counted) or 1
         record = {
             "round": rnd, "clients": sorted(c["client"] for c in per_client), "loss": loss,
-            "train_loss": sum(c["train_loss"] * c["examples"] for c in per_client) / total,
+            "train_loss": sum(c["train_loss"] * c["examples"] for c in counted) / total,
             "bytes_up": sum(c["bytes_up"] for c in per_client), "bytes_down": sum(c["bytes_down"] for c in per_client),
             "seconds": time.perf_counter() - t0, "failed": failed, "rejected": rejected, "per_client": per_client,
             "strategy": self.strategy.name,
         }
+        if self.encrypted and not self.blind and self.median_val_loss is not None:
+            record["median_val_loss"] = self.median_val_loss
+        if capped:
+            record["capped_examples"] = capped
+        if getattr(self.strategy, "last_clipped", None):
+            record["clipped"] = dict(self.strategy.last_clipped)
+        if aggregate_refused:
+            record["aggregate_refused"] = aggregate_refused
         if self.strategy.last_client_reports:
             record["flags"] = self.strategy.last_client_reports
             record.update(getattr(self.strategy, "last_summary", {}))
         return record
 
+    def _diverged(self, answers) -> str | None:
+        """Why the nodes' validation losses say the new (unreadable) global model is broken, or None.
+
+        The median of the nodes' losses (one node cannot move it) against the median of the last round's:
+        more than ``DIVERGENCE`` times higher means a node poisoned the encrypted aggregate.
+        """
+        losses = [float(r.loss) for _, r in answers]
+        last = self.rounds[-1].get("median_val_loss") if self.rounds else self.median_val_loss
+        self.median_val_loss = float(np.median(losses)) if losses else None
+        if self.median_val_loss is None or last is None or last <= 0:
+            return None
+        if self.median_val_loss > DIVERGENCE * last:
+            median = self.median_val_loss
+            self.median_val_loss = last  # the kept model's
+            return f"median validation loss {median:.3g} is over {DIVERGENCE:g}x the last round's {last:.3g}"
+        return None
+
+    def _screen_evaluate(self, phase: str, rnd: int, results) -> list[tuple]:
+        """Evaluation answers that pass the validation layer, as (proxy, res, decoded); the others are recorded."""
+        kept = []
+        for proxy, res in results:
+            name = self.strategy.names.get(proxy.cid, f"cid-{proxy.cid[:8]}")
+            # validation and test rows (labelled anomalies included) against the training rows it declared:
+            # a generous bound for crash-proofing; histogram sums vs. declared counts are the threshold's business
+            rows = min(self.max_examples, self.declared.get(name, self.max_examples) * 20 + 10_000)
+            try:
+                decoded = check.evaluate_result(phase, res.loss, res.num_examples, res.metrics, n_bins=N_BINS,
+                                                encrypted=self.encrypted, max_blob=1 << 24, max_rows=rows)
+            except Exception as exc:  # noqa: BLE001 - a malformed answer refuses that answer only
+                self.result_rejections.append({"phase": phase, "round": rnd, "client": name, "reason": str(exc)})
+                self.log.warning("round %d %s: refused the answer of %s: %s", rnd, phase, name, exc)
+                continue
+            kept.append((proxy, res, decoded))
+        return kept
+
     def _evaluate_val(self, rnd: int, timeout: float | None) -> tuple[float | None, list]:
-        instructions = self.strategy.configure_evaluate(rnd, self.parameters,
-                                                        _Admitted(self._client_manager, self.admitted))
-        results, failures = call_clients("evaluate", instructions, self.max_workers, timeout, rnd)
+        view = AdmittedClients(self._client_manager, self.admitted, self.strategy)
+        instructions = self.strategy.configure_evaluate(rnd, self.parameters, view)
+        results, failures = call_clients("evaluate", instructions, self._workers(len(instructions)), timeout, rnd)
         self._record_failures("val", rnd, failures)
         results = self._vet(results, timeout)
-        loss, _ = self.strategy.aggregate_evaluate(rnd, results, failures)
-        return loss, results
+        kept = [(p, r) for p, r, _ in self._screen_evaluate("val", rnd, results)]
+        loss, _ = self.strategy.aggregate_evaluate(rnd, kept, failures)
+        return loss, kept
 
     def _threshold_and_test(self, rnd: int, timeout: float | None) -> tuple[float, dict]:
         self._admit_newcomers(timeout)  # a node that connected after the last round is checked like the others
-        untrusted = self.strategy.untrusted()
-        clients = [c for c in self.strategy.clients(self._client_manager)
-                   if self.strategy.names.get(c.cid) not in untrusted and c.cid in self.admitted]
-        if untrusted:  # a quarantined poisoner could otherwise inflate the threshold with its histogram
-            self.log.info("leaving quarantined client(s) %s out of the threshold and evaluation",
+        # quarantined nodes, and nodes whose update was refused in the last round: a poisoner's histogram
+        # could otherwise move the threshold although none of its updates shaped the model
+        refused_last = set(self.rounds[-1].get("rejected", {})) if self.rounds else set()
+        untrusted = self.strategy.untrusted() | refused_last
+        clients = [c for c in AdmittedClients(self._client_manager, self.admitted, self.strategy).all().values()
+                   if self.strategy.names.get(c.cid) not in untrusted]
+        if untrusted:
+            self.log.info("leaving quarantined or refused client(s) %s out of the threshold and evaluation",
                           ", ".join(sorted(untrusted)))
         ins = EvaluateIns(self.parameters, self._config("threshold", rnd))
-        results, failures = call_clients("evaluate", [(c, ins) for c in clients], self.max_workers, timeout, rnd)
+        results, failures = call_clients("evaluate", [(c, ins) for c in clients], self._workers(len(clients)), timeout,
+                                         rnd)
         self._record_failures("threshold", rnd, failures)
         results = self._vet(results, timeout)
+        answers = self._screen_evaluate("threshold", rnd, results)
         if self.encrypted:  # summed encrypted histogram goes back; each client decrypts it and sets the threshold
-            msgs = [res.metrics["hist_enc"] for _, res in results if "hist_enc" in (res.metrics or {})]
+            msgs = []
+            for proxy, _, d in answers:
+                try:  # a malformed ciphertext message refuses that node's histogram, not the run
+                    sum_counts(self.strategy.public_key, [d["hist_enc"]], self.strategy.max_clients, N_BINS)
+                    msgs.append(d["hist_enc"])
+                except Exception as exc:  # noqa: BLE001
+                    name = self.strategy.names.get(proxy.cid, proxy.cid[:8])
+                    self.result_rejections.append({"phase": "threshold", "round": rnd, "client": name,
+                                                   "reason": f"bad encrypted histogram: {exc}"})
             if not msgs:
                 raise FederationFailed("no client sent validation scores for the threshold")
             hist_sum = sum_counts(self.strategy.public_key, msgs, self.strategy.max_clients, N_BINS)
@@ -386,28 +541,29 @@ class FedadServer(Server):
                 ins = EvaluateIns(self.parameters, self._config("test", rnd, hist_sum_enc=hist_sum))
         else:
             counts = np.zeros(N_BINS, dtype=np.int64)
-            for _, res in results:
-                counts += decode_histogram(res.metrics["hist"])
+            for _, _, d in answers:
+                counts += d["hist"]
             if counts.sum() == 0:
                 raise FederationFailed("no client sent validation scores for the threshold")
             threshold = global_threshold(counts, self.spec.threshold_quantile)
             ins = EvaluateIns(self.parameters, self._config("test", rnd, threshold=threshold))
-        results, failures = call_clients("evaluate", [(c, ins) for c in clients], self.max_workers, timeout, rnd)
+        results, failures = call_clients("evaluate", [(c, ins) for c in clients], self._workers(len(clients)), timeout,
+                                         rnd)
         self._record_failures("test", rnd, failures)
         results = self._vet(results, timeout)
         tp = fp = tn = fn = 0
         pos, neg = np.zeros(N_BINS, np.int64), np.zeros(N_BINS, np.int64)
         per_client, thresholds = {}, []
-        for proxy, res in results:
-            m = res.metrics or {}
-            if "threshold" in m:
-                thresholds.append(float(m["threshold"]))
-            if "tp" not in m:
+        for proxy, res, d in self._screen_evaluate("test", rnd, results):
+            if "threshold" in d:
+                thresholds.append(d["threshold"])
+            if "tp" not in d:
                 continue
-            tp, fp, tn, fn = tp + int(m["tp"]), fp + int(m["fp"]), tn + int(m["tn"]), fn + int(m["fn"])
-            pos += decode_histogram(m["pos_hist"])
-            neg += decode_histogram(m["neg_hist"])
-            per_client[client_name(res, proxy)] = {k: int(m[k]) for k in ("tp", "fp", "tn", "fn")}
+            tp, fp, tn, fn = tp + d["tp"], fp + d["fp"], tn + d["tn"], fn + d["fn"]
+            pos += d["pos_hist"]
+            neg += d["neg_hist"]
+            per_client[self.strategy.names.get(proxy.cid, client_name(res, proxy))] = {
+                k: d[k] for k in ("tp", "fp", "tn", "fn")}
         metrics = metrics_from_counts(tp, fp, tn, fn, pos, neg) if (tp + fp + tn + fn) else {}
         self.score_histograms = (pos, neg)
         metrics["per_client"] = per_client
@@ -429,7 +585,7 @@ class FedadServer(Server):
                  "scaler": None if self.encrypted else self.scaler.to_dict(),
                  "scaler_enc": self.scaler_bytes.hex() if self.encrypted else None,
                  "strategy": self.strategy.state_dict(), "rounds": self.rounds, "refused": self.refused,
-                 "failures": self.failures}
+                 "failures": self.failures, "declared": self.declared}
         _atomic_write(ck / "state.json", json.dumps(state))
 
     def _load_checkpoint(self) -> int:
@@ -445,27 +601,45 @@ class FedadServer(Server):
             self.scaler_bytes = encode_scaler_stats(self.scaler)
         self.strategy.load_state_dict(state["strategy"])
         self.rounds, self.refused, self.failures = state["rounds"], state["refused"], state["failures"]
+        self.declared = {str(k): int(v) for k, v in state.get("declared", {}).items()}
         self.parameters = ndarrays_to_parameters(weights)
+        n_values = getattr(self.strategy, "n_values", None) or int(sum(w.size for w in weights))
+        self.max_update_bytes = 2 * 8 * int(n_values) + (1 << 16)
         return int(state["round"])
 
     # ---------------------------------------------------------------- the run
     def fit(self, num_rounds: int, timeout: float | None) -> tuple[History, float]:
+        """Flower's entry point: never raises, so Flower always stops its gRPC server (no hung process);
+        why a run ended early is kept in ``self.error`` for the report."""
         t_start = time.perf_counter()
+        try:
+            self._run(num_rounds, timeout, t_start)
+        except FederationFailed as exc:
+            self.error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - a bug must still end the run with a report, not a hang
+            self.log.exception("the run failed")
+            self.error = f"internal error: {type(exc).__name__}: {exc}"
+        return History(), time.perf_counter() - t_start
+
+    def _run(self, num_rounds: int, timeout: float | None, t_start: float) -> None:
         start = 1
         if self.resume:
             start = self._load_checkpoint() + 1
             self.log.info("resuming after round %d from %s", start - 1, self.out / CHECKPOINT_DIR)
             _atomic_write(self.out / "rounds.jsonl", "".join(json.dumps(r) + "\n" for r in self.rounds))
-            self._wait("waiting for clients")
+            self._first_admission(timeout)
         else:
             (self.out / "rounds.jsonl").write_text("")
-            self._wait("waiting for clients")
-            self._stats_phase(timeout)
+            self._first_admission(timeout)
             self.parameters = ndarrays_to_parameters(self._initial_weights())
+            if self.encrypted and not self.blind:  # the initial model's losses: round 1's divergence baseline
+                _, answers = self._evaluate_val(0, timeout)
+                losses = [float(r.loss) for _, r in answers]
+                self.median_val_loss = float(np.median(losses)) if losses else None
         for rnd in range(start, num_rounds + 1):
             self.current_round = rnd
-            self._wait(f"round {rnd}")
             self._admit_newcomers(timeout)
+            self._wait(f"round {rnd}", timeout)
             record = self._train_round(rnd, timeout)
             self.rounds.append(record)
             with open(self.out / "rounds.jsonl", "a") as f:
@@ -479,4 +653,15 @@ class FedadServer(Server):
                 self.log.info("%s", flag_line)
         threshold, metrics = self._threshold_and_test(num_rounds, timeout)
         self.result = {"threshold": threshold, "metrics": metrics, "seconds": time.perf_counter() - t_start}
-        return History(), time.perf_counter() - t_start
+
+    def _first_admission(self, timeout: float | None) -> None:
+        """Wait for --min-clients connections, ask them for statistics, then wait until enough are admitted."""
+        if not self._client_manager.wait_for(self.min_clients, timeout=int(self.wait_timeout)):
+            n = self._client_manager.num_available()
+            raise FederationFailed(f"waiting for clients: only {n} client(s) connected after waiting "
+                                   f"{self.wait_timeout:.0f} s; --min-clients is {self.min_clients}")
+        if self.scaler_bytes:  # resumed: the federation's features and scaler come from the checkpoint
+            self._admit_newcomers(timeout)
+        else:
+            self._stats_phase(timeout)
+        self._wait("waiting for clients", timeout)

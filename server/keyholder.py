@@ -100,9 +100,13 @@ class Budget:
     sketch_rows: int = 16
     embedding_blocks: int = 1
     max_aggregate_blocks: int = 512
+    max_rounds: int = 10_000          # run-wide cap on training rounds (the run's declared count is capped by it)
+    min_round_interval: float = 0.0   # seconds that must pass between two rounds' openings
 
     def __post_init__(self) -> None:
-        for name in ("max_clients", "sketch_rows", "max_aggregate_blocks"):
+        if not float(self.min_round_interval) >= 0:
+            raise FedadError("--min-round-interval must be >= 0")
+        for name in ("max_clients", "sketch_rows", "max_aggregate_blocks", "max_rounds"):
             if int(getattr(self, name)) < 1:
                 raise FedadError(f"--{name.replace('_', '-')} must be at least 1")
         if int(self.embedding_blocks) < 0:
@@ -126,7 +130,8 @@ class KeyHolder:
     """
 
     def __init__(self, private_key, budget: Budget = Budget(), audit: Path | None = None,
-                 observer: Callable[[int, str, list[int]], None] | None = None):
+                 observer: Callable[[int, str, list[int]], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
         from fedad.common.crypto.keys import key_fingerprint
 
         self._private_key = private_key
@@ -138,6 +143,10 @@ class KeyHolder:
         self.aggregate_blocks: int | None = None  # fixed by the first round of the session
         self.closed = False
         self.decrypted = 0
+        self.run_rounds: int | None = None  # training rounds the run declared in its first round (then fixed)
+        self.opened = 0
+        self.clock, self.sleep = clock, sleep
+        self.last_open: float | None = None
         self._lock = threading.Lock()
 
     def histogram_blocks(self) -> int:
@@ -177,6 +186,22 @@ class KeyHolder:
         if rnd <= self.last_round:
             raise Refusal("FAILED_PRECONDITION", f"round {rnd} was already opened (last round {self.last_round}); "
                           "rounds must increase")
+        declared = header.get("rounds", self.run_rounds)
+        if declared is not None and (not isinstance(declared, int) or isinstance(declared, bool)
+                                     or not 1 <= declared <= self.budget.max_rounds):
+            raise Refusal("RESOURCE_EXHAUSTED", f"a run of {declared!r} rounds; this key holder serves 1.."
+                          f"{self.budget.max_rounds}")
+        if self.run_rounds is not None and declared != self.run_rounds:
+            raise Refusal("INVALID_ARGUMENT", f"this session's run declared {self.run_rounds} rounds, not {declared}")
+        cap = self.budget.max_rounds if declared is None else declared
+        if (rnd > cap and not final) or rnd > cap + 1 or self.opened >= cap + 1:
+            raise Refusal("RESOURCE_EXHAUSTED", f"round {rnd} is past the run's {cap} rounds (+1 final): "
+                          "this session decrypts nothing more")
+        now = self.clock()
+        if self.last_open is not None and now - self.last_open < self.budget.min_round_interval:
+            # paced, not refused: an honest aggregator's quick round waits; a hammering one gets one round per interval
+            self.sleep(self.budget.min_round_interval - (now - self.last_open))
+            now = self.clock()
         if not isinstance(clients, int) or isinstance(clients, bool) or not 1 <= clients <= self.budget.max_clients:
             raise Refusal("RESOURCE_EXHAUSTED", f"{clients!r} clients asked for; this key holder serves 1.."
                           f"{self.budget.max_clients}")
@@ -198,6 +223,7 @@ class KeyHolder:
             left = {"sketch": clients * self.budget.sketch_rows,
                     "embedding": clients * self.budget.embedding_blocks, "aggregate": blocks}
         self.current, self.last_round, self.closed = RoundState(rnd, final, left), rnd, final
+        self.run_rounds, self.opened, self.last_open = declared, self.opened + 1, now
         return dict(left)
 
     def decrypt(self, header: dict, ciphertexts: list[int]) -> list[int]:
@@ -337,6 +363,12 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--sketch-rows", type=int, default=16, help="sketch rows decrypted per client per round (m)")
     p.add_argument("--embedding-blocks", type=int, default=1, help="embedding blocks per client per round")
     p.add_argument("--max-aggregate-blocks", type=int, default=512, help="most blocks of one round's aggregate")
+    p.add_argument("--max-rounds", type=int, default=1000,
+                   help="run-wide cap on training rounds; the aggregator's declared round count (fixed by its first "
+                   "round) caps them further, plus one final round for the threshold")
+    p.add_argument("--min-round-interval", type=float, default=1.0,
+                   help="seconds between the openings of two rounds: a round asked for sooner is held until then "
+                   "(limits decryptions per minute)")
     p.add_argument("--audit", metavar="FILE", default=None, help="append every request (JSON lines) here")
     p.add_argument("--ready-file", metavar="FILE", default=None, help="write this file once listening (scripts)")
     return p
@@ -351,7 +383,8 @@ def run(args) -> int:
     if not args.insecure and not (args.certificates and args.aggregator_cert):
         raise FedadError("the key holder needs --certificates CA CERT KEY and --aggregator-cert PEM (mutual TLS "
                          "with a pinned aggregator), or --insecure for local tests")
-    budget = Budget(args.max_clients, args.sketch_rows, args.embedding_blocks, args.max_aggregate_blocks)
+    budget = Budget(args.max_clients, args.sketch_rows, args.embedding_blocks, args.max_aggregate_blocks,
+                    args.max_rounds, args.min_round_interval)
     private_key = load_private_key(args.private_key)
     certs, pinned = None, None
     if not args.insecure:

@@ -60,8 +60,10 @@ class KeyHolderClient:
             raise KeyHolderError(f"key holder {self.address} not reachable after {timeout:.0f} s") from None
 
     def begin_round(self, key: str, rnd: int, clients: int, aggregate_blocks: int | None = None,
-                    final: bool = False) -> dict:
+                    final: bool = False, rounds: int | None = None) -> dict:
         header = {"key": key, "round": rnd, "clients": clients, "final": final}
+        if rounds is not None:
+            header["rounds"] = rounds
         if aggregate_blocks is not None:
             header["aggregate_blocks"] = aggregate_blocks
         return self._call(self._begin, frame(header))[0]["budget"]
@@ -93,10 +95,14 @@ class BlindDecryptor:
         self.round, self.kind = 0, "aggregate"
         self.requested: dict[str, int] = {}  # blocks sent to the key holder this round, per kind
         self.seconds = 0.0
+        self.run_rounds: int | None = None  # the run's training rounds, declared to the key holder (it caps them)
 
     def begin_round(self, rnd: int, clients: int, aggregate_blocks: int | None = None, final: bool = False) -> dict:
         self.round, self.requested = int(rnd), {}
-        return self.client.begin_round(self.fingerprint, self.round, clients, aggregate_blocks, final)
+        if self.run_rounds is None:
+            return self.client.begin_round(self.fingerprint, self.round, clients, aggregate_blocks, final)
+        return self.client.begin_round(self.fingerprint, self.round, clients, aggregate_blocks, final,
+                                       rounds=self.run_rounds)
 
     def decrypt_blocks(self, ciphertexts: list[int]) -> list[int]:
         """Plaintexts of ``ciphertexts`` (charged to the current round and ``self.kind``)."""

@@ -39,6 +39,17 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--round-timeout", type=float, default=600.0,
                    help="seconds a client may take per round before it counts as failed")
     p.add_argument("--strategy", default="fedavg", choices=STRATEGIES, help="aggregation strategy")
+    p.add_argument("--max-update-norm-ratio", type=float, default=10.0,
+                   help="fedavg: an update whose L2 norm is over this many times the median norm of the round's "
+                   "other updates is refused (or clipped, --update-norm-action); 0 turns the bound off")
+    p.add_argument("--update-norm-action", default="refuse", choices=("refuse", "clip"),
+                   help="fedavg: what happens to an update over --max-update-norm-ratio")
+    p.add_argument("--admission-timeout", type=float, default=60.0,
+                   help="seconds a new connection has to answer the statistics phase; one that does not is "
+                   "dropped and never counts toward --min-clients")
+    p.add_argument("--max-examples", type=int, default=100_000_000,
+                   help="plant-wide cap on the training rows one node may declare (its sample count in every "
+                   "round is also capped by what it declared)")
     p.add_argument("--malicious", nargs="*", default=[], metavar="NAME",
                    help="security testing: names of the clients known to be poisoned; the flag report then "
                    "adds flag precision and recall per round")
@@ -135,6 +146,7 @@ def build_strategy(args):
         public_key = load_public_key(args.public_key)
         certs = read_certificates(*args.keyholder_certificates) if args.keyholder_certificates else None
         decryptor = BlindDecryptor(public_key, KeyHolderClient(args.keyholder, certs))
+        decryptor.run_rounds = args.rounds  # the key holder opens no more than these (+1 final) for this run
         return SecureRobust(public_key=public_key, decryptor=decryptor, sketch_rows=args.sketch_rows,
                             bits=args.paillier_bits, clip=args.update_clip, malicious=tuple(args.malicious),
                             quarantine_after=args.quarantine_after, flag_config=FlagConfig(z_threshold=args.flag_z),
@@ -150,7 +162,8 @@ def build_strategy(args):
                    flag_config=FlagConfig(z_threshold=args.flag_z), fit_config=noop, evaluate_config=noop)
     from fedad.server.strategies.fedavg import FedAvg
 
-    return FedAvg(fit_config=noop, evaluate_config=noop)
+    return FedAvg(max_update_norm_ratio=args.max_update_norm_ratio, norm_action=args.update_norm_action,
+                  fit_config=noop, evaluate_config=noop)
 
 
 def check_args(args) -> None:
@@ -167,6 +180,8 @@ def check_args(args) -> None:
         raise FedadError(f"--lr must be positive (got {args.lr})")
     if args.min_clients < 1:
         raise FedadError("--min-clients must be at least 1")
+    if args.max_update_norm_ratio < 0 or not args.admission_timeout > 0 or args.max_examples < 1:
+        raise FedadError("--max-update-norm-ratio must be >= 0, --admission-timeout > 0, --max-examples >= 1")
     if not 0 < args.threshold_quantile < 1:
         raise FedadError("--threshold-quantile must be between 0 and 1")
     if args.strategy in ("paillier", "secure-robust"):
@@ -204,6 +219,7 @@ def check_args(args) -> None:
 def save_model(out: Path, spec, scaler, weights, threshold: float) -> Path:
     """The global model as a fedad model directory (detector.json + model.pt)."""
     import torch
+
     from fedad.common.detector import AutoencoderDetector
     from fedad.common.models.registry import build_model
     from fedad.common.preprocessing import Preprocessor
@@ -237,10 +253,11 @@ def run(args) -> int:
         log.info("waiting for the key holder at %s", args.keyholder)
         strategy.decryptor.client.wait_ready(args.wait_timeout)
     import numpy as np
+    from flwr.common import parameters_to_ndarrays
+
     from fedad.server import report as rep
     from fedad.server.federation import FedadServer, FederationFailed
-    from fedad.server.transport import configure_flower_logging, read_certificates, serve
-    from flwr.common import parameters_to_ndarrays
+    from fedad.server.transport import configure_flower_logging, max_message_bytes, read_certificates, serve
 
     configure_flower_logging("server")
     certs = read_certificates(*args.certificates) if args.certificates else None
@@ -258,20 +275,28 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     server = FedadServer(strategy=strategy, spec=spec, out_dir=out, min_clients=args.min_clients,
                          wait_timeout=args.wait_timeout, resume=args.resume, log=log, gate=gate,
-                         features_from=args.features_from)
+                         features_from=args.features_from, admission_timeout=args.admission_timeout,
+                         max_examples=args.max_examples)
     log.info("listening on %s (TLS %s), strategy %s, model %s, %d rounds, waiting for %d clients", args.address,
              "on, client certificates required" if certs else "off", args.strategy, args.model, args.rounds,
              args.min_clients)
     t0 = time.perf_counter()
+    limit = max_message_bytes(args.model, server.spec.window, server.spec.sizes)
     try:
-        serve(args.address, server, args.rounds, args.round_timeout, certs, client_ca=client_ca, gate=gate)
+        serve(args.address, server, args.rounds, args.round_timeout, certs, client_ca=client_ca, gate=gate,
+              max_message_length=limit)
     except FederationFailed as exc:
-        log.error("run failed: %s", exc)
-        print(f"fedad-server: error: {exc}", file=sys.stderr)
-        return 1
+        server.error = str(exc)
     res = server.result
-    if not res:
-        print("fedad-server: error: the run ended before its last round", file=sys.stderr)
+    if server.error or not res:
+        error = server.error or "the run ended before its last round"
+        log.error("run failed: %s", error)
+        print(f"fedad-server: error: {error}", file=sys.stderr)
+        rep.write_report(out, {"strategy": args.strategy, "model": args.model, "status": "failed", "error": error,
+                               "rounds": [rep.round_summary(r) for r in server.rounds], "refused": server.refused,
+                               "refused_connections": gate.refusals if gate is not None else [],
+                               "failures": server.failures, "rejected_results": server.result_rejections,
+                               "seconds": time.perf_counter() - t0})
         return 1
     model_dir = None
     if not server.encrypted or server.blind:  # under paillier the plaintext model exists only on the clients
@@ -289,7 +314,8 @@ def run(args) -> int:
         "baselines": {"centralized": None, "local_only": None},
         "rounds": [rep.round_summary(r) for r in server.rounds], "refused": server.refused,
         "refused_connections": gate.refusals if gate is not None else [],
-        "failures": server.failures, "seconds": time.perf_counter() - t0, "model_dir": None if model_dir is None else str(model_dir),
+        "failures": server.failures, "rejected_results": server.result_rejections, "status": "ok",
+        "seconds": time.perf_counter() - t0, "model_dir": None if model_dir is None else str(model_dir),
     }
     flag_rows = rep.write_flag_report(out, server.rounds)
     if flag_rows:

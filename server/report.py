@@ -10,10 +10,13 @@ import numpy as np
 METRIC_KEYS = ("precision", "recall", "f1", "roc_auc", "far", "mar")
 
 
+ROUND_KEYS = ("round", "clients", "loss", "train_loss", "bytes_up", "bytes_down", "seconds", "failed", "rejected")
+ROUND_EXTRAS = ("capped_examples", "clipped", "aggregate_refused")  # only in rounds where they happened
+
+
 def round_summary(record: dict) -> dict:
     """The per-round fields report.json promises."""
-    return {k: record.get(k) for k in ("round", "clients", "loss", "train_loss", "bytes_up", "bytes_down", "seconds",
-                                       "failed", "rejected")}
+    return {**{k: record.get(k) for k in ROUND_KEYS}, **{k: record[k] for k in ROUND_EXTRAS if k in record}}
 
 
 def write_report(out: Path, report: dict) -> Path:

@@ -28,7 +28,9 @@ os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
 
 import grpc  # noqa: E402
 
-GRPC_MAX_MESSAGE_LENGTH = 1_073_741_824  # 1 GiB, the same on both sides
+GRPC_MAX_MESSAGE_LENGTH = 1_073_741_824  # 1 GiB: what a client accepts (a server's messages are its model)
+MESSAGE_HEADROOM = 4         # the server accepts 4x a float64 model at the most features a node may declare
+MESSAGE_BASE = 8 << 20       # plus 8 MiB for metrics, statistics and encrypted histograms
 
 
 class _DropNoise(logging.Filter):
@@ -230,6 +232,21 @@ def use_client_certificate(certificate_chain: bytes, private_key: bytes) -> None
     from flwr.compat.client.grpc_client import connection
 
     connection.create_channel = _client_channel_factory(certificate_chain, private_key)
+
+
+def max_message_bytes(model: str, window: int, sizes: dict, n_features: int | None = None) -> int:
+    """The server's gRPC receive limit: derived from the model's size, not Flower's 2 GB.
+
+    The feature count is not known before the statistics phase, so the model is sized at
+    ``validation.MAX_FEATURES`` (the most a node may declare); Paillier packs ~7 bytes per value, less
+    than the float64 size counted here.
+    """
+    from fedad.common.models.registry import build_model
+    from fedad.server.validation import MAX_FEATURES
+
+    net = build_model(model, n_features or MAX_FEATURES, window=window, **sizes)
+    n_values = sum(p.numel() for p in net.state_dict().values())
+    return int(MESSAGE_BASE + MESSAGE_HEADROOM * 8 * n_values)
 
 
 class ServerUnreachable(Exception):

@@ -261,3 +261,22 @@ def test_real_ton_iot(datasets_dir):
         assert not pd.isna(data.time).any()
         total, attacks = total + rows, attacks + int(data.y.sum())
     assert total == 261_119 and abs(attacks / total - 0.5979) < 1e-3
+
+
+def test_large_csv_is_read_in_blocks_with_the_same_result(tmp_path, monkeypatch):
+    """Above CHUNKED_CSV_BYTES a CSV is parsed block by block (bounded memory); max_rows keeps the newest rows."""
+    import fedad.common.data as data_module
+    from fedad.common.synth import write_plant
+
+    write_plant(tmp_path, nodes=1, records=20_000, seed=2, formats=("csv",))
+    path = tmp_path / "node_01.csv"
+    whole = data_module.load_dataset(path)
+    monkeypatch.setattr(data_module, "CHUNKED_CSV_BYTES", 64 << 10)
+    monkeypatch.setattr(data_module, "CSV_BLOCK_BYTES", 64 << 10)  # many blocks
+    blocks = data_module.load_dataset(path)
+    assert blocks.feature_names == whole.feature_names
+    assert np.array_equal(blocks.X, whole.X, equal_nan=True) and np.array_equal(blocks.y, whole.y)
+    newest = data_module.load_dataset(path, max_rows=777)
+    assert np.array_equal(newest.X, whole.X[-777:], equal_nan=True) and np.array_equal(newest.y, whole.y[-777:])
+    monkeypatch.setattr(data_module, "CHUNKED_CSV_BYTES", 1 << 40)  # small files: read whole, then trimmed
+    assert np.array_equal(data_module.load_dataset(path, max_rows=777).X, newest.X, equal_nan=True)

@@ -194,3 +194,18 @@ def unpack(blocks: list[int], layout: SlotLayout, count: int) -> np.ndarray:
     if values[count:].any():
         raise PackingError("padding slots are non-zero: wrong key or a corrupted aggregate")
     return values[:count].astype(np.uint64)
+
+
+def unpack_lenient(blocks: list[int], layout: SlotLayout, count: int) -> np.ndarray:
+    """The first ``count`` slot values of decrypted blocks, for the side that decodes an aggregate.
+
+    Peers prove nothing about their plaintexts: a block wider than its slots is cut to them and padding
+    slots are ignored, so an out-of-range contribution spoils values (which the caller clamps) but
+    never the whole aggregate. The block count must still match.
+    """
+    used_bits = layout.slots_per_block * layout.slot_bits
+    mask = (1 << used_bits) - 1
+    n = len(blocks)
+    if n != layout.blocks_for(int(count)):
+        raise PackingError(f"{count} values need {layout.blocks_for(int(count))} blocks, got {n}")
+    return unpack([int(b) & mask for b in blocks], layout, n * layout.slots_per_block)[:int(count)]

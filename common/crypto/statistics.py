@@ -18,7 +18,7 @@ from fedad.common.crypto.decryptor import Decryptor
 from fedad.common.crypto.encryption import encrypt_blocks, weighted_sum
 from fedad.common.crypto.exceptions import KeyMismatchError, LayoutMismatchError, MessageFormatError
 from fedad.common.crypto.keys import key_fingerprint
-from fedad.common.crypto.packing import SlotLayout, pack, unpack
+from fedad.common.crypto.packing import SlotLayout, pack, unpack, unpack_lenient
 
 FIXED_POINT_BITS = 24
 COUNT_BITS = 32
@@ -100,8 +100,12 @@ def sum_counts(public_key, messages: Sequence[bytes], max_clients: int, count: i
     return encode_message(public_key, weighted_sum(public_key, cts, [1] * len(cts), layout.max_sum), layout, count)
 
 
-def decrypt_counts(decryptor: Decryptor, data: bytes, max_clients: int, count: int) -> np.ndarray:
-    """Summed counts from a packed count message."""
+def decrypt_counts(decryptor: Decryptor, data: bytes, max_clients: int, count: int,
+                   lenient: bool = False) -> np.ndarray:
+    """Summed counts from a packed count message (``lenient``: out-of-range contributions cut, not fatal)."""
     layout = counts_layout(decryptor.public_key, max_clients)
     cts, _, _ = decode_message(decryptor.public_key, data, expected_layout=layout, expected_count=count)
-    return unpack(decryptor.decrypt_blocks(cts), layout, count).astype(np.int64)
+    plain = decryptor.decrypt_blocks(cts)
+    if lenient:
+        return unpack_lenient(plain, layout, count).astype(np.int64)
+    return unpack(plain, layout, count).astype(np.int64)

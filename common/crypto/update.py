@@ -16,7 +16,7 @@ from fedad.common.crypto.codec import decode_message, encode_message
 from fedad.common.crypto.decryptor import Decryptor
 from fedad.common.crypto.encryption import encrypt_blocks
 from fedad.common.crypto.exceptions import PackingError
-from fedad.common.crypto.packing import SlotLayout, dequantize_mean, pack, quantize, unpack
+from fedad.common.crypto.packing import SlotLayout, dequantize_mean, pack, quantize, unpack, unpack_lenient
 
 
 def slot_layout(public_key, bits: int, max_sum: int) -> SlotLayout:
@@ -72,10 +72,11 @@ def encrypt_update(public_key, arrays: Sequence[np.ndarray], clip: float, bits: 
 
 def decrypt_mean(decryptor: Decryptor, aggregate: bytes | Sequence[int], total_weight: int,
                  shapes: Sequence[tuple[int, ...]], clip: float, bits: int, *,
-                 layout: SlotLayout | None = None, dtype=np.float32) -> list[np.ndarray]:
+                 layout: SlotLayout | None = None, dtype=np.float32, lenient: bool = False) -> list[np.ndarray]:
     """Weighted mean arrays from an encrypted aggregate (message bytes, or ciphertext blocks + ``layout``).
 
-    ``total_weight`` is W = sum of the integer weights the server applied.
+    ``total_weight`` is W = sum of the integer weights the server applied. ``lenient``: out-of-range
+    contributions are cut to their slots and the mean clamped to [-clip, clip] instead of raising.
     """
     count = sum(int(np.prod(s, dtype=np.int64)) for s in shapes)
     if isinstance(aggregate, (bytes, bytearray, memoryview)):
@@ -89,5 +90,9 @@ def decrypt_mean(decryptor: Decryptor, aggregate: bytes | Sequence[int], total_w
         raise PackingError(f"aggregate packs {layout.bits}-bit values but bits={bits}")
     if not 1 <= int(total_weight) <= layout.max_sum:
         raise PackingError(f"total weight {total_weight} is outside 1..{layout.max_sum} (the layout's headroom)")
+    if lenient:
+        slot_sums = unpack_lenient(decryptor.decrypt_blocks(list(ciphertexts)), layout, count)
+        mean = np.clip(dequantize_mean(slot_sums, total_weight, clip, bits), -float(clip), float(clip))
+        return split_vector(mean, shapes, dtype)
     slot_sums = unpack(decryptor.decrypt_blocks(list(ciphertexts)), layout, count)
     return split_vector(dequantize_mean(slot_sums, total_weight, clip, bits), shapes, dtype)

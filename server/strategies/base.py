@@ -8,13 +8,22 @@ from abc import abstractmethod
 from collections.abc import Callable
 
 import numpy as np
-from flwr.common import (EvaluateIns, EvaluateRes, FitIns, FitRes, Parameters, Scalar, ndarrays_to_parameters,
-                         parameters_to_ndarrays)
+from flwr.common import (
+    EvaluateIns,
+    EvaluateRes,
+    FitIns,
+    FitRes,
+    Parameters,
+    Scalar,
+    ndarrays_to_parameters,
+    parameters_to_ndarrays,
+)
 from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import Strategy
 
 from fedad.common.node_names import is_valid_node_name
+from fedad.server import validation as check
 from fedad.server.aggregation import validate_update
 
 ConfigFn = Callable[[int], dict[str, Scalar]]
@@ -43,6 +52,7 @@ class FedadStrategy(Strategy):
         self.names: dict[str, str] = {}   # Flower cid -> client name, learned from results
         self.global_weights: list[np.ndarray] | None = None
         self.last_rejections: dict[str, str] = {}
+        self.last_clipped: dict[str, str] = {}
         self.last_client_reports: dict[str, dict] = {}
 
     def __repr__(self) -> str:
@@ -81,9 +91,13 @@ class FedadStrategy(Strategy):
             accepted.append((name, weights, int(res.num_examples), dict(res.metrics or {})))
         return accepted
 
+    def check_result(self, res: FitRes) -> None:
+        """Raise when one training answer cannot be aggregated (the server refuses that answer only)."""
+        check.tensors(parameters_to_ndarrays(res.parameters), [w.shape for w in self.global_weights or []])
+
     def aggregate_fit(self, server_round: int, results, failures) -> tuple[Parameters | None, dict[str, Scalar]]:
         accepted = self.accept(results)
-        self.last_client_reports = {}
+        self.last_client_reports, self.last_clipped = {}, {}
         if not accepted:
             return None, {}
         new = self.aggregate_updates(server_round, accepted)

@@ -60,6 +60,15 @@ class PaillierFedAvg(FedadStrategy):
         ins = FitIns(parameters, self.fit_config(server_round))
         return [(c, ins) for c in clients]
 
+    def check_result(self, res) -> None:
+        """Raise when an answer is not one well-formed encrypted message of this round's layout."""
+        layout = slot_layout(self.public_key, self.bits, self.max_weight * self.max_clients)
+        try:
+            decode_message(self.public_key, message_from_parameters(res.parameters), expected_layout=layout,
+                           expected_count=self.n_values)
+        except Exception as exc:  # noqa: BLE001 - the same reason aggregate_fit would give
+            raise ValueError(f"bad encrypted update: {exc}") from None
+
     def aggregate_fit(self, server_round: int, results, failures) -> tuple[Parameters | None, dict[str, Scalar]]:
         layout = slot_layout(self.public_key, self.bits, self.max_weight * self.max_clients)
         self.last_rejections, self.last_client_reports = {}, {}

@@ -38,6 +38,13 @@ class RobustStrategy(FedadStrategy):
         """Trust weighting needs each client's mean latent embedding under the global encoder."""
         return {"want_embedding": True} if self.mode in ("trust", "robust") else {}
 
+    def check_result(self, res) -> None:
+        """Raise when the update's tensors or the embedding are malformed."""
+        super().check_result(res)
+        emb = (res.metrics or {}).get("embedding")
+        if emb is not None:
+            decode_array(emb)
+
     def aggregate_fit(self, server_round: int, results, failures) -> tuple[Parameters | None, dict[str, Scalar]]:
         shapes = [w.shape for w in self.global_weights]
         dim = int(sum(np.prod(s) for s in shapes))

@@ -93,6 +93,13 @@ class SecureRobust(RobustStrategy):
             raise ValueError(f"the embedding spans {len(emb_cts)} blocks, at most 1 is accepted")
         return cts, (emb_cts[0], count)
 
+    def check_result(self, res) -> None:
+        """Raise when an answer's update or embedding ciphertexts are malformed."""
+        try:
+            self._decode(res, self.layout)
+        except Exception as exc:  # noqa: BLE001 - the same reason aggregate_fit would give
+            raise ValueError(f"bad encrypted update: {exc}") from None
+
     def aggregate_fit(self, server_round: int, results, failures) -> tuple[Parameters | None, dict[str, Scalar]]:
         t0 = time.perf_counter()
         layout = self.layout
