@@ -24,6 +24,7 @@ from fedad.common.crypto.statistics import decode_fixed_point, sum_counts, sum_f
 from fedad.common.errors import FedadError
 from fedad.common.preprocessing import ScalerStats
 from fedad.common.wire import WireError, decode_json, encode_json
+from fedad.server.convergence import StopRule, stop_reason
 from fedad.server.strategies.base import FedadStrategy, client_name
 
 CHECKPOINT_DIR = "checkpoint"
@@ -51,11 +52,12 @@ class FedadServer(Server):
     """Runs stats -> R training rounds -> threshold -> test, recording every round in ``out_dir``."""
 
     def __init__(self, *, strategy: FedadStrategy, spec: FederationSpec, out_dir: Path, min_clients: int,
-                 wait_timeout: float, resume: bool, log: logging.Logger) -> None:
+                 wait_timeout: float, resume: bool, log: logging.Logger, stop_rule: StopRule | None = None) -> None:
         super().__init__(client_manager=SimpleClientManager(), strategy=strategy)
         self.strategy: FedadStrategy = strategy
         self.spec, self.out, self.min_clients = spec, Path(out_dir), min_clients
         self.wait_timeout, self.resume, self.log = wait_timeout, resume, log
+        self.stop_rule = stop_rule  # --rounds auto; None: exactly the rounds Flower asks for
         self.scaler: ScalerStats | None = None
         self.scaler_bytes = b""
         self.rounds: list[dict] = []
@@ -337,7 +339,13 @@ class FedadServer(Server):
             self._wait("waiting for clients")
             self._stats_phase(timeout)
             self.parameters = ndarrays_to_parameters(self._initial_weights())
+        last, reason = start - 1, None
+        lowest: tuple[int, float, Parameters] | None = None  # --rounds auto: the model of the lowest loss
         for rnd in range(start, num_rounds + 1):
+            if self.stop_rule is not None:
+                reason = stop_reason([r["loss"] for r in self.rounds], self.stop_rule)
+                if reason:
+                    break
             self._wait(f"round {rnd}")
             self._admit_newcomers(timeout)
             record = self._train_round(rnd, timeout)
@@ -345,9 +353,26 @@ class FedadServer(Server):
             with open(self.out / "rounds.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
             self._save_checkpoint(rnd)
-            self.log.info("round %d/%d: %d clients, val loss %.5f, train loss %.5f, %.2f s, %.1f kB up", rnd,
-                          num_rounds, len(record["clients"]), record["loss"] or float("nan"), record["train_loss"],
-                          record["seconds"], record["bytes_up"] / 1e3)
-        threshold, metrics = self._threshold_and_test(num_rounds, timeout)
-        self.result = {"threshold": threshold, "metrics": metrics, "seconds": time.perf_counter() - t_start}
+            last = rnd
+            if self.stop_rule is not None and record["loss"] is not None and (
+                    lowest is None or record["loss"] < lowest[1]):
+                lowest = (rnd, record["loss"], self.parameters)
+            self.log.info("round %d/%s: %d clients, val loss %.5f, train loss %.5f, %.2f s, %.1f kB up", rnd,
+                          f"<={num_rounds}" if self.stop_rule else num_rounds, len(record["clients"]),
+                          record["loss"] or float("nan"), record["train_loss"], record["seconds"],
+                          record["bytes_up"] / 1e3)
+        if self.stop_rule is not None:
+            reason = reason or stop_reason([r["loss"] for r in self.rounds], self.stop_rule) or (
+                f"reached the cap of {num_rounds} rounds")
+            self.log.info("stopped after round %d: %s", last, reason)
+            if lowest is not None and lowest[0] != last:
+                self.parameters = lowest[2]
+                self.log.info("using the global model of round %d (lowest validation loss %.5g)", *lowest[:2])
+        convergence = {"rounds_run": last, "rule": "auto" if self.stop_rule else "fixed",
+                       "stop_reason": reason or f"fixed number of rounds ({num_rounds})",
+                       "model_round": lowest[0] if lowest is not None else last,
+                       **(self.stop_rule.to_dict() if self.stop_rule else {})}
+        threshold, metrics = self._threshold_and_test(last, timeout)
+        self.result = {"threshold": threshold, "metrics": metrics, "seconds": time.perf_counter() - t_start,
+                       "convergence": convergence}
         return History(), time.perf_counter() - t_start
