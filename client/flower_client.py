@@ -147,7 +147,7 @@ class FedadClient(flwr.client.NumPyClient):
             return float(np.mean(scores)), len(scores), m
         if phase == "test":
             split = self.site.split
-            scores = self.site.record_scores(weights, split.test)
+            scores = self.site.record_scores(weights, split.test) if len(split.test) else np.zeros(0)
             if "hist_sum_enc" in config:  # Paillier: the threshold comes from the decrypted summed histogram
                 counts = self.secure.decrypt_histogram(config["hist_sum_enc"], config, N_BINS)
                 t = global_threshold(counts, self.site.spec.threshold_quantile)
@@ -163,6 +163,6 @@ class FedadClient(flwr.client.NumPyClient):
             self.log.info("evaluated %d test rows at threshold %.4g: %d alarms", len(scores), t, int(pred.sum()))
             if self.model_out:
                 self.log.info("saved this node's model to %s", self.site.save_model(self.model_out, weights, t))
-            return float(np.mean(scores)), len(scores), m
+            return float(np.mean(scores)) if len(scores) else 0.0, len(scores), m
         loss = self.site.val_loss(weights)
         return loss, len(self.site.val_samples), {"name": self.name}
