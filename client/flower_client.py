@@ -8,7 +8,8 @@ import time
 import flwr
 import numpy as np
 
-from fedad.client.site import FederationSpec, Site
+from fedad.client.site import Site
+from fedad.common.federation_spec import FederationSpec
 from fedad.common.errors import FedadError
 from fedad.common.federated_stats import (N_BINS, decode_scaler_stats, encode_histogram, encode_scaler_stats,
                                           global_threshold, histogram)

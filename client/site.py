@@ -5,43 +5,17 @@ Raw records stay in this object; what it returns are weights, counts, sums and h
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fedad.common.errors import FedadError
+from fedad.common.federation_spec import FederationSpec
 from fedad.common.preprocessing import Preprocessor, ScalerStats, sliding_windows, window_scores_to_records
 from fedad.common.split import Split, split_site
 
 if TYPE_CHECKING:
     from fedad.common.data import Dataset
-
-
-@dataclass
-class FederationSpec:
-    """Everything a client needs to take part; the server sends it with every instruction."""
-
-    model: str = "dense"
-    window: int = 1
-    sizes: dict = field(default_factory=dict)
-    preprocessing: dict = field(default_factory=dict)
-    feature_names: list[str] | None = None
-    local_epochs: int = 2
-    batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 1e-5
-    seed: int = 0
-    threshold_quantile: float = 0.99
-    scaling: str = "site"  # "site": each node standardises with its own statistics; "global": merged statistics
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "FederationSpec":
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
 
 
 class Site:

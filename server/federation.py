@@ -17,7 +17,7 @@ from flwr.server import History, Server
 from flwr.server.client_manager import SimpleClientManager
 from flwr.server.server import evaluate_clients, fit_clients
 
-from fedad.client.site import FederationSpec
+from fedad.common.federation_spec import FederationSpec
 from fedad.common.federated_stats import (decode_histogram, decode_scaler_stats, encode_scaler_stats,
                                           global_threshold, metrics_from_counts, N_BINS)
 from fedad.common.crypto.statistics import decode_fixed_point, sum_counts, sum_fixed_point

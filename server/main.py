@@ -105,7 +105,7 @@ def build_parser() -> ArgumentParser:
 
 
 def build_spec(args):
-    from fedad.client.site import FederationSpec
+    from fedad.common.federation_spec import FederationSpec
     from fedad.common.models.registry import default_window
 
     window = args.window or default_window(args.model)
@@ -124,8 +124,8 @@ def build_strategy(args):
                               clip=args.paillier_clip, fit_config=noop, evaluate_config=noop)
     if args.strategy == "secure-robust":
         from fedad.common.crypto.keys import load_public_key
+        from fedad.server.defence.config import FlagConfig
         from fedad.server.keyholder_client import BlindDecryptor, KeyHolderClient
-        from fedad.server.robust import FlagConfig
         from fedad.server.strategies.secure_robust import SecureRobust
         from fedad.server.transport import read_certificates
 
@@ -137,7 +137,7 @@ def build_strategy(args):
                             quarantine_after=args.quarantine_after, flag_config=FlagConfig(z_threshold=args.flag_z),
                             fit_config=noop, evaluate_config=noop)
     if args.strategy in ("trust", "flag", "robust"):
-        from fedad.server.robust import FlagConfig
+        from fedad.server.defence.config import FlagConfig
         from fedad.server.strategies.flag import Flag
         from fedad.server.strategies.robust import Robust
         from fedad.server.strategies.trust import Trust
@@ -185,7 +185,6 @@ def check_args(args) -> None:
 def save_model(out: Path, spec, scaler, weights, threshold: float) -> Path:
     """The global model as a fedad model directory (detector.json + model.pt)."""
     import torch
-
     from fedad.common.detector import AutoencoderDetector
     from fedad.common.models.registry import build_model
     from fedad.common.preprocessing import Preprocessor
@@ -215,11 +214,10 @@ def run(args) -> int:
         log.info("waiting for the key holder at %s", args.keyholder)
         strategy.decryptor.client.wait_ready(args.wait_timeout)
     import numpy as np
-    from flwr.common import parameters_to_ndarrays
-
     from fedad.server import report as rep
-    from fedad.server.federation import FederationFailed, FedadServer
+    from fedad.server.federation import FedadServer, FederationFailed
     from fedad.server.transport import configure_flower_logging, read_certificates, serve
+    from flwr.common import parameters_to_ndarrays
 
     configure_flower_logging("server")
     certs = read_certificates(*args.certificates) if args.certificates else None
