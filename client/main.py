@@ -113,8 +113,8 @@ def run(args) -> int:
     log.info("loaded %d rows x %d features from %s (device %s); connecting to %s", len(data.X), data.X.shape[1],
              args.data, site.device, args.server)
     log.info("%d training, %d validation and %d test rows (%s, %s)", len(site.split.train), len(site.split.val),
-             len(site.split.test), f"test set {args.test_data}" if test_data is not None else "test set: tail of --data",
-             "labelled" if site.split.test_labels is not None else "unlabelled")
+             len(site.split.test), f"test set {args.test_data}" if test_data is not None
+             else "test set: tail of --data", "labelled" if site.split.test_labels is not None else "unlabelled")
     secure = None
     if args.public_key:
         from fedad.client.secure import PublicKeyClient

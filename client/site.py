@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 class Site:
     """A client's data and model, driven phase by phase by the server's instructions."""
 
-    def __init__(self, data: "Dataset", device: str = "cpu", val_fraction: float = 0.2,
-                 test_fraction: float | None = None, test_data: "Dataset | None" = None):
+    def __init__(self, data: Dataset, device: str = "cpu", val_fraction: float = 0.2,
+                 test_fraction: float | None = None, test_data: Dataset | None = None) -> None:
         """Split ``data`` into training, validation (``val_fraction`` of the normal fitting rows) and test rows
         (the last ``test_fraction``, default 0.2); with ``test_data`` that file is the test set and all of
         ``data`` fits the model."""

@@ -67,11 +67,15 @@ def local_only(datasets, spec, epochs: int) -> dict:
     """Each site alone: its own model (``epochs`` epochs) and threshold on its own validation rows; predictions
     pooled over all test parts."""
     t0 = time.perf_counter()
-    scores, preds, ys = [], [], []
+    scores: list[np.ndarray] = []
+    preds: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
     for d in datasets:
         s = split_site(d.X, d.y)
         det = _detector(spec, epochs).fit(s.train, X_val=s.val)
         sc = det.decision_function(s.test)
-        scores.append(sc), preds.append((sc > det.threshold_).astype(int)), ys.append(s.test_labels)
+        scores.append(sc)
+        preds.append((sc > det.threshold_).astype(int))
+        ys.append(s.test_labels if s.test_labels is not None else np.zeros(len(sc), dtype=np.int8))
     m = detection_metrics(np.concatenate(ys), np.concatenate(scores), np.concatenate(preds))
     return {**{k: m[k] for k in KEYS}, "epochs": epochs, "seconds": time.perf_counter() - t0}

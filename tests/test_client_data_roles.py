@@ -5,11 +5,11 @@ import json
 
 import numpy as np
 import pytest
+from procs import finish, free_port, start_client, start_server
 
 from fedad.client.site import Site
 from fedad.common.data import Dataset
 from fedad.common.errors import FedadError
-from procs import finish, free_port, start_client, start_server
 
 
 def _data(n: int, labelled: bool = True, seed: int = 0, names=("a", "b", "c")) -> Dataset:

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from fedad.client.site import FederationSpec
 from fedad.common.data import Dataset
 from fedad.common.detector import AutoencoderDetector
 from fedad.common.errors import FedadError
+from fedad.common.federation_spec import FederationSpec
 from fedad.common.split import split_site
 from fedad.common.threshold import threshold_from_scores
 from fedad.server.comparison import centralized, local_only, pooled_rows

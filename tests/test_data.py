@@ -279,7 +279,8 @@ def test_headerless_csv_is_refused_not_read_wrong(tmp_path, fmt):
 
 def test_nsl_kdd_43_column_layout_loads_with_format_kdd(tmp_path):
     nsl = [r.rstrip(".").rsplit(",", 1) for r in KDD_ROWS]  # NSL-KDD: labels without the dot, then difficulty
-    text = "\n".join(f"{feats},{label.rstrip('.')},{d}" for (feats, label), d in zip(nsl, (21, 15, 19))) + "\n"
+    rows = [f"{feats},{label},{d}" for (feats, label), d in zip(nsl, (21, 15, 19), strict=True)]
+    text = "\n".join(rows) + "\n"
     path = write(tmp_path / "KDDTrain+.txt", text)
     assert detect_format(path) == "kdd"
     for fmt in ("kdd", "auto"):
