@@ -41,6 +41,7 @@ class FedadClient(flwr.client.NumPyClient):
     def __init__(self, site: Site, name: str, log: logging.Logger, attack=None, secure=None, model_out=None):
         self.site, self.name, self.log, self.attack, self.secure = site, name, log, attack, secure
         self.model_out = model_out
+        self.quarantined: int | None = None  # the round the server quarantined this node in, once it says so
         self.contact = Contact()
         self._scaler_cache: tuple[bytes, object] | None = None
         self._global_cache: tuple[bytes, list[np.ndarray]] | None = None  # one decryption per aggregate
@@ -147,6 +148,10 @@ class FedadClient(flwr.client.NumPyClient):
                 m["hist"] = encode_histogram(hist)
             return float(np.mean(scores)), len(scores), m
         if phase == "test":
+            if "quarantined" in config:
+                self.quarantined = int(config["quarantined"])
+                self.log.warning("quarantined by the server in round %s: this node's updates were left out of the "
+                                 "global model from then on; it still gets the final model", config["quarantined"])
             split = self.site.split
             scores = self.site.record_scores(weights, split.test) if len(split.test) else np.zeros(0)
             if "hist_sum_enc" in config:  # Paillier: the threshold comes from the decrypted summed histogram

@@ -2,7 +2,10 @@
 
 Raw records never leave this process: it sends model weights, counts, scaler sums and score histograms.
 Start order does not matter: the client retries until the server is up (bounded by --connect-timeout),
-reconnects after a dropped connection, and exits 0 when the server ends the run.
+reconnects after a dropped connection, and exits 0 when the server ends the run. A node that the server's
+robust strategy quarantined logs "quarantined by the server in round N", still writes --model-out (the final
+global model and threshold) and also exits 0: the run completed, only its updates were left out. Exit 1: the
+server could not be reached; 2: bad input or refused by the server.
 
 examples:
   fedad-client --server plant-host:8080 --data shard.csv
@@ -133,7 +136,11 @@ def run(args) -> int:
     except ServerUnreachable as exc:
         print(f"fedad-client: error: {exc}", file=sys.stderr)
         return 1
-    log.info("the server ended the run; exiting")
+    if client.quarantined is not None:
+        log.warning("the server ended the run; this node was quarantined by the server in round %d (exit code 0: "
+                    "the run completed, its updates were not used)", client.quarantined)
+    else:
+        log.info("the server ended the run; exiting")
     return 0
 
 

@@ -65,6 +65,7 @@ class FedadServer(Server):
         self.failures: list[dict] = []
         self.result: dict = {}
         self.admitted: set[str] = set()  # Flower cids whose features were checked
+        self.quarantined_in: dict[str, int] = {}  # client name -> round the strategy quarantined it in
         self.encrypted = bool(getattr(strategy, "encrypted", False))  # Paillier: sums stay ciphertexts here
         self.blind = bool(getattr(strategy, "plaintext_model", False))  # secure-robust: blind-decrypted aggregates
         strategy.fit_config = self._fit_config
@@ -272,6 +273,7 @@ class FedadServer(Server):
             ins = EvaluateIns(self.parameters, self._config("test", rnd, threshold=threshold))
         results, failures = evaluate_clients([(c, ins) for c in clients], self.max_workers, timeout, rnd)
         self._record_failures("test", rnd, failures)
+        self._tell_quarantined(ins, untrusted, rnd, timeout)
         tp = fp = tn = fn = 0
         pos, neg = np.zeros(N_BINS, np.int64), np.zeros(N_BINS, np.int64)
         per_client, thresholds = {}, []
@@ -294,6 +296,17 @@ class FedadServer(Server):
             threshold = thresholds[0]
         return threshold, metrics
 
+    def _tell_quarantined(self, ins: EvaluateIns, untrusted: set[str], rnd: int, timeout: float | None) -> None:
+        """Quarantined nodes get the final model and threshold with the round they were quarantined in: they
+        say so and still write their model; what they report back is not counted."""
+        names = self.strategy.names
+        told = [(c, EvaluateIns(ins.parameters, {**ins.config, "quarantined": self.quarantined_in.get(n, 0)}))
+                for c in self.strategy.clients(self._client_manager)
+                if (n := names.get(c.cid, "")) in untrusted and c.cid in self.admitted]
+        if told:
+            _, failures = evaluate_clients(told, self.max_workers, timeout, rnd)
+            self._record_failures("quarantined", rnd, failures)
+
     # ---------------------------------------------------------------- checkpoints
     def _save_checkpoint(self, rnd: int) -> None:
         ck = self.out / CHECKPOINT_DIR
@@ -306,7 +319,7 @@ class FedadServer(Server):
                  "scaler": None if self.encrypted else self.scaler.to_dict(),
                  "scaler_enc": self.scaler_bytes.hex() if self.encrypted else None,
                  "strategy": self.strategy.state_dict(), "rounds": self.rounds, "refused": self.refused,
-                 "failures": self.failures}
+                 "failures": self.failures, "quarantined_in": self.quarantined_in}
         _atomic_write(ck / "state.json", json.dumps(state))
 
     def _load_checkpoint(self) -> int:
@@ -322,6 +335,7 @@ class FedadServer(Server):
             self.scaler_bytes = encode_scaler_stats(self.scaler)
         self.strategy.load_state_dict(state["strategy"])
         self.rounds, self.refused, self.failures = state["rounds"], state["refused"], state["failures"]
+        self.quarantined_in = {str(k): int(v) for k, v in state.get("quarantined_in", {}).items()}
         self.parameters = ndarrays_to_parameters(weights)
         return int(state["round"])
 
@@ -349,6 +363,9 @@ class FedadServer(Server):
             self._wait(f"round {rnd}")
             self._admit_newcomers(timeout)
             record = self._train_round(rnd, timeout)
+            for name in sorted(self.strategy.untrusted() - set(self.quarantined_in)):
+                self.quarantined_in[name] = rnd
+                self.log.warning("round %d: client %s is quarantined from now on", rnd, name)
             self.rounds.append(record)
             with open(self.out / "rounds.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
