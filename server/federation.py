@@ -371,8 +371,9 @@ class FedadServer(Server):
                 f.write(json.dumps(record) + "\n")
             self._save_checkpoint(rnd)
             last = rnd
-            if self.stop_rule is not None and record["loss"] is not None and (
-                    lowest is None or record["loss"] < lowest[1]):
+            # (not under Paillier: an older encrypted aggregate would need that round's decryption settings)
+            if self.stop_rule is not None and record["loss"] is not None and not (self.encrypted and not self.blind) \
+                    and (lowest is None or record["loss"] < lowest[1]):
                 lowest = (rnd, record["loss"], self.parameters)
             self.log.info("round %d/%s: %d clients, val loss %.5f, train loss %.5f, %.2f s, %.1f kB up", rnd,
                           f"<={num_rounds}" if self.stop_rule else num_rounds, len(record["clients"]),
