@@ -41,6 +41,7 @@ class FedadClient(flwr.client.NumPyClient):
     def __init__(self, site: Site, name: str, log: logging.Logger, attack=None, secure=None, model_out=None):
         self.site, self.name, self.log, self.attack, self.secure = site, name, log, attack, secure
         self.model_out = model_out
+        self.quarantined: int | None = None  # the round the server quarantined this node in, once it says so
         self.contact = Contact()
         self._scaler_cache: tuple[bytes, object] | None = None
         self._global_cache: tuple[bytes, list[np.ndarray]] | None = None  # one decryption per aggregate
@@ -157,8 +158,12 @@ class FedadClient(flwr.client.NumPyClient):
                 m["hist"] = encode_histogram(hist)
             return float(np.mean(scores)), len(scores), m
         if phase == "test":
+            if "quarantined" in config:
+                self.quarantined = int(config["quarantined"])
+                self.log.warning("quarantined by the server in round %s: this node's updates were left out of the "
+                                 "global model from then on; it still gets the final model", config["quarantined"])
             split = self.site.split
-            scores = self.site.record_scores(weights, split.test)
+            scores = self.site.record_scores(weights, split.test) if len(split.test) else np.zeros(0)
             if "hist_sum_enc" in config:  # Paillier: the threshold comes from the decrypted summed histogram
                 counts = self.secure.decrypt_histogram(config["hist_sum_enc"], config, N_BINS)
                 t = global_threshold(counts, self.site.spec.threshold_quantile)
@@ -174,6 +179,6 @@ class FedadClient(flwr.client.NumPyClient):
             self.log.info("evaluated %d test rows at threshold %.4g: %d alarms", len(scores), t, int(pred.sum()))
             if self.model_out:
                 self.log.info("saved this node's model to %s", self.site.save_model(self.model_out, weights, t))
-            return float(np.mean(scores)), len(scores), m
+            return float(np.mean(scores)) if len(scores) else 0.0, len(scores), m
         loss = self.site.val_loss(weights)
         return loss, len(self.site.val_samples), {"name": self.name}

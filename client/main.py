@@ -2,7 +2,10 @@
 
 Raw records never leave this process: it sends model weights, counts, scaler sums and score histograms.
 Start order does not matter: the client retries until the server is up (bounded by --connect-timeout),
-reconnects after a dropped connection, and exits 0 when the server ends the run.
+reconnects after a dropped connection, and exits 0 when the server ends the run. A node that the server's
+robust strategy quarantined logs "quarantined by the server in round N", still writes --model-out (the final
+global model and threshold) and also exits 0: the run completed, only its updates were left out. Exit 1: the
+server could not be reached; 2: bad input or refused by the server.
 
 examples:
   fedad-client --server plant-host:8080 --data shard.csv
@@ -45,7 +48,16 @@ def build_parser() -> ArgumentParser:
     add_config_option(p)
     p.add_argument("--server", default="127.0.0.1:8080", help="address of fedad-server, host:port")
     p.add_argument("--data", required=False, help="this node's data file (CSV or Parquet; required)")
-    p.add_argument("--format", default="auto", choices=FORMATS, help="data format")
+    p.add_argument("--test-data", default=None, metavar="PATH",
+                   help="a separate evaluation file with the same columns (labelled: precision, recall, F1 in the "
+                   "server's report; unlabelled: alarms only, metrics null); all of --data then fits the model")
+    p.add_argument("--val-fraction", type=float, default=0.2,
+                   help="share of the normal fitting rows (the last ones, in time order) kept for the validation "
+                   "loss and the threshold")
+    p.add_argument("--test-fraction", type=float, default=None,
+                   help="share of --data (its last rows) held out as the test set when there is no --test-data "
+                   "(default 0.2; 0: all rows fit the model and nothing is evaluated)")
+    p.add_argument("--format", default="auto", choices=FORMATS, help="data format (of --data and --test-data)")
     p.add_argument("--label-column", default=None,
                    help="0/1 label column (default: a column named 'label' if present); labelled anomalies "
                    "are left out of training and used for the federated evaluation")
@@ -146,7 +158,12 @@ def run(args) -> int:
 
     data = load_dataset(args.data, format=args.format, label_column=args.label_column, time_column=args.time_column,
                         max_rows=args.max_rows or None)
-    site = Site(data, device=args.device)
+    test_data = None
+    if args.test_data:
+        test_data = load_dataset(args.test_data, format=args.format, label_column=args.label_column,
+                                 time_column=args.time_column, max_rows=args.max_rows or None)
+    site = Site(data, device=args.device, val_fraction=args.val_fraction, test_fraction=args.test_fraction,
+                test_data=test_data)
     from fedad.common.missing import missing_values_note
 
     note = missing_values_note(data.X, data.feature_names, "knn (the federation's preprocessing)")
@@ -162,6 +179,9 @@ def run(args) -> int:
         log.warning("SECURITY TEST: this node runs attack '%s' from round %d", args.attack, args.attack_start_round)
     log.info("loaded %d rows x %d features from %s (device %s); connecting to %s", len(data.X), data.X.shape[1],
              args.data, site.device, args.server)
+    log.info("%d training, %d validation and %d test rows (%s, %s)", len(site.split.train), len(site.split.val),
+             len(site.split.test), f"test set {args.test_data}" if test_data is not None
+             else "test set: tail of --data", "labelled" if site.split.test_labels is not None else "unlabelled")
     secure = None
     if args.public_key:
         from fedad.client.secure import PublicKeyClient
@@ -181,7 +201,11 @@ def run(args) -> int:
     except ServerUnreachable as exc:
         print(f"fedad-client: error: {exc}", file=sys.stderr)
         return 1
-    log.info("the server ended the run; exiting")
+    if client.quarantined is not None:
+        log.warning("the server ended the run; this node was quarantined by the server in round %d (exit code 0: "
+                    "the run completed, its updates were not used)", client.quarantined)
+    else:
+        log.info("the server ended the run; exiting")
     return 0
 
 

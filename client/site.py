@@ -12,7 +12,7 @@ import numpy as np
 from fedad.common.errors import FedadError
 from fedad.common.federation_spec import FederationSpec
 from fedad.common.preprocessing import Preprocessor, ScalerStats, sliding_windows, window_scores_to_records
-from fedad.common.split import split_site
+from fedad.common.split import Split, split_site
 
 if TYPE_CHECKING:
     from fedad.common.data import Dataset
@@ -21,14 +21,32 @@ if TYPE_CHECKING:
 class Site:
     """A client's data and model, driven phase by phase by the server's instructions."""
 
-    def __init__(self, data: "Dataset", device: str = "cpu"):
+    def __init__(self, data: Dataset, device: str = "cpu", val_fraction: float = 0.2,
+                 test_fraction: float | None = None, test_data: Dataset | None = None) -> None:
+        """Split ``data`` into training, validation (``val_fraction`` of the normal fitting rows) and test rows
+        (the last ``test_fraction``, default 0.2); with ``test_data`` that file is the test set and all of
+        ``data`` fits the model."""
         from fedad.common.training import resolve_device
 
+        if not 0.0 < val_fraction < 1.0:
+            raise FedadError(f"--val-fraction must be between 0 and 1 (exclusive), got {val_fraction}")
+        if test_data is not None and test_fraction:
+            raise FedadError("give --test-data or --test-fraction, not both (with --test-data all of --data fits "
+                             "the model)")
+        test_fraction = 0.0 if test_data is not None else (0.2 if test_fraction is None else test_fraction)
+        if not 0.0 <= test_fraction < 1.0:
+            raise FedadError(f"--test-fraction must be in [0, 1), got {test_fraction}")
         self.data = data
         self.device = resolve_device(device)
-        self.split = split_site(data.X, data.y)
+        self.split = split_site(data.X, data.y, test_fraction=test_fraction, val_fraction=val_fraction)
         if len(self.split.train) < 2 or len(self.split.val) < 1:
             raise FedadError(f"{data.source}: too few normal rows to train ({len(data.X)} rows in all)")
+        if test_data is not None:
+            if list(test_data.feature_names) != list(data.feature_names):
+                raise FedadError(f"{test_data.source}: its features {test_data.feature_names[:6]}... differ from "
+                                 f"those of {data.source}: {data.feature_names[:6]}...")
+            self.split = Split(train=self.split.train, val=self.split.val, test=test_data.X,
+                               test_labels=test_data.y)
         self._spec_key: str | None = None
         self._scaler_key: bytes | None = None
         self.model = None

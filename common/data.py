@@ -58,6 +58,7 @@ KDD_CATEGORIES: dict[str, tuple[str, ...]] = {
     "flag": ("OTH", "REJ", "RSTO", "RSTOS0", "RSTR", "S0", "S1", "S2", "S3", "SF", "SH"),
 }
 KDD_NORMAL_LABELS = ("normal.", "normal")
+KDD_DIFFICULTY = "difficulty"  # NSL-KDD's 43rd column: how many of 21 learners got the record wrong (not a feature)
 
 # TON_IoT device states written as words; high/low is the Fridge's temp_condition.
 STATE_WORDS: dict[str, float] = {
@@ -211,11 +212,33 @@ def detect_format(path: str | Path) -> str:
     if head.startswith(SKAB_HEADER_START):
         return "skab"
     fields = head.split(",")
-    if len(fields) == 42 and fields[1] in KDD_CATEGORIES["protocol_type"]:
+    if len(fields) in (42, 43) and fields[1] in KDD_CATEGORIES["protocol_type"]:
         return "kdd"
     if head.startswith("date,time,") and head.rstrip().endswith("label,type"):
         return "ton_iot"
     return "csv"
+
+
+def has_label_column(path: str | Path, format: str = "auto", label_column: str | None = None,
+                     sep: str | None = None) -> bool:
+    """Whether the file has the label column ``load_dataset`` would use, from its header or schema alone."""
+    path = Path(path)
+    fmt = detect_format(path) if str(format).lower() == "auto" else str(format).lower()
+    if fmt == "kdd":
+        return label_column is None or label_column == "label"
+    wanted = (label_column or {"skab": "anomaly"}.get(fmt, "label")).lower()
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            names = pq.read_schema(path).names
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise _parse_error(path, "Parquet", exc) from None
+    elif path.is_dir():
+        names = [c for f in _csv_files(path) for c in header_cells(f, ";")]
+    else:
+        names = header_cells(path, ";" if fmt == "skab" else sep)
+    return any(str(n).lstrip("\ufeff").strip().lower() == wanted for n in names)
 
 
 # ----------------------------------------------------------------------------------------------- generic readers
@@ -247,6 +270,8 @@ def read_csv(path: str | Path, sep: str | None = None, **kwargs) -> pd.DataFrame
     sep = sep or sniff_separator(path)
     if len(sep) != 1:
         raise FedadError(f"separator must be one character, got {sep!r}")
+    if kwargs.get("header", "infer") == "infer":
+        check_header(path, sep)
     try:
         frame = pd.read_csv(path, sep=sep, engine="pyarrow", **kwargs)
     except (pa.ArrowInvalid, ValueError, UnicodeDecodeError, OSError, EOFError) as exc:
@@ -255,6 +280,34 @@ def read_csv(path: str | Path, sep: str | None = None, **kwargs) -> pd.DataFrame
     if sep == ";":
         _decimal_commas_to_numbers(frame)
     return frame
+
+
+def header_cells(path: str | Path, sep: str | None = None) -> list[str]:
+    """The cells of a CSV file's first line (quotes and blanks stripped), without reading further."""
+    path = Path(path)
+    head = _first_line(path)
+    sep = sep or sniff_separator(path)
+    return [c.strip().strip('"').strip("'").strip() for c in head.split(sep)] if head else []
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text.replace(",", "."))
+    except ValueError:
+        return False
+    return True
+
+
+def check_header(path: str | Path, sep: str | None = None) -> None:
+    """Refuse a CSV whose first line is a data row: pandas would take it as the column names and drop
+    the text columns, so the file would be read wrong without a word."""
+    cells = [c for c in header_cells(path, sep) if c]
+    numbers = [c for c in cells if _is_number(c)]
+    if cells and len(numbers) * 2 > len(cells):
+        raise FedadError(
+            f"{path}: the first line looks like a data row, not a header ({len(numbers)} of {len(cells)} cells are "
+            f"numbers: {_column_list(numbers, 4)}); add a header line naming the columns (KDD Cup 99 and NSL-KDD "
+            "files without one: --format kdd)")
 
 
 _DECIMAL_COMMA = r"^\s*[-+]?\d*,\d+(?:[eE][-+]?\d+)?\s*$"
@@ -461,12 +514,22 @@ def _read_skab(path: Path) -> pd.DataFrame:
 # -------------------------------------------------------------------------------------------------------- KDD
 
 def _kdd_column_names(path: Path) -> list[str]:
+    """The 42 KDD Cup 99 names (41 features, label), plus ``difficulty`` for the 43-column NSL-KDD layout."""
     names_file = path.parent / "columns.txt"
     if not names_file.is_file():
-        return list(KDD_COLUMNS)
-    names = [line.strip() for line in names_file.read_text().splitlines() if line.strip()]
-    if len(names) != 42 or not set(KDD_CATEGORIES) <= set(names) or names[-1] != "label":
-        raise FedadError(f"{names_file}: expected 42 column names (41 features, then label), got {len(names)}")
+        names = list(KDD_COLUMNS)
+    else:
+        names = [line.strip() for line in names_file.read_text().splitlines() if line.strip()]
+        if names[-1:] == [KDD_DIFFICULTY]:
+            names = names[:-1]
+        if len(names) != 42 or not set(KDD_CATEGORIES) <= set(names) or names[-1] != "label":
+            raise FedadError(f"{names_file}: expected 42 column names (41 features, then label), got {len(names)}")
+    fields = len(_first_line(path).split(","))
+    if fields == 43:  # NSL-KDD (KDDTrain+.txt, KDDTest+.txt): a difficulty level after the label
+        return names + [KDD_DIFFICULTY]
+    if fields != 42:
+        raise FedadError(f"{path}: {fields} comma-separated fields in the first line; a KDD Cup 99 file has 42 "
+                         "(41 features and a label), an NSL-KDD file 43 (and a difficulty level), no header")
     return names
 
 
@@ -509,7 +572,7 @@ def _load_kdd(path: Path, label_column: str | None, features: Sequence[str] | st
         raise FedadError(f"{path}: label column '{label_name}' not found")
     blocks: list[tuple[str, np.ndarray]] = []
     for name in table.column_names:
-        if name == label_name:
+        if name in (label_name, KDD_DIFFICULTY):
             continue
         column = table.column(name)
         if name in cats:

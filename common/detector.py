@@ -97,9 +97,12 @@ class AutoencoderDetector:
     # ----------------------------------------------------------------- fitting
     def fit(
         self, X: Any, feature_names: Sequence[str] | None = None, progress: ProgressFn | None = None,
+        X_val: Any | None = None,
     ) -> AutoencoderDetector:
         """Train on the records X (n, d), assumed normal and in time order.
 
+        ``X_val``: validation records given explicitly (e.g. pooled from several sites' own validation
+        parts); X is then used whole for training and preprocessing, and ``val_fraction`` is not applied.
         ``progress(epoch, epochs, train_loss, val_loss)`` is called after each epoch.
         """
         self._check_params()
@@ -113,8 +116,16 @@ class AutoencoderDetector:
         model = build_model(self.model, d, window=window, **(self.model_sizes or {}))
         pre = Preprocessor(**(self.preprocessing or {}))
         Z = pre.fit_transform(X)
-
-        cut = self._n_train(n, window, model.sequence)  # training records first, validation records last
+        if X_val is not None:
+            V = _as_records(X_val)
+            if V.shape[1] != d:
+                raise FedadError(f"validation records have {V.shape[1]} features, training records {d}")
+            if len(V) < (window if model.sequence else 1) or n < (window if model.sequence else 1):
+                raise FedadError(f"too few records ({n} training, {len(V)} validation) for window {window}")
+            Z, n = np.concatenate([Z, pre.transform(V)]), n + len(V)
+            cut = len(X)
+        else:
+            cut = self._n_train(n, window, model.sequence)  # training records first, validation records last
         if model.sequence:
             train = np.ascontiguousarray(sliding_windows(Z[:cut], window))
             val = np.ascontiguousarray(sliding_windows(Z[cut:], window)) if cut < n else None

@@ -1,15 +1,14 @@
 """Detection metrics: from labels and scores, from confusion counts, and from binned score histograms.
 
-Anomalies are the positive class (label 1). Conventions when a denominator is zero, chosen so that every
-metric is a number (never NaN, never an exception) and matches scikit-learn's ``zero_division=0``:
+Anomalies are the positive class (label 1). A metric that is undefined is ``None`` (null in JSON, n/a in
+tables), never a made-up 0.0 that reads like a result and never NaN:
 
-- precision = TP/(TP+FP), 0.0 when nothing is flagged;
-- recall = TP/(TP+FN), 0.0 when there are no anomalies;
-- f1 = 2TP/(2TP+FP+FN), 0.0 when there are no anomalies and none is flagged;
-- far (false alarm rate) = FP/(FP+TN), 0.0 when there are no normal rows (no false alarm is possible);
-- mar (missed alarm rate) = FN/(FN+TP), 0.0 when there are no anomalies (nothing can be missed);
-- roc_auc and pr_auc (average precision) are ``None`` when y_true holds only one class, since a ranking
-  metric is undefined without both classes.
+- with no anomalies in the labels (TP + FN = 0), precision, recall, f1 and mar are None: there was
+  nothing to detect, so a detector's quality at detecting cannot be measured;
+- precision = TP/(TP+FP), None when nothing is flagged;
+- recall = TP/(TP+FN); f1 = 2TP/(2TP+FP+FN); mar (missed alarm rate) = FN/(FN+TP);
+- far (false alarm rate) = FP/(FP+TN), None when there are no normal rows;
+- roc_auc and pr_auc (average precision) are None when y_true holds only one class.
 
 The histogram functions give the exact ROC of scores that were binned on shared edges (as federated
 clients report them, see ``fedad.common.threshold.score_bin_edges``): within a bin all scores tie, and a
@@ -25,8 +24,8 @@ from sklearn.metrics import average_precision_score, confusion_matrix, roc_auc_s
 METRIC_KEYS = ("precision", "recall", "f1", "roc_auc", "pr_auc", "far", "mar")
 
 
-def _ratio(num: float, den: float) -> float:
-    return float(num) / float(den) if den else 0.0
+def _ratio(num: float, den: float) -> float | None:
+    return float(num) / float(den) if den else None
 
 
 def confusion_counts(
@@ -41,17 +40,18 @@ def confusion_counts(
     return int(tp), int(fp), int(tn), int(fn)
 
 
-def metrics_from_confusion(tp: int, fp: int, tn: int, fn: int) -> dict[str, float]:
-    """precision, recall, f1, far, mar from confusion counts (what federated clients send)."""
+def metrics_from_confusion(tp: int, fp: int, tn: int, fn: int) -> dict[str, float | None]:
+    """precision, recall, f1, far, mar from confusion counts (what federated clients send); None when undefined."""
     for name, v in (("tp", tp), ("fp", fp), ("tn", tn), ("fn", fn)):
         if v < 0:
             raise ValueError(f"{name} must be >= 0, got {v}")
+    positives = tp + fn
     return {
-        "precision": _ratio(tp, tp + fp),
-        "recall": _ratio(tp, tp + fn),
-        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+        "precision": _ratio(tp, tp + fp) if positives else None,
+        "recall": _ratio(tp, positives),
+        "f1": _ratio(2 * tp, 2 * tp + fp + fn) if positives else None,
         "far": _ratio(fp, fp + tn),
-        "mar": _ratio(fn, fn + tp),
+        "mar": _ratio(fn, positives),
     }
 
 

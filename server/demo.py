@@ -20,11 +20,16 @@ import time
 from pathlib import Path
 
 from fedad.common.errors import FedadError
+from fedad.server.convergence import DEFAULT_MAX_ROUNDS
+from fedad.server.main import parse_rounds
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--clients", type=int, default=10, help="edge nodes (client processes)")
-    parser.add_argument("--rounds", type=int, default=5, help="federated training rounds")
+    parser.add_argument("--rounds", type=parse_rounds, default="auto",
+                        help="federated training rounds, or 'auto': until the federated validation loss stops "
+                        "improving (fedad-server --rounds auto: --patience, --min-delta, --max-rounds)")
+    parser.add_argument("--max-rounds", type=int, default=DEFAULT_MAX_ROUNDS, help="--rounds auto: the cap on rounds")
     parser.add_argument("--records", type=int, default=200_000, help="records in the whole plant")
     parser.add_argument("--local-epochs", type=int, default=2, help="local epochs per round")
     parser.add_argument("--model", default="dense", choices=("dense", "lstm", "gru", "cnn", "vae"), help="autoencoder")
@@ -47,7 +52,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _progress(out: Path, seen: int, rounds: int) -> int:
+def _progress(out: Path, seen: int, rounds: str) -> int:
     path = out / "rounds.jsonl"
     if not path.exists():
         return seen
@@ -60,8 +65,10 @@ def _progress(out: Path, seen: int, rounds: int) -> int:
 
 
 def run(args) -> int:
-    if args.clients < 1 or args.rounds < 1 or args.records < args.clients * 100:
-        raise FedadError("need --clients >= 1, --rounds >= 1 and at least 100 --records per client")
+    if args.clients < 1 or (args.rounds != "auto" and args.rounds < 1) or args.records < args.clients * 100:
+        raise FedadError("need --clients >= 1, --rounds >= 1 or auto, and at least 100 --records per client")
+    if args.max_rounds < 1:
+        raise FedadError("--max-rounds must be at least 1")
     if args.local_epochs < 1:
         raise FedadError(f"--local-epochs must be at least 1 (got {args.local_epochs})")
     from fedad.common.synth import write_plant
@@ -80,6 +87,7 @@ def run(args) -> int:
     env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", FLWR_DISABLE_UPDATE_CHECK="1", PYTHONUNBUFFERED="1",
                OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     server_cmd = [sys.executable, "-m", "fedad.server.main", "--address", address, "--rounds", str(args.rounds),
+                  "--max-rounds", str(args.max_rounds),
                   "--min-clients", str(args.clients), "--out", str(out), "--model", args.model,
                   "--strategy", args.strategy, "--scaling", args.scaling, "--local-epochs", str(args.local_epochs), "--seed", str(args.seed),
                   "--wait-timeout", "300"]
@@ -114,13 +122,14 @@ def run(args) -> int:
                 stdout=log, stderr=subprocess.STDOUT, env=env))
         seen, deadline = 0, time.monotonic() + args.timeout
         try:
+            total = f"<={args.max_rounds}" if args.rounds == "auto" else str(args.rounds)
             while server.poll() is None:
-                seen = _progress(out, seen, args.rounds)
+                seen = _progress(out, seen, total)
                 if time.monotonic() > deadline:
                     raise FedadError(f"the federation did not finish within --timeout {args.timeout:.0f} s "
                                      f"(see {out / 'logs'})")
                 time.sleep(0.5)
-            _progress(out, seen, args.rounds)
+            _progress(out, seen, total)
         finally:
             for p in [server, *procs]:
                 if p.poll() is None:
@@ -135,8 +144,13 @@ def run(args) -> int:
         raise FedadError(f"fedad-server failed (exit {server.returncode}): {' | '.join(tail)}")
     report = json.loads((out / "report.json").read_text())
     fed_seconds = time.perf_counter() - t0
+    conv = report.get("convergence") or {}
+    rounds_run = int(conv.get("rounds_run") or len(report["rounds"]))
+    print(f"  stopped after {rounds_run} rounds: {conv.get('stop_reason', 'n/a')}; model of round "
+          f"{conv.get('model_round', rounds_run)}", file=sys.stderr, flush=True)
     if not args.no_baselines:
-        report["baselines"] = _baselines(args, out, shards)
+        # the baselines see every row as often as the federation did
+        report["baselines"] = _baselines(args, out, shards, rounds_run * args.local_epochs)
         from fedad.server.report import plot_report_roc, write_report
 
         write_report(out, report)
@@ -147,7 +161,8 @@ def run(args) -> int:
     for name, m in rows:
         print(f"{name:<12} " + " ".join(f"{_f(m.get(k)):>{w}}" for k, w in
                                           (("precision", 9), ("recall", 7), ("f1", 6), ("roc_auc", 7), ("far", 6), ("mar", 6))))
-    print(f"federation: {len(report['rounds'])} rounds in {fed_seconds:.1f} s wall; report {out / 'report.json'}")
+    print(f"federation: {len(report['rounds'])} rounds in {fed_seconds:.1f} s wall ({conv.get('stop_reason', '')}); "
+          f"report {out / 'report.json'}")
     models = sorted(p.name for p in (out / "models").iterdir() if (p / "detector.json").is_file())
     if models:
         print(f"models: {len(models)} in {out / 'models'} (one per node: global weights, threshold, its own "
@@ -155,7 +170,7 @@ def run(args) -> int:
     return 0
 
 
-def _baselines(args, out: Path, shards: list[Path]) -> dict:
+def _baselines(args, out: Path, shards: list[Path], epochs: int) -> dict:
     """Centralized and local-only baselines on the same shards, with progress; reused when cached."""
     from fedad.common.data import load_dataset
     from fedad.server.baseline_cache import baseline_key, load_baselines, save_baselines
@@ -166,7 +181,6 @@ def _baselines(args, out: Path, shards: list[Path]) -> dict:
         ["--model", args.model, "--local-epochs", str(args.local_epochs), "--seed", str(args.seed),
          "--scaling", args.scaling]))
     datasets = [load_dataset(s) for s in shards]
-    epochs = args.rounds * args.local_epochs
     key = baseline_key(datasets, spec, epochs)
     cached = load_baselines(out, key)
     if cached is not None:

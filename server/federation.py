@@ -29,6 +29,7 @@ from fedad.server import validation as check
 from fedad.server.admission import AdmittedClients, drop_connection
 from fedad.server.client_calls import ClientCallFailed, call_clients
 from fedad.server.report import format_round_flags
+from fedad.server.convergence import StopRule, stop_reason
 from fedad.server.strategies.base import FedadStrategy, client_name
 
 CHECKPOINT_DIR = "checkpoint"
@@ -73,13 +74,14 @@ class FedadServer(Server):
     def __init__(self, *, strategy: FedadStrategy, spec: FederationSpec, out_dir: Path, min_clients: int,
                  wait_timeout: float, resume: bool, log: logging.Logger, gate=None,
                  features_from: str | None = None, admission_timeout: float = 60.0,
-                 max_examples: int = check.MAX_EXAMPLES) -> None:
+                 max_examples: int = check.MAX_EXAMPLES, stop_rule: StopRule | None = None) -> None:
         manager = _ClientManager()
         manager.on_leave = self._client_left
         super().__init__(client_manager=manager, strategy=strategy)
         self.strategy: FedadStrategy = strategy
         self.spec, self.out, self.min_clients = spec, Path(out_dir), min_clients
         self.wait_timeout, self.resume, self.log = wait_timeout, resume, log
+        self.stop_rule = stop_rule  # --rounds auto; None: exactly the rounds Flower asks for
         self.scaler: ScalerStats | None = None
         self.scaler_bytes = b""
         self.rounds: list[dict] = []
@@ -99,6 +101,7 @@ class FedadServer(Server):
         self.error: str | None = None  # why the run ended early (the report still gets written)
         self.max_update_bytes = 1 << 30  # set from the model's size once it is built
         self.median_val_loss: float | None = None  # Paillier: the nodes' median validation loss of the kept model
+        self.quarantined_in: dict[str, int] = {}  # client name -> round the strategy quarantined it in
         self.encrypted = bool(getattr(strategy, "encrypted", False))  # Paillier: sums stay ciphertexts here
         self.blind = bool(getattr(strategy, "plaintext_model", False))  # secure-robust: blind-decrypted aggregates
         strategy.fit_config = self._fit_config
@@ -551,6 +554,7 @@ class FedadServer(Server):
                                          rnd)
         self._record_failures("test", rnd, failures)
         results = self._vet(results, timeout)
+        self._tell_quarantined(ins, untrusted, rnd, timeout)
         tp = fp = tn = fn = 0
         pos, neg = np.zeros(N_BINS, np.int64), np.zeros(N_BINS, np.int64)
         per_client, thresholds = {}, []
@@ -573,6 +577,17 @@ class FedadServer(Server):
             threshold = thresholds[0]
         return threshold, metrics
 
+    def _tell_quarantined(self, ins: EvaluateIns, untrusted: set[str], rnd: int, timeout: float | None) -> None:
+        """Quarantined nodes get the final model and threshold with the round they were quarantined in: they
+        say so and still write their model; what they report back is not counted."""
+        names = self.strategy.names
+        told = [(c, EvaluateIns(ins.parameters, {**ins.config, "quarantined": self.quarantined_in.get(n, 0)}))
+                for c in self.strategy.clients(self._client_manager)
+                if (n := names.get(c.cid, "")) in untrusted and c.cid in self.admitted]
+        if told:
+            _, failures = call_clients("evaluate", told, self._workers(len(told)), timeout, rnd)
+            self._record_failures("quarantined", rnd, failures)
+
     # ---------------------------------------------------------------- checkpoints
     def _save_checkpoint(self, rnd: int) -> None:
         ck = self.out / CHECKPOINT_DIR
@@ -585,7 +600,7 @@ class FedadServer(Server):
                  "scaler": None if self.encrypted else self.scaler.to_dict(),
                  "scaler_enc": self.scaler_bytes.hex() if self.encrypted else None,
                  "strategy": self.strategy.state_dict(), "rounds": self.rounds, "refused": self.refused,
-                 "failures": self.failures, "declared": self.declared}
+                 "failures": self.failures, "declared": self.declared, "quarantined_in": self.quarantined_in}
         _atomic_write(ck / "state.json", json.dumps(state))
 
     def _load_checkpoint(self) -> int:
@@ -602,6 +617,7 @@ class FedadServer(Server):
         self.strategy.load_state_dict(state["strategy"])
         self.rounds, self.refused, self.failures = state["rounds"], state["refused"], state["failures"]
         self.declared = {str(k): int(v) for k, v in state.get("declared", {}).items()}
+        self.quarantined_in = {str(k): int(v) for k, v in state.get("quarantined_in", {}).items()}
         self.parameters = ndarrays_to_parameters(weights)
         n_values = getattr(self.strategy, "n_values", None) or int(sum(w.size for w in weights))
         self.max_update_bytes = 2 * 8 * int(n_values) + (1 << 16)
@@ -636,23 +652,50 @@ class FedadServer(Server):
                 _, answers = self._evaluate_val(0, timeout)
                 losses = [float(r.loss) for _, r in answers]
                 self.median_val_loss = float(np.median(losses)) if losses else None
+        last, reason = start - 1, None
+        lowest: tuple[int, float, Parameters] | None = None  # --rounds auto: the model of the lowest loss
         for rnd in range(start, num_rounds + 1):
+            if self.stop_rule is not None:
+                reason = stop_reason([r["loss"] for r in self.rounds], self.stop_rule)
+                if reason:
+                    break
             self.current_round = rnd
             self._admit_newcomers(timeout)
             self._wait(f"round {rnd}", timeout)
             record = self._train_round(rnd, timeout)
+            for name in sorted(self.strategy.untrusted() - set(self.quarantined_in)):
+                self.quarantined_in[name] = rnd
+                self.log.warning("round %d: client %s is quarantined from now on", rnd, name)
             self.rounds.append(record)
             with open(self.out / "rounds.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
             self._save_checkpoint(rnd)
-            self.log.info("round %d/%d: %d clients, val loss %.5f, train loss %.5f, %.2f s, %.1f kB up", rnd,
-                          num_rounds, len(record["clients"]), record["loss"] or float("nan"), record["train_loss"],
-                          record["seconds"], record["bytes_up"] / 1e3)
+            last = rnd
+            # (not under Paillier: an older encrypted aggregate would need that round's decryption settings)
+            if self.stop_rule is not None and record["loss"] is not None and not (self.encrypted and not self.blind) \
+                    and (lowest is None or record["loss"] < lowest[1]):
+                lowest = (rnd, record["loss"], self.parameters)
+            self.log.info("round %d/%s: %d clients, val loss %.5f, train loss %.5f, %.2f s, %.1f kB up", rnd,
+                          f"<={num_rounds}" if self.stop_rule else num_rounds, len(record["clients"]),
+                          record["loss"] or float("nan"), record["train_loss"], record["seconds"],
+                          record["bytes_up"] / 1e3)
             flag_line = format_round_flags(record)
             if flag_line:
                 self.log.info("%s", flag_line)
-        threshold, metrics = self._threshold_and_test(num_rounds, timeout)
-        self.result = {"threshold": threshold, "metrics": metrics, "seconds": time.perf_counter() - t_start}
+        if self.stop_rule is not None:
+            reason = reason or stop_reason([r["loss"] for r in self.rounds], self.stop_rule) or (
+                f"reached the cap of {num_rounds} rounds")
+            self.log.info("stopped after round %d: %s", last, reason)
+            if lowest is not None and lowest[0] != last:
+                self.parameters = lowest[2]
+                self.log.info("using the global model of round %d (lowest validation loss %.5g)", *lowest[:2])
+        convergence = {"rounds_run": last, "rule": "auto" if self.stop_rule else "fixed",
+                       "stop_reason": reason or f"fixed number of rounds ({num_rounds})",
+                       "model_round": lowest[0] if lowest is not None else last,
+                       **(self.stop_rule.to_dict() if self.stop_rule else {})}
+        threshold, metrics = self._threshold_and_test(last, timeout)
+        self.result = {"threshold": threshold, "metrics": metrics, "seconds": time.perf_counter() - t_start,
+                       "convergence": convergence}
 
     def _first_admission(self, timeout: float | None) -> None:
         """Wait for --min-clients connections, ask them for statistics, then wait until enough are admitted."""

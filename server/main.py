@@ -18,21 +18,48 @@ from __future__ import annotations
 import os
 import sys
 import time
+from argparse import ArgumentTypeError
 from collections.abc import Sequence
 from pathlib import Path
 
 from fedad.common.config import ArgumentParser, HelpFormatter, add_config_option, parse_args, run_cli
 from fedad.common.errors import FedadError
+from fedad.server.convergence import DEFAULT_MAX_ROUNDS, DEFAULT_MIN_DELTA, DEFAULT_PATIENCE, StopRule
 
 STRATEGIES = ("fedavg", "paillier", "trust", "flag", "robust", "secure-robust")
 MODELS = ("dense", "lstm", "gru", "cnn", "vae")
+
+
+def parse_rounds(text: str) -> int | str:
+    """``--rounds``: a positive number of rounds or 'auto'."""
+    if str(text).strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise ArgumentTypeError(f"expected a number of rounds or 'auto', got {text!r}") from None
+
+
+def stop_rule(args) -> StopRule | None:
+    """The --rounds auto stopping rule, or None for a fixed number of rounds."""
+    if args.rounds != "auto":
+        return None
+    return StopRule(patience=args.patience, min_delta=args.min_delta, max_rounds=args.max_rounds)
 
 
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="fedad-server", description=__doc__, formatter_class=HelpFormatter)
     add_config_option(p)
     p.add_argument("--address", default="0.0.0.0:8080", help="host:port to listen on")
-    p.add_argument("--rounds", type=int, default=10, help="training rounds")
+    p.add_argument("--rounds", type=parse_rounds, default=10,
+                   help="training rounds, or 'auto': stop when the federated validation loss has not improved by "
+                   "--min-delta (relative) for --patience rounds, at most --max-rounds; the reason is logged and "
+                   "written to report.json")
+    p.add_argument("--patience", type=int, default=DEFAULT_PATIENCE,
+                   help="--rounds auto: rounds without improvement before stopping")
+    p.add_argument("--min-delta", type=float, default=DEFAULT_MIN_DELTA,
+                   help="--rounds auto: relative drop of the validation loss that counts as an improvement")
+    p.add_argument("--max-rounds", type=int, default=DEFAULT_MAX_ROUNDS, help="--rounds auto: the cap on rounds")
     p.add_argument("--min-clients", type=int, default=2, help="clients needed to start and to continue each round")
     p.add_argument("--wait-timeout", type=float, default=300.0,
                    help="seconds to wait for --min-clients before giving up (never waits forever)")
@@ -170,8 +197,10 @@ def check_args(args) -> None:
     from fedad.common.address import check_can_listen, parse_host_port
 
     parse_host_port(args.address, "--address")
-    if args.rounds < 1:
-        raise FedadError("--rounds must be at least 1")
+    if args.rounds != "auto" and args.rounds < 1:
+        raise FedadError("--rounds must be at least 1 or 'auto'")
+    if args.rounds == "auto" and (args.patience < 1 or args.max_rounds < 1 or not 0 <= args.min_delta < 1):
+        raise FedadError("--rounds auto needs --patience >= 1, --max-rounds >= 1 and 0 <= --min-delta < 1")
     if args.local_epochs < 1:
         raise FedadError(f"--local-epochs must be at least 1 (got {args.local_epochs})")
     if args.batch_size < 1:
@@ -276,14 +305,15 @@ def run(args) -> int:
     server = FedadServer(strategy=strategy, spec=spec, out_dir=out, min_clients=args.min_clients,
                          wait_timeout=args.wait_timeout, resume=args.resume, log=log, gate=gate,
                          features_from=args.features_from, admission_timeout=args.admission_timeout,
-                         max_examples=args.max_examples)
-    log.info("listening on %s (TLS %s), strategy %s, model %s, %d rounds, waiting for %d clients", args.address,
-             "on, client certificates required" if certs else "off", args.strategy, args.model, args.rounds,
-             args.min_clients)
+                         max_examples=args.max_examples, stop_rule=stop_rule(args))
+    rounds = args.max_rounds if args.rounds == "auto" else args.rounds
+    log.info("listening on %s (TLS %s), strategy %s, model %s, %s rounds, waiting for %d clients", args.address,
+             "on, client certificates required" if certs else "off", args.strategy, args.model,
+             f"auto (at most {rounds})" if args.rounds == "auto" else rounds, args.min_clients)
     t0 = time.perf_counter()
     limit = max_message_bytes(args.model, server.spec.window, server.spec.sizes)
     try:
-        serve(args.address, server, args.rounds, args.round_timeout, certs, client_ca=client_ca, gate=gate,
+        serve(args.address, server, rounds, args.round_timeout, certs, client_ca=client_ca, gate=gate,
               max_message_length=limit)
     except FederationFailed as exc:
         server.error = str(exc)
@@ -316,6 +346,7 @@ def run(args) -> int:
         "refused_connections": gate.refusals if gate is not None else [],
         "failures": server.failures, "rejected_results": server.result_rejections, "status": "ok",
         "seconds": time.perf_counter() - t0, "model_dir": None if model_dir is None else str(model_dir),
+        "convergence": res["convergence"],
     }
     flag_rows = rep.write_flag_report(out, server.rounds)
     if flag_rows:

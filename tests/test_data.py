@@ -280,3 +280,50 @@ def test_large_csv_is_read_in_blocks_with_the_same_result(tmp_path, monkeypatch)
     assert np.array_equal(newest.X, whole.X[-777:], equal_nan=True) and np.array_equal(newest.y, whole.y[-777:])
     monkeypatch.setattr(data_module, "CHUNKED_CSV_BYTES", 1 << 40)  # small files: read whole, then trimmed
     assert np.array_equal(data_module.load_dataset(path, max_rows=777).X, newest.X, equal_nan=True)
+
+
+# --------------------------------------------------------------------------- fail fast and loudly (issue 12)
+
+@pytest.mark.parametrize("fmt", ["auto", "csv"])
+def test_headerless_csv_is_refused_not_read_wrong(tmp_path, fmt):
+    # a header-less file with a text column: pandas would take row 1 as the header and drop 'tcp'/'udp'
+    path = write(tmp_path / "flows.csv", "0.5,tcp,181,0\n0.7,udp,12,1\n0.1,tcp,99,0\n")
+    with pytest.raises(FedadError, match="first line looks like a data row, not a header"):
+        load_dataset(path, format=fmt)
+    ok = write(tmp_path / "ok.csv", "duration,proto,bytes,label\n0.5,tcp,181,0\n0.7,udp,12,1\n")
+    assert load_dataset(ok, format=fmt).feature_names == ["duration", "bytes"]
+    numbered = write(tmp_path / "numbered.csv", "sensor_1,2,label\n0.5,1.0,0\n")  # one numeric name is fine
+    assert load_dataset(numbered, format=fmt).feature_names == ["sensor_1", "2"]
+
+
+def test_nsl_kdd_43_column_layout_loads_with_format_kdd(tmp_path):
+    nsl = [r.rstrip(".").rsplit(",", 1) for r in KDD_ROWS]  # NSL-KDD: labels without the dot, then difficulty
+    rows = [f"{feats},{label},{d}" for (feats, label), d in zip(nsl, (21, 15, 19), strict=True)]
+    text = "\n".join(rows) + "\n"
+    path = write(tmp_path / "KDDTrain+.txt", text)
+    assert detect_format(path) == "kdd"
+    for fmt in ("kdd", "auto"):
+        data = load_dataset(path, format=fmt)
+        assert data.y.tolist() == [0, 1, 1]
+        assert "difficulty" not in data.feature_names and "label" not in data.feature_names
+        assert data.feature_names == load_dataset(write(tmp_path / "k99.csv", "\n".join(KDD_ROWS) + "\n"),
+                                                  format="kdd").feature_names
+        assert data.X[0, data.feature_names.index("src_bytes")] == 181
+    bad = write(tmp_path / "short.txt", "0,tcp,http,SF,181\n")
+    with pytest.raises(FedadError, match="KDD Cup 99 file has 42"):
+        load_dataset(bad, format="kdd")
+
+
+def test_label_column_is_checked_from_the_header_alone(tmp_path):
+    from fedad.common.data import has_label_column
+
+    # rows that could not be loaded at all: only the header may be read to answer
+    unlabelled = write(tmp_path / "u.csv", "a,b,c\n" + "x,y,z\n" * 10)
+    labelled = write(tmp_path / "l.csv", "a,b,Label\n" + "x,y,z\n" * 10)
+    assert not has_label_column(unlabelled)
+    assert has_label_column(labelled)
+    assert has_label_column(unlabelled, label_column="c")
+    skab = write(tmp_path / "s.csv", "datetime;Accelerometer1RMS;anomaly;changepoint\n2020-01-01;1;0;0\n")
+    assert has_label_column(skab)
+    pd.DataFrame({"a": [1.0], "label": [0]}).to_parquet(tmp_path / "p.parquet")
+    assert has_label_column(tmp_path / "p.parquet") and not has_label_column(tmp_path / "p.parquet", label_column="y")

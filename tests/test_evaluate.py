@@ -107,3 +107,16 @@ def test_evaluate_bad_input_exits_2(tmp_path, trained_model, capsys):
     _plant(seed=2).drop(columns=["s4"]).to_csv(labelled, index=False)
     assert _cli(base + ["--data", str(labelled)]) == 2  # one feature short of the model
     assert not (out / "metrics.json").exists()
+
+
+def test_unlabelled_train_data_is_refused_before_loading(tmp_path, trained_model, capsys):
+    data = tmp_path / "plant.csv"
+    _plant(seed=2).to_csv(data, index=False)
+    train = tmp_path / "train.csv"  # no label column, and rows that would not even load: only the header is read
+    train.write_text("timestamp,s1,s2,s3,s4\n" + "x,y,z,w,v\n" * 50)
+    out = tmp_path / "eval"
+    rc = _cli(["evaluate", "--model", str(trained_model), "--data", str(data), "--baselines", "--train-data",
+               str(train), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--train-data" in err and "no label column found in its header" in err
+    assert not out.exists()

@@ -40,14 +40,16 @@ def test_confusion_metrics_match_label_metrics():
         assert m[k] == pytest.approx(v)
 
 
-def test_single_class_gives_defined_values():
-    m = detection_metrics([0, 0, 0, 0], [0.1, 0.5, 0.2, 0.9], [0, 1, 0, 0])
+def test_undefined_metrics_are_none_not_zero():
+    m = detection_metrics([0, 0, 0, 0], [0.1, 0.5, 0.2, 0.9], [0, 1, 0, 0])  # no anomalies to detect
     assert m["roc_auc"] is None and m["pr_auc"] is None
     assert m["far"] == pytest.approx(0.25)
-    assert m["precision"] == 0.0 and m["recall"] == 0.0 and m["f1"] == 0.0 and m["mar"] == 0.0
-    m = detection_metrics([1, 1], [0.3, 0.4], [1, 0])
-    assert m["roc_auc"] is None and m["far"] == 0.0 and m["mar"] == pytest.approx(0.5)
-    assert all(np.isfinite(v) for v in metrics_from_confusion(0, 0, 0, 0).values())
+    assert m["precision"] is None and m["recall"] is None and m["f1"] is None and m["mar"] is None
+    m = detection_metrics([1, 1], [0.3, 0.4], [1, 0])  # no normal rows: FAR undefined
+    assert m["roc_auc"] is None and m["far"] is None and m["mar"] == pytest.approx(0.5)
+    m = metrics_from_confusion(0, 0, 5, 3)  # anomalies, none flagged: precision undefined, the rest are numbers
+    assert m["precision"] is None and m["recall"] == 0.0 and m["f1"] == 0.0 and m["mar"] == 1.0 and m["far"] == 0.0
+    assert all(v is None for v in metrics_from_confusion(0, 0, 0, 0).values())
 
 
 def test_bad_shapes_and_labels_raise():

@@ -45,7 +45,8 @@ def _start(shards, tmp_path, name, attack: bool) -> list:
     extra = ("--malicious", ATTACKER) if attack else ()
     procs = [start_server(address, tmp_path / name, *SERVER_ARGS, *extra)]
     for i, shard in enumerate(shards):
-        args = ("--attack", "sign_flip") if attack and f"node{i}" == ATTACKER else ()
+        args = ("--attack", "sign_flip", "--model-out", str(tmp_path / f"{name}-attacker-model")) \
+            if attack and f"node{i}" == ATTACKER else ()
         procs.append(start_client(address, shard, f"node{i}", logs, *args))
     return procs
 
@@ -111,3 +112,18 @@ def test_report_has_per_round_flag_precision_recall_and_trust_plot(runs):
     for run in (out, clean):
         rows = json.loads((run / "report.json").read_text())["flags"]["summary"]
         assert all(s["flagged_rounds"] < 3 for s in rows if s["client"] != ATTACKER), rows
+
+
+def test_a_quarantined_node_says_so_and_still_writes_its_model(runs):
+    (out, log), _ = runs
+    node_log = (out.parent / "attacked-logs" / f"{ATTACKER}.log").read_text()
+    summary = {s["client"]: s for s in json.loads((out / "report.json").read_text())["flags"]["summary"]}
+    assert summary[ATTACKER]["flagged_rounds"] >= 3
+    quarantined_in = next(r["round"] for r in rounds(out) if "quarantined from now on" in
+                          (r["flags"][ATTACKER]["reason"] or ""))
+    assert f"quarantined by the server in round {quarantined_in}" in node_log, node_log[-2000:]
+    assert f"client {ATTACKER} is quarantined from now on" in log
+    from fedad.common.detector import AutoencoderDetector
+
+    model = AutoencoderDetector.load(out.parent / "attacked-attacker-model")  # exit code 0 is checked in runs()
+    assert model.threshold_ > 0

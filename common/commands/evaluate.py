@@ -67,6 +67,9 @@ def run(args: argparse.Namespace) -> int:
         _check_file(args.train_data, "--train-data")
     if not 0.0 < args.test_fraction < 1.0:
         raise FedadError(f"--test-fraction must be between 0 and 1 (exclusive), got {args.test_fraction}")
+    for option, path in (("--data", args.data), ("--train-data", args.train_data)):  # before loading anything
+        if path is not None:
+            _check_labels_in_header(path, args, option)
 
     detector = _load_detector(model_dir)
     data = _load_labelled(args.data, args, "--data")
@@ -127,6 +130,15 @@ def _load_detector(model_dir: Path):
         raise
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise FedadError(f"cannot load a model from {model_dir}: {exc}") from None
+
+
+def _check_labels_in_header(path: str, args: argparse.Namespace, option: str) -> None:
+    """Refuse an unlabelled file from its header alone, before seconds or minutes of loading."""
+    from fedad.common.data import has_label_column
+
+    if not has_label_column(path, args.format, args.label_column, args.sep):
+        hint = f"column '{args.label_column}' not found" if args.label_column else "no label column found"
+        raise FedadError(f"{option} {path}: {hint} in its header; evaluation needs 0/1 labels (--label-column)")
 
 
 def _load_labelled(path: str, args: argparse.Namespace, option: str):

@@ -21,6 +21,15 @@ class FlagConfig:
     min_clients: int = 3  # fewer valid clients than this: only invalid updates are flagged
     min_clients_cluster: int = 4  # fewer than this: no near-duplicate flags (a pair could be the majority)
     min_clients_reestimate: int = 4  # second pass only when at least this many clients stay (a MAD of 3 is rough)
+    # Sites of unequal size: a site with fewer rows runs fewer local steps, so its honest update is smaller
+    # (and a big site's larger and farther from the median). Updates are scored after dividing by the size
+    # their example count predicts: (count / median count) ** slope, slope a robust (Theil-Sen) fit of log norm
+    # on log count, clipped to [0, 1]. Count ratios are clipped to [1 / size_ratio_floor, size_ratio_cap] first:
+    # a client's count is its own word, so (like the trust weights' sample_cap) a claim of a huge count buys at
+    # most a 4 ** slope larger update; a small count only excuses a smaller update, which weighs little anyway.
+    size_aware: bool = True
+    size_ratio_cap: float = 4.0
+    size_ratio_floor: float = 100.0
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from fedad.server.defence.config import FlagConfig
-from fedad.server.defence.scoring import BAD_SIDE, deviation_z_scores, update_scores
+from fedad.server.defence.scoring import BAD_SIDE, deviation_z_scores, size_factors, update_scores
 
 
 def past_threshold(z: Mapping[str, np.ndarray], threshold: float) -> dict[str, np.ndarray]:
@@ -45,6 +45,9 @@ def flag_reasons(scores: Mapping[str, np.ndarray], z: Mapping[str, np.ndarray], 
         if duplicates[i]:
             parts.append(f"near-duplicate of another update (nearest distance "
                          f"{scores['closeness'][i]:.3f} x the median nearest distance)")
+        factor = float(scores["size_factor"][i]) if "size_factor" in scores else 1.0
+        if parts and abs(factor - 1.0) > 1e-6:
+            parts.append(f"scores of its update divided by {factor:.3g} for its example count")
         reasons.append("; ".join(parts) if parts else None)
     return reasons
 
@@ -59,9 +62,13 @@ class FlagReport:
     reasons: list[str | None]
 
 
-def flag_deviating_updates(updates: np.ndarray, config: FlagConfig = FlagConfig()) -> FlagReport:
+def flag_deviating_updates(updates: np.ndarray, config: FlagConfig = FlagConfig(),
+                           counts: np.ndarray | None = None) -> FlagReport:
     """Score every update against the majority and flag those that deviate (seed paper 000).
 
+    With ``counts`` (each client's example count) and ``config.size_aware``, every update is first divided
+    by the size its count predicts (``size_factors``), so that honest sites of very unequal size are not
+    flagged for the size of their update alone; the scores' ``size_factor`` says by how much.
     Two passes: robust z-scores over all clients first; then the median and MAD are re-estimated over the
     clients that pass ``prescreen_z`` and are not near-duplicates (if they are a majority and at least
     ``min_clients_reestimate``), so that a colluding minority on one side neither drags the median nor
@@ -70,7 +77,13 @@ def flag_deviating_updates(updates: np.ndarray, config: FlagConfig = FlagConfig(
     """
     updates = np.asarray(updates, dtype=np.float64)
     n = updates.shape[0]
+    factors = np.ones(n)
+    if counts is not None and config.size_aware:
+        factors = size_factors(np.linalg.norm(updates, axis=1), np.asarray(counts), config.size_ratio_cap,
+                               config.size_ratio_floor)
+        updates = updates / factors[:, None]
     scores = update_scores(updates)
+    scores["size_factor"] = factors
     duplicates = near_duplicates(scores["closeness"], config)
     z = deviation_z_scores(scores, config)
     clean = ~duplicates

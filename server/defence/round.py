@@ -49,8 +49,8 @@ def _num(x) -> float | None:
 
 
 def _empty_record(name: str, num_examples: float | None) -> dict:
-    keys = ("distance", "cosine", "norm_ratio", "norm", "spread", "closeness", "z_distance", "z_cosine", "z_norm",
-            "z_spread",
+    keys = ("distance", "cosine", "norm_ratio", "norm", "spread", "closeness", "size_factor", "z_distance",
+            "z_cosine", "z_norm", "z_spread",
             "embedding_trust", "direction_trust", "history", "rescale")
     return {"client": name, "num_examples": num_examples, **{k: None for k in keys},
             "weight": 0.0, "flagged": False, "excluded": True, "reason": None}
@@ -135,7 +135,7 @@ def aggregate_round(
     if valid:
         matrix = stack_updates([u for i in valid if (u := updates[i]) is not None])
         counts = np.array([float(num_examples[i]) for i in valid])
-        report = flag_deviating_updates(matrix, flag_config)
+        report = flag_deviating_updates(matrix, flag_config, counts)
         for j, i in enumerate(valid):
             for key, values in (*report.scores.items(), *report.z.items()):
                 records[i][key] = _num(values[j])

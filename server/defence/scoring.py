@@ -72,6 +72,35 @@ def spread_alignment(updates: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return cosine_to(updates - reference, np.std(updates, axis=0))
 
 
+def theil_sen_slope(x: np.ndarray, y: np.ndarray) -> float | None:
+    """Median of the pairwise slopes (y_j - y_i) / (x_j - x_i) over pairs with distinct x; None if there are none."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    i, j = np.triu_indices(x.size, k=1)
+    dx = x[j] - x[i]
+    ok = np.abs(dx) > 1e-9
+    return float(np.median((y[j] - y[i])[ok] / dx[ok])) if ok.any() else None
+
+
+def size_factors(norms: np.ndarray, counts: np.ndarray, ratio_cap: float = 4.0,
+                 ratio_floor: float = 100.0) -> np.ndarray:
+    """Update size each client's example count predicts, relative to the median count: (count ratio) ** slope.
+
+    The slope is the Theil-Sen fit of log norm on log count over the clients with a positive norm and count,
+    clipped to [0, 1] (an update never grows faster than the local steps behind it); count ratios are clipped
+    to [1/ratio_floor, ratio_cap]. Equal counts (or fewer than 3 usable clients) give factors of 1.
+    """
+    norms, counts = np.asarray(norms, dtype=np.float64), np.asarray(counts, dtype=np.float64)
+    usable = (norms > 0.0) & (counts > 0.0) & np.isfinite(norms) & np.isfinite(counts)
+    if int(usable.sum()) < 3:
+        return np.ones(norms.size)
+    ratio = np.clip(np.where(counts > 0.0, counts, np.nan) / float(np.median(counts[usable])), 1.0 / ratio_floor,
+                    ratio_cap)
+    slope = theil_sen_slope(np.log(ratio[usable]), np.log(norms[usable]))
+    if slope is None:
+        return np.ones(norms.size)
+    return np.where(np.isfinite(ratio), ratio ** min(max(slope, 0.0), 1.0), 1.0)
+
+
 def update_scores(updates: np.ndarray) -> dict[str, np.ndarray]:
     """Per-client raw scores against the coordinate-wise median update (see ``FlagConfig`` for their use)."""
     updates = np.asarray(updates, dtype=np.float64)
