@@ -18,8 +18,9 @@ from flwr.server.client_manager import SimpleClientManager
 from flwr.server.server import evaluate_clients, fit_clients
 
 from fedad.client.site import FederationSpec
-from fedad.common.federated_stats import (decode_histogram, decode_scaler_stats, encode_scaler_stats,
-                                          global_threshold, metrics_from_counts, N_BINS)
+from fedad.common.federated_stats import (combined_threshold, decode_histogram, decode_scaler_stats,
+                                          encode_scaler_stats, metrics_from_counts, N_BINS, rule_threshold)
+from fedad.common.threshold_rule import expected_far
 from fedad.common.crypto.statistics import decode_fixed_point, sum_counts, sum_fixed_point
 from fedad.common.errors import FedadError
 from fedad.common.preprocessing import ScalerStats
@@ -27,6 +28,27 @@ from fedad.common.wire import WireError, decode_json, encode_json
 from fedad.server.strategies.base import FedadStrategy, client_name
 
 CHECKPOINT_DIR = "checkpoint"
+
+
+def pooled_feature_scales(metrics: list[dict]) -> np.ndarray | None:
+    """RMS training error per feature over all nodes, from their sums of squared errors and counts."""
+    from fedad.common.wire import decode_array
+
+    total, count = None, 0
+    for m in metrics:
+        if "fe_sq_sum" not in (m or {}):
+            return None
+        try:
+            v = decode_array(m["fe_sq_sum"])
+        except WireError:
+            return None
+        if total is not None and v.shape != total.shape or not np.isfinite(v).all() or (v < 0).any():
+            return None
+        total = v if total is None else total + v
+        count += int(m.get("fe_count", 0))
+    if total is None or count <= 0:
+        return None
+    return np.maximum(np.sqrt(total / count), 1e-12)
 
 
 class FederationFailed(Exception):
@@ -62,6 +84,7 @@ class FedadServer(Server):
         self.refused: dict[str, str] = {}
         self.failures: list[dict] = []
         self.result: dict = {}
+        self.feature_scales: np.ndarray | None = None  # pooled training error scales (plaintext runs)
         self.admitted: set[str] = set()  # Flower cids whose features were checked
         self.encrypted = bool(getattr(strategy, "encrypted", False))  # Paillier: sums stay ciphertexts here
         self.blind = bool(getattr(strategy, "plaintext_model", False))  # secure-robust: blind-decrypted aggregates
@@ -236,6 +259,15 @@ class FedadServer(Server):
         return loss, results
 
     def _threshold_and_test(self, rnd: int, timeout: float | None) -> tuple[float, dict]:
+        spec = self.spec
+        self.threshold_info = {"score": spec.score, "top_k": spec.top_k if spec.score == "topk" else None,
+                               "rule": spec.threshold_rule, "scope": spec.threshold_scope,
+                               "expected_far": expected_far(spec.threshold_rule, spec.threshold_quantile,
+                                                            spec.target_far),
+                               "combination": ("per node" if spec.threshold_scope == "site" else
+                                               "summed encrypted histogram" if self.encrypted else
+                                               "pooled histograms clamped to the 2nd-lowest..2nd-highest node "
+                                               "threshold; histograms not summing to the declared count dropped")}
         self._admit_newcomers(timeout)  # a node that connected after the last round is checked like the others
         untrusted = self.strategy.untrusted()
         clients = [c for c in self.strategy.clients(self._client_manager)
@@ -256,17 +288,27 @@ class FedadServer(Server):
                     counts = self.strategy.decrypt_histogram(hist_sum, rnd + 1, len(msgs), N_BINS)
                 except FedadError as exc:
                     raise FederationFailed(f"threshold: {exc}") from None
-                threshold = global_threshold(counts, self.spec.threshold_quantile)
+                threshold = rule_threshold(counts, self.spec)
                 ins = EvaluateIns(self.parameters, self._config("test", rnd, threshold=threshold))
             else:
                 ins = EvaluateIns(self.parameters, self._config("test", rnd, hist_sum_enc=hist_sum))
         else:
-            counts = np.zeros(N_BINS, dtype=np.int64)
-            for _, res in results:
-                counts += decode_histogram(res.metrics["hist"])
-            if counts.sum() == 0:
-                raise FederationFailed("no client sent validation scores for the threshold")
-            threshold = global_threshold(counts, self.spec.threshold_quantile)
+            histograms = {}
+            for proxy, res in results:
+                try:
+                    histograms[client_name(res, proxy)] = (decode_histogram(res.metrics["hist"]), int(res.num_examples))
+                except (KeyError, WireError) as exc:
+                    self.log.warning("threshold: ignoring the histogram of %s: %s", client_name(res, proxy), exc)
+            try:
+                combined = combined_threshold(histograms, self.spec)
+            except ValueError as exc:
+                raise FederationFailed(f"no client sent validation scores for the threshold ({exc})") from None
+            for name, why in combined.dropped.items():
+                self.log.warning("threshold: left out the histogram of %s: %s", name, why)
+            threshold = combined.threshold
+            self.feature_scales = pooled_feature_scales([res.metrics for _, res in results])
+            self.threshold_info.update(pooled=combined.pooled, node_thresholds=combined.node_thresholds,
+                                       dropped=combined.dropped)
             ins = EvaluateIns(self.parameters, self._config("test", rnd, threshold=threshold))
         results, failures = evaluate_clients([(c, ins) for c in clients], self.max_workers, timeout, rnd)
         self._record_failures("test", rnd, failures)
@@ -286,10 +328,15 @@ class FedadServer(Server):
         metrics = metrics_from_counts(tp, fp, tn, fn, pos, neg) if (tp + fp + tn + fn) else {}
         self.score_histograms = (pos, neg)
         metrics["per_client"] = per_client
-        if self.encrypted and not self.blind:
+        if self.spec.threshold_scope == "site":  # each node used its own threshold; report them
+            threshold = float(np.median(thresholds)) if thresholds else float("nan")
+            self.threshold_info["site_thresholds"] = {client_name(res, proxy): float(res.metrics["threshold"])
+                                                      for proxy, res in results if "threshold" in (res.metrics or {})}
+        elif self.encrypted and not self.blind:
             if not thresholds or max(thresholds) != min(thresholds):
                 raise FederationFailed(f"clients disagree on the decrypted threshold: {sorted(set(thresholds))}")
             threshold = thresholds[0]
+        self.threshold_info.update(threshold=threshold)
         return threshold, metrics
 
     # ---------------------------------------------------------------- checkpoints
@@ -349,5 +396,6 @@ class FedadServer(Server):
                           num_rounds, len(record["clients"]), record["loss"] or float("nan"), record["train_loss"],
                           record["seconds"], record["bytes_up"] / 1e3)
         threshold, metrics = self._threshold_and_test(num_rounds, timeout)
-        self.result = {"threshold": threshold, "metrics": metrics, "seconds": time.perf_counter() - t_start}
+        self.result = {"threshold": threshold, "metrics": metrics, "seconds": time.perf_counter() - t_start,
+                       "detection": self.threshold_info}
         return History(), time.perf_counter() - t_start

@@ -75,7 +75,7 @@ def test_feature_residuals_and_max_feature_score():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(300, 4))
     for model, window in (("dense", None), ("cnn", 10)):
-        det = AutoencoderDetector(model=model, window=window, epochs=2, batch_size=64, device="cpu").fit(X)
+        det = AutoencoderDetector(model=model, window=window, epochs=2, batch_size=64, device="cpu", score="mse").fit(X)
         R = feature_residuals(det, X)
         assert R.shape == X.shape and (R >= 0).all()
         if model == "dense":  # mean squared residual is the detector's own score
