@@ -19,8 +19,8 @@ from fedad.common.models.registry import MODEL_NAMES, build_model, default_windo
 from fedad.common.preprocessing import Preprocessor, sliding_windows, window_scores_to_records
 from fedad.common.scoring import (DEFAULT_SCORE, DEFAULT_TOP_K, aggregate_errors, check_score, feature_errors,
                                   feature_scales, scales_from_list, scales_to_list)
-from fedad.common.rebaseline import drifting_features
-from fedad.common.stream_rule import DRIFT_RATIO, DRIFT_WINDOW, stream_scores
+from fedad.common.rebaseline import drift_ratios
+from fedad.common.stream_rule import DRIFT_WINDOW, normalised_errors
 from fedad.common.threshold_rule import DEFAULT_RULE, check_rule, expected_far, threshold_by_rule
 from fedad.common.training import ProgressFn, reconstruction_errors, resolve_device, train_model
 
@@ -32,6 +32,8 @@ WEIGHTS_FILE = "model.pt"
 SCORE_BLOCK_ROWS = 65536
 # scores of the last fitting records saved with a model, for the streaming alarm rule's threshold
 FIT_SCORES_KEPT = 10000
+# normalised feature errors of the last fitting records saved with a model, for the adaptive stream rule
+STREAM_ROWS_KEPT = 1000
 
 
 class AutoencoderDetector:
@@ -161,10 +163,10 @@ class AutoencoderDetector:
         self.threshold_ = float(threshold_by_rule(scores, self.threshold_rule, self.threshold_quantile,
                                                   self.target_far))
         # what the streaming alarm rule (fedad.common.stream_rule) needs at scoring time
-        self.drifting_ = drifting_features(X, DRIFT_WINDOW, DRIFT_RATIO) if n >= DRIFT_WINDOW else np.zeros(d, bool)
+        self.drift_ratios_ = drift_ratios(X, DRIFT_WINDOW) if n >= DRIFT_WINDOW else np.zeros(d)
         self.feature_sd_ = X.std(axis=0)
-        tail = X[-FIT_SCORES_KEPT:]
-        self.stream_fit_scores_ = stream_scores(self, tail) if len(tail) >= window else None
+        tail = X[-STREAM_ROWS_KEPT:]
+        self.stream_fit_errors_ = normalised_errors(self, tail) if len(tail) >= window else None
         return self
 
     @property
@@ -315,10 +317,10 @@ class AutoencoderDetector:
         }
 
     def _stream_state(self) -> dict[str, Any] | None:
-        if getattr(self, "stream_fit_scores_", None) is None:
+        if getattr(self, "stream_fit_errors_", None) is None:
             return None
-        return {"drifting": [bool(v) for v in self.drifting_], "feature_sd": [float(v) for v in self.feature_sd_],
-                "fit_scores": _score_tail(self.stream_fit_scores_)}
+        return {"drift_ratios": [float(v) for v in self.drift_ratios_], "feature_sd": [float(v) for v in self.feature_sd_],
+                "fit_errors": [[float(f"{v:.6g}") for v in row] for row in self.stream_fit_errors_]}
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | None = None) -> AutoencoderDetector:
@@ -374,12 +376,12 @@ class AutoencoderDetector:
         fit_scores = cfg.get("fit_scores")
         det.fit_scores_ = None if fit_scores is None else np.asarray(fit_scores, dtype=np.float64)
         stream = cfg.get("stream")
-        det.stream_fit_scores_ = None
+        det.stream_fit_errors_ = None
         if isinstance(stream, dict):
             try:
-                det.drifting_ = np.asarray(stream["drifting"], dtype=bool).reshape(n_features)
+                det.drift_ratios_ = np.asarray(stream["drift_ratios"], dtype=np.float64).reshape(n_features)
                 det.feature_sd_ = np.asarray(stream["feature_sd"], dtype=np.float64).reshape(n_features)
-                det.stream_fit_scores_ = np.asarray(stream["fit_scores"], dtype=np.float64).reshape(-1)
+                det.stream_fit_errors_ = np.asarray(stream["fit_errors"], dtype=np.float64).reshape(-1, n_features)
             except (KeyError, TypeError, ValueError) as exc:
                 raise FedadError(f"{config_path}: bad stream state: {exc}") from None
         return det

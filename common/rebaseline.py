@@ -36,16 +36,22 @@ Scorer = Callable[[np.ndarray], np.ndarray]
 FitFn = Callable[[np.ndarray], Scorer]
 
 
-def drifting_features(X: np.ndarray, window: int = 60, ratio: float = 0.6) -> np.ndarray:
-    """Boolean mask (d,) of the columns of X (n, d) whose rolling mean over ``window`` rows varies by at
-    least ``ratio`` of their standard deviation (constant columns are not drifting)."""
+def drift_ratios(X: np.ndarray, window: int = 60) -> np.ndarray:
+    """Per column of X (n, d): the standard deviation of its rolling mean over ``window`` rows divided by its
+    standard deviation (0 for constant columns); near 1 for slow drift, near 0 for fast noise."""
     X = np.asarray(X, dtype=np.float64)
     if X.ndim != 2 or len(X) < window:
-        raise FedadError(f"drifting_features needs a 2-D array with at least {window} rows, got shape {X.shape}")
+        raise FedadError(f"drift ratios need a 2-D array with at least {window} rows, got shape {X.shape}")
     sd = X.std(axis=0)
     slow = pd.DataFrame(X).rolling(window).mean().std().to_numpy()
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(sd > 0, slow / np.where(sd > 0, sd, 1.0) >= ratio, False)
+        return np.where(sd > 0, slow / np.where(sd > 0, sd, 1.0), 0.0)
+
+
+def drifting_features(X: np.ndarray, window: int = 60, ratio: float = 0.6) -> np.ndarray:
+    """Boolean mask (d,) of the columns of X (n, d) whose rolling mean over ``window`` rows varies by at
+    least ``ratio`` of their standard deviation (constant columns are not drifting)."""
+    return drift_ratios(X, window) >= ratio
 
 
 def feature_residuals(detector, X: np.ndarray) -> np.ndarray:
@@ -162,22 +168,25 @@ def stream_alarms(
         i = c + t
         if scores[max(0, i + 1 - smooth):i + 1].mean() > threshold:
             alarms[t] = 1
-            if t + 1 >= 2 * w and t + 1 + collect <= n:
+            if t + 1 >= 2 * w:
                 recent = (csum[t + 1] - csum[t + 1 - w]) / w
                 before = (csum[t + 1 - w] - csum[t + 1 - 2 * w]) / w
                 if (np.abs(recent - before) / sd).max() > change_sds and \
                         scores[i + 1 - w:i + 1].mean() < scores[i + 1 - 2 * w:i + 1 - w].mean() - drop:
+                    # the episode is over: the next ``collect`` records are judged normal (no alarm) while
+                    # they are collected; once all are in, a fresh model is fitted on them (with the w before)
+                    events.append(t)
                     end = t + 1 + collect
-                    try:
-                        scorer = fit(X[t + 1 - w:end])
-                    except FedadError:
-                        scorer = None  # too few rows for this model: keep the model in force
-                    if scorer is not None:
-                        events.append(t)
-                        scores[i + 1:c + end] = median  # collection rows: judged normal, no alarm
-                        # the new model scores the records from ``end`` on (earlier ones are context only)
-                        scores[c + end:] = np.asarray(scorer(X[t + 1 - w:]), dtype=np.float64)[end - (t + 1 - w):]
-                        t = end
-                        continue
+                    scores[i + 1:c + min(end, n)] = median
+                    if end < n:
+                        try:
+                            scorer = fit(X[t + 1 - w:end])
+                        except FedadError:
+                            scorer = None  # too few rows for this model: the model in force stays
+                        if scorer is not None:  # it scores the records from ``end`` on; earlier ones: context
+                            scores[c + end:] = np.asarray(scorer(X[t + 1 - w:]),
+                                                          dtype=np.float64)[end - (t + 1 - w):]
+                    t = end
+                    continue
         t += 1
     return Rebaselined(scores=scores[c:], alarms=alarms, threshold=threshold, events=events)

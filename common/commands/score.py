@@ -43,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ad.add_argument("--change-sds", type=float, default=d.change_sds, help="change size, training std units")
     ad.add_argument("--drop", type=float, default=d.drop, help="fall of the mean score that ends an alarm")
     ad.add_argument("--collect", type=int, default=d.collect, help="rows judged normal and re-fitted on")
+    ad.add_argument("--drift-ratio", type=float, default=d.drift_ratio,
+                    help="leave out features whose 60-row rolling mean in the training rows varies by at least "
+                         "this share of their std (>1: keep all)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
         params = AdaptiveParams(smooth=args.smooth, threshold_scale=args.threshold_scale,
                                 change_window=args.change_window, change_sds=args.change_sds, drop=args.drop,
-                                collect=args.collect)
+                                collect=args.collect, drift_ratio=args.drift_ratio)
         if min(params.smooth, params.change_window, params.collect) < 1:
             raise FedadError("--smooth, --change-window and --collect must be at least 1")
         res = adaptive_alarms(detector, X, params)
