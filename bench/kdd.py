@@ -61,7 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     ap.add_argument("--score", default=DEFAULT_SCORE, choices=SCORES, help="autoencoder record score (fedad train)")
     ap.add_argument("--threshold-rule", default=DEFAULT_RULE, choices=THRESHOLD_RULES,
-                    help="autoencoder threshold rule (fedad train; pot at risk --target-far, default 0.001)")
+                    help="autoencoder threshold rule (fedad train; pot at risk --target-far, default 0.01)")
     ap.add_argument("--target-far", type=float, default=None, help="the rule's false-alarm rate (fedad train)")
     ap.add_argument("--alt-quantile", type=float, default=0.95,
                     help="a second operating point reported beside it (same normal scores, no test labels)")

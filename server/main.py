@@ -91,7 +91,7 @@ def add_detection_arguments(p) -> None:
                    help="pot: generalised Pareto tail of the validation scores at risk --target-far; "
                         "quantile: --threshold-quantile")
     p.add_argument("--target-far", type=float, default=None,
-                   help="false-alarm rate the threshold is set for (pot default 0.001; quantile: 1 - this)")
+                   help="false-alarm rate the threshold is set for (pot default 0.01; quantile: 1 - this)")
     p.add_argument("--threshold-scope", default="global", choices=("global", "site"),
                    help="global: one threshold from the nodes' histograms (robust to one lying node); "
                         "site: each node's own threshold from its own validation scores (non-IID plants)")

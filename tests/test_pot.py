@@ -51,7 +51,7 @@ def test_rules_and_expected_far():
     scores = rng.exponential(size=20_000)
     assert threshold_by_rule(scores, "quantile", quantile=0.99) == threshold_from_scores(scores, 0.99)
     assert expected_far("quantile", 0.99) == pytest.approx(0.01)
-    assert expected_far("pot") == pytest.approx(1e-3)
+    assert expected_far("pot") == pytest.approx(0.01)
     assert expected_far("pot", far=1e-4) == 1e-4
     t = threshold_by_rule(scores, "pot", far=1e-3)
     assert t == pytest.approx(-np.log(1e-3), rel=0.1)

@@ -8,7 +8,7 @@ on its loss. Scores (--score): each feature's reconstruction error divided by it
 training rows, then the max (default), mean or top-k mean over features, log(1 + .); `mse` is the plain
 mean squared error. The threshold (--threshold-rule) comes from the validation scores: `pot` (default)
 fits a generalised Pareto tail to their upper 2 % and sets the threshold at false-alarm risk --target-far
-(default 0.001); `quantile` takes their --threshold-quantile (or 1 - --target-far).
+(default 0.01); `quantile` takes their --threshold-quantile (or 1 - --target-far).
 
 Progress (epochs, losses) goes to stderr. MODEL_DIR receives detector.json (parameters, preprocessing
 state, threshold, feature names) and model.pt (the weights), written to a temporary directory first and
@@ -71,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     thresh.add_argument("--threshold-quantile", type=float, default=0.99, metavar="Q",
                         help="quantile rule: threshold = this quantile of the validation scores")
     thresh.add_argument("--target-far", type=float, default=None, metavar="F",
-                        help="target false-alarm rate: the pot rule's risk (default 0.001); quantile rule: 1 - F")
+                        help="target false-alarm rate: the pot rule's risk (default 0.01); quantile rule: 1 - F")
     pre = parser.add_argument_group("preprocessing (fitted on the training rows)")
     pre.add_argument("--scaler", default="standard", choices=("standard", "minmax", "none"), help="feature scaling")
     pre.add_argument("--detrend", default="none", choices=("none", "diff", "ma"),
