@@ -34,7 +34,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from _options import names
 
 MODELS = ("dense", "lstm", "gru", "cnn", "vae")

@@ -25,7 +25,7 @@ of them crafts, which is what the parallel processes see when none of them times
 threshold as the server sets it (``combined_threshold``: the robust combination of all 10 sites' validation
 histograms, or each site's own with ``--threshold-scope site``); and
 summed confusion counts / score histograms on the test parts (``metrics_from_counts``). fedad's
-strategies go through ``fedad.server.robust.aggregate_round`` - the numpy entry the Flower adapters
+strategies go through ``fedad.server.defence.round.aggregate_round`` - the numpy entry the Flower adapters
 call - with the mean latent embeddings the clients send and a trust history and quarantine kept across
 rounds; the baselines use Flower's own functions from ``flwr.server.strategy.aggregate`` on the
 clients' weights, as Flower's strategies do, and FedAvg is ``fedad.server.aggregation.weighted_average``
@@ -141,8 +141,9 @@ class StrategyState:
     shadow: dict = field(default_factory=dict)  # secure-robust: plaintext robust on the same updates (paired)
 
     @classmethod
-    def new(cls, name: str, quarantine_after: int, secure: dict | None = None) -> "StrategyState":
-        from fedad.server.robust import Quarantine, TrustHistory
+    def new(cls, name: str, quarantine_after: int, secure: dict | None = None) -> StrategyState:
+        from fedad.server.defence.quarantine import Quarantine
+        from fedad.server.defence.trust import TrustHistory
 
         shadow = {"history": TrustHistory(), "quarantine": Quarantine(max_flags=quarantine_after), "tp": 0, "fp": 0,
                   "fn": 0}
@@ -153,8 +154,7 @@ class StrategyState:
 def aggregate(state: StrategyState, rnd: int, global_w: list[np.ndarray], names: list[str],
               results: list[tuple[list[np.ndarray], int, np.ndarray]], malicious: set[str]) -> list[np.ndarray]:
     """New global weights from one round's (weights, examples, embedding) per client."""
-    from flwr.server.strategy.aggregate import (aggregate_bulyan, aggregate_krum, aggregate_median,
-                                                aggregate_trimmed_avg)
+    from flwr.server.strategy.aggregate import aggregate_bulyan, aggregate_krum, aggregate_median, aggregate_trimmed_avg
 
     from fedad.server.aggregation import apply_update, compute_update, weighted_average
 
@@ -172,7 +172,7 @@ def aggregate(state: StrategyState, rnd: int, global_w: list[np.ndarray], names:
         return aggregate_trimmed_avg(pairs, proportiontocut=TRIM_BETA)
     if s == "bulyan":
         return aggregate_bulyan(list(pairs), BULYAN_F, aggregate_krum, to_keep=0)
-    from fedad.server.robust import aggregate_round
+    from fedad.server.defence.round import aggregate_round
 
     dim = int(sum(w.size for w in global_w))
     updates = [compute_update(w, global_w) for w, _, _ in results]
@@ -207,9 +207,9 @@ def aggregate(state: StrategyState, rnd: int, global_w: list[np.ndarray], names:
 
 def secure_round(state: StrategyState, names: list[str], updates: list[np.ndarray], results: list, dim: int):
     """secure-robust on the quantized integers (exactly what its decryptions return; see
-    ``fedad.server.secure_robust.simulate_round``): the aggregator sees m sketch rows and one embedding each."""
+    ``fedad.server.defence.sketch_round.simulate_round``): the aggregator sees m sketch rows and one embedding each."""
     from fedad.common.crypto.sketch import secure_layout
-    from fedad.server.secure_robust import WEIGHT_TOTAL, simulate_round
+    from fedad.server.defence.sketch_round import WEIGHT_TOTAL, simulate_round
 
     opts = state.secure
     layout = secure_layout(SECURE_KEY_BITS, opts["bits"], dim, WEIGHT_TOTAL)
@@ -239,7 +239,8 @@ def build_setup(shards: list, attack: str, args) -> Setup:
     import torch
 
     from fedad.client.attack_runner import AttackRunner
-    from fedad.client.site import FederationSpec, Site
+    from fedad.client.site import Site
+    from fedad.common.federation_spec import FederationSpec
     from fedad.common.models.registry import build_model
     from fedad.common.preprocessing import ScalerStats
     from fedad.common.training import get_weights
@@ -296,7 +297,8 @@ def evaluate(setup: Setup, weights: list[np.ndarray], malicious: set[str]) -> di
     from fedad.common.threshold_rule import threshold_by_rule
 
     spec = setup.spec
-    val = {name: site.record_scores(weights, site.split.val) for name, site in zip(setup.names, setup.sites)}
+    val = {name: site.record_scores(weights, site.split.val)
+           for name, site in zip(setup.names, setup.sites, strict=True)}
     if spec.threshold_scope == "site":
         per_site = {n: threshold_by_rule(v, spec.threshold_rule, spec.threshold_quantile, spec.target_far)
                     for n, v in val.items()}

@@ -6,7 +6,7 @@ Three parts, all measured in one run:
    precision/recall and F1 drop of ``secure-robust`` (m sketch rows and one embedding per client), side by
    side with plaintext ``robust`` scoring the very same updates every round (paired: same run, same
    updates, its own trust history and quarantine) and with robust's own federation on the same setup. secure-robust runs on the quantized integers its decryptions
-   return (``fedad.server.secure_robust.simulate_round``: clients' stochastic quantization with clip R,
+   return (``fedad.server.defence.sketch_round.simulate_round``: clients' stochastic quantization with clip R,
    sketches over a 2048-bit key's slot layout, integer exponents); that these integers are exactly what the
    Paillier path decrypts is tested in tests/test_blind_decryption.py. Target: P/R within 0.02 of the
    paired robust P/R, F1 drop <= 0.02 vs secure-robust's clean run.
@@ -35,7 +35,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-
 import poisoning as P
 from _federation_run import free_address, run_federation
 
@@ -67,7 +66,7 @@ def leakage_fraction(rows_m: int) -> float:
     """m x L / d for the dense AE of the synthetic plant under a 2048-bit key."""
     from fedad.common.crypto.sketch import leakage, secure_layout
     from fedad.common.models.registry import build_model
-    from fedad.server.secure_robust import WEIGHT_TOTAL
+    from fedad.server.defence.sketch_round import WEIGHT_TOTAL
 
     d = int(sum(p.numel() for p in build_model("dense", 12).parameters()))
     return leakage(rows_m, secure_layout(P.SECURE_KEY_BITS, 16, d, WEIGHT_TOTAL), d)

@@ -59,7 +59,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
 from _options import names
 
 GROUPS = ("valve1", "valve2", "other")

@@ -43,6 +43,7 @@ class AttackRunner:
         benign = None
         if self.attack.needs_benign:
             honest = flat(new_weights) - flat(global_weights)
+            assert self.collusion_dir and self.colluders  # checked in __init__
             benign = CollusionChannel(self.collusion_dir, rnd, self.client, self.colluders).exchange(honest)
         weights = self.attack.poison_weights(rnd, global_weights, new_weights, benign)
         count = self.attack.poison_num_examples(num_examples)

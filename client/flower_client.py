@@ -4,14 +4,22 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from typing import Any
 
 import flwr
 import numpy as np
 
-from fedad.client.site import FederationSpec, Site
+from fedad.client.site import Site
 from fedad.common.errors import FedadError
-from fedad.common.federated_stats import (N_BINS, decode_scaler_stats, encode_histogram, encode_scaler_stats,
-                                          histogram, rule_threshold)
+from fedad.common.federated_stats import (
+    N_BINS,
+    decode_scaler_stats,
+    encode_histogram,
+    encode_scaler_stats,
+    histogram,
+    rule_threshold,
+)
+from fedad.common.federation_spec import FederationSpec
 from fedad.common.threshold_rule import threshold_by_rule
 from fedad.common.wire import decode_json, encode_array, encode_json
 
@@ -144,7 +152,7 @@ class FedadClient(flwr.client.NumPyClient):
             self._site_threshold = threshold_by_rule(scores, spec.threshold_rule, spec.threshold_quantile,
                                                      spec.target_far)
             hist = histogram(scores)
-            m = {"name": self.name}
+            m: dict[str, Any] = {"name": self.name}
             if spec.score != "mse" and self.secure is None:  # for the server's global model (global scaling)
                 scales = self.site.feature_scales(weights)
                 n_train = len(self.site.train_samples)

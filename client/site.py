@@ -5,56 +5,24 @@ Raw records stay in this object; what it returns are weights, counts, sums and h
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fedad.common.errors import FedadError
+from fedad.common.federation_spec import FederationSpec
 from fedad.common.preprocessing import Preprocessor, ScalerStats, sliding_windows, window_scores_to_records
-from fedad.common.scoring import DEFAULT_SCORE, DEFAULT_TOP_K, aggregate_errors, feature_errors, feature_scales
-from fedad.common.threshold_rule import DEFAULT_RULE
+from fedad.common.scoring import aggregate_errors, feature_errors, feature_scales
 from fedad.common.split import split_site
 
 if TYPE_CHECKING:
     from fedad.common.data import Dataset
 
 
-@dataclass
-class FederationSpec:
-    """Everything a client needs to take part; the server sends it with every instruction."""
-
-    model: str = "dense"
-    window: int = 1
-    sizes: dict = field(default_factory=dict)
-    preprocessing: dict = field(default_factory=dict)
-    feature_names: list[str] | None = None
-    local_epochs: int = 2
-    batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 1e-5
-    seed: int = 0
-    threshold_quantile: float = 0.99
-    scaling: str = "site"  # "site": each node standardises with its own statistics; "global": merged statistics
-    score: str = DEFAULT_SCORE  # fedad.common.scoring; normalised by each node's own training error scales
-    top_k: int = DEFAULT_TOP_K
-    threshold_rule: str = DEFAULT_RULE  # fedad.common.threshold_rule: "pot" or "quantile"
-    target_far: float | None = None  # the rule's false-alarm rate (pot default: fedad.common.pot.DEFAULT_RISK)
-    threshold_scope: str = "global"  # "global": robust combination of the nodes' histograms; "site": each node's own
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "FederationSpec":
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
-
-
 class Site:
     """A client's data and model, driven phase by phase by the server's instructions."""
 
-    def __init__(self, data: "Dataset", device: str = "cpu"):
+    def __init__(self, data: Dataset, device: str = "cpu"):
         from fedad.common.training import resolve_device
 
         self.data = data

@@ -66,7 +66,8 @@ class BaselineDetector(ABC):
         return (self.decision_function(X) > self.threshold_).astype(np.int8)
 
     def _threshold(self, train_scores: np.ndarray) -> float:
-        return threshold_from_scores(train_scores, quantile=self.threshold_quantile)
+        return threshold_from_scores(train_scores, quantile=0.99 if self.threshold_quantile is None
+                                     else self.threshold_quantile)
 
     def _fill(self, X: np.ndarray) -> np.ndarray:
         bad = ~np.isfinite(X)

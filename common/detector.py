@@ -17,9 +17,17 @@ import torch
 from fedad.common.errors import FedadError
 from fedad.common.models.registry import MODEL_NAMES, build_model, default_window
 from fedad.common.preprocessing import Preprocessor, sliding_windows, window_scores_to_records
-from fedad.common.scoring import (DEFAULT_SCORE, DEFAULT_TOP_K, aggregate_errors, check_score, feature_errors,
-                                  feature_scales, scales_from_list, scales_to_list)
 from fedad.common.rebaseline import drift_ratios
+from fedad.common.scoring import (
+    DEFAULT_SCORE,
+    DEFAULT_TOP_K,
+    aggregate_errors,
+    check_score,
+    feature_errors,
+    feature_scales,
+    scales_from_list,
+    scales_to_list,
+)
 from fedad.common.stream_rule import DRIFT_WINDOW, normalised_errors
 from fedad.common.threshold_rule import DEFAULT_RULE, check_rule, expected_far, threshold_by_rule
 from fedad.common.training import ProgressFn, reconstruction_errors, resolve_device, train_model
@@ -143,7 +151,7 @@ class AutoencoderDetector:
         )
         self.model_ = model
         self.device_ = device
-        self.feature_scales_ = feature_scales(feature_errors(model, train, device))
+        self.feature_scales_: np.ndarray | None = feature_scales(feature_errors(model, train, device))
         # threshold on per-record scores of held-out records, the same mapping decision_function applies
         held_out = val if val is not None else train
         scores = self._sample_scores(held_out)
@@ -159,14 +167,15 @@ class AutoencoderDetector:
         names = feature_names if feature_names is not None else [f"x{i}" for i in range(d)]
         self.feature_names_ = [str(f) for f in names]
         self.validation_scores_ = scores
-        self.fit_scores_ = np.concatenate([train_scores, scores]) if val is not None else train_scores
+        fit_scores = np.concatenate([train_scores, scores]) if val is not None else train_scores
+        self.fit_scores_: np.ndarray | None = fit_scores
         self.threshold_ = float(threshold_by_rule(scores, self.threshold_rule, self.threshold_quantile,
                                                   self.target_far))
         # what the streaming alarm rule (fedad.common.stream_rule) needs at scoring time
         self.drift_ratios_ = drift_ratios(X, DRIFT_WINDOW) if n >= DRIFT_WINDOW else np.zeros(d)
         self.feature_sd_ = X.std(axis=0)
         tail = X[-STREAM_ROWS_KEPT:]
-        self.stream_fit_errors_ = normalised_errors(self, tail) if len(tail) >= window else None
+        self.stream_fit_errors_: np.ndarray | None = normalised_errors(self, tail) if len(tail) >= window else None
         return self
 
     @property
@@ -317,10 +326,12 @@ class AutoencoderDetector:
         }
 
     def _stream_state(self) -> dict[str, Any] | None:
-        if getattr(self, "stream_fit_errors_", None) is None:
+        errors = getattr(self, "stream_fit_errors_", None)
+        if errors is None:
             return None
-        return {"drift_ratios": [float(v) for v in self.drift_ratios_], "feature_sd": [float(v) for v in self.feature_sd_],
-                "fit_errors": [[float(f"{v:.6g}") for v in row] for row in self.stream_fit_errors_]}
+        return {"drift_ratios": [float(v) for v in self.drift_ratios_],
+                "feature_sd": [float(v) for v in self.feature_sd_],
+                "fit_errors": [[float(f"{v:.6g}") for v in row] for row in errors]}
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | None = None) -> AutoencoderDetector:

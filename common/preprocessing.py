@@ -76,7 +76,8 @@ class ScalerStats:
     sumsq: np.ndarray
     min: np.ndarray
     max: np.ndarray
-    feature_count: np.ndarray | None = field(default=None)
+    # None (the default) means `count` values in every feature; __post_init__ always replaces it with an array
+    feature_count: np.ndarray = field(default=None)  # type: ignore[arg-type]
 
     def __post_init__(self) -> None:
         self.count = int(self.count)
@@ -175,7 +176,7 @@ class ScalerStats:
                 sumsq=_array(d["sumsq"], "sumsq"),
                 min=_array(d["min"], "min", none_as=np.inf),
                 max=_array(d["max"], "max", none_as=-np.inf),
-                feature_count=d.get("feature_count"),
+                feature_count=d.get("feature_count"),  # type: ignore[arg-type]  # None: count in every feature
             )
         except (KeyError, TypeError) as exc:
             raise FedadError(f"malformed scaler statistics: missing or bad field {exc}") from None
@@ -428,6 +429,7 @@ class Preprocessor:
 
     def _impute(self, X: np.ndarray, nan: np.ndarray) -> np.ndarray:
         """Fill the NaNs of ``X``; only rows that contain NaN are touched. Returns a new array."""
+        assert self.impute_mean_ is not None and self.impute_std_ is not None  # only called once fitted
         out = np.array(X, dtype=np.float64)
         rows = np.flatnonzero(nan.any(axis=1))
         if self.impute_reference_ is not None:
@@ -447,6 +449,7 @@ class Preprocessor:
         if self._imputer is None:
             from sklearn.impute import KNNImputer
 
+            assert self.impute_reference_ is not None  # only called with a reference set
             z = (self.impute_reference_ - self.impute_mean_) / self.impute_std_
             self._imputer = KNNImputer(n_neighbors=self.knn_neighbors, keep_empty_features=True).fit(z)
         return self._imputer

@@ -17,12 +17,14 @@ models: a feature's error over a window is its RMS over the window's records.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from fedad.common.errors import FedadError
+
+if TYPE_CHECKING:
+    import torch
 
 SCORES: tuple[str, ...] = ("mse", "mean", "max", "topk")
 DEFAULT_SCORE = "max"
@@ -42,6 +44,8 @@ def check_score(score: Any, top_k: Any = DEFAULT_TOP_K) -> tuple[str, int]:
 def feature_errors(model: torch.nn.Module, samples: np.ndarray, device: str | torch.device = "cpu",
                    batch_size: int = 8192) -> np.ndarray:
     """Squared reconstruction error per sample and feature, float64 (n, d); windows: mean over the window."""
+    import torch
+
     model.to(device).eval()
     out = np.empty((len(samples), samples.shape[-1]), dtype=np.float64)
     with torch.inference_mode():

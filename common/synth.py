@@ -150,9 +150,9 @@ def first_order_filter(u: np.ndarray, a: float, y0: float = 0.0) -> np.ndarray:
         return np.zeros(0)
     block = int(min(n, max(1.0, 12.0 / -np.log(a)))) if a > 0 else 1
     blocks = -(-n // block)
-    U = np.zeros(blocks * block)
-    U[:n] = u
-    U = U.reshape(blocks, block)
+    flat = np.zeros(blocks * block)
+    flat[:n] = u
+    U = flat.reshape(blocks, block)
     k = np.arange(block)
     local = np.cumsum(U * a ** (-k.astype(float)), axis=1) * a ** k.astype(float)
     carry_gain = a ** (k + 1.0)

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from fedad.common.errors import FedadError
+from fedad.common.models.base import Autoencoder
 
 # scoring batch sizes: on CPU activations of ~8k rows stay in L2 cache (measured fastest for the dense AE)
 SCORE_BATCH_CPU = 8192
@@ -46,7 +47,7 @@ def _as_tensor(X: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tens
     return torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)).to(device)
 
 
-def _mean_loss(model: nn.Module, X: torch.Tensor, batch_size: int) -> float:
+def _mean_loss(model: Autoencoder, X: torch.Tensor, batch_size: int) -> float:
     """Sample-weighted mean of ``model.loss`` over X in eval mode, without gradients."""
     model.eval()
     total = 0.0
@@ -58,7 +59,7 @@ def _mean_loss(model: nn.Module, X: torch.Tensor, batch_size: int) -> float:
 
 
 def train_model(
-    model: nn.Module,
+    model: Autoencoder,
     X_train: np.ndarray | torch.Tensor,
     X_val: np.ndarray | torch.Tensor | None = None,
     epochs: int = 50,
@@ -130,7 +131,7 @@ def train_model(
 
 
 def reconstruction_errors(
-    model: nn.Module, X: np.ndarray | torch.Tensor, device: str | torch.device = "auto", batch_size: int | None = None,
+    model: Autoencoder, X: np.ndarray | torch.Tensor, device: str | torch.device = "auto", batch_size: int | None = None,
 ) -> np.ndarray:
     """Per-sample anomaly scores ``model.score`` of rows or windows X, float64 ``(n,)``, in eval mode.
 
@@ -150,18 +151,17 @@ def reconstruction_errors(
 
 
 def mean_embedding(
-    model: nn.Module, X: np.ndarray | torch.Tensor, device: str | torch.device = "auto", batch_size: int = 65536,
+    model: Autoencoder, X: np.ndarray | torch.Tensor, device: str | torch.device = "auto", batch_size: int = 65536,
 ) -> np.ndarray:
     """Mean latent code ``model.encode`` over the samples X, float64 ``(latent_dim,)``."""
     if len(X) == 0:
         raise FedadError("no samples to embed")
     dev = resolve_device(device)
     model.to(dev).eval()
-    total = None
     with torch.inference_mode():
+        total = torch.zeros(model.latent_dim, dtype=torch.float64, device=dev)
         for start in range(0, len(X), batch_size):
-            z = model.encode(_as_tensor(X[start:start + batch_size], dev)).double().sum(0)
-            total = z if total is None else total + z
+            total += model.encode(_as_tensor(X[start:start + batch_size], dev)).double().sum(0)
     return (total / len(X)).cpu().numpy()
 
 

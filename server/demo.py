@@ -129,7 +129,7 @@ def run(args) -> int:
     fed_seconds = time.perf_counter() - t0
     if not args.no_baselines:
         print("[3/4] baselines on the same shards: centralized and local-only", file=sys.stderr, flush=True)
-        from fedad.client.site import FederationSpec
+        from fedad.common.federation_spec import FederationSpec
         from fedad.common.data import load_dataset
         from fedad.server.comparison import centralized, local_only
         from fedad.server.main import build_parser, build_spec

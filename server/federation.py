@@ -10,6 +10,7 @@ import os
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from flwr.common import EvaluateIns, FitIns, Parameters, ndarrays_to_parameters, parameters_to_ndarrays
@@ -17,13 +18,20 @@ from flwr.server import History, Server
 from flwr.server.client_manager import SimpleClientManager
 from flwr.server.server import evaluate_clients, fit_clients
 
-from fedad.client.site import FederationSpec
-from fedad.common.federated_stats import (combined_threshold, decode_histogram, decode_scaler_stats,
-                                          encode_scaler_stats, metrics_from_counts, N_BINS, rule_threshold)
-from fedad.common.threshold_rule import expected_far
 from fedad.common.crypto.statistics import decode_fixed_point, sum_counts, sum_fixed_point
 from fedad.common.errors import FedadError
+from fedad.common.federated_stats import (
+    N_BINS,
+    combined_threshold,
+    decode_histogram,
+    decode_scaler_stats,
+    encode_scaler_stats,
+    metrics_from_counts,
+    rule_threshold,
+)
+from fedad.common.federation_spec import FederationSpec
 from fedad.common.preprocessing import ScalerStats
+from fedad.common.threshold_rule import expected_far
 from fedad.common.wire import WireError, decode_json, encode_json
 from fedad.server.strategies.base import FedadStrategy, client_name
 
@@ -260,14 +268,14 @@ class FedadServer(Server):
 
     def _threshold_and_test(self, rnd: int, timeout: float | None) -> tuple[float, dict]:
         spec = self.spec
-        self.threshold_info = {"score": spec.score, "top_k": spec.top_k if spec.score == "topk" else None,
-                               "rule": spec.threshold_rule, "scope": spec.threshold_scope,
-                               "expected_far": expected_far(spec.threshold_rule, spec.threshold_quantile,
-                                                            spec.target_far),
-                               "combination": ("per node" if spec.threshold_scope == "site" else
-                                               "summed encrypted histogram" if self.encrypted else
-                                               "pooled histograms clamped to the 2nd-lowest..2nd-highest node "
-                                               "threshold; histograms not summing to the declared count dropped")}
+        top_k = spec.top_k if spec.score == "topk" else None
+        self.threshold_info: dict[str, Any] = {
+            "score": spec.score, "top_k": top_k, "rule": spec.threshold_rule, "scope": spec.threshold_scope,
+            "expected_far": expected_far(spec.threshold_rule, spec.threshold_quantile, spec.target_far),
+            "combination": ("per node" if spec.threshold_scope == "site" else
+                            "summed encrypted histogram" if self.encrypted else
+                            "pooled histograms clamped to the 2nd-lowest..2nd-highest node threshold; histograms "
+                            "not summing to the declared count dropped")}
         self._admit_newcomers(timeout)  # a node that connected after the last round is checked like the others
         untrusted = self.strategy.untrusted()
         clients = [c for c in self.strategy.clients(self._client_manager)

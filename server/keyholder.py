@@ -159,6 +159,7 @@ class KeyHolder:
             except Refusal as exc:
                 self._log({"op": "begin", "round": header.get("round"), "refused": str(exc)})
                 raise
+            assert self.current is not None  # _begin opened it
             self._log({"op": "begin", "round": self.current.round, "final": self.current.final, "budget": out})
             return out
 
@@ -268,6 +269,7 @@ class KeyHolderService:
             context.abort(getattr(grpc.StatusCode, exc.code), str(exc))
         except ValueError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {exc}")
+        raise AssertionError("unreachable: context.abort raises")
 
     def begin_round(self, request: bytes, context) -> bytes:
         return self._serve(request, context, lambda h, _: frame({"budget": self.holder.begin(h)}))
@@ -364,7 +366,7 @@ def run(args) -> int:
     server = start_server(holder, args.listen, certs, pinned)
     log.info("key holder %s listening on %s (%s); budget per round: %d clients x (%d sketch rows + %d embedding "
              "blocks) + <= %d aggregate blocks", holder.fingerprint, args.listen,
-             "insecure" if args.insecure else f"mutual TLS, aggregator pinned {pinned[:16]}...", budget.max_clients,
+             f"mutual TLS, aggregator pinned {pinned[:16]}..." if pinned else "insecure", budget.max_clients,
              budget.sketch_rows, budget.embedding_blocks, budget.max_aggregate_blocks)
     if args.ready_file:
         Path(args.ready_file).write_text(args.listen + "\n")

@@ -106,7 +106,7 @@ def check_detection_args(args) -> None:
 
 
 def build_spec(args):
-    from fedad.client.site import FederationSpec
+    from fedad.common.federation_spec import FederationSpec
     from fedad.common.models.registry import default_window
 
     window = args.window or default_window(args.model)
@@ -127,8 +127,8 @@ def build_strategy(args):
                               clip=args.paillier_clip, fit_config=noop, evaluate_config=noop)
     if args.strategy == "secure-robust":
         from fedad.common.crypto.keys import load_public_key
+        from fedad.server.defence.config import FlagConfig
         from fedad.server.keyholder_client import BlindDecryptor, KeyHolderClient
-        from fedad.server.robust import FlagConfig
         from fedad.server.strategies.secure_robust import SecureRobust
         from fedad.server.transport import read_certificates
 
@@ -140,7 +140,7 @@ def build_strategy(args):
                             quarantine_after=args.quarantine_after, flag_config=FlagConfig(z_threshold=args.flag_z),
                             fit_config=noop, evaluate_config=noop)
     if args.strategy in ("trust", "flag", "robust"):
-        from fedad.server.robust import FlagConfig
+        from fedad.server.defence.config import FlagConfig
         from fedad.server.strategies.flag import Flag
         from fedad.server.strategies.robust import Robust
         from fedad.server.strategies.trust import Trust
@@ -222,7 +222,7 @@ def run(args) -> int:
     from flwr.common import parameters_to_ndarrays
 
     from fedad.server import report as rep
-    from fedad.server.federation import FederationFailed, FedadServer
+    from fedad.server.federation import FedadServer, FederationFailed
     from fedad.server.transport import configure_flower_logging, read_certificates, serve
 
     configure_flower_logging("server")

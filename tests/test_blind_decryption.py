@@ -33,10 +33,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
-from phe.paillier import PaillierPrivateKey
-from scipy import stats
-
 from fedad.client.secure import PublicKeyClient
 from fedad.common.crypto.blinding import blind, unblind
 from fedad.common.crypto.embedding import dequantize_embedding, embedding_layout, quantize_embedding
@@ -44,21 +40,36 @@ from fedad.common.crypto.encryption import encrypt_blocks
 from fedad.common.crypto.keys import generate_keypair, key_fingerprint, load_public_key
 from fedad.common.crypto.obfuscation import ObfuscatorReserve, precompute_obfuscators
 from fedad.common.crypto.packing import dequantize_mean, pack, quantization_error_bound, quantize
-from fedad.common.crypto.sketch import (SketchPlan, decode_sketch, leakage, secure_layout, sketch_ciphertexts,
-                                        sketch_quantized)
+from fedad.common.crypto.sketch import (
+    SketchPlan,
+    decode_sketch,
+    leakage,
+    secure_layout,
+    sketch_ciphertexts,
+    sketch_quantized,
+)
 from fedad.common.crypto.statistics import counts_layout, sum_counts
 from fedad.common.errors import FedadError
 from fedad.common.federated_stats import N_BINS
 from fedad.server.aggregation import apply_update, flatten
+from fedad.server.defence.quarantine import Quarantine
+from fedad.server.defence.sketch_round import (
+    WEIGHT_TOTAL,
+    coefficients,
+    integer_coefficients,
+    score_sketches,
+    sketch_vector,
+    update_from_mean,
+)
+from fedad.server.defence.trust import TrustHistory
 from fedad.server.keyholder import Budget, KeyHolder, start_server
 from fedad.server.keyholder_client import BlindDecryptor, KeyHolderClient, KeyHolderError
-from fedad.server.robust import Quarantine, TrustHistory
-from fedad.server.secure_robust import (WEIGHT_TOTAL, coefficients, integer_coefficients, score_sketches,
-                                        sketch_vector, update_from_mean)
 from fedad.server.strategies.paillier import ciphertext_parameters
 from fedad.server.strategies.secure_robust import SecureRobust
-
+from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
+from phe.paillier import PaillierPrivateKey
 from procs import ENV, free_port, wait_for
+from scipy import stats
 
 ALPHA = 1e-3  # uniformity tests fail (falsely) once in a thousand runs
 

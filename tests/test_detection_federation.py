@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from procs import finish, free_port, start_client, start_server
 
 pytestmark = pytest.mark.integration

@@ -6,7 +6,10 @@ import pytest
 
 from fedad.common.errors import FedadError
 from fedad.common.rebaseline import (
-    drifting_features, feature_residuals, max_feature_score, rebaseline_scores,
+    drifting_features,
+    feature_residuals,
+    max_feature_score,
+    rebaseline_scores,
 )
 
 

@@ -1,4 +1,4 @@
-"""secure-robust's numpy side (fedad.server.secure_robust) and `fedad certs --client` for the key holder's pin.
+"""secure-robust's numpy side (fedad.server.defence.sketch_round) and `fedad certs --client` for the key holder's pin.
 
 - ``integer_coefficients``: integer exponents proportional to the coefficients, summing to at most the total;
 - ``coefficients``: weight x norm rescale factor;
@@ -17,14 +17,21 @@ import sys
 
 import numpy as np
 import pytest
-
 from fedad.common.crypto.embedding import EMBEDDING_BITS, dequantize_embedding, embedding_layout, quantize_embedding
 from fedad.common.crypto.packing import pack, quantize, unpack
 from fedad.common.crypto.sketch import SketchPlan, secure_layout, sketch_quantized
-from fedad.server.robust import Quarantine, TrustHistory, aggregate_round
-from fedad.server.secure_robust import (WEIGHT_TOTAL, coefficients, integer_coefficients, quantization_step,
-                                        simulate_round, sketch_vector, update_from_mean)
-
+from fedad.server.defence.quarantine import Quarantine
+from fedad.server.defence.round import aggregate_round
+from fedad.server.defence.sketch_round import (
+    WEIGHT_TOTAL,
+    coefficients,
+    integer_coefficients,
+    quantization_step,
+    simulate_round,
+    sketch_vector,
+    update_from_mean,
+)
+from fedad.server.defence.trust import TrustHistory
 from procs import ENV
 
 D = 2_164  # the dense autoencoder of the 12-sensor plant

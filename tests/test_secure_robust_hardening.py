@@ -6,17 +6,15 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
-
+import test_blind_decryption as tb
 from fedad.common.crypto.keys import generate_keypair, key_fingerprint, save_keypair
 from fedad.common.crypto.packing import SlotLayout, pack
 from fedad.common.errors import FedadError
+from fedad.server.defence.sketch_round import lenient_slots, mean_from_slots
 from fedad.server.keyholder import Budget, KeyHolder, Refusal
 from fedad.server.keyholder_client import BlindDecryptor
-from fedad.server.secure_robust import lenient_slots, mean_from_slots
 from fedad.server.strategies.secure_robust import SecureRobust
-
-import test_blind_decryption as tb
+from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from fedad.client.flower_client import FedadClient
-from fedad.client.site import FederationSpec, Site
+from fedad.client.site import Site
 from fedad.common.data import Dataset
+from fedad.common.federation_spec import FederationSpec
 from fedad.common.threshold_rule import threshold_by_rule
 from fedad.common.wire import encode_json
 

@@ -14,14 +14,21 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from fedad.common.crypto.encryption import encrypt_blocks
 from fedad.common.crypto.exceptions import PackingError
 from fedad.common.crypto.keys import generate_keypair
 from fedad.common.crypto.packing import SlotLayout, pack, quantize
-from fedad.common.crypto.sketch import (SEED_BYTES, SketchPlan, decode_sketch, leakage, pad_value, secure_layout,
-                                        sketch_ciphertexts, sketch_quantized)
-from fedad.server.secure_robust import WEIGHT_TOTAL, sketch_vector
+from fedad.common.crypto.sketch import (
+    SEED_BYTES,
+    SketchPlan,
+    decode_sketch,
+    leakage,
+    pad_value,
+    secure_layout,
+    sketch_ciphertexts,
+    sketch_quantized,
+)
+from fedad.server.defence.sketch_round import WEIGHT_TOTAL, sketch_vector
 
 KEY_BITS = 1024
 

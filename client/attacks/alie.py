@@ -37,13 +37,14 @@ class ALIE(Attack):
             raise FedadError("ALIE needs num_clients (the federation's size) or an explicit z (--attack-scale)")
         self.num_clients, self.num_malicious = num_clients, num_malicious
         self.z = None if z is None else float(z)
-        if self.z is None and num_malicious is not None:
+        if self.z is None and num_clients is not None and num_malicious is not None:
             alie_z(num_clients, num_malicious)  # fail early on an impossible n, m
 
     def z_for(self, colluders: int) -> float:
         """The z in use when ``colluders`` honest updates are known."""
         if self.z is not None:
             return self.z
+        assert self.num_clients is not None  # __init__ refuses z and num_clients both None
         return alie_z(self.num_clients, colluders if self.num_malicious is None else self.num_malicious)
 
     def poison_update(self, update, benign, rng) -> np.ndarray:

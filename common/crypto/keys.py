@@ -13,6 +13,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import TypeAlias
 
 from phe import paillier
 
@@ -26,8 +27,8 @@ MIN_KEY_BITS = 1024
 PUBLIC_KEY_FILE = "public.key"
 PRIVATE_KEY_FILE = "private.key"
 
-PublicKey = paillier.PaillierPublicKey
-PrivateKey = paillier.PaillierPrivateKey
+PublicKey: TypeAlias = paillier.PaillierPublicKey
+PrivateKey: TypeAlias = paillier.PaillierPrivateKey
 
 
 def generate_keypair(bits: int = DEFAULT_KEY_BITS) -> tuple[PublicKey, PrivateKey]:
@@ -117,6 +118,8 @@ def _read_key_json(path: str | os.PathLike) -> dict:
 def _hex_int(data: dict, field: str, path: str | os.PathLike) -> int:
     value = data.get(field)
     try:
+        if not isinstance(value, str):
+            raise TypeError(field)
         number = int(value, 16)
     except (TypeError, ValueError):
         raise FedadError(f"{path}: field '{field}' must be a hex string") from None

@@ -13,6 +13,8 @@ with the "forkserver" method where available: safe even when the parent runs gRP
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import atexit
 import multiprocessing
 import os
@@ -20,6 +22,7 @@ import secrets
 import threading
 from concurrent.futures import CancelledError, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from functools import partial
 
 import gmpy2
 
@@ -164,25 +167,26 @@ def precompute_obfuscators(public_key, count: int, workers: int | None = None,
         return []
     n = int(public_key.n)
     width = 2 * ((n.bit_length() + 7) // 8)
+    job: Callable[[int], bytes]  # count -> that many obfuscators' bytes (a partial: picklable for the pool)
     if private_key is not None:
         if private_key.public_key.n != n:
             raise ValueError("the private key does not match the public key")
         if can_use_factors(private_key):
-            job, job_args = factored_obfuscators_bytes, (int(private_key.p), int(private_key.q))
+            job = partial(factored_obfuscators_bytes, int(private_key.p), int(private_key.q))
         else:
-            job, job_args = random_obfuscators_bytes, (n,)
+            job = partial(random_obfuscators_bytes, n)
     else:
-        job, job_args = random_obfuscators_bytes, (n,)
+        job = partial(random_obfuscators_bytes, n)
     workers = resolve_workers(workers)
     if workers == 1 or count < MIN_PARALLEL:
-        return _split_bytes(job(*job_args, count), width)
+        return _split_bytes(job(count), width)
     # a few chunks per worker balance uneven cores without many round trips
     n_chunks = min(count, workers * 4)
     sizes = [count // n_chunks + (1 if i < count % n_chunks else 0) for i in range(n_chunks)]
     for attempt in (1, 2):
         try:
             pool = _get_pool(workers)
-            futures = [pool.submit(job, *job_args, size) for size in sizes]
+            futures = [pool.submit(job, size) for size in sizes]
             return [c for future in futures for c in _split_bytes(future.result(), width)]
         except BrokenProcessPool:
             shutdown_pool()  # a worker died (OOM killer, signal): start a fresh pool once
@@ -203,7 +207,8 @@ class ObfuscatorReserve:
         self.public_key, self.workers = public_key, max(1, int(workers))
         self._ready: list[int] = []
         self._pending: list = []
-        self._job, self._args = random_obfuscators_bytes, (int(public_key.n),)
+        self._job: Callable[..., bytes] = random_obfuscators_bytes
+        self._args: tuple[int, ...] = (int(public_key.n),)
         if short_exponent_bits:  # DJN: one full r^n now, then h^a with short a
             base = int.from_bytes(random_obfuscators_bytes(int(public_key.n), 1), "big")
             self._job = short_obfuscators_bytes

@@ -79,7 +79,7 @@ def decrypt_mean(decryptor: Decryptor, aggregate: bytes | Sequence[int], total_w
     """
     count = sum(int(np.prod(s, dtype=np.int64)) for s in shapes)
     if isinstance(aggregate, (bytes, bytearray, memoryview)):
-        ciphertexts, layout, _ = decode_message(decryptor.public_key, aggregate, expected_layout=layout,
+        ciphertexts, layout, _ = decode_message(decryptor.public_key, bytes(aggregate), expected_layout=layout,
                                                 expected_count=count)
     else:
         if layout is None:

@@ -14,7 +14,7 @@ class RecurrentAutoencoder(Autoencoder):
     decoder RNN's input -> per-step linear read-out back to ``n_features``. Input ``(B, W, d)``."""
 
     sequence = True
-    rnn_type: type[nn.RNNBase] = nn.LSTM
+    rnn_type: type[nn.LSTM] | type[nn.GRU] = nn.LSTM
 
     def __init__(
         self, n_features: int, window: int = 16, hidden: int = 32, latent_dim: int = 8, num_layers: int = 1,

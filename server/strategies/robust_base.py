@@ -1,16 +1,19 @@
 """Shared Flower adapter of the poisoning-robust strategies: updates in, ``aggregate_round`` math, report out.
 
-The math (scores, flags, trust weights, history, quarantine) is plain numpy in ``fedad.server.robust``.
+The math (scores, flags, trust weights, history, quarantine) is plain numpy in ``fedad.server.defence.round``.
 """
 from __future__ import annotations
 
 import numpy as np
-from flwr.common import Parameters, Scalar, ndarrays_to_parameters, parameters_to_ndarrays
-
 from fedad.common.wire import WireError, decode_array
 from fedad.server.aggregation import apply_update, compute_update, validate_update
-from fedad.server.robust import FlagConfig, Quarantine, TrustConfig, TrustHistory, aggregate_round, flag_precision_recall
+from fedad.server.defence.config import FlagConfig, TrustConfig
+from fedad.server.defence.flags import flag_precision_recall
+from fedad.server.defence.quarantine import Quarantine
+from fedad.server.defence.round import aggregate_round
+from fedad.server.defence.trust import TrustHistory
 from fedad.server.strategies.base import FedadStrategy, client_name
+from flwr.common import Parameters, Scalar, ndarrays_to_parameters, parameters_to_ndarrays
 
 
 class RobustStrategy(FedadStrategy):

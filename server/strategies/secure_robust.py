@@ -3,7 +3,7 @@
 Clients send packed ciphertexts of their quantized updates and embeddings under the plant's public key.
 Per round the aggregator draws a fresh public seed, computes m sketch rows per client homomorphically, has
 them and the embeddings blind-decrypted by fedad-keyholder, scores and flags the clients on the sketches
-(``fedad.server.secure_robust``), forms the encrypted weighted sum of the kept clients with integer
+(``fedad.server.defence.sketch_round``), forms the encrypted weighted sum of the kept clients with integer
 exponents and has only that aggregate blind-decrypted. It never holds the private key.
 """
 from __future__ import annotations
@@ -12,8 +12,6 @@ import secrets
 import time
 
 import numpy as np
-from flwr.common import Parameters, Scalar, ndarrays_to_parameters
-
 from fedad.common.crypto.codec import decode_message
 from fedad.common.crypto.embedding import dequantize_embedding, embedding_layout
 from fedad.common.crypto.encryption import weighted_sum
@@ -23,12 +21,21 @@ from fedad.common.crypto.sketch import SketchPlan, decode_sketch, leakage, secur
 from fedad.common.crypto.statistics import counts_layout
 from fedad.common.errors import FedadError
 from fedad.server.aggregation import apply_update
-from fedad.server.robust import flag_precision_recall
-from fedad.server.secure_robust import (WEIGHT_TOTAL, coefficients, integer_coefficients, lenient_slots,
-                                        mean_from_slots, score_sketches, sketch_vector, update_from_mean)
+from fedad.server.defence.flags import flag_precision_recall
+from fedad.server.defence.sketch_round import (
+    WEIGHT_TOTAL,
+    coefficients,
+    integer_coefficients,
+    lenient_slots,
+    mean_from_slots,
+    score_sketches,
+    sketch_vector,
+    update_from_mean,
+)
 from fedad.server.strategies.base import client_name
 from fedad.server.strategies.paillier import message_from_parameters
 from fedad.server.strategies.robust_base import RobustStrategy
+from flwr.common import Parameters, Scalar, ndarrays_to_parameters
 
 
 class SecureRobust(RobustStrategy):

@@ -1,7 +1,7 @@
 """Robust aggregation of updates the aggregator cannot read: the numpy side of ``--strategy secure-robust``.
 
 The aggregator sees, per client and round, only m decrypted sketch rows (``fedad.common.crypto.sketch``) and
-one mean embedding. ``score_sketches`` runs the poisoning issue's scoring (``fedad.server.robust.
+one mean embedding. ``score_sketches`` runs the poisoning issue's scoring (``fedad.server.defence.round.
 aggregate_round``: distance to median, cosine, norm ratio, spread, near-duplicates, trust history,
 quarantine) on the sketches in place of the updates; ``integer_coefficients`` turns the resulting weights
 into the integer ciphertext exponents of the encrypted weighted sum, and ``update_from_mean`` scales the
@@ -13,11 +13,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-
 from fedad.common.crypto.embedding import dequantize_embedding, quantize_embedding
 from fedad.common.crypto.packing import SlotLayout, dequantize_mean, quantize, unpack
 from fedad.common.crypto.sketch import SketchPlan, sketch_quantized
-from fedad.server.robust import FlagConfig, Quarantine, RoundResult, TrustConfig, TrustHistory, aggregate_round
+from fedad.server.defence.config import FlagConfig, TrustConfig
+from fedad.server.defence.quarantine import Quarantine
+from fedad.server.defence.round import RoundResult, aggregate_round
+from fedad.server.defence.trust import TrustHistory
 
 WEIGHT_TOTAL = 1000  # integer weights of the encrypted sum add up to at most this (weight resolution 1e-3)
 
@@ -106,5 +108,5 @@ def simulate_round(mode: str, names: Sequence[str], updates: Sequence[np.ndarray
     ints, scale = integer_coefficients(coefficients(result.records))
     if sum(ints) == 0:
         return np.zeros(qs[0].size), result
-    slot_sums = sum(a * q for a, q in zip(ints, qs) if a)
+    slot_sums = np.sum([a * q for a, q in zip(ints, qs) if a], axis=0)
     return update_from_mean(mean_from_slots(slot_sums, sum(ints), clip, bits), scale), result

@@ -1,0 +1,125 @@
+"""Per-client deviation scores against the median update and their MAD-based robust z-scores."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+from fedad.server.aggregation import coordinate_median
+from fedad.server.defence.config import FlagConfig
+
+MAD_TO_SIGMA = 1.4826  # MAD * 1.4826 estimates the standard deviation of a normal sample
+_TINY = 1e-12
+
+
+def robust_z_scores(values: np.ndarray, floor: float = 0.0, reference: np.ndarray | None = None,
+                    floor_below: float | None = None) -> np.ndarray:
+    """MAD z-scores (x - median) / (1.4826 * max(MAD, floor)), median and MAD over the ``reference`` rows.
+
+    ``floor_below`` (default ``floor``) replaces the floor for values below the median.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    base = values if reference is None else values[np.asarray(reference, dtype=bool)]
+    if base.size == 0:
+        return np.zeros_like(values)
+    med = float(np.median(base))
+    mad = float(np.median(np.abs(base - med)))
+    diff = values - med
+    below = floor if floor_below is None else floor_below
+    scale = MAD_TO_SIGMA * np.where(diff < 0.0, max(mad, below), max(mad, floor))
+    unusual = np.where(diff > 0.0, np.inf, np.where(diff < 0.0, -np.inf, 0.0))  # no spread and no floor
+    return np.where(scale > 0.0, diff / np.where(scale > 0.0, scale, 1.0), unusual)
+
+
+def cosine_to(updates: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each row to a reference vector; 0 where either has zero norm."""
+    norms = np.linalg.norm(updates, axis=1)
+    ref_norm = float(np.linalg.norm(reference))
+    denom = norms * ref_norm
+    dots = updates @ reference
+    return np.where(denom > 0.0, dots / np.where(denom > 0.0, denom, 1.0), 0.0).clip(-1.0, 1.0)
+
+
+def pairwise_distances(updates: np.ndarray) -> np.ndarray:
+    """Euclidean distances between all rows, (n, n), computed on rows centred at their median."""
+    centred = updates - coordinate_median(updates)
+    sq = np.einsum("ij,ij->i", centred, centred)
+    d2 = sq[:, None] + sq[None, :] - 2.0 * (centred @ centred.T)
+    np.fill_diagonal(d2, 0.0)
+    return np.sqrt(np.maximum(d2, 0.0))
+
+
+def closeness_scores(updates: np.ndarray) -> np.ndarray:
+    """Nearest-neighbour distance of each row over the median nearest-neighbour distance (small = near-duplicate)."""
+    n = updates.shape[0]
+    if n < 2:
+        return np.ones(n)
+    dist = pairwise_distances(updates)
+    np.fill_diagonal(dist, np.inf)
+    nearest = dist.min(axis=1)
+    typical = float(np.median(nearest))
+    if typical <= 0.0:
+        return np.ones(n)  # most updates have an exact twin: nothing stands out as a cluster
+    return nearest / typical
+
+
+def spread_alignment(updates: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Cosine of each update's deviation from the reference to the coordinate-wise spread (std) vector.
+
+    Benign deviations have random signs per coordinate, so this is near 0 (about 1/sqrt(d)) for them; ALIE
+    (mu - z sigma) and min-max/min-sum with the std perturbation (mu - gamma sigma) move every coordinate
+    against its spread, which makes it clearly negative even when each colluder adds its own noise.
+    """
+    return cosine_to(updates - reference, np.std(updates, axis=0))
+
+
+def update_scores(updates: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-client raw scores against the coordinate-wise median update (see ``FlagConfig`` for their use)."""
+    updates = np.asarray(updates, dtype=np.float64)
+    reference = coordinate_median(updates)
+    norms = np.linalg.norm(updates, axis=1)
+    median_norm = float(np.median(norms)) if norms.size else 0.0
+    if median_norm > 0.0:
+        norm_ratio = norms / median_norm
+    else:
+        norm_ratio = np.where(norms > 0.0, np.inf, 1.0)
+    return {
+        "distance": np.linalg.norm(updates - reference, axis=1),
+        "cosine": cosine_to(updates, reference),
+        "norm_ratio": norm_ratio,
+        "norm": norms,
+        "spread": spread_alignment(updates, reference),
+        "closeness": closeness_scores(updates),
+    }
+
+
+# which side of each z-score is bad: +1 high, -1 low, 0 both. Spread: ALIE and min-max/min-sum (std
+# perturbation) move against the spread (negative); on real autoencoder updates honest outliers of a
+# heterogeneous federation align positively with it (the spread is largely theirs), so only low is bad.
+BAD_SIDE = {"z_distance": 1, "z_cosine": -1, "z_norm": 0, "z_spread": -1}
+
+
+def z_score_inputs(scores: Mapping[str, np.ndarray], config: FlagConfig = FlagConfig()
+                   ) -> dict[str, tuple[np.ndarray, float]]:
+    """The values each z-score is computed on, with their MAD floor (the norm's low side: ``log_norm_floor_low``).
+
+    Distance and norm ratio are taken in logs (their benign spread is multiplicative); the distance gets
+    ``distance_offset`` x the median norm added first, so that differences between near-identical updates
+    (distances far below the update norms) never look large.
+    """
+    norms = np.asarray(scores["norm"], dtype=np.float64)
+    offset = config.distance_offset * (float(np.median(norms)) if norms.size else 0.0)
+    return {
+        "z_distance": (np.log(np.asarray(scores["distance"]) + offset + _TINY), config.log_distance_floor),
+        "z_cosine": (np.asarray(scores["cosine"], dtype=np.float64), config.cosine_floor),
+        "z_norm": (np.log(np.maximum(np.asarray(scores["norm_ratio"], dtype=np.float64), _TINY)),
+                   config.log_norm_floor),
+        "z_spread": (np.asarray(scores["spread"], dtype=np.float64), config.spread_floor),
+    }
+
+
+def deviation_z_scores(scores: Mapping[str, np.ndarray], config: FlagConfig = FlagConfig(),
+                       reference: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Robust z-scores of (log) distance, cosine, log norm ratio and spread alignment, median/MAD over ``reference``."""
+    below = {"z_norm": config.log_norm_floor_low}
+    return {name: robust_z_scores(values, floor, reference, below.get(name))
+            for name, (values, floor) in z_score_inputs(scores, config).items()}
