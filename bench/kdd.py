@@ -7,7 +7,8 @@ attacks, 17 attack types unseen in training), loaded with load_dataset(format="k
 service and flag one-hot over the union of the values in both files, label 1 = attack (not `normal.`).
 
 Protocol: every detector is fitted on normal rows of the training file only (no attack is ever seen), its
-threshold is the 0.99 quantile of normal scores (the autoencoders: of their held-out validation rows), and
+threshold is the 0.99 quantile of normal scores (the autoencoders: their default rule, --score and
+--threshold-rule as `fedad train`, on their held-out validation rows), and
 it is scored on the test file. For speed both sides are subsampled with a fixed seed: --train-rows normal
 training rows (uniformly at random, without replacement) and --test-rows test rows (uniformly at random,
 so the attack share stays ~80 %); 0 uses all rows. Preprocessing (--log1p, on by default): log(1 + x) of
@@ -33,7 +34,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from _options import names
 
 MODELS = ("dense", "lstm", "gru", "cnn", "vae")
@@ -55,6 +55,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--threshold-quantile", type=float, default=0.99,
                     help="detector threshold: this quantile of normal scores (autoencoders: validation rows)")
+    from fedad.common.scoring import DEFAULT_SCORE, SCORES
+    from fedad.common.threshold_rule import DEFAULT_RULE, THRESHOLD_RULES
+
+    ap.add_argument("--score", default=DEFAULT_SCORE, choices=SCORES, help="autoencoder record score (fedad train)")
+    ap.add_argument("--threshold-rule", default=DEFAULT_RULE, choices=THRESHOLD_RULES,
+                    help="autoencoder threshold rule (fedad train; pot at risk --target-far, default 0.01)")
+    ap.add_argument("--target-far", type=float, default=None, help="the rule's false-alarm rate (fedad train)")
     ap.add_argument("--alt-quantile", type=float, default=0.95,
                     help="a second operating point reported beside it (same normal scores, no test labels)")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
@@ -79,6 +86,7 @@ def make_detector(name: str, args: argparse.Namespace):
         return cls(**kw)
     return AutoencoderDetector(model=name, window=1, epochs=args.epochs, batch_size=args.batch_size,
                                threshold_quantile=args.threshold_quantile, device=args.device, seed=args.seed,
+                               score=args.score, threshold_rule=args.threshold_rule, target_far=args.target_far,
                                preprocessing={"scaler": "standard", "impute": None})
 
 

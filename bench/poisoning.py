@@ -22,7 +22,8 @@ seed) followed, on the malicious sites, by ``AttackRunner.prepare``/``AttackRunn
 ``fedad-client --attack`` calls them (colluders share their honest updates through a real
 ``CollusionChannel`` in a temporary directory; every colluder's honest update is published before any
 of them crafts, which is what the parallel processes see when none of them times out); aggregation; a
-global threshold from the summed validation histograms of all 10 sites (``global_threshold``); and
+threshold as the server sets it (``combined_threshold``: the robust combination of all 10 sites' validation
+histograms, or each site's own with ``--threshold-scope site``); and
 summed confusion counts / score histograms on the test parts (``metrics_from_counts``). fedad's
 strategies go through ``fedad.server.defence.round.aggregate_round`` - the numpy entry the Flower adapters
 call - with the mean latent embeddings the clients send and a trust history and quarantine kept across
@@ -107,6 +108,7 @@ def plant_shards(records: int, seed: int) -> list:
 def skab_shards(path: Path) -> list:
     """The labelled SKAB files dealt round-robin into 10 pseudo-clients (concatenated in file order)."""
     import pandas as pd
+
     from fedad.common.data import dataset_from_frame, load_skab_files
     from fedad.common.errors import FedadError
 
@@ -139,7 +141,7 @@ class StrategyState:
     shadow: dict = field(default_factory=dict)  # secure-robust: plaintext robust on the same updates (paired)
 
     @classmethod
-    def new(cls, name: str, quarantine_after: int, secure: dict | None = None) -> "StrategyState":
+    def new(cls, name: str, quarantine_after: int, secure: dict | None = None) -> StrategyState:
         from fedad.server.defence.quarantine import Quarantine
         from fedad.server.defence.trust import TrustHistory
 
@@ -152,8 +154,9 @@ class StrategyState:
 def aggregate(state: StrategyState, rnd: int, global_w: list[np.ndarray], names: list[str],
               results: list[tuple[list[np.ndarray], int, np.ndarray]], malicious: set[str]) -> list[np.ndarray]:
     """New global weights from one round's (weights, examples, embedding) per client."""
-    from fedad.server.aggregation import apply_update, compute_update, weighted_average
     from flwr.server.strategy.aggregate import aggregate_bulyan, aggregate_krum, aggregate_median, aggregate_trimmed_avg
+
+    from fedad.server.aggregation import apply_update, compute_update, weighted_average
 
     pairs = [(w, n) for w, n, _ in results]
     s = state.name
@@ -234,6 +237,7 @@ class Setup:
 def build_setup(shards: list, attack: str, args) -> Setup:
     """Fresh sites (data poisoning rewrites the attackers' training rows), merged scaler, initial weights."""
     import torch
+
     from fedad.client.attack_runner import AttackRunner
     from fedad.client.site import Site
     from fedad.common.federation_spec import FederationSpec
@@ -250,6 +254,8 @@ def build_setup(shards: list, attack: str, args) -> Setup:
                                      num_clients=N_CLIENTS)
         runners[name].prepare(sites[names.index(name)])
     spec = FederationSpec(model="dense", window=1, preprocessing={"scaler": "standard"}, scaling=args.scaling,
+                          score=args.score, threshold_rule=args.threshold_rule, target_far=args.target_far,
+                          threshold_scope=args.threshold_scope,
                           feature_names=list(shards[0].feature_names), local_epochs=args.local_epochs,
                           batch_size=args.batch_size, lr=args.lr, seed=args.seed)
     for site in sites:
@@ -285,20 +291,28 @@ def client_round(setup: Setup, rnd: int, global_w: list[np.ndarray], collusion_d
 
 
 def evaluate(setup: Setup, weights: list[np.ndarray], malicious: set[str]) -> dict:
-    """Global threshold from all sites' validation histograms, metrics from the test parts' counts."""
-    from fedad.common.federated_stats import N_BINS, global_threshold, histogram, metrics_from_counts
+    """The server's threshold (robust combination of all sites' validation histograms, or each site's own
+    under --threshold-scope site), metrics from the test parts' counts."""
+    from fedad.common.federated_stats import N_BINS, combined_threshold, histogram, metrics_from_counts
+    from fedad.common.threshold_rule import threshold_by_rule
 
-    hist = np.zeros(N_BINS, dtype=np.int64)
-    for site in setup.sites:
-        hist += histogram(site.record_scores(weights, site.split.val))
-    threshold = global_threshold(hist, setup.spec.threshold_quantile)
+    spec = setup.spec
+    val = {name: site.record_scores(weights, site.split.val)
+           for name, site in zip(setup.names, setup.sites, strict=True)}
+    if spec.threshold_scope == "site":
+        per_site = {n: threshold_by_rule(v, spec.threshold_rule, spec.threshold_quantile, spec.target_far)
+                    for n, v in val.items()}
+        threshold = float(np.median(list(per_site.values())))
+    else:
+        threshold = combined_threshold({n: (histogram(v), len(v)) for n, v in val.items()}, spec).threshold
+        per_site = dict.fromkeys(setup.names, threshold)
     totals = {k: np.zeros(4, dtype=np.int64) for k in ("honest", "all")}
     pos = {k: np.zeros(N_BINS, dtype=np.int64) for k in totals}
     neg = {k: np.zeros(N_BINS, dtype=np.int64) for k in totals}
     for name, site in zip(setup.names, setup.sites):
         scores = site.record_scores(weights, site.split.test)
         y = site.split.test_labels.astype(bool)
-        pred = scores > threshold
+        pred = scores > per_site[name]
         counts = np.array([(pred & y).sum(), (pred & ~y).sum(), (~pred & ~y).sum(), (~pred & y).sum()])
         for key in ("all",) if name in malicious else ("honest", "all"):
             totals[key] += counts
@@ -396,7 +410,9 @@ def run_bench(args) -> list[dict]:
                    "--strategies", *args.strategies, "--rounds", str(args.rounds), "--local-epochs",
                    str(args.local_epochs), "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--records",
                    str(args.records), "--quarantine-after", str(args.quarantine_after), "--seed", str(args.seed),
-                   "--threads", str(args.threads), "--scaling", args.scaling,
+                   "--threads", str(args.threads), "--scaling", args.scaling, "--score", args.score,
+                   "--threshold-rule", args.threshold_rule, "--threshold-scope", args.threshold_scope,
+                   *(["--target-far", str(args.target_far)] if args.target_far is not None else []),
                    "--sketch-rows", str(args.sketch_rows), "--update-clip", str(args.update_clip)]
             if args.data:
                 cmd += ["--data", args.data]
@@ -480,6 +496,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="data, model and training seed")
     p.add_argument("--scaling", default="site", choices=("site", "global"),
                    help="as fedad-server --scaling: site (each client its own statistics) or global (merged)")
+    from fedad.common.scoring import DEFAULT_SCORE, SCORES
+    from fedad.common.threshold_rule import DEFAULT_RULE, THRESHOLD_RULES
+
+    p.add_argument("--score", default=DEFAULT_SCORE, choices=SCORES, help="record score (as fedad-server --score)")
+    p.add_argument("--threshold-rule", default=DEFAULT_RULE, choices=THRESHOLD_RULES,
+                   help="threshold rule (as fedad-server --threshold-rule)")
+    p.add_argument("--target-far", type=float, default=None, help="the rule's false-alarm rate (as fedad-server)")
+    p.add_argument("--threshold-scope", default="global", choices=("global", "site"),
+                   help="one robust global threshold, or each site's own (as fedad-server --threshold-scope)")
     p.add_argument("--jobs", type=int, default=2, help="worker processes (each runs whole attacks)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
     p.add_argument("--worker-attacks", nargs="+", default=None, help=argparse.SUPPRESS)

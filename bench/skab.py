@@ -13,7 +13,8 @@ the leaderboard does: F1 = TP/(TP+(FP+FN)/2), FAR = FP/(FP+TN), MAR = FN/(FN+TP)
 Each detector scores the whole file (the training rows give sequence models their first windows). The
 first column group is --rule; every threshold comes from the 400 training rows only, never from test labels:
 
-  adaptive rule (default; fedad.common.rebaseline): a streaming detector that adapts to the unlabelled
+  adaptive rule (default; the product's `fedad score --rule adaptive`, fedad.common.stream_rule; no rule
+      logic lives in this script): a streaming detector that adapts to the unlabelled
       test stream, using rows 0..t only for the decision on row t. Sensors whose training rows are
       dominated by slow drift (std of the 60-row rolling mean >= --drift-ratio x their std: in SKAB mostly
       Temperature and Thermocouple) are left out. Autoencoder record score: log(1 + max over sensors of
@@ -58,7 +59,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
 from _options import names
 
 GROUPS = ("valve1", "valve2", "other")
@@ -176,48 +176,52 @@ def _digest(a: np.ndarray) -> tuple:
 
 
 def adaptive_rule(name: str, X: np.ndarray, args: argparse.Namespace, cache: dict | None = None):
-    """Streaming re-baselining detector on one file (fedad.common.rebaseline): drifting sensors left out,
-    max-feature residual score for autoencoders, alarms from a trailing mean and a training-rows threshold,
-    re-fit after an abrupt change ends an alarm episode. Returns (scores, trailing-mean scores, alarms,
-    re-baselines, sensors left out).
+    """The product's adaptive stream rule on one file: ``fedad.common.stream_rule.adaptive_alarms`` (what
+    ``fedad score --rule adaptive`` runs) for autoencoders fitted on the first TRAIN_ROWS rows; baselines go
+    through the same streaming core (``fedad.common.rebaseline.stream_alarms``) with their own score over the
+    non-drifting sensors. Returns (scores, trailing-mean scores, alarms, re-baselines, sensors left out) over
+    the whole file (the training rows never alarm).
 
-    ``cache`` (a dict kept across calls with the same detector options) memoizes fits and their scores by
-    the content of the fitting rows and of the scored rows: fits are seeded, so a cached fit is the fit the
-    rule would make again, and a parameter grid only re-runs the cheap streaming part and new re-fits."""
+    ``cache`` (a dict kept across calls with the same detector options) memoizes fits by the content of the
+    fitting rows: fits are seeded, so a cached fit is the fit the rule would make again, and a parameter grid
+    only re-runs the cheap streaming part and new re-fits."""
     from fedad.common.baselines import BASELINES
-    from fedad.common.rebaseline import drifting_features, feature_residuals, max_feature_score, rebaseline_scores
+    from fedad.common.rebaseline import drifting_features, stream_alarms
+    from fedad.common.stream_rule import AdaptiveParams, adaptive_alarms, stream_scores
 
-    keep = ~drifting_features(X[:TRAIN_ROWS], ratio=args.drift_ratio)
-    if not keep.any():
-        keep[:] = True
-    Xk = X[:, keep]
-
-    def fresh_fit(rows: np.ndarray):
-        det = make_detector(name, args).fit(rows)
-        if name in BASELINES:
-            return lambda Z: np.asarray(det.decision_function(Z), dtype=np.float64)
-        return max_feature_score(lambda Z: feature_residuals(det, Z), rows)
+    params = AdaptiveParams(smooth=args.smooth, threshold_scale=args.threshold_scale,
+                            change_window=args.change_window, change_sds=args.change_sds, drop=args.drop,
+                            collect=args.collect, drift_ratio=args.drift_ratio)
 
     def fit(rows: np.ndarray):
         if cache is None:
-            return fresh_fit(rows)
+            return make_detector(name, args).fit(rows)
         key = (name, _digest(rows))
         if key not in cache:
-            cache[key] = (fresh_fit(rows), {})
-        scorer, memo = cache[key]
+            cache[key] = make_detector(name, args).fit(rows)
+        return cache[key]
 
-        def cached(Z: np.ndarray) -> np.ndarray:
-            zkey = _digest(Z)
-            if zkey not in memo:
-                memo[zkey] = np.asarray(scorer(Z), dtype=np.float64)
-            return memo[zkey].copy()
-        return cached
-
-    res = rebaseline_scores(Xk, fit, TRAIN_ROWS, smooth=args.smooth, threshold_scale=args.threshold_scale,
-                            change_window=args.change_window, change_sds=args.change_sds, drop=args.drop,
-                            collect=args.collect)
-    smoothed = rolling(res.scores, args.smooth, "mean", "causal")
-    return res.scores, smoothed, res.alarms, len(res.events), int((~keep).sum())
+    train, stream = X[:TRAIN_ROWS], X[TRAIN_ROWS:]
+    keep = ~drifting_features(train, ratio=args.drift_ratio)
+    if not keep.any():
+        keep[:] = True
+    if name in BASELINES:
+        det = fit(train[:, keep])
+        res = stream_alarms(stream[:, keep], det.decision_function(stream[:, keep]),
+                            det.decision_function(train[:, keep]), train[:, keep].std(axis=0),
+                            lambda rows: fit(rows[:, keep]).decision_function,
+                            smooth=params.smooth, threshold_scale=params.threshold_scale,
+                            change_window=params.change_window, change_sds=params.change_sds, drop=params.drop,
+                            collect=params.collect)
+        train_scores = det.decision_function(train[:, keep])
+    else:
+        det = fit(train)
+        res = adaptive_alarms(det, stream, params, refit=fit)
+        train_scores = stream_scores(det, train, np.asarray(det.drift_ratios_) < params.drift_ratio)
+    scores = np.concatenate([np.asarray(train_scores, dtype=np.float64), res.scores])
+    alarms = np.concatenate([np.zeros(TRAIN_ROWS, dtype=np.int8), res.alarms])
+    smoothed = rolling(scores, args.smooth, "mean", "causal")
+    return scores, smoothed, alarms, len(res.events), int((~keep).sum())
 
 
 def skab_rule(scores: np.ndarray, end_effect: bool = True) -> np.ndarray:

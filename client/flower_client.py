@@ -4,15 +4,23 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from typing import Any
 
 import flwr
 import numpy as np
 
 from fedad.client.site import Site
-from fedad.common.federation_spec import FederationSpec
 from fedad.common.errors import FedadError
-from fedad.common.federated_stats import (N_BINS, decode_scaler_stats, encode_histogram, encode_scaler_stats,
-                                          global_threshold, histogram)
+from fedad.common.federated_stats import (
+    N_BINS,
+    decode_scaler_stats,
+    encode_histogram,
+    encode_scaler_stats,
+    histogram,
+    rule_threshold,
+)
+from fedad.common.federation_spec import FederationSpec
+from fedad.common.threshold_rule import threshold_by_rule
 from fedad.common.wire import decode_json, encode_array, encode_json
 
 
@@ -45,6 +53,7 @@ class FedadClient(flwr.client.NumPyClient):
         self.contact = Contact()
         self._scaler_cache: tuple[bytes, object] | None = None
         self._global_cache: tuple[bytes, list[np.ndarray]] | None = None  # one decryption per aggregate
+        self._site_threshold: float | None = None  # --threshold-scope site: from this node's own scores only
 
     def _spec(self, config: dict) -> FederationSpec:
         raw = config["spec"]
@@ -150,8 +159,15 @@ class FedadClient(flwr.client.NumPyClient):
         phase = config.get("phase", "val")
         if phase == "threshold":
             scores = self.site.record_scores(weights, self.site.split.val)
+            spec = self.site.spec
+            self._site_threshold = threshold_by_rule(scores, spec.threshold_rule, spec.threshold_quantile,
+                                                     spec.target_far)
             hist = histogram(scores)
-            m = {"name": self.name}
+            m: dict[str, Any] = {"name": self.name}
+            if spec.score != "mse" and self.secure is None:  # for the server's global model (global scaling)
+                scales = self.site.feature_scales(weights)
+                n_train = len(self.site.train_samples)
+                m.update(fe_sq_sum=encode_array(np.square(scales) * n_train), fe_count=n_train)
             if self.secure is not None:
                 m["hist_enc"] = self.secure.encrypt_histogram(hist, config)
             else:
@@ -164,9 +180,16 @@ class FedadClient(flwr.client.NumPyClient):
                                  "global model from then on; it still gets the final model", config["quarantined"])
             split = self.site.split
             scores = self.site.record_scores(weights, split.test) if len(split.test) else np.zeros(0)
-            if "hist_sum_enc" in config:  # Paillier: the threshold comes from the decrypted summed histogram
+            spec = self.site.spec
+            if spec.threshold_scope == "site":  # this node's own threshold, from its own validation scores
+                if self._site_threshold is None:
+                    scores_val = self.site.record_scores(weights, split.val)
+                    self._site_threshold = threshold_by_rule(scores_val, spec.threshold_rule,
+                                                             spec.threshold_quantile, spec.target_far)
+                t = self._site_threshold
+            elif "hist_sum_enc" in config:  # Paillier: the threshold comes from the decrypted summed histogram
                 counts = self.secure.decrypt_histogram(config["hist_sum_enc"], config, N_BINS)
-                t = global_threshold(counts, self.site.spec.threshold_quantile)
+                t = rule_threshold(counts, spec)
             else:
                 t = float(config["threshold"])
             pred = scores > t

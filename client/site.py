@@ -12,6 +12,7 @@ import numpy as np
 from fedad.common.errors import FedadError
 from fedad.common.federation_spec import FederationSpec
 from fedad.common.preprocessing import Preprocessor, ScalerStats, sliding_windows, window_scores_to_records
+from fedad.common.scoring import aggregate_errors, feature_errors, feature_scales
 from fedad.common.split import Split, split_site
 
 if TYPE_CHECKING:
@@ -110,13 +111,28 @@ class Site:
                 "seconds": time.perf_counter() - t0, "examples": len(self.train_samples)}
 
     def record_scores(self, weights: list[np.ndarray], rows: np.ndarray) -> np.ndarray:
-        """Per-record anomaly scores of ``rows`` under the given global weights."""
+        """Per-record anomaly scores of ``rows`` under the given global weights and the spec's ``score``
+        (normalised scores divide by this site's own training error scales)."""
         from fedad.common.training import reconstruction_errors, set_weights
 
         set_weights(self.model, weights)
         samples = self._samples(rows, self.spec.window)
-        s = reconstruction_errors(self.model, samples, self.device)
+        if self.spec.score == "mse":
+            s = reconstruction_errors(self.model, samples, self.device)
+        else:
+            s = aggregate_errors(feature_errors(self.model, samples, self.device), self.feature_scales(weights),
+                                 self.spec.score, self.spec.top_k)
         return s if self.spec.window <= 1 else window_scores_to_records(s, len(rows), self.spec.window)
+
+    def feature_scales(self, weights: list[np.ndarray]) -> np.ndarray:
+        """RMS reconstruction error per feature of this site's training samples under ``weights`` (cached)."""
+        from fedad.common.training import set_weights
+
+        key = (self._scaler_key, hash(tuple(w.tobytes() for w in weights)))
+        if getattr(self, "_scales", None) is None or self._scales[0] != key:
+            set_weights(self.model, weights)
+            self._scales = (key, feature_scales(feature_errors(self.model, self.train_samples, self.device)))
+        return self._scales[1]
 
     def val_loss(self, weights: list[np.ndarray]) -> float:
         """Mean reconstruction error of the global model on this site's validation rows."""
@@ -131,12 +147,15 @@ class Site:
         from fedad.common.training import set_weights
 
         det = AutoencoderDetector(model=self.spec.model, window=self.spec.window, seed=self.spec.seed,
-                                  threshold_quantile=self.spec.threshold_quantile,
+                                  threshold_quantile=self.spec.threshold_quantile, score=self.spec.score,
+                                  top_k=self.spec.top_k, threshold_rule=self.spec.threshold_rule,
+                                  target_far=self.spec.target_far,
                                   preprocessing=dict(self.spec.preprocessing), model_sizes=dict(self.spec.sizes))
         set_weights(self.model, weights)
         det.model_, det.preprocessor_, det.device_ = self.model, self.pre, self.device
         det.n_features_ = det.n_features_in_ = self.n_features
         det.feature_names_, det.threshold_, det.history_ = list(self.data.feature_names), float(threshold), {}
+        det.feature_scales_ = self.feature_scales(weights)
         return det.save(path)
 
     def mean_embedding(self, weights: list[np.ndarray]) -> np.ndarray:

@@ -17,7 +17,19 @@ import torch
 from fedad.common.errors import FedadError
 from fedad.common.models.registry import MODEL_NAMES, build_model, default_window
 from fedad.common.preprocessing import Preprocessor, sliding_windows, window_scores_to_records
-from fedad.common.threshold import threshold_from_scores
+from fedad.common.rebaseline import drift_ratios
+from fedad.common.scoring import (
+    DEFAULT_SCORE,
+    DEFAULT_TOP_K,
+    aggregate_errors,
+    check_score,
+    feature_errors,
+    feature_scales,
+    scales_from_list,
+    scales_to_list,
+)
+from fedad.common.stream_rule import DRIFT_WINDOW, normalised_errors
+from fedad.common.threshold_rule import DEFAULT_RULE, check_rule, expected_far, threshold_by_rule
 from fedad.common.training import ProgressFn, reconstruction_errors, resolve_device, train_model
 
 FORMAT = "fedad.detector"
@@ -26,16 +38,23 @@ CONFIG_FILE = "detector.json"
 WEIGHTS_FILE = "model.pt"
 # records preprocessed and scored per block when preprocessing is row-wise (a few MB: stays in cache)
 SCORE_BLOCK_ROWS = 65536
+# scores of the last fitting records saved with a model, for the streaming alarm rule's threshold
+FIT_SCORES_KEPT = 10000
+# normalised feature errors of the last fitting records saved with a model, for the adaptive stream rule
+STREAM_ROWS_KEPT = 1000
 
 
 class AutoencoderDetector:
     """Anomaly detector: scores are reconstruction errors of an autoencoder trained on normal records.
 
     ``fit(X)`` fits the preprocessing on X, trains on windows (sequence models) or rows, holds out the last
-    ``val_fraction`` of the records (time order, as ``fedad.common.split`` does) for early stopping, and
-    sets ``threshold_`` to the ``threshold_quantile`` of the validation scores (or the score for
-    ``target_far`` when given). ``decision_function`` gives one score per input record; a sequence model's
-    window score is assigned to the record that ends the window.
+    ``val_fraction`` of the records (time order, as ``fedad.common.split`` does) for early stopping,
+    measures each feature's RMS reconstruction error on the training part (``feature_scales_``, used by
+    the ``score``s of ``fedad.common.scoring``), and sets ``threshold_`` from the validation scores under
+    ``threshold_rule`` (``fedad.common.threshold_rule``: the ``threshold_quantile``, or peaks-over-threshold
+    at risk ``target_far``). ``decision_function`` gives one score per input record; a sequence model's
+    window score is assigned to the record that ends the window. ``fit_scores_`` holds the scores of all
+    fitting records (training then validation part, time order) for streaming alarm rules.
     """
 
     def __init__(
@@ -50,6 +69,9 @@ class AutoencoderDetector:
         val_fraction: float = 0.2,
         threshold_quantile: float = 0.99,
         target_far: float | None = None,
+        score: str = DEFAULT_SCORE,
+        top_k: int = DEFAULT_TOP_K,
+        threshold_rule: str = DEFAULT_RULE,
         device: str = "auto",
         seed: int = 0,
         preprocessing: dict[str, Any] | None = None,
@@ -65,6 +87,9 @@ class AutoencoderDetector:
         self.val_fraction = val_fraction
         self.threshold_quantile = threshold_quantile
         self.target_far = target_far
+        self.score = score
+        self.top_k = top_k
+        self.threshold_rule = threshold_rule
         self.device = device
         self.seed = seed
         self.preprocessing = preprocessing
@@ -135,13 +160,17 @@ class AutoencoderDetector:
             model, train, val, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
             weight_decay=self.weight_decay, patience=self.patience, device=device, seed=self.seed, progress=progress,
         )
+        self.model_ = model
+        self.device_ = device
+        self.feature_scales_: np.ndarray | None = feature_scales(feature_errors(model, train, device))
         # threshold on per-record scores of held-out records, the same mapping decision_function applies
         held_out = val if val is not None else train
-        scores = reconstruction_errors(model, held_out, device)
+        scores = self._sample_scores(held_out)
+        train_scores = self._sample_scores(train)
         if model.sequence:
             scores = window_scores_to_records(scores, len(held_out) + window - 1, window)
+            train_scores = window_scores_to_records(train_scores, cut, window)
 
-        self.model_ = model
         self.preprocessor_ = pre
         self.history_ = history
         self.n_features_ = d
@@ -149,9 +178,43 @@ class AutoencoderDetector:
         names = feature_names if feature_names is not None else [f"x{i}" for i in range(d)]
         self.feature_names_ = [str(f) for f in names]
         self.validation_scores_ = scores
-        self.threshold_ = float(threshold_from_scores(scores, quantile=self.threshold_quantile, far=self.target_far))
-        self.device_ = device
+        fit_scores = np.concatenate([train_scores, scores]) if val is not None else train_scores
+        self.fit_scores_: np.ndarray | None = fit_scores
+        self.threshold_ = float(threshold_by_rule(scores, self.threshold_rule, self.threshold_quantile,
+                                                  self.target_far))
+        # what the streaming alarm rule (fedad.common.stream_rule) needs at scoring time
+        self.drift_ratios_ = drift_ratios(X, DRIFT_WINDOW) if n >= DRIFT_WINDOW else np.zeros(d)
+        self.feature_sd_ = X.std(axis=0)
+        tail = X[-STREAM_ROWS_KEPT:]
+        self.stream_fit_errors_: np.ndarray | None = normalised_errors(self, tail) if len(tail) >= window else None
         return self
+
+    @property
+    def expected_far_(self) -> float:
+        """The false-alarm rate on normal records the threshold rule is set for."""
+        return expected_far(self.threshold_rule, self.threshold_quantile, self.target_far)
+
+    def _sample_scores(self, samples: np.ndarray) -> np.ndarray:
+        """Scores of model samples (rows or windows) under ``score``."""
+        if self.score == "mse":
+            return reconstruction_errors(self.model_, samples, self.device_)
+        return aggregate_errors(feature_errors(self.model_, samples, self.device_), self.feature_scales_,
+                                self.score, self.top_k)
+
+    def feature_errors(self, X: Any) -> np.ndarray:
+        """Squared reconstruction error per record and feature (n, d); sequence models: over the window
+        that ends at the record (the first window-1 records get the first window's errors)."""
+        self._check_fitted()
+        X = self._checked(X)
+        Z = self.preprocessor_.transform(X)
+        if not self.model_.sequence:
+            return feature_errors(self.model_, Z, self.device_)
+        w = self.model_.window
+        E = feature_errors(self.model_, sliding_windows(Z, w), self.device_)
+        out = np.empty((len(Z), Z.shape[1]), dtype=np.float64)
+        out[w - 1:] = E
+        out[: w - 1] = E[0]
+        return out
 
     def _check_params(self) -> None:
         if self.model not in MODEL_NAMES:
@@ -162,6 +225,8 @@ class AutoencoderDetector:
             raise FedadError(f"threshold quantile must be in (0, 1], got {self.threshold_quantile}")
         if self.target_far is not None and not 0.0 <= float(self.target_far) < 1.0:
             raise FedadError(f"target FAR must be in [0, 1), got {self.target_far}")
+        check_score(self.score, self.top_k)
+        check_rule(self.threshold_rule)
 
     def _n_train(self, n: int, window: int, sequence: bool) -> int:
         """Number of leading training records; the validation part is the last ``val_fraction`` of the
@@ -181,12 +246,10 @@ class AutoencoderDetector:
     def decision_function(self, X: Any) -> np.ndarray:
         """Anomaly score per record of X (n, d), float64 (n,); higher is more anomalous."""
         self._check_fitted()
-        X = _as_records(X)
-        if X.shape[1] != self.n_features_:
-            raise FedadError(f"the model takes {self.n_features_} features, the data has {X.shape[1]}")
+        X = self._checked(X)
         window = self.model_.window
-        if self.model_.sequence and len(X) < window:
-            raise FedadError(f"too few records ({len(X)}) to score with window {window}")
+        if self.score != "mse":
+            return aggregate_errors(self.feature_errors(X), self.feature_scales_, self.score, self.top_k)
         if not self.model_.sequence and self._rowwise_preprocessing():
             # block by block, so each block's preprocessed rows are still in cache when the model reads them
             out = np.empty(len(X), dtype=np.float64)
@@ -199,6 +262,14 @@ class AutoencoderDetector:
             return reconstruction_errors(self.model_, Z, self.device_)
         scores = reconstruction_errors(self.model_, sliding_windows(Z, window), self.device_)
         return window_scores_to_records(scores, len(X), window)
+
+    def _checked(self, X: Any) -> np.ndarray:
+        X = _as_records(X)
+        if X.shape[1] != self.n_features_:
+            raise FedadError(f"the model takes {self.n_features_} features, the data has {X.shape[1]}")
+        if self.model_.sequence and len(X) < self.model_.window:
+            raise FedadError(f"too few records ({len(X)}) to score with window {self.model_.window}")
+        return X
 
     def _rowwise_preprocessing(self) -> bool:
         """True when each record is preprocessed on its own (no detrending or denoising across records)."""
@@ -255,11 +326,23 @@ class AutoencoderDetector:
             "model_sizes": self.model_.config(),
             "feature_names": self.feature_names_,
             "threshold": _finite_or_none(self.threshold_),
+            "expected_far": self.expected_far_,
+            "feature_scales": scales_to_list(getattr(self, "feature_scales_", None)),
+            "fit_scores": _score_tail(getattr(self, "fit_scores_", None)),
+        "stream": self._stream_state(),
             "params": params,
             "preprocessing": self.preprocessor_.to_dict(),
             "history": {k: [_finite_or_none(v) for v in vs] if isinstance(vs, list) else vs
                         for k, vs in self.history_.items()},
         }
+
+    def _stream_state(self) -> dict[str, Any] | None:
+        errors = getattr(self, "stream_fit_errors_", None)
+        if errors is None:
+            return None
+        return {"drift_ratios": [float(v) for v in self.drift_ratios_],
+                "feature_sd": [float(v) for v in self.feature_sd_],
+                "fit_errors": [[float(f"{v:.6g}") for v in row] for row in errors]}
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | None = None) -> AutoencoderDetector:
@@ -290,6 +373,8 @@ class AutoencoderDetector:
         if len(feature_names) != n_features:
             raise FedadError(f"{config_path}: {len(feature_names)} feature names for {n_features} features")
         params["device"] = "auto" if device is None else device
+        params.setdefault("score", "mse")  # models saved before scores existed
+        params.setdefault("threshold_rule", "quantile")
         try:
             det = cls(**params)
         except TypeError as exc:
@@ -307,6 +392,20 @@ class AutoencoderDetector:
         det.feature_names_ = [str(f) for f in feature_names]
         det.threshold_ = math.inf if threshold is None else float(threshold)
         det.history_ = cfg.get("history") or {}
+        det.feature_scales_ = scales_from_list(cfg.get("feature_scales"), n_features)
+        if det.score != "mse" and det.feature_scales_ is None:
+            raise FedadError(f"{config_path}: score {det.score!r} needs feature_scales")
+        fit_scores = cfg.get("fit_scores")
+        det.fit_scores_ = None if fit_scores is None else np.asarray(fit_scores, dtype=np.float64)
+        stream = cfg.get("stream")
+        det.stream_fit_errors_ = None
+        if isinstance(stream, dict):
+            try:
+                det.drift_ratios_ = np.asarray(stream["drift_ratios"], dtype=np.float64).reshape(n_features)
+                det.feature_sd_ = np.asarray(stream["feature_sd"], dtype=np.float64).reshape(n_features)
+                det.stream_fit_errors_ = np.asarray(stream["fit_errors"], dtype=np.float64).reshape(-1, n_features)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise FedadError(f"{config_path}: bad stream state: {exc}") from None
         return det
 
 
@@ -319,6 +418,11 @@ def _as_records(X: Any) -> np.ndarray:
     if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise FedadError(f"expected a non-empty 2-D array (records x features), got shape {arr.shape}")
     return arr
+
+
+def _score_tail(scores: np.ndarray | None, keep: int = FIT_SCORES_KEPT) -> list[float] | None:
+    """The last ``keep`` fitting-record scores as a JSON list (what a streaming rule needs at scoring time)."""
+    return None if scores is None else [float(v) for v in np.asarray(scores)[-keep:]]
 
 
 def _finite_or_none(value: Any) -> Any:

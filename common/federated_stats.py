@@ -52,6 +52,21 @@ def global_threshold(counts: np.ndarray, quantile: float) -> float:
     return float(threshold_from_histogram(counts, BIN_EDGES, quantile))
 
 
+def rule_threshold(counts: np.ndarray, spec) -> float:
+    """Threshold of a (summed) validation-score histogram under the federation spec's rule."""
+    from fedad.common.threshold_rule import threshold_from_histogram_by_rule
+
+    return float(threshold_from_histogram_by_rule(counts, BIN_EDGES, spec.threshold_rule, spec.threshold_quantile,
+                                                  spec.target_far))
+
+
+def combined_threshold(histograms: dict, spec):
+    """``CombinedThreshold`` of {node: (counts, declared count)} under the spec's rule (robust to one node)."""
+    from fedad.common.threshold_combine import combine_histograms
+
+    return combine_histograms(histograms, BIN_EDGES, spec.threshold_rule, spec.threshold_quantile, spec.target_far)
+
+
 def metrics_from_counts(tp: int, fp: int, tn: int, fn: int, pos_hist: np.ndarray, neg_hist: np.ndarray) -> dict:
     """Detection metrics from summed confusion counts, ROC-AUC from summed per-class score histograms."""
     m = metrics_from_confusion(tp, fp, tn, fn)

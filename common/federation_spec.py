@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from fedad.common.scoring import DEFAULT_SCORE, DEFAULT_TOP_K
+from fedad.common.threshold_rule import DEFAULT_RULE
+
 
 @dataclass
 class FederationSpec:
@@ -20,6 +23,11 @@ class FederationSpec:
     seed: int = 0
     threshold_quantile: float = 0.99
     scaling: str = "site"  # "site": each node standardises with its own statistics; "global": merged statistics
+    score: str = DEFAULT_SCORE  # fedad.common.scoring; normalised by each node's own training error scales
+    top_k: int = DEFAULT_TOP_K
+    threshold_rule: str = DEFAULT_RULE  # fedad.common.threshold_rule: "pot" or "quantile"
+    target_far: float | None = None  # the rule's false-alarm rate (pot default: fedad.common.pot.DEFAULT_RISK)
+    threshold_scope: str = "global"  # "global": robust combination of the nodes' histograms; "site": each node's own
 
     def to_dict(self) -> dict:
         """JSON-able form, sent with every instruction."""

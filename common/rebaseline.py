@@ -36,16 +36,22 @@ Scorer = Callable[[np.ndarray], np.ndarray]
 FitFn = Callable[[np.ndarray], Scorer]
 
 
-def drifting_features(X: np.ndarray, window: int = 60, ratio: float = 0.6) -> np.ndarray:
-    """Boolean mask (d,) of the columns of X (n, d) whose rolling mean over ``window`` rows varies by at
-    least ``ratio`` of their standard deviation (constant columns are not drifting)."""
+def drift_ratios(X: np.ndarray, window: int = 60) -> np.ndarray:
+    """Per column of X (n, d): the standard deviation of its rolling mean over ``window`` rows divided by its
+    standard deviation (0 for constant columns); near 1 for slow drift, near 0 for fast noise."""
     X = np.asarray(X, dtype=np.float64)
     if X.ndim != 2 or len(X) < window:
-        raise FedadError(f"drifting_features needs a 2-D array with at least {window} rows, got shape {X.shape}")
+        raise FedadError(f"drift ratios need a 2-D array with at least {window} rows, got shape {X.shape}")
     sd = X.std(axis=0)
     slow = pd.DataFrame(X).rolling(window).mean().std().to_numpy()
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(sd > 0, slow / np.where(sd > 0, sd, 1.0) >= ratio, False)
+        return np.where(sd > 0, slow / np.where(sd > 0, sd, 1.0), 0.0)
+
+
+def drifting_features(X: np.ndarray, window: int = 60, ratio: float = 0.6) -> np.ndarray:
+    """Boolean mask (d,) of the columns of X (n, d) whose rolling mean over ``window`` rows varies by at
+    least ``ratio`` of their standard deviation (constant columns are not drifting)."""
+    return drift_ratios(X, window) >= ratio
 
 
 def feature_residuals(detector, X: np.ndarray) -> np.ndarray:
@@ -108,37 +114,79 @@ def rebaseline_scores(
     n = len(X)
     if not 0 < train_rows <= n:
         raise FedadError(f"train_rows must be in 1..{n}, got {train_rows}")
+    scores = np.asarray(fit(X[:train_rows])(X), dtype=np.float64)
+    res = stream_alarms(X[train_rows:], scores[train_rows:], scores[:train_rows], X[:train_rows].std(axis=0), fit,
+                        smooth=smooth, threshold_scale=threshold_scale, change_window=change_window,
+                        change_sds=change_sds, drop=drop, collect=collect)
+    return Rebaselined(scores=np.concatenate([scores[:train_rows], res.scores]),
+                       alarms=np.concatenate([np.zeros(train_rows, dtype=np.int8), res.alarms]),
+                       threshold=res.threshold, events=[train_rows + e for e in res.events])
+
+
+def stream_threshold(fit_scores: np.ndarray, smooth: int = 45, threshold_scale: float = 2.0) -> tuple[float, float]:
+    """(threshold, median) of the trailing means over ``smooth`` of the fitting records' scores: median +
+    ``threshold_scale`` x (max - median)."""
+    s = np.asarray(fit_scores, dtype=np.float64).reshape(-1)
+    if s.size == 0 or smooth < 1:
+        raise FedadError("the streaming rule needs the fitting records' scores and smooth >= 1")
+    trailing = pd.Series(s).rolling(smooth, min_periods=1).mean().to_numpy()
+    median = float(np.median(trailing))
+    return median + threshold_scale * (float(trailing.max()) - median), median
+
+
+def stream_alarms(
+    X: np.ndarray, scores: np.ndarray, fit_scores: np.ndarray, feature_sd: np.ndarray, fit: FitFn,
+    smooth: int = 45, threshold_scale: float = 2.0, change_window: int = 20, change_sds: float = 3.0,
+    drop: float = 0.3, collect: int = 120,
+) -> Rebaselined:
+    """The re-baselining alarm rule over a stream X (n, d) that follows the fitting records.
+
+    ``scores``: the fitted model's scores of X; ``fit_scores``: its scores of the fitting records (time
+    order; the threshold and the first trailing windows come from them); ``feature_sd``: the fitting
+    records' standard deviation per feature (the unit of an abrupt change); ``fit(rows)`` fits a fresh
+    model and returns its scorer (a re-baseline). Record t's decision uses records 0..t of X only.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    n = len(X)
     if smooth < 1 or change_window < 1 or collect < 1:
         raise FedadError("smooth, change_window and collect must be >= 1")
-    scores = np.asarray(fit(X[:train_rows])(X), dtype=np.float64).copy()
-    trailing = pd.Series(scores[:train_rows]).rolling(smooth, min_periods=1).mean().to_numpy()
-    median = float(np.median(trailing))
-    threshold = median + threshold_scale * (float(trailing.max()) - median)
-    sd = X[:train_rows].std(axis=0)
+    if len(scores) != n:
+        raise FedadError(f"{len(scores)} scores for {n} records")
+    threshold, median = stream_threshold(fit_scores, smooth, threshold_scale)
+    context = np.asarray(fit_scores, dtype=np.float64)[len(fit_scores) - (smooth - 1):] if smooth > 1 else \
+        np.empty(0)
+    c = len(context)
+    scores = np.concatenate([context, np.asarray(scores, dtype=np.float64)])  # context first: trailing means
+    sd = np.asarray(feature_sd, dtype=np.float64)
     sd = np.where(sd > 0, sd, 1e-12)
     csum = np.vstack([np.zeros((1, X.shape[1])), np.cumsum(X, axis=0)])
     alarms = np.zeros(n, dtype=np.int8)
     events: list[int] = []
     w = change_window
-    t = train_rows
+    t = 0
     while t < n:
-        if scores[max(0, t + 1 - smooth):t + 1].mean() > threshold:
+        i = c + t
+        if scores[max(0, i + 1 - smooth):i + 1].mean() > threshold:
             alarms[t] = 1
-            if t + 1 >= 2 * w and t + 1 + collect <= n:
+            if t + 1 >= 2 * w:
                 recent = (csum[t + 1] - csum[t + 1 - w]) / w
                 before = (csum[t + 1 - w] - csum[t + 1 - 2 * w]) / w
                 if (np.abs(recent - before) / sd).max() > change_sds and \
-                        scores[t + 1 - w:t + 1].mean() < scores[t + 1 - 2 * w:t + 1 - w].mean() - drop:
+                        scores[i + 1 - w:i + 1].mean() < scores[i + 1 - 2 * w:i + 1 - w].mean() - drop:
+                    # the episode is over: the next ``collect`` records are judged normal (no alarm) while
+                    # they are collected; once all are in, a fresh model is fitted on them (with the w before)
+                    events.append(t)
                     end = t + 1 + collect
-                    try:
-                        scorer = fit(X[t + 1 - w:end])
-                    except FedadError:
-                        scorer = None  # too few rows for this model: keep the model in force
-                    if scorer is not None:
-                        events.append(t)
-                        scores[t + 1:end] = median  # collection rows: judged normal, no alarm
-                        scores[end:] = np.asarray(scorer(X), dtype=np.float64)[end:]  # earlier rows: context only
-                        t = end
-                        continue
+                    scores[i + 1:c + min(end, n)] = median
+                    if end < n:
+                        try:
+                            scorer = fit(X[t + 1 - w:end])
+                        except FedadError:
+                            scorer = None  # too few rows for this model: the model in force stays
+                        if scorer is not None:  # it scores the records from ``end`` on; earlier ones: context
+                            scores[c + end:] = np.asarray(scorer(X[t + 1 - w:]),
+                                                          dtype=np.float64)[end - (t + 1 - w):]
+                    t = end
+                    continue
         t += 1
-    return Rebaselined(scores=scores, alarms=alarms, threshold=threshold, events=events)
+    return Rebaselined(scores=scores[c:], alarms=alarms, threshold=threshold, events=events)

@@ -35,7 +35,8 @@ def _detector(spec, epochs: int, **preprocessing) -> AutoencoderDetector:
     return AutoencoderDetector(model=spec.model, window=spec.window, epochs=epochs, batch_size=spec.batch_size,
                                lr=spec.lr, weight_decay=spec.weight_decay, patience=None,
                                threshold_quantile=spec.threshold_quantile, seed=spec.seed, device="cpu",
-                               preprocessing={**spec.preprocessing, **preprocessing})
+                               score=spec.score, top_k=spec.top_k, threshold_rule=spec.threshold_rule,
+                               target_far=spec.target_far, preprocessing={**spec.preprocessing, **preprocessing})
 
 
 def _site_scaled(splits: list[Split]) -> list[Split]:

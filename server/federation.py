@@ -10,6 +10,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from flwr.common import EvaluateIns, FitIns, Parameters, ndarrays_to_parameters, parameters_to_ndarrays
@@ -19,12 +20,13 @@ from flwr.server.client_proxy import ClientProxy
 
 from fedad.common.crypto.statistics import decode_fixed_point, sum_counts, sum_fixed_point
 from fedad.common.errors import FedadError
-from fedad.common.federated_stats import N_BINS, encode_scaler_stats, global_threshold, metrics_from_counts
+from fedad.common.federated_stats import N_BINS, combined_threshold, encode_scaler_stats, metrics_from_counts, rule_threshold
 from fedad.common.federation_spec import FederationSpec
 from fedad.common.feature_diff import describe_feature_difference
 from fedad.common.node_names import is_valid_node_name, safe_repr
 from fedad.common.preprocessing import ScalerStats
-from fedad.common.wire import encode_json
+from fedad.common.threshold_rule import expected_far
+from fedad.common.wire import WireError, encode_json
 from fedad.server import validation as check
 from fedad.server.admission import AdmittedClients, drop_connection
 from fedad.server.client_calls import ClientCallFailed, call_clients
@@ -34,6 +36,27 @@ from fedad.server.strategies.base import FedadStrategy, client_name
 
 CHECKPOINT_DIR = "checkpoint"
 DIVERGENCE = 4.0  # Paillier: a new global model whose median validation loss rises this many times is refused
+
+
+def pooled_feature_scales(metrics: list[dict]) -> np.ndarray | None:
+    """RMS training error per feature over all nodes, from their sums of squared errors and counts."""
+    from fedad.common.wire import decode_array
+
+    total, count = None, 0
+    for m in metrics:
+        if "fe_sq_sum" not in (m or {}):
+            return None
+        try:
+            v = decode_array(m["fe_sq_sum"])
+        except WireError:
+            return None
+        if total is not None and v.shape != total.shape or not np.isfinite(v).all() or (v < 0).any():
+            return None
+        total = v if total is None else total + v
+        count += int(m.get("fe_count", 0))
+    if total is None or count <= 0:
+        return None
+    return np.maximum(np.sqrt(total / count), 1e-12)
 
 
 class FederationFailed(Exception):
@@ -88,6 +111,7 @@ class FedadServer(Server):
         self.refused: dict[str, str] = {}
         self.failures: list[dict] = []
         self.result: dict = {}
+        self.feature_scales: np.ndarray | None = None  # pooled training error scales (plaintext runs)
         self.admitted: set[str] = set()  # Flower cids whose features were checked
         self.departed: set[str] = set()  # names of clients whose connection ended since the last round
         self.current_round = 0
@@ -504,6 +528,15 @@ class FedadServer(Server):
         return loss, kept
 
     def _threshold_and_test(self, rnd: int, timeout: float | None) -> tuple[float, dict]:
+        spec = self.spec
+        top_k = spec.top_k if spec.score == "topk" else None
+        self.threshold_info: dict[str, Any] = {
+            "score": spec.score, "top_k": top_k, "rule": spec.threshold_rule, "scope": spec.threshold_scope,
+            "expected_far": expected_far(spec.threshold_rule, spec.threshold_quantile, spec.target_far),
+            "combination": ("per node" if spec.threshold_scope == "site" else
+                            "summed encrypted histogram" if self.encrypted else
+                            "pooled histograms clamped to the 2nd-lowest..2nd-highest node threshold; histograms "
+                            "not summing to the declared count dropped")}
         self._admit_newcomers(timeout)  # a node that connected after the last round is checked like the others
         # quarantined nodes, and nodes whose update was refused in the last round: a poisoner's histogram
         # could otherwise move the threshold although none of its updates shaped the model
@@ -538,17 +571,24 @@ class FedadServer(Server):
                     counts = self.strategy.decrypt_histogram(hist_sum, rnd + 1, len(msgs), N_BINS)
                 except FedadError as exc:
                     raise FederationFailed(f"threshold: {exc}") from None
-                threshold = global_threshold(counts, self.spec.threshold_quantile)
+                threshold = rule_threshold(counts, self.spec)
                 ins = EvaluateIns(self.parameters, self._config("test", rnd, threshold=threshold))
             else:
                 ins = EvaluateIns(self.parameters, self._config("test", rnd, hist_sum_enc=hist_sum))
         else:
-            counts = np.zeros(N_BINS, dtype=np.int64)
-            for _, _, d in answers:
-                counts += d["hist"]
-            if counts.sum() == 0:
-                raise FederationFailed("no client sent validation scores for the threshold")
-            threshold = global_threshold(counts, self.spec.threshold_quantile)
+            histograms = {}
+            for proxy, res, d in answers:
+                histograms[self._name(proxy)] = (d["hist"], int(res.num_examples))
+            try:
+                combined = combined_threshold(histograms, self.spec)
+            except ValueError as exc:
+                raise FederationFailed(f"no client sent validation scores for the threshold ({exc})") from None
+            for name, why in combined.dropped.items():
+                self.log.warning("threshold: left out the histogram of %s: %s", name, why)
+            threshold = combined.threshold
+            self.feature_scales = pooled_feature_scales([res.metrics for _, res, _ in answers])
+            self.threshold_info.update(pooled=combined.pooled, node_thresholds=combined.node_thresholds,
+                                       dropped=combined.dropped)
             ins = EvaluateIns(self.parameters, self._config("test", rnd, threshold=threshold))
         results, failures = call_clients("evaluate", [(c, ins) for c in clients], self._workers(len(clients)), timeout,
                                          rnd)
@@ -558,7 +598,8 @@ class FedadServer(Server):
         tp = fp = tn = fn = 0
         pos, neg = np.zeros(N_BINS, np.int64), np.zeros(N_BINS, np.int64)
         per_client, thresholds = {}, []
-        for proxy, res, d in self._screen_evaluate("test", rnd, results):
+        tested = self._screen_evaluate("test", rnd, results)
+        for proxy, res, d in tested:
             if "threshold" in d:
                 thresholds.append(d["threshold"])
             if "tp" not in d:
@@ -571,10 +612,15 @@ class FedadServer(Server):
         metrics = metrics_from_counts(tp, fp, tn, fn, pos, neg) if (tp + fp + tn + fn) else {}
         self.score_histograms = (pos, neg)
         metrics["per_client"] = per_client
-        if self.encrypted and not self.blind:
+        if self.spec.threshold_scope == "site":  # each node used its own threshold; report them
+            threshold = float(np.median(thresholds)) if thresholds else float("nan")
+            self.threshold_info["site_thresholds"] = {self._name(proxy): d["threshold"]
+                                                      for proxy, _, d in tested if "threshold" in d}
+        elif self.encrypted and not self.blind:
             if not thresholds or max(thresholds) != min(thresholds):
                 raise FederationFailed(f"clients disagree on the decrypted threshold: {sorted(set(thresholds))}")
             threshold = thresholds[0]
+        self.threshold_info.update(threshold=threshold)
         return threshold, metrics
 
     def _tell_quarantined(self, ins: EvaluateIns, untrusted: set[str], rnd: int, timeout: float | None) -> None:
@@ -695,7 +741,7 @@ class FedadServer(Server):
                        **(self.stop_rule.to_dict() if self.stop_rule else {})}
         threshold, metrics = self._threshold_and_test(last, timeout)
         self.result = {"threshold": threshold, "metrics": metrics, "seconds": time.perf_counter() - t_start,
-                       "convergence": convergence}
+                       "convergence": convergence, "detection": self.threshold_info}
 
     def _first_admission(self, timeout: float | None) -> None:
         """Wait for --min-clients connections, ask them for statistics, then wait until enough are admitted."""

@@ -111,7 +111,8 @@ def build_parser() -> ArgumentParser:
                    "non-IID plants); global: every node uses the scaler merged from all nodes' count/sum/sum of "
                    "squares")
     p.add_argument("--threshold-quantile", type=float, default=0.99,
-                   help="global threshold: this quantile of the clients' validation scores")
+                   help="quantile rule: the threshold is this quantile of the clients' validation scores")
+    add_detection_arguments(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the initial model and local training")
     p.add_argument("--out", default="results", help="directory for checkpoints, rounds.jsonl, report and model")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
@@ -144,6 +145,33 @@ def read_features(path: str) -> list[str]:
     return names
 
 
+def add_detection_arguments(p) -> None:
+    """Score and threshold options of a federation (shared with `fedad demo`)."""
+    from fedad.common.scoring import DEFAULT_SCORE, DEFAULT_TOP_K, SCORES
+    from fedad.common.threshold_rule import DEFAULT_RULE, THRESHOLD_RULES
+
+    p.add_argument("--score", default=DEFAULT_SCORE, choices=SCORES,
+                   help="record score: per-feature errors normalised by each node's training error scale, then "
+                        "max/mean/top-k over features (log scale); mse: the plain mean squared error")
+    p.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help="features averaged by --score topk")
+    p.add_argument("--threshold-rule", default=DEFAULT_RULE, choices=THRESHOLD_RULES,
+                   help="pot: generalised Pareto tail of the validation scores at risk --target-far; "
+                        "quantile: --threshold-quantile")
+    p.add_argument("--target-far", type=float, default=None,
+                   help="false-alarm rate the threshold is set for (pot default 0.01; quantile: 1 - this)")
+    p.add_argument("--threshold-scope", default="global", choices=("global", "site"),
+                   help="global: one threshold from the nodes' histograms (robust to one lying node); "
+                        "site: each node's own threshold from its own validation scores (non-IID plants)")
+
+
+def check_detection_args(args) -> None:
+    """Bad score or threshold options -> FedadError."""
+    if args.top_k < 1:
+        raise FedadError("--top-k must be at least 1")
+    if args.target_far is not None and not 0 < args.target_far < 1:
+        raise FedadError("--target-far must be between 0 and 1")
+
+
 def build_spec(args):
     from fedad.common.federation_spec import FederationSpec
     from fedad.common.models.registry import default_window
@@ -152,7 +180,9 @@ def build_spec(args):
     return FederationSpec(model=args.model, window=window, preprocessing={"scaler": args.scaler}, scaling=args.scaling,
                           local_epochs=args.local_epochs, batch_size=args.batch_size, lr=args.lr,
                           weight_decay=args.weight_decay, seed=args.seed, threshold_quantile=args.threshold_quantile,
-                          feature_names=read_features(args.features) if args.features else None)
+                          feature_names=read_features(args.features) if args.features else None,
+                          score=args.score, top_k=args.top_k, threshold_rule=args.threshold_rule,
+                          target_far=args.target_far, threshold_scope=args.threshold_scope)
 
 
 def build_strategy(args):
@@ -213,6 +243,7 @@ def check_args(args) -> None:
         raise FedadError("--max-update-norm-ratio must be >= 0, --admission-timeout > 0, --max-examples >= 1")
     if not 0 < args.threshold_quantile < 1:
         raise FedadError("--threshold-quantile must be between 0 and 1")
+    check_detection_args(args)
     if args.strategy in ("paillier", "secure-robust"):
         if not args.public_key:
             raise FedadError(f"--strategy {args.strategy} needs --public-key public.key (make one with fedad keygen)")
@@ -245,7 +276,7 @@ def check_args(args) -> None:
     check_can_listen(args.address, "--address")  # last: a port in use is said before anything starts
 
 
-def save_model(out: Path, spec, scaler, weights, threshold: float) -> Path:
+def save_model(out: Path, spec, scaler, weights, threshold: float, scales=None) -> Path:
     """The global model as a fedad model directory (detector.json + model.pt)."""
     import torch
 
@@ -255,7 +286,8 @@ def save_model(out: Path, spec, scaler, weights, threshold: float) -> Path:
     from fedad.common.training import set_weights
 
     det = AutoencoderDetector(model=spec.model, window=spec.window, threshold_quantile=spec.threshold_quantile,
-                              seed=spec.seed, preprocessing=spec.preprocessing, device="cpu")
+                              seed=spec.seed, preprocessing=spec.preprocessing, device="cpu", score=spec.score,
+                              top_k=spec.top_k, threshold_rule=spec.threshold_rule, target_far=spec.target_far)
     model = build_model(spec.model, len(spec.feature_names), window=spec.window, **spec.sizes)
     set_weights(model, weights)
     pre = Preprocessor(**spec.preprocessing)
@@ -265,6 +297,7 @@ def save_model(out: Path, spec, scaler, weights, threshold: float) -> Path:
     det.model_, det.preprocessor_, det.device_ = model.eval(), pre, torch.device("cpu")
     det.n_features_ = det.n_features_in_ = len(spec.feature_names)
     det.feature_names_, det.threshold_, det.history_ = list(spec.feature_names), float(threshold), {}
+    det.feature_scales_ = scales  # the nodes' pooled training error scales (None: mse score)
     return det.save(out / "model")
 
 
@@ -332,14 +365,16 @@ def run(args) -> int:
     if not server.encrypted or server.blind:  # under paillier the plaintext model exists only on the clients
         weights = parameters_to_ndarrays(server.parameters)
         np.savez(out / "global_weights.npz", *weights)
-        if server.spec.scaling == "global":  # with site scaling each node pairs the weights with its own scaler
-            model_dir = save_model(out, server.spec, server.scaler, weights, res["threshold"])
+        scales = server.feature_scales
+        if server.spec.scaling == "global" and (server.spec.score == "mse" or scales is not None):
+            model_dir = save_model(out, server.spec, server.scaler, weights, res["threshold"], scales)
         else:
             log.info("site scaling: no server-side model (each node scales with its own statistics); nodes save "
                      "theirs with fedad-client --model-out DIR; --scaling global also writes %s", out / "model")
     metrics = {k: res["metrics"].get(k) for k in rep.METRIC_KEYS}
     report = {
         "strategy": args.strategy, "model": args.model, "threshold": res["threshold"], "metrics": metrics,
+        "detection": res.get("detection"),
         "per_client_test": res["metrics"].get("per_client", {}),
         "baselines": {"centralized": None, "local_only": None},
         "rounds": [rep.round_summary(r) for r in server.rounds], "refused": server.refused,

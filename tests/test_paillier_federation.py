@@ -141,7 +141,11 @@ def test_paillier_federation_matches_fedavg_without_a_private_key_on_the_server(
           f"{plain['threshold']:.4g} vs {enc['threshold']:.4g}")
 
     assert enc["strategy"] == "paillier" and len(enc["rounds"]) == F1_ROUNDS
-    assert abs(enc["metrics"]["f1"] - plain["metrics"]["f1"]) <= 0.01, (plain["metrics"], enc["metrics"])
+    # the same model (threshold-free) and the same rule on the same summed histogram; the plaintext server then
+    # clamps the pooled value into the range of the nodes' own thresholds (robust combination), which the
+    # Paillier server cannot see, so the final thresholds (and F1) may differ by design
+    assert abs(enc["metrics"]["roc_auc"] - plain["metrics"]["roc_auc"]) <= 0.01, (plain["metrics"], enc["metrics"])
+    assert enc["threshold"] == pytest.approx(plain["detection"]["pooled"], rel=0.05)
     recs = rounds(enc_run)
     assert all(r["rejected"] == {} and r["failed"] == [] and len(r["clients"]) == 4 for r in recs)
     assert all(r["bytes_up"] > 0 for r in recs)

@@ -4,7 +4,11 @@ Features are all numeric columns except the label and time columns. Rows labelle
 left out of training when the data has a label column. With --test-fraction, the trailing fraction of
 rows is held out entirely (the split `fedad evaluate` uses), so the model can be evaluated on unseen data.
 The last --val-fraction of the remaining normal rows (time order) is the validation part: early stopping
-on its loss, and the anomaly threshold is the --threshold-quantile of its scores (or set by --target-far).
+on its loss. Scores (--score): each feature's reconstruction error divided by its RMS error on the
+training rows, then the max (default), mean or top-k mean over features, log(1 + .); `mse` is the plain
+mean squared error. The threshold (--threshold-rule) comes from the validation scores: `pot` (default)
+fits a generalised Pareto tail to their upper 2 % and sets the threshold at false-alarm risk --target-far
+(default 0.01); `quantile` takes their --threshold-quantile (or 1 - --target-far).
 
 Progress (epochs, losses) goes to stderr. MODEL_DIR receives detector.json (parameters, preprocessing
 state, threshold, feature names) and model.pt (the weights), written to a temporary directory first and
@@ -54,11 +58,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="trailing fraction of all rows left out of training (for `fedad evaluate`)")
     model.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     model.add_argument("--seed", type=int, default=0, help="seed of weight initialisation and batch order")
-    thresh = parser.add_argument_group("threshold")
+    from fedad.common.scoring import DEFAULT_SCORE, DEFAULT_TOP_K, SCORES
+    from fedad.common.threshold_rule import DEFAULT_RULE, THRESHOLD_RULES
+
+    thresh = parser.add_argument_group("score and threshold")
+    thresh.add_argument("--score", default=DEFAULT_SCORE, choices=SCORES,
+                        help="record score from the per-feature errors normalised by their training scale")
+    thresh.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, metavar="K",
+                        help="features averaged by --score topk")
+    thresh.add_argument("--threshold-rule", default=DEFAULT_RULE, choices=THRESHOLD_RULES,
+                        help="pot: generalised Pareto tail at risk --target-far; quantile: --threshold-quantile")
     thresh.add_argument("--threshold-quantile", type=float, default=0.99, metavar="Q",
-                        help="threshold = this quantile of the validation scores")
+                        help="quantile rule: threshold = this quantile of the validation scores")
     thresh.add_argument("--target-far", type=float, default=None, metavar="F",
-                        help="target false-alarm rate; overrides --threshold-quantile with 1 - F")
+                        help="target false-alarm rate: the pot rule's risk (default 0.01); quantile rule: 1 - F")
     pre = parser.add_argument_group("preprocessing (fitted on the training rows)")
     pre.add_argument("--scaler", default="standard", choices=("standard", "minmax", "none"), help="feature scaling")
     pre.add_argument("--detrend", default="none", choices=("none", "diff", "ma"),
@@ -118,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
     detector = AutoencoderDetector(
         model=args.model, window=args.window, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, patience=args.patience, val_fraction=args.val_fraction,
-        threshold_quantile=args.threshold_quantile, target_far=args.target_far, device=args.device,
+        threshold_quantile=args.threshold_quantile, target_far=args.target_far, score=args.score, top_k=args.top_k,
+        threshold_rule=args.threshold_rule, device=args.device,
         seed=args.seed, preprocessing=preprocessing_options(args),
     )
     detector.fit(X, feature_names=data.feature_names, progress=progress)
@@ -126,7 +140,9 @@ def run(args: argparse.Namespace) -> int:
     hist = detector.history_
     n_params = sum(p.numel() for p in detector.model_.parameters())
     print(f"saved {out}/: {args.model} autoencoder, window {detector.window_}, {n_params} parameters, "
-          f"{hist['epochs']} epochs (best {hist['best_epoch']}), threshold {detector.threshold_:.6g}")
+          f"{hist['epochs']} epochs (best {hist['best_epoch']}), {args.score} score, threshold "
+          f"{detector.threshold_:.6g} ({args.threshold_rule} rule, expected false-alarm rate "
+          f"{detector.expected_far_:.3g})")
     return 0
 
 
@@ -151,6 +167,8 @@ def _check_options(args: argparse.Namespace) -> None:
         raise FedadError(f"--threshold-quantile must be in (0, 1], got {args.threshold_quantile}")
     if args.target_far is not None and not 0.0 <= args.target_far < 1.0:
         raise FedadError(f"--target-far must be in [0, 1), got {args.target_far}")
+    if args.top_k < 1:
+        raise FedadError(f"--top-k must be at least 1, got {args.top_k}")
     if args.clip_quantile is not None and not 0.0 <= args.clip_quantile < 0.5:
         raise FedadError(f"--clip-quantile must be in [0, 0.5), got {args.clip_quantile}")
     from fedad.common.training import resolve_device

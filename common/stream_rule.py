@@ -1,0 +1,79 @@
+"""The adaptive alarm rule for streams (``fedad score --rule adaptive``): a fitted detector, applied causally.
+
+For plants that do not return to their training state after a disturbance (test rigs such as SKAB). The
+detector saved by ``fit`` carries what the rule needs, computed on its fitting records only: how much
+each feature drifts slowly (``drift_ratios_``: features at or above ``drift_ratio`` are left out of the
+stream score, 400 rows cannot teach their level),
+each feature's standard deviation (the unit of an abrupt change) and the normalised feature errors of the
+last fitting records (threshold and first trailing windows). The stream score of a record is
+log(1 + max over the non-drifting features of |error| / training RMS error), the ``max`` score of
+``fedad.common.scoring``. The alarm and re-baselining logic is ``fedad.common.rebaseline.stream_alarms``:
+record t alarms when the trailing mean of the last ``smooth`` scores exceeds median + ``threshold_scale``
+x (max - median) of the fitting records' trailing means; during an alarm, an abrupt input change that
+lowers the score ends the episode, the next ``collect`` records are judged normal and a fresh detector
+(same parameters) is fitted on them. Record t's decision uses records 0..t of the stream only.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fedad.common.errors import FedadError
+
+DRIFT_WINDOW = 60
+
+
+@dataclass(frozen=True)
+class AdaptiveParams:
+    """Parameters of the adaptive rule (defaults: chosen on SKAB, see bench/skab.py --held-out-groups)."""
+
+    smooth: int = 45
+    threshold_scale: float = 2.0
+    change_window: int = 20
+    change_sds: float = 3.0
+    drop: float = 0.3
+    collect: int = 120
+    drift_ratio: float = 0.6  # features whose 60-row rolling mean varies by this share of their sd are left out
+
+
+def normalised_errors(detector: Any, X: np.ndarray) -> np.ndarray:
+    """|reconstruction error| / training RMS error per record and feature (n, d)."""
+    return np.sqrt(detector.feature_errors(X)) / detector.feature_scales_
+
+
+def stream_scores(detector: Any, X: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """log(1 + max over the kept features of |error| / training RMS error) per record of X."""
+    return np.log1p(normalised_errors(detector, X)[:, keep].max(axis=1))
+
+
+def adaptive_alarms(detector: Any, X: np.ndarray, params: AdaptiveParams = AdaptiveParams(),
+                    refit: Callable[[np.ndarray], Any] | None = None):
+    """``Rebaselined`` (stream scores, alarms, threshold, re-baseline rows) of the records X that follow the
+    detector's fitting records. ``refit(rows)`` returns a detector fitted on the rows (default: a fresh one
+    with the same parameters; benches pass a memoised one)."""
+    from fedad.common.detector import AutoencoderDetector
+    from fedad.common.rebaseline import stream_alarms
+
+    if getattr(detector, "stream_fit_errors_", None) is None:
+        raise FedadError("this model holds no stream state (saved by an older fedad or trained on fewer rows "
+                         "than its window); retrain it with `fedad train` to use --rule adaptive")
+    keep = np.asarray(detector.drift_ratios_) < params.drift_ratio
+    if not keep.any():
+        keep[:] = True
+    X = np.asarray(X, dtype=np.float64)
+
+    def fit_fresh(rows: np.ndarray) -> Any:
+        return AutoencoderDetector(**{**detector.get_params(), "device": str(detector.device_)}).fit(rows)
+
+    def scorer(rows: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        fresh = (refit or fit_fresh)(rows)
+        return lambda Z: stream_scores(fresh, Z, keep)
+
+    fit_scores = np.log1p(np.asarray(detector.stream_fit_errors_)[:, keep].max(axis=1))
+    return stream_alarms(X, stream_scores(detector, X, keep), fit_scores, detector.feature_sd_,
+                         scorer, smooth=params.smooth, threshold_scale=params.threshold_scale,
+                         change_window=params.change_window, change_sds=params.change_sds, drop=params.drop,
+                         collect=params.collect)

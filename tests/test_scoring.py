@@ -1,0 +1,62 @@
+"""Record scores from per-feature errors normalised by their training error scale (fedad.common.scoring)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fedad.common.errors import FedadError
+from fedad.common.scoring import SCORES, aggregate_errors, check_score, feature_scales
+
+
+def test_feature_scales_are_rms_errors():
+    errors = np.array([[1.0, 4.0], [9.0, 16.0]])  # squared errors
+    np.testing.assert_allclose(feature_scales(errors), np.sqrt([5.0, 10.0]))
+
+
+def test_aggregates_of_normalised_errors():
+    scales = np.array([1.0, 2.0, 4.0, 8.0])
+    errors = np.square(np.array([[1.0, 2.0, 4.0, 80.0]]))  # normalised |e|: 1, 1, 1, 10
+    assert aggregate_errors(errors, scales, "mse")[0] == pytest.approx(errors.mean())
+    assert aggregate_errors(errors, scales, "max")[0] == pytest.approx(np.log1p(10.0))
+    assert aggregate_errors(errors, scales, "mean")[0] == pytest.approx(np.log1p(13.0 / 4))
+    assert aggregate_errors(errors, scales, "topk", top_k=2)[0] == pytest.approx(np.log1p(5.5))
+    assert aggregate_errors(errors, scales, "topk", top_k=99)[0] == pytest.approx(np.log1p(13.0 / 4))
+
+
+def test_normalisation_makes_a_noisy_feature_count_like_a_quiet_one():
+    rng = np.random.default_rng(0)
+    train = np.square(rng.normal(size=(5000, 2)) * [0.01, 10.0])  # feature 1 reconstructs 1000x worse
+    scales = feature_scales(train)
+    quiet_off = np.square(np.array([[0.1, 10.0]]))   # 10 sd off on the quiet feature
+    noisy_off = np.square(np.array([[0.01, 100.0]]))  # 10 sd off on the noisy one
+    for how in ("max", "mean", "topk"):
+        a, b = aggregate_errors(quiet_off, scales, how), aggregate_errors(noisy_off, scales, how)
+        assert a[0] == pytest.approx(b[0], rel=0.05), how
+    # the plain mse only sees the noisy feature
+    assert aggregate_errors(noisy_off, None, "mse")[0] > 90 * aggregate_errors(quiet_off, None, "mse")[0]
+
+
+def test_bad_score_options_are_refused():
+    with pytest.raises(FedadError, match="unknown score"):
+        check_score("median")
+    with pytest.raises(FedadError, match="top-k"):
+        check_score("topk", 0)
+    with pytest.raises(FedadError, match="scale"):
+        aggregate_errors(np.ones((2, 3)), None, "max")
+    assert set(SCORES) == {"mse", "mean", "max", "topk"}
+
+
+@pytest.mark.parametrize("score", SCORES)
+def test_detector_saves_and_reloads_its_score(tmp_path, score):
+    from fedad.common.detector import AutoencoderDetector
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(600, 4))
+    X[:, 1] = X[:, 0] * 2
+    det = AutoencoderDetector(epochs=2, device="cpu", score=score).fit(X)
+    again = AutoencoderDetector.load(det.save(tmp_path / "m"), device="cpu")
+    assert again.score == score
+    np.testing.assert_allclose(again.decision_function(X[:50]), det.decision_function(X[:50]))
+    Y = X[:50].copy()
+    Y[:, 1] += 20.0  # break the learnt relation: every score rises
+    assert (det.decision_function(Y) > det.decision_function(X[:50])).all()

@@ -1,0 +1,70 @@
+"""The adaptive stream rule as a product option (fedad.common.stream_rule, fedad score --rule adaptive)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fedad.common.errors import FedadError
+from fedad.common.stream_rule import AdaptiveParams, adaptive_alarms
+
+
+def _rig(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """400 training rows of a 4-sensor rig, then a stream: normal, a fault on sensor 2, a new normal level."""
+    rng = np.random.default_rng(seed)
+    n = 1400
+    drive = np.sin(np.arange(n) / 15.0)
+    X = np.column_stack([drive, 2 * drive, -drive, 0.5 * drive]) + rng.normal(scale=0.05, size=(n, 4))
+    X[700:900, 2] += 4.0  # the fault
+    X[900:, 0] += 0.5  # the rig settles in a new state (off the training manifold) and stays there
+    return X[:400], X[400:]
+
+
+@pytest.fixture(scope="module")
+def detector():
+    from fedad.common.detector import AutoencoderDetector
+
+    train, _ = _rig()
+    return AutoencoderDetector(epochs=30, batch_size=32, device="cpu", seed=0).fit(train)
+
+
+def test_adaptive_rule_detects_the_fault_and_adapts_to_the_new_state(detector):
+    _, stream = _rig()
+    res = adaptive_alarms(detector, stream, AdaptiveParams(smooth=20))
+    assert res.alarms[330:500].mean() > 0.8  # rows 700..900 of the rig
+    assert res.alarms[:250].mean() < 0.05
+    assert res.events, "no re-baseline after the fault"
+    assert res.alarms[700:].mean() < 0.1  # the new state is normal again after the re-baseline
+
+
+def test_adaptive_rule_is_causal(detector):
+    _, stream = _rig()
+    params = AdaptiveParams(smooth=20)
+    whole = adaptive_alarms(detector, stream, params)
+    for cut in (150, 420, 560, 700):  # inside normal, fault, collection and after re-fitting
+        prefix = adaptive_alarms(detector, stream[:cut], params)
+        np.testing.assert_array_equal(prefix.alarms, whole.alarms[:cut])
+    changed = stream.copy()
+    changed[600:] = 40.0  # only the future of row 599 changes
+    np.testing.assert_array_equal(adaptive_alarms(detector, changed, params).alarms[:600], whole.alarms[:600])
+
+
+def test_fedad_score_rule_adaptive_and_a_model_without_stream_state(tmp_path, detector, capsys):
+    from fedad.common.cli import main
+
+    _, stream = _rig()
+    cols = ["a", "b", "c", "d"]
+    train, _ = _rig()
+    pd.DataFrame(train, columns=cols).to_csv(tmp_path / "train.csv", index=False)
+    pd.DataFrame(stream, columns=cols).to_csv(tmp_path / "stream.csv", index=False)
+    assert main(["train", "--data", str(tmp_path / "train.csv"), "--out", str(tmp_path / "m"), "--device", "cpu",
+                 "--epochs", "30", "--batch-size", "32"]) == 0
+    assert main(["score", "--model", str(tmp_path / "m"), "--data", str(tmp_path / "stream.csv"), "--out",
+                 str(tmp_path / "s.csv"), "--rule", "adaptive", "--smooth", "20", "--device", "cpu"]) == 0
+    out = pd.read_csv(tmp_path / "s.csv")
+    assert list(out.columns) == ["score", "is_anomaly"] and len(out) == len(stream)
+    assert out["is_anomaly"].iloc[330:500].mean() > 0.8 and out["is_anomaly"].iloc[:250].mean() < 0.05
+    assert "re-baseline" in capsys.readouterr().out
+    detector.stream_fit_errors_ = None
+    with pytest.raises(FedadError, match="stream state"):
+        adaptive_alarms(detector, stream)
