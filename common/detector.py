@@ -18,7 +18,7 @@ from fedad.common.errors import FedadError
 from fedad.common.models.registry import MODEL_NAMES, build_model, default_window
 from fedad.common.preprocessing import Preprocessor, sliding_windows, window_scores_to_records
 from fedad.common.threshold import threshold_from_scores
-from fedad.common.training import ProgressFn, reconstruction_errors, resolve_device, train_model
+from fedad.common.training import ProgressFn, calibrate, reconstruction_errors, resolve_device, train_model
 
 FORMAT = "fedad.detector"
 FORMAT_VERSION = 1
@@ -124,6 +124,7 @@ class AutoencoderDetector:
             model, train, val, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
             weight_decay=self.weight_decay, patience=self.patience, device=device, seed=self.seed, progress=progress,
         )
+        calibrate(model, train, device)  # scoring statistics of the normal training data (contrastive)
         # threshold on per-record scores of held-out records, the same mapping decision_function applies
         held_out = val if val is not None else train
         scores = reconstruction_errors(model, held_out, device)

@@ -110,3 +110,22 @@ def coordinate_median(updates: np.ndarray) -> np.ndarray:
     if updates.shape[0] == 0:
         return np.zeros(updates.shape[1] if updates.ndim == 2 else 0, dtype=np.float64)
     return np.median(updates, axis=0)
+
+
+def global_embedding(embeddings: Sequence[np.ndarray | None], num_examples: Sequence[float]) -> np.ndarray | None:
+    """Sample-weighted mean of the clients' mean embeddings (missing, non-finite or odd-sized ones skipped).
+
+    This is the alignment target the server sends contrastive clients next round; None when no client sent one.
+    """
+    dims = [e.size for e in embeddings if e is not None]
+    if not dims:
+        return None
+    dim = max(set(dims), key=dims.count)  # the common size; a peer's odd one is ignored
+    rows, weights = [], []
+    for e, n in zip(embeddings, num_examples):
+        if e is not None and e.size == dim and np.all(np.isfinite(e)) and n > 0:
+            rows.append(np.asarray(e, dtype=np.float64).ravel())
+            weights.append(float(n))
+    if not rows:
+        return None
+    return np.average(np.stack(rows), axis=0, weights=np.asarray(weights))

@@ -20,7 +20,7 @@ def _detector(spec, epochs: int, **preprocessing) -> AutoencoderDetector:
     return AutoencoderDetector(model=spec.model, window=spec.window, epochs=epochs, batch_size=spec.batch_size,
                                lr=spec.lr, weight_decay=spec.weight_decay, patience=max(3, epochs // 4),
                                threshold_quantile=spec.threshold_quantile, seed=spec.seed, device="cpu",
-                               preprocessing={**spec.preprocessing, **preprocessing})
+                               preprocessing={**spec.preprocessing, **preprocessing}, model_sizes=dict(spec.sizes) or None)
 
 
 def _site_scaled(splits):

@@ -23,7 +23,8 @@ from fedad.common.federated_stats import (decode_histogram, decode_scaler_stats,
 from fedad.common.crypto.statistics import decode_fixed_point, sum_counts, sum_fixed_point
 from fedad.common.errors import FedadError
 from fedad.common.preprocessing import ScalerStats
-from fedad.common.wire import WireError, decode_json, encode_json
+from fedad.common.models.registry import model_aligns
+from fedad.common.wire import WireError, decode_json, encode_array, encode_json
 from fedad.server.strategies.base import FedadStrategy, client_name
 
 CHECKPOINT_DIR = "checkpoint"
@@ -65,6 +66,8 @@ class FedadServer(Server):
         self.admitted: set[str] = set()  # Flower cids whose features were checked
         self.encrypted = bool(getattr(strategy, "encrypted", False))  # Paillier: sums stay ciphertexts here
         self.blind = bool(getattr(strategy, "plaintext_model", False))  # secure-robust: blind-decrypted aggregates
+        # models with an alignment term get the global embedding; not under Paillier, where the server learns nothing
+        self.aligns = model_aligns(spec.model) and not (self.encrypted and not self.blind)
         strategy.fit_config = self._fit_config
         strategy.evaluate_config = lambda r: self._config("val", r)
 
@@ -78,7 +81,13 @@ class FedadServer(Server):
         return cfg
 
     def _fit_config(self, rnd: int) -> dict:
-        return self._config("fit", rnd, epochs=self.spec.local_epochs, **getattr(self.strategy, "extra_fit_config", {}))
+        extra = dict(getattr(self.strategy, "extra_fit_config", {}))
+        if self.aligns:  # contrastive clients align to the mean embedding of the previous round
+            extra["want_embedding"] = True
+            g = self.strategy.global_embedding
+            if g is not None:
+                extra["global_embedding"] = encode_array(g)
+        return self._config("fit", rnd, epochs=self.spec.local_epochs, **extra)
 
     # ---------------------------------------------------------------- helpers
     def _wait(self, what: str) -> None:

@@ -17,10 +17,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fedad.common.config import ArgumentParser, HelpFormatter, add_config_option, parse_args, run_cli
+from fedad.common.contrastive_options import add_contrastive_options
 from fedad.common.errors import FedadError
 
 STRATEGIES = ("fedavg", "paillier", "trust", "flag", "robust", "secure-robust")
-MODELS = ("dense", "lstm", "gru", "cnn", "vae")
+MODELS = ("dense", "lstm", "gru", "cnn", "vae", "contrastive")
 
 
 def build_parser() -> ArgumentParser:
@@ -58,6 +59,7 @@ def build_parser() -> ArgumentParser:
                    help="secure-robust: each update value is clipped to [-R, R] before quantization")
     p.add_argument("--model", default="dense", choices=MODELS, help="autoencoder every client trains")
     p.add_argument("--window", type=int, default=None, help="window length for sequence models (model default)")
+    add_contrastive_options(p)
     p.add_argument("--local-epochs", type=int, default=2, help="local epochs per round on each client")
     p.add_argument("--batch-size", type=int, default=256, help="local batch size")
     p.add_argument("--lr", type=float, default=1e-3, help="local Adam learning rate")
@@ -79,12 +81,14 @@ def build_parser() -> ArgumentParser:
 
 def build_spec(args):
     from fedad.common.federation_spec import FederationSpec
+    from fedad.common.contrastive_options import contrastive_sizes
     from fedad.common.models.registry import default_window
 
     window = args.window or default_window(args.model)
     return FederationSpec(model=args.model, window=window, preprocessing={"scaler": args.scaler}, scaling=args.scaling,
                           local_epochs=args.local_epochs, batch_size=args.batch_size, lr=args.lr,
-                          weight_decay=args.weight_decay, seed=args.seed, threshold_quantile=args.threshold_quantile)
+                          weight_decay=args.weight_decay, seed=args.seed, threshold_quantile=args.threshold_quantile,
+                          sizes=contrastive_sizes(args))
 
 
 def build_strategy(args):
