@@ -113,6 +113,9 @@ class FedadClient(flwr.client.NumPyClient):
             target = decode_array(config["global_embedding"]) if "global_embedding" in config else None
         except WireError as exc:
             raise FedadError(f"the server sent a malformed global embedding: {exc}") from None
+        if target is not None:
+            self.log.info("round %d: aligning to the global embedding (%d values, norm %.4f)", rnd, target.size,
+                          float(np.linalg.norm(target)))
         out = self.site.train(global_weights, int(config.get("epochs", spec.local_epochs)), spec.seed * 1000 + rnd,
                               global_embedding=target)
         weights, examples = out["weights"], out["examples"]
