@@ -30,8 +30,10 @@ import numpy as np
 
 CLIENTS = 5
 DATASETS = ("plant", "skab", "kdd", "ton")
+# the table's columns: model -> contrastive sizes ("contrastive": the defaults; "+centre": the combined score)
+VARIANTS: dict[str, dict] = {"dense": {}, "contrastive": {}, "contrastive+centre": {"dist_weight": 0.25}}
 # one-at-a-time variations around the defaults (model sizes, or "lr")
-SWEEP = {"tau": [0.1, 0.2, 1.0], "lam": [0.0, 0.5, 1.0], "mu": [0.0, 1.0], "dist_weight": [0.0, 1.0],
+SWEEP = {"tau": [0.1, 0.2, 1.0], "lam": [0.0, 0.1, 0.5], "mu": [0.0, 1.0], "dist_weight": [0.25, 0.5, 1.0],
          "lr": [3e-4, 3e-3]}
 
 
@@ -50,9 +52,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--plant-records", type=int, default=4000)
     p.add_argument("--fit-rows", type=int, default=2400, help="kdd/ton: fitting rows per client")
-    p.add_argument("--ton-device", default="Weather", help="TON_IoT device (Weather: the one where the dense AE finds signal)")
+    p.add_argument("--ton-device", default="Weather",
+                   help="TON_IoT device (Weather: the one where the dense AE finds any signal)")
     p.add_argument("--sweep", action="store_true", help="sensitivity sweep at the first seed instead of the table")
-    p.add_argument("--select", action="store_true", help="the sweep on a separate plant draw (nodes 6-10, seed 100)")
+    p.add_argument("--select", action="store_true",
+                   help="the sweep plus a small grid on a separate plant draw (nodes 6-10, seed 100)")
     p.add_argument("--json", default=None, help="write the rows as JSON to this file")
     return p.parse_args(argv)
 
@@ -78,6 +82,7 @@ def plant_shards(records: int, seed: int, nodes: range = range(1, CLIENTS + 1)) 
 
 def skab_shards(root: Path) -> list:
     import pandas as pd
+
     from fedad.common.data import dataset_from_frame, load_skab_files
 
     files = [f for _, f in load_skab_files(root / "skab") if "anomaly" in f.columns]
@@ -151,13 +156,14 @@ def federate(shards: list, model: str, seed: int, args: argparse.Namespace, size
              lr: float | None = None) -> dict:
     """``args.rounds`` rounds of FedAvg over Sites (plus the global embedding for contrastive); pooled metrics."""
     import torch
+
     from fedad.client.site import Site
     from fedad.common.federated_stats import global_threshold, histogram
     from fedad.common.federation_spec import FederationSpec
     from fedad.common.metrics import detection_metrics
     from fedad.common.models.registry import build_model, model_aligns
-    from fedad.server.aggregation import global_embedding, weighted_average
     from fedad.common.training import get_weights
+    from fedad.server.aggregation import global_embedding, weighted_average
 
     spec = FederationSpec(model=model, window=1, sizes=dict(sizes or {}), preprocessing={"scaler": "standard"},
                           scaling="site", feature_names=list(shards[0].feature_names), local_epochs=args.local_epochs,
@@ -194,10 +200,10 @@ def run_table(args: argparse.Namespace) -> list[dict]:
         for seed in args.seeds:
             shards = shards_for(name, seed, args)
             row: dict = {"dataset": name, "seed": seed}
-            for model in ("dense", "contrastive"):
-                r = federate(shards, model, seed, args)
+            for model, sizes in VARIANTS.items():
+                r = federate(shards, "dense" if model == "dense" else "contrastive", seed, args, sizes=sizes)
                 row[model] = r
-                progress(f"{name:<6} seed {seed} {model:<12} roc_auc {r['roc_auc']:.4f} f1 {r['f1']:.4f} "
+                progress(f"{name:<6} seed {seed} {model:<18} roc_auc {r['roc_auc']:.4f} f1 {r['f1']:.4f} "
                          f"({r['seconds']:.0f} s)")
             rows.append(row)
     return rows
@@ -211,6 +217,11 @@ def run_sweep(args: argparse.Namespace, select: bool) -> list[dict]:
         shards = plant_shards(args.plant_records, 100, range(6, 11)) if select else shards_for(name, seed, args)
         settings = [("default", None, {})] + [(k, v, {} if k == "lr" else {k: v}) for k, vs in SWEEP.items()
                                                for v in vs]
+        if select:  # second stage: the promising values together (tau, lambda, score mix)
+            settings += [("combo", f"{t}/{lam}/{w}", {"tau": t, "lam": lam, "dist_weight": w})
+                         for t in (0.1, 0.5) for lam in (0.1, 1.0) for w in (0.0, 0.25, 0.5)]
+            r = federate(shards, "dense", seed, args)
+            rows.append({"dataset": name, "seed": seed, "param": "dense AE", "value": None, **r})
         for key, value, sizes in settings:
             r = federate(shards, "contrastive", seed, args, sizes=sizes, lr=value if key == "lr" else None)
             rows.append({"dataset": name, "seed": seed, "param": key, "value": value, **r})
@@ -219,12 +230,13 @@ def run_sweep(args: argparse.Namespace, select: bool) -> list[dict]:
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"{'dataset':<7} {'seed':>4} | {'dense auc':>9} {'contr auc':>9} {'diff':>7} | {'dense f1':>8} "
-          f"{'contr f1':>8} {'diff':>7}")
+    print(f"{'dataset':<7} {'seed':>4} | {'dense auc':>9} {'contr auc':>9} {'diff':>7} {'+centre':>7} | "
+          f"{'dense f1':>8} {'contr f1':>8} {'diff':>7} {'+centre':>7}")
     for r in rows:
-        d, c = r["dense"], r["contrastive"]
+        d, c, k = r["dense"], r["contrastive"], r["contrastive+centre"]
         print(f"{r['dataset']:<7} {r['seed']:>4} | {d['roc_auc']:>9.4f} {c['roc_auc']:>9.4f} "
-              f"{c['roc_auc'] - d['roc_auc']:>+7.4f} | {d['f1']:>8.4f} {c['f1']:>8.4f} {c['f1'] - d['f1']:>+7.4f}")
+              f"{c['roc_auc'] - d['roc_auc']:>+7.4f} {k['roc_auc']:>7.4f} | {d['f1']:>8.4f} {c['f1']:>8.4f} "
+              f"{c['f1'] - d['f1']:>+7.4f} {k['f1']:>7.4f}")
     print()
     better, worse = 0, []
     for name in dict.fromkeys(r["dataset"] for r in rows):
@@ -233,19 +245,23 @@ def print_table(rows: list[dict]) -> None:
         ca = float(np.mean([r["contrastive"]["roc_auc"] for r in rs]))
         df = float(np.mean([r["dense"]["f1"] for r in rs]))
         cf = float(np.mean([r["contrastive"]["f1"] for r in rs]))
+        ka = float(np.mean([r["contrastive+centre"]["roc_auc"] for r in rs]))
+        kf = float(np.mean([r["contrastive+centre"]["f1"] for r in rs]))
         better += ca > da
         if ca < da - 0.02:
             worse.append(name)
-        print(f"{name:<7} mean | {da:>9.4f} {ca:>9.4f} {ca - da:>+7.4f} | {df:>8.4f} {cf:>8.4f} {cf - df:>+7.4f}")
+        print(f"{name:<7} mean | {da:>9.4f} {ca:>9.4f} {ca - da:>+7.4f} {ka:>7.4f} | {df:>8.4f} {cf:>8.4f} "
+              f"{cf - df:>+7.4f} {kf:>7.4f}")
     ok = better >= 2 and not worse
-    print(f"\ncontrastive better on mean ROC-AUC on {better} of {len(set(r['dataset'] for r in rows))} data sets; "
+    n_sets = len({r["dataset"] for r in rows})
+    print(f"\ncontrastive (defaults) better on mean ROC-AUC on {better} of {n_sets} data sets; "
           f"worse by more than 0.02 on: {', '.join(worse) or 'none'} -> target {'MET' if ok else 'NOT MET'}")
 
 
 def print_sweep(rows: list[dict]) -> None:
-    print(f"{'dataset':<12} {'param':<11} {'value':>7} {'roc_auc':>8} {'f1':>7}")
+    print(f"{'dataset':<12} {'param':<11} {'value':>13} {'roc_auc':>8} {'f1':>7}")
     for r in rows:
-        print(f"{r['dataset']:<12} {r['param']:<11} {str(r['value']):>7} {r['roc_auc']:>8.4f} {r['f1']:>7.4f}")
+        print(f"{r['dataset']:<12} {r['param']:<11} {str(r['value']):>13} {r['roc_auc']:>8.4f} {r['f1']:>7.4f}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ def add_contrastive_options(parser: Any) -> None:
     parser.add_argument("--tau", type=float, default=None,
                         help="contrastive: InfoNCE temperature (model default 0.5)")
     parser.add_argument("--lambda", dest="lam", type=float, default=None,
-                        help="contrastive: weight of the InfoNCE term (model default 0.1)")
+                        help="contrastive: weight of the InfoNCE term (model default 1.0)")
     parser.add_argument("--mu", type=float, default=None,
                         help="contrastive: weight of the alignment to the server's global embedding (default 0.1)")
 

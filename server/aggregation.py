@@ -122,7 +122,7 @@ def global_embedding(embeddings: Sequence[np.ndarray | None], num_examples: Sequ
         return None
     dim = max(set(dims), key=dims.count)  # the common size; a peer's odd one is ignored
     rows, weights = [], []
-    for e, n in zip(embeddings, num_examples):
+    for e, n in zip(embeddings, num_examples, strict=True):
         if e is not None and e.size == dim and np.all(np.isfinite(e)) and n > 0:
             rows.append(np.asarray(e, dtype=np.float64).ravel())
             weights.append(float(n))

@@ -22,8 +22,8 @@ from fedad.common.federated_stats import (decode_histogram, decode_scaler_stats,
                                           global_threshold, metrics_from_counts, N_BINS)
 from fedad.common.crypto.statistics import decode_fixed_point, sum_counts, sum_fixed_point
 from fedad.common.errors import FedadError
-from fedad.common.preprocessing import ScalerStats
 from fedad.common.models.registry import model_aligns
+from fedad.common.preprocessing import ScalerStats
 from fedad.common.wire import WireError, decode_json, encode_array, encode_json
 from fedad.server.strategies.base import FedadStrategy, client_name
 

@@ -37,7 +37,7 @@ def model_aligns(name: str) -> bool:
 
 
 def build_model(name: str, n_features: int, window: int | None = None, **sizes: Any) -> Autoencoder:
-    """A freshly initialised model; ``window=None`` takes the model's default (1 for dense/vae/contrastive, 16 otherwise).
+    """A freshly initialised model; ``window=None`` takes the model's default (1 for row models, 16 otherwise).
 
     ``sizes`` are the model's constructor sizes (e.g. ``hidden=(32, 16), latent_dim=8`` for dense), as
     returned by ``model.config()``. Unknown names or sizes raise FedadError.

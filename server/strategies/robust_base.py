@@ -78,7 +78,7 @@ class RobustStrategy(FedadStrategy):
         if not result.kept:
             return None, {}
         kept = set(result.kept)
-        self.note_embeddings([e if n in kept else None for n, e in zip(names, embeddings)], counts)
+        self.note_embeddings([e if n in kept else None for n, e in zip(names, embeddings, strict=True)], counts)
         return ndarrays_to_parameters(apply_update(self.global_weights, result.update)), {}
 
     def untrusted(self) -> set[str]:
