@@ -14,7 +14,7 @@ def test_contrastive_federation_sends_the_global_embedding_and_scores(tmp_path):
     from fedad.common.synth import write_plant
 
     plant = tmp_path / "plant"
-    write_plant(plant, nodes=3, records=12_000, seed=5, formats=("csv",))
+    write_plant(plant, nodes=3, records=30_000, seed=3, formats=("csv",))
     shards = sorted(plant.glob("node_*.csv"))
     out, logs = tmp_path / "run", tmp_path / "logs"
     logs.mkdir()
@@ -22,7 +22,7 @@ def test_contrastive_federation_sends_the_global_embedding_and_scores(tmp_path):
     node_model = tmp_path / "node0-model"
     clients = [start_client(address, shards[i], f"node{i}", logs,
                             *(["--model-out", str(node_model)] if i == 0 else [])) for i in range(3)]
-    server = start_server(address, out, "--rounds", "2", "--min-clients", "3", "--local-epochs", "2",
+    server = start_server(address, out, "--rounds", "2", "--min-clients", "3", "--local-epochs", "3",
                           "--model", "contrastive", "--strategy", "trust", "--mu", "0.5")
     codes = finish([server, *clients], timeout=600)
     assert codes == [0, 0, 0, 0], (tmp_path / "run-server.log").read_text()[-3000:]
