@@ -1,6 +1,7 @@
 """The contrastive model: InfoNCE, augmentations, alignment, centre-distance score, save/load, CLI."""
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -148,3 +149,27 @@ def test_fedad_train_model_contrastive_cli(tmp_path):
                                      "--out", str(tmp_path / "x")], capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "only apply to --model contrastive" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
+
+
+def test_fedavg_keeps_the_weighted_mean_embedding_and_checkpoints_it():
+    from types import SimpleNamespace
+
+    from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
+
+    from fedad.common.wire import encode_array
+    from fedad.server.strategies.fedavg import FedAvg
+
+    w = [np.zeros((2, 2)), np.zeros(2)]
+    strategy = FedAvg(fit_config=lambda r: {}, evaluate_config=lambda r: {})
+    strategy.global_weights = w
+    results = [(SimpleNamespace(cid=f"c{i}"),
+                FitRes(Status(Code.OK, ""), ndarrays_to_parameters(w), n, {"name": f"n{i}", **m}))
+               for i, (n, m) in enumerate([(30, {"embedding": encode_array(np.array([1.0, 0.0]))}),
+                                           (10, {"embedding": encode_array(np.array([0.0, 1.0]))}),
+                                           (10, {"embedding": b"\x00"}),  # malformed: ignored
+                                           (10, {})])]
+    new, _ = strategy.aggregate_fit(1, results, [])
+    assert new is not None and np.allclose(strategy.global_embedding, [0.75, 0.25])
+    again = FedAvg(fit_config=lambda r: {}, evaluate_config=lambda r: {})
+    again.load_state_dict(json.loads(json.dumps(strategy.state_dict())))
+    assert np.allclose(again.global_embedding, [0.75, 0.25])

@@ -42,6 +42,9 @@ class ContrastiveAutoencoder(Autoencoder):
     Windows ``(B, W, d)`` (window > 1) are flattened like DenseAE; augmentations then also shift in time.
     """
 
+    center: torch.Tensor  # buffers, declared for type checkers
+    score_scale: torch.Tensor
+
     def __init__(self, n_features: int, window: int = 1, hidden: Sequence[int] = (32, 16), latent_dim: int = 8,
                  proj_dim: int = 16, tau: float = 0.5, lam: float = 1.0, mu: float = 0.1, dist_weight: float = 0.0,
                  jitter: float = 0.1, scale: float = 0.1, mask: float = 0.1, shift: int = 2) -> None:
@@ -53,8 +56,7 @@ class ContrastiveAutoencoder(Autoencoder):
         self.hidden = tuple(int(h) for h in hidden)
         self.proj_dim = int(proj_dim)
         self.tau, self.lam, self.mu, self.dist_weight = float(tau), float(lam), float(mu), float(dist_weight)
-        self.aug = {"jitter_sigma": float(jitter), "scale_sigma": float(scale), "mask_p": float(mask),
-                    "max_shift": int(shift)}
+        self.jitter, self.scale, self.mask, self.shift = float(jitter), float(scale), float(mask), int(shift)
         n_in = n_features * window
         self.encoder = mlp((n_in, *self.hidden, latent_dim))
         self.projector = mlp((latent_dim, max(latent_dim, self.proj_dim), self.proj_dim))
@@ -80,11 +82,14 @@ class ContrastiveAutoencoder(Autoencoder):
             raise ValueError(f"global embedding must be {self.latent_dim} finite values, got {t.numel()}")
         self.global_embedding = t
 
+    def view(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One augmented view of the batch with this model's augmentation strengths."""
+        return augment(x, self.jitter, self.scale, self.mask, self.shift, generator)
+
     def loss_terms(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """The three terms of ``loss`` for a batch: ``reconstruction``, ``infonce``, ``alignment``."""
         b = len(x)
-        v1 = augment(x, generator=generator, **self.aug)
-        v2 = augment(x, generator=generator, **self.aug)
+        v1, v2 = self.view(x, generator), self.view(x, generator)
         z = self.encoder(torch.cat([x, v1, v2]).flatten(1))
         z0 = z[:b]
         recon = F.mse_loss(self.decoder(z0).view_as(x), x)
@@ -122,5 +127,4 @@ class ContrastiveAutoencoder(Autoencoder):
     def config(self) -> dict[str, Any]:
         return {"hidden": list(self.hidden), "latent_dim": self.latent_dim, "proj_dim": self.proj_dim,
                 "tau": self.tau, "lam": self.lam, "mu": self.mu, "dist_weight": self.dist_weight,
-                "jitter": self.aug["jitter_sigma"], "scale": self.aug["scale_sigma"], "mask": self.aug["mask_p"],
-                "shift": self.aug["max_shift"]}
+                "jitter": self.jitter, "scale": self.scale, "mask": self.mask, "shift": self.shift}
