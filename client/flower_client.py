@@ -117,7 +117,7 @@ class FedadClient(flwr.client.NumPyClient):
             self.log.info("round %d: aligning to the global embedding (%d values, norm %.4f)", rnd, target.size,
                           float(np.linalg.norm(target)))
         out = self.site.train(global_weights, int(config.get("epochs", spec.local_epochs)), spec.seed * 1000 + rnd,
-                              global_embedding=target)
+                              global_embedding=target, direction_only=bool(config.get("global_embedding_direction")))
         weights, examples = out["weights"], out["examples"]
         if self.attack is not None:
             weights, examples = self.attack.apply(rnd, global_weights, weights, examples, self.log)

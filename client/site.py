@@ -77,7 +77,7 @@ class Site:
         return z if window <= 1 else np.ascontiguousarray(sliding_windows(z, window))
 
     def train(self, weights: list[np.ndarray] | None, epochs: int, round_seed: int,
-              global_embedding: np.ndarray | None = None) -> dict:
+              global_embedding: np.ndarray | None = None, direction_only: bool = False) -> dict:
         """Local training from the global weights (aligned to ``global_embedding`` where the model has that term)."""
         from fedad.common.training import get_weights, set_weights, train_model
 
@@ -85,7 +85,7 @@ class Site:
             set_weights(self.model, weights)
         if hasattr(self.model, "set_global_embedding"):
             try:
-                self.model.set_global_embedding(global_embedding)
+                self.model.set_global_embedding(global_embedding, direction_only)
             except ValueError as exc:
                 raise FedadError(f"bad global embedding from the server: {exc}") from None
         t0 = time.perf_counter()

@@ -87,6 +87,8 @@ class FedadServer(Server):
             g = self.strategy.global_embedding
             if g is not None:
                 extra["global_embedding"] = encode_array(g)
+                if self.blind:  # secure-robust: a mean of L2-normalised embeddings, only its direction means anything
+                    extra["global_embedding_direction"] = True
         return self._config("fit", rnd, epochs=self.spec.local_epochs, **extra)
 
     # ---------------------------------------------------------------- helpers

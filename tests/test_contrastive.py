@@ -77,6 +77,15 @@ def test_alignment_term_pulls_the_mean_embedding_toward_the_global_one():
         train_model(model, X, epochs=8, lr=1e-2, device="cpu", seed=0, patience=None)
         dists[mu] = float(np.linalg.norm(mean_embedding(model, X, "cpu") - g))
     assert dists[1.0] < 0.5 * dists[0.0], dists
+    # direction only (secure-robust's normalised mean): the term compares unit vectors, blind to the scale
+    model = ContrastiveAutoencoder(6, mu=1.0)
+    x = torch.from_numpy(X[:64])
+    with torch.no_grad():
+        m = model.encode(x).mean(0).numpy()
+    model.set_global_embedding(3.0 * m, direction_only=True)
+    assert float(model.loss_terms(x)["alignment"].detach()) == pytest.approx(0.0, abs=1e-6)
+    model.set_global_embedding(3.0 * m)
+    assert float(model.loss_terms(x)["alignment"].detach()) == pytest.approx(4.0 * float(np.sum(m ** 2)), rel=1e-4)
     # without a global embedding the term is absent, whatever mu
     model = ContrastiveAutoencoder(6, mu=1.0)
     assert float(model.loss_terms(torch.from_numpy(X[:64]))["alignment"].detach()) == 0.0

@@ -6,7 +6,8 @@
   the negatives;
 - alignment is ``||mean_b z_b - g||^2``, the squared distance of the batch's mean latent code to the global
   embedding ``g`` the server sends each round (the mean of the clients' mean embeddings); without one
-  (local training, or a strategy that sends none) the term is absent.
+  (local training, or a strategy that sends none) the term is absent. Under secure-robust ``g`` is the mean
+  of L2-normalised embeddings (what the key holder decrypts), so both sides are normalised first.
 
 ``score`` = (1 - ``dist_weight``) * e / e0 + ``dist_weight`` * c / c0, with e the per-sample reconstruction
 error, c the squared distance of the latent code to the normal centre, and e0, c0 their medians on the
@@ -65,6 +66,7 @@ class ContrastiveAutoencoder(Autoencoder):
         self.register_buffer("center", torch.zeros(latent_dim))
         self.register_buffer("score_scale", torch.ones(2))
         self.global_embedding: torch.Tensor | None = None  # not a buffer: per round, never saved or averaged
+        self.align_direction = False  # secure-robust sends the mean of L2-normalised embeddings: align directions
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(x.flatten(1))).view_as(x)
@@ -72,8 +74,9 @@ class ContrastiveAutoencoder(Autoencoder):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x.flatten(1))
 
-    def set_global_embedding(self, g: np.ndarray | torch.Tensor | None) -> None:
-        """The alignment target for the next local training (None: no alignment term)."""
+    def set_global_embedding(self, g: np.ndarray | torch.Tensor | None, direction_only: bool = False) -> None:
+        """The alignment target for the next local training (None: no term); ``direction_only``: align unit vectors."""
+        self.align_direction = bool(direction_only)
         if g is None:
             self.global_embedding = None
             return
@@ -95,7 +98,10 @@ class ContrastiveAutoencoder(Autoencoder):
         recon = F.mse_loss(self.decoder(z0).view_as(x), x)
         nce = info_nce(self.projector(z[b:2 * b]), self.projector(z[2 * b:]), self.tau) if b > 1 else recon * 0
         if self.global_embedding is not None and self.mu > 0:
-            align = (z0.mean(0) - self.global_embedding.to(z0.device)).square().sum()
+            mean, g = z0.mean(0), self.global_embedding.to(z0.device)
+            if self.align_direction:
+                mean, g = F.normalize(mean, dim=0), F.normalize(g, dim=0)
+            align = (mean - g).square().sum()
         else:
             align = recon * 0
         return {"reconstruction": recon, "infonce": nce, "alignment": align}
