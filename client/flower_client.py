@@ -113,11 +113,12 @@ class FedadClient(flwr.client.NumPyClient):
             target = decode_array(config["global_embedding"]) if "global_embedding" in config else None
         except WireError as exc:
             raise FedadError(f"the server sent a malformed global embedding: {exc}") from None
+        direction = bool(config.get("global_embedding_direction"))
         if target is not None:
-            self.log.info("round %d: aligning to the global embedding (%d values, norm %.4f)", rnd, target.size,
-                          float(np.linalg.norm(target)))
+            self.log.info("round %d: aligning to the global embedding (%d values, norm %.4f%s)", rnd, target.size,
+                          float(np.linalg.norm(target)), ", direction only" if direction else "")
         out = self.site.train(global_weights, int(config.get("epochs", spec.local_epochs)), spec.seed * 1000 + rnd,
-                              global_embedding=target, direction_only=bool(config.get("global_embedding_direction")))
+                              global_embedding=target, direction_only=direction)
         weights, examples = out["weights"], out["examples"]
         if self.attack is not None:
             weights, examples = self.attack.apply(rnd, global_weights, weights, examples, self.log)
