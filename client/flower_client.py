@@ -21,7 +21,7 @@ from fedad.common.federated_stats import (
 )
 from fedad.common.federation_spec import FederationSpec
 from fedad.common.threshold_rule import threshold_by_rule
-from fedad.common.wire import decode_json, encode_array, encode_json
+from fedad.common.wire import WireError, decode_array, decode_json, encode_array, encode_json
 
 
 class Contact:
@@ -129,7 +129,16 @@ class FedadClient(flwr.client.NumPyClient):
         sealed = self.secure is not None and self.secure.mode == "secure-robust"
         if sealed:  # obfuscators are computed in a worker process while the model trains
             self.secure.prepare(config, int(sum(w.size for w in global_weights)))
-        out = self.site.train(global_weights, int(config.get("epochs", spec.local_epochs)), spec.seed * 1000 + rnd)
+        try:  # the contrastive alignment target: the mean embedding of the previous round
+            target = decode_array(config["global_embedding"]) if "global_embedding" in config else None
+        except WireError as exc:
+            raise FedadError(f"the server sent a malformed global embedding: {exc}") from None
+        direction = bool(config.get("global_embedding_direction"))
+        if target is not None:
+            self.log.info("round %d: aligning to the global embedding (%d values, norm %.4f%s)", rnd, target.size,
+                          float(np.linalg.norm(target)), ", direction only" if direction else "")
+        out = self.site.train(global_weights, int(config.get("epochs", spec.local_epochs)), spec.seed * 1000 + rnd,
+                              global_embedding=target, direction_only=direction)
         weights, examples = out["weights"], out["examples"]
         if self.attack is not None:
             weights, examples = self.attack.apply(rnd, global_weights, weights, examples, self.log)

@@ -97,12 +97,18 @@ class Site:
         z = self.pre.transform(rows)
         return z if window <= 1 else np.ascontiguousarray(sliding_windows(z, window))
 
-    def train(self, weights: list[np.ndarray] | None, epochs: int, round_seed: int) -> dict:
-        """Local training from the global weights; returns the new weights and metrics."""
+    def train(self, weights: list[np.ndarray] | None, epochs: int, round_seed: int,
+              global_embedding: np.ndarray | None = None, direction_only: bool = False) -> dict:
+        """Local training from the global weights (aligned to ``global_embedding`` where the model has that term)."""
         from fedad.common.training import get_weights, set_weights, train_model
 
         if weights:
             set_weights(self.model, weights)
+        if hasattr(self.model, "set_global_embedding"):
+            try:
+                self.model.set_global_embedding(global_embedding, direction_only)
+            except ValueError as exc:
+                raise FedadError(f"bad global embedding from the server: {exc}") from None
         t0 = time.perf_counter()
         hist = train_model(self.model, self.train_samples, None, epochs=epochs, batch_size=self.spec.batch_size,
                            lr=self.spec.lr, weight_decay=self.spec.weight_decay, patience=epochs + 1,
@@ -110,12 +116,19 @@ class Site:
         return {"weights": get_weights(self.model), "train_loss": float(hist["train_loss"][-1]),
                 "seconds": time.perf_counter() - t0, "examples": len(self.train_samples)}
 
+    def _load(self, weights: list[np.ndarray]) -> None:
+        """Adopt the global weights for scoring, with score statistics fitted on this site's training data."""
+        from fedad.common.training import calibrate, set_weights
+
+        set_weights(self.model, weights)
+        calibrate(self.model, self.train_samples, self.device)
+
     def record_scores(self, weights: list[np.ndarray], rows: np.ndarray) -> np.ndarray:
         """Per-record anomaly scores of ``rows`` under the given global weights and the spec's ``score``
         (normalised scores divide by this site's own training error scales)."""
-        from fedad.common.training import reconstruction_errors, set_weights
+        from fedad.common.training import reconstruction_errors
 
-        set_weights(self.model, weights)
+        self._load(weights)
         samples = self._samples(rows, self.spec.window)
         if self.spec.score == "mse":
             s = reconstruction_errors(self.model, samples, self.device)
@@ -135,23 +148,22 @@ class Site:
         return self._scales[1]
 
     def val_loss(self, weights: list[np.ndarray]) -> float:
-        """Mean reconstruction error of the global model on this site's validation rows."""
-        from fedad.common.training import reconstruction_errors, set_weights
+        """Mean anomaly score of the global model on this site's validation rows."""
+        from fedad.common.training import reconstruction_errors
 
-        set_weights(self.model, weights)
+        self._load(weights)
         return float(np.mean(reconstruction_errors(self.model, self.val_samples, self.device)))
 
     def save_model(self, path, weights: list[np.ndarray], threshold: float):
         """This site's deployable model: the global weights and threshold with this site's preprocessing."""
         from fedad.common.detector import AutoencoderDetector
-        from fedad.common.training import set_weights
 
         det = AutoencoderDetector(model=self.spec.model, window=self.spec.window, seed=self.spec.seed,
                                   threshold_quantile=self.spec.threshold_quantile, score=self.spec.score,
                                   top_k=self.spec.top_k, threshold_rule=self.spec.threshold_rule,
                                   target_far=self.spec.target_far,
                                   preprocessing=dict(self.spec.preprocessing), model_sizes=dict(self.spec.sizes))
-        set_weights(self.model, weights)
+        self._load(weights)  # the saved centre and scales are this site's
         det.model_, det.preprocessor_, det.device_ = self.model, self.pre, self.device
         det.n_features_ = det.n_features_in_ = self.n_features
         det.feature_names_, det.threshold_, det.history_ = list(self.data.feature_names), float(threshold), {}

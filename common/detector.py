@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from fedad.common.errors import FedadError
+from fedad.common.models.names import effective_score
 from fedad.common.models.registry import MODEL_NAMES, build_model, default_window
 from fedad.common.preprocessing import Preprocessor, sliding_windows, window_scores_to_records
 from fedad.common.rebaseline import drift_ratios
@@ -30,7 +31,7 @@ from fedad.common.scoring import (
 )
 from fedad.common.stream_rule import DRIFT_WINDOW, normalised_errors
 from fedad.common.threshold_rule import DEFAULT_RULE, check_rule, expected_far, threshold_by_rule
-from fedad.common.training import ProgressFn, reconstruction_errors, resolve_device, train_model
+from fedad.common.training import ProgressFn, calibrate, reconstruction_errors, resolve_device, train_model
 
 FORMAT = "fedad.detector"
 FORMAT_VERSION = 1
@@ -87,7 +88,7 @@ class AutoencoderDetector:
         self.val_fraction = val_fraction
         self.threshold_quantile = threshold_quantile
         self.target_far = target_far
-        self.score = score
+        self.score = effective_score(model, score)  # contrastive scores with its own score
         self.top_k = top_k
         self.threshold_rule = threshold_rule
         self.device = device
@@ -160,6 +161,7 @@ class AutoencoderDetector:
             model, train, val, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
             weight_decay=self.weight_decay, patience=self.patience, device=device, seed=self.seed, progress=progress,
         )
+        calibrate(model, train, device)  # scoring statistics of the normal training data (contrastive)
         self.model_ = model
         self.device_ = device
         self.feature_scales_: np.ndarray | None = feature_scales(feature_errors(model, train, device))
@@ -225,6 +227,7 @@ class AutoencoderDetector:
             raise FedadError(f"threshold quantile must be in (0, 1], got {self.threshold_quantile}")
         if self.target_far is not None and not 0.0 <= float(self.target_far) < 1.0:
             raise FedadError(f"target FAR must be in [0, 1), got {self.target_far}")
+        self.score = effective_score(self.model, self.score)  # also after set_params(model=...)
         check_score(self.score, self.top_k)
         check_rule(self.threshold_rule)
 

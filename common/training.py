@@ -150,6 +150,23 @@ def reconstruction_errors(
     return out
 
 
+# most samples ``calibrate`` looks at (evenly spaced): enough for a centre and two medians
+CALIBRATE_MAX = 65536
+
+
+def calibrate(model: Autoencoder, X: np.ndarray | torch.Tensor, device: str | torch.device = "auto") -> None:
+    """Let the model fit its scoring statistics on normal samples X (at most CALIBRATE_MAX, evenly spaced)."""
+    if type(model).calibrate is Autoencoder.calibrate:
+        return  # nothing to fit: skip the copy
+    if len(X) == 0:
+        raise FedadError("no samples to calibrate the score on")
+    dev = resolve_device(device)
+    idx = np.linspace(0, len(X) - 1, num=min(len(X), CALIBRATE_MAX)).round().astype(np.int64)
+    model.to(dev).eval()
+    with torch.no_grad():
+        model.calibrate(_as_tensor(X[idx] if len(idx) < len(X) else X, dev))
+
+
 def mean_embedding(
     model: Autoencoder, X: np.ndarray | torch.Tensor, device: str | torch.device = "auto", batch_size: int = 65536,
 ) -> np.ndarray:

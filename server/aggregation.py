@@ -127,3 +127,22 @@ def clip_to_norm(update: np.ndarray, bound: float) -> np.ndarray:
     """The update scaled down to L2 norm ``bound`` when it is longer (unchanged otherwise)."""
     norm = float(np.linalg.norm(update))
     return update if norm <= bound or norm == 0.0 else update * (bound / norm)
+
+
+def global_embedding(embeddings: Sequence[np.ndarray | None], num_examples: Sequence[float]) -> np.ndarray | None:
+    """Sample-weighted mean of the clients' mean embeddings (missing, non-finite or odd-sized ones skipped).
+
+    This is the alignment target the server sends contrastive clients next round; None when no client sent one.
+    """
+    dims = [e.size for e in embeddings if e is not None]
+    if not dims:
+        return None
+    dim = max(set(dims), key=dims.count)  # the common size; a peer's odd one is ignored
+    rows, weights = [], []
+    for e, n in zip(embeddings, num_examples, strict=True):
+        if e is not None and e.size == dim and np.all(np.isfinite(e)) and n > 0:
+            rows.append(np.asarray(e, dtype=np.float64).ravel())
+            weights.append(float(n))
+    if not rows:
+        return None
+    return np.average(np.stack(rows), axis=0, weights=np.asarray(weights))

@@ -36,7 +36,8 @@ def _detector(spec, epochs: int, **preprocessing) -> AutoencoderDetector:
                                lr=spec.lr, weight_decay=spec.weight_decay, patience=None,
                                threshold_quantile=spec.threshold_quantile, seed=spec.seed, device="cpu",
                                score=spec.score, top_k=spec.top_k, threshold_rule=spec.threshold_rule,
-                               target_far=spec.target_far, preprocessing={**spec.preprocessing, **preprocessing})
+                               target_far=spec.target_far, preprocessing={**spec.preprocessing, **preprocessing},
+                               model_sizes=dict(spec.sizes) or None)
 
 
 def _site_scaled(splits: list[Split]) -> list[Split]:

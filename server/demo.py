@@ -32,7 +32,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-rounds", type=int, default=DEFAULT_MAX_ROUNDS, help="--rounds auto: the cap on rounds")
     parser.add_argument("--records", type=int, default=200_000, help="records in the whole plant")
     parser.add_argument("--local-epochs", type=int, default=2, help="local epochs per round")
-    parser.add_argument("--model", default="dense", choices=("dense", "lstm", "gru", "cnn", "vae"), help="autoencoder")
+    parser.add_argument("--model", default="dense", choices=("dense", "lstm", "gru", "cnn", "vae", "contrastive"),
+                        help="autoencoder")
     parser.add_argument("--strategy", default="fedavg",
                         choices=("fedavg", "paillier", "trust", "flag", "robust", "secure-robust"),
                         help="aggregation strategy of fedad-server (paillier, secure-robust: a fresh key pair in "

@@ -24,9 +24,10 @@ from fedad.common.federated_stats import N_BINS, combined_threshold, encode_scal
 from fedad.common.federation_spec import FederationSpec
 from fedad.common.feature_diff import describe_feature_difference
 from fedad.common.node_names import is_valid_node_name, safe_repr
+from fedad.common.models.registry import model_aligns
 from fedad.common.preprocessing import ScalerStats
 from fedad.common.threshold_rule import expected_far
-from fedad.common.wire import WireError, encode_json
+from fedad.common.wire import WireError, encode_array, encode_json
 from fedad.server import validation as check
 from fedad.server.admission import AdmittedClients, drop_connection
 from fedad.server.client_calls import ClientCallFailed, call_clients
@@ -128,6 +129,8 @@ class FedadServer(Server):
         self.quarantined_in: dict[str, int] = {}  # client name -> round the strategy quarantined it in
         self.encrypted = bool(getattr(strategy, "encrypted", False))  # Paillier: sums stay ciphertexts here
         self.blind = bool(getattr(strategy, "plaintext_model", False))  # secure-robust: blind-decrypted aggregates
+        # models with an alignment term get the global embedding; not under Paillier, where the server learns nothing
+        self.aligns = model_aligns(spec.model) and not (self.encrypted and not self.blind)
         strategy.fit_config = self._fit_config
         strategy.evaluate_config = lambda r: self._config("val", r)
 
@@ -144,7 +147,15 @@ class FedadServer(Server):
         return cfg
 
     def _fit_config(self, rnd: int) -> dict:
-        return self._config("fit", rnd, epochs=self.spec.local_epochs, **getattr(self.strategy, "extra_fit_config", {}))
+        extra = dict(getattr(self.strategy, "extra_fit_config", {}))
+        if self.aligns:  # contrastive clients align to the mean embedding of the previous round
+            extra["want_embedding"] = True
+            g = self.strategy.global_embedding
+            if g is not None:
+                extra["global_embedding"] = encode_array(g)
+                if self.blind:  # secure-robust: a mean of L2-normalised embeddings, only its direction means anything
+                    extra["global_embedding_direction"] = True
+        return self._config("fit", rnd, epochs=self.spec.local_epochs, **extra)
 
     # ---------------------------------------------------------------- helpers
     def _live(self) -> int:

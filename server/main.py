@@ -23,11 +23,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fedad.common.config import ArgumentParser, HelpFormatter, add_config_option, parse_args, run_cli
+from fedad.common.contrastive_options import add_contrastive_options
 from fedad.common.errors import FedadError
 from fedad.server.convergence import DEFAULT_MAX_ROUNDS, DEFAULT_MIN_DELTA, DEFAULT_PATIENCE, StopRule
 
 STRATEGIES = ("fedavg", "paillier", "trust", "flag", "robust", "secure-robust")
-MODELS = ("dense", "lstm", "gru", "cnn", "vae")
+MODELS = ("dense", "lstm", "gru", "cnn", "vae", "contrastive")
 
 
 def parse_rounds(text: str) -> int | str:
@@ -101,6 +102,7 @@ def build_parser() -> ArgumentParser:
                    help="secure-robust: each update value is clipped to [-R, R] before quantization")
     p.add_argument("--model", default="dense", choices=MODELS, help="autoencoder every client trains")
     p.add_argument("--window", type=int, default=None, help="window length for sequence models (model default)")
+    add_contrastive_options(p)
     p.add_argument("--local-epochs", type=int, default=2, help="local epochs per round on each client")
     p.add_argument("--batch-size", type=int, default=256, help="local batch size")
     p.add_argument("--lr", type=float, default=1e-3, help="local Adam learning rate")
@@ -174,6 +176,8 @@ def check_detection_args(args) -> None:
 
 def build_spec(args):
     from fedad.common.federation_spec import FederationSpec
+    from fedad.common.contrastive_options import contrastive_sizes
+    from fedad.common.models.names import effective_score
     from fedad.common.models.registry import default_window
 
     window = args.window or default_window(args.model)
@@ -181,8 +185,10 @@ def build_spec(args):
                           local_epochs=args.local_epochs, batch_size=args.batch_size, lr=args.lr,
                           weight_decay=args.weight_decay, seed=args.seed, threshold_quantile=args.threshold_quantile,
                           feature_names=read_features(args.features) if args.features else None,
-                          score=args.score, top_k=args.top_k, threshold_rule=args.threshold_rule,
-                          target_far=args.target_far, threshold_scope=args.threshold_scope)
+                          score=effective_score(args.model, args.score), top_k=args.top_k,
+                          threshold_rule=args.threshold_rule, target_far=args.target_far,
+                          threshold_scope=args.threshold_scope,
+                          sizes=contrastive_sizes(args))
 
 
 def build_strategy(args):

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from fedad.common.errors import FedadError
+from fedad.common.contrastive_options import add_contrastive_options, contrastive_sizes
 from fedad.common.models.names import DEFAULT_WINDOW, MODEL_NAMES
 
 FORMATS = ("auto", "csv", "parquet", "skab", "kdd", "ton_iot")
@@ -56,6 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="last fraction of the normal training rows used for validation and the threshold")
     model.add_argument("--test-fraction", type=float, default=0.0,
                        help="trailing fraction of all rows left out of training (for `fedad evaluate`)")
+    add_contrastive_options(model)
     model.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     model.add_argument("--seed", type=int, default=0, help="seed of weight initialisation and batch order")
     from fedad.common.scoring import DEFAULT_SCORE, DEFAULT_TOP_K, SCORES
@@ -133,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay, patience=args.patience, val_fraction=args.val_fraction,
         threshold_quantile=args.threshold_quantile, target_far=args.target_far, score=args.score, top_k=args.top_k,
         threshold_rule=args.threshold_rule, device=args.device,
-        seed=args.seed, preprocessing=preprocessing_options(args),
+        seed=args.seed, preprocessing=preprocessing_options(args), model_sizes=contrastive_sizes(args) or None,
     )
     detector.fit(X, feature_names=data.feature_names, progress=progress)
     detector.save(out)

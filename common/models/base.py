@@ -46,6 +46,9 @@ class Autoencoder(nn.Module, ABC):
         err = self(x) - x
         return err.square_().flatten(1).mean(1)
 
+    def calibrate(self, x: torch.Tensor) -> None:
+        """Fit scoring statistics on normal training samples x (no-op: the reconstruction error needs none)."""
+
     def config(self) -> dict[str, Any]:
         """Constructor sizes besides ``n_features`` and ``window`` (JSON-able), for saving."""
         return {"latent_dim": self.latent_dim}

@@ -6,6 +6,7 @@ from typing import Any
 from fedad.common.errors import FedadError
 from fedad.common.models.base import Autoencoder
 from fedad.common.models.cnn import CNNAutoencoder
+from fedad.common.models.contrastive import ContrastiveAutoencoder
 from fedad.common.models.dense import DenseAutoencoder
 from fedad.common.models.gru import GRUAutoencoder
 from fedad.common.models.lstm import LSTMAutoencoder
@@ -20,6 +21,7 @@ MODELS: dict[str, type[Autoencoder]] = {
     "gru": GRUAutoencoder,
     "cnn": CNNAutoencoder,
     "vae": VariationalAutoencoder,
+    "contrastive": ContrastiveAutoencoder,
 }
 
 
@@ -29,8 +31,13 @@ def default_window(name: str) -> int:
     return DEFAULT_WINDOW[name]
 
 
+def model_aligns(name: str) -> bool:
+    """Whether the model trains toward a global embedding the server sends (the contrastive alignment term)."""
+    return hasattr(MODELS.get(name), "set_global_embedding")
+
+
 def build_model(name: str, n_features: int, window: int | None = None, **sizes: Any) -> Autoencoder:
-    """A freshly initialised model; ``window=None`` takes the model's default (1 for dense/vae, 16 otherwise).
+    """A freshly initialised model; ``window=None`` takes the model's default (1 for row models, 16 otherwise).
 
     ``sizes`` are the model's constructor sizes (e.g. ``hidden=(32, 16), latent_dim=8`` for dense), as
     returned by ``model.config()``. Unknown names or sizes raise FedadError.

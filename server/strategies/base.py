@@ -24,7 +24,8 @@ from flwr.server.strategy import Strategy
 
 from fedad.common.node_names import is_valid_node_name
 from fedad.server import validation as check
-from fedad.server.aggregation import validate_update
+from fedad.common.wire import WireError, decode_array
+from fedad.server.aggregation import global_embedding, validate_update
 
 ConfigFn = Callable[[int], dict[str, Scalar]]
 
@@ -36,6 +37,15 @@ def client_name(res: FitRes | EvaluateRes, proxy: ClientProxy) -> str:
         return identity.name
     name = res.metrics.get("name") if res.metrics else None
     return name if isinstance(name, str) and is_valid_node_name(name) else f"cid-{proxy.cid[:8]}"
+
+
+def embedding_of(metrics: dict) -> np.ndarray | None:
+    """The plaintext mean embedding a client reported, or None (absent or malformed)."""
+    emb = metrics.get("embedding")
+    try:
+        return None if emb is None else decode_array(emb)
+    except WireError:
+        return None
 
 
 class FedadStrategy(Strategy):
@@ -54,6 +64,7 @@ class FedadStrategy(Strategy):
         self.last_rejections: dict[str, str] = {}
         self.last_clipped: dict[str, str] = {}
         self.last_client_reports: dict[str, dict] = {}
+        self.global_embedding: np.ndarray | None = None  # mean client embedding: the contrastive alignment target
 
     def __repr__(self) -> str:
         return f"fedad:{self.name}"
@@ -101,7 +112,14 @@ class FedadStrategy(Strategy):
         if not accepted:
             return None, {}
         new = self.aggregate_updates(server_round, accepted)
+        self.note_embeddings([embedding_of(m) for _, _, _, m in accepted], [n for _, _, n, _ in accepted])
         return ndarrays_to_parameters(new), {}
+
+    def note_embeddings(self, embeddings: list[np.ndarray | None], num_examples: list[float]) -> None:
+        """Keep the mean of the embeddings of the clients used this round as next round's global embedding."""
+        g = global_embedding(embeddings, num_examples)
+        if g is not None:
+            self.global_embedding = g
 
     @abstractmethod
     def aggregate_updates(self, server_round: int, accepted: list[tuple[str, list[np.ndarray], int, dict]]
@@ -127,7 +145,12 @@ class FedadStrategy(Strategy):
 
     def state_dict(self) -> dict:
         """Strategy state to checkpoint (JSON-able)."""
-        return {"excluded": sorted(self.excluded)}
+        state: dict = {"excluded": sorted(self.excluded)}
+        if self.global_embedding is not None:
+            state["global_embedding"] = [float(v) for v in self.global_embedding]
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.excluded = set(state.get("excluded", []))
+        g = state.get("global_embedding")
+        self.global_embedding = None if g is None else np.asarray(g, dtype=np.float64)

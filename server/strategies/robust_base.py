@@ -84,6 +84,8 @@ class RobustStrategy(FedadStrategy):
             self.last_summary.update(flag_precision=p, flag_recall=r)
         if not result.kept:
             return None, {}
+        kept = set(result.kept)
+        self.note_embeddings([e if n in kept else None for n, e in zip(names, embeddings, strict=True)], counts)
         return ndarrays_to_parameters(apply_update(self.global_weights, result.update)), {}
 
     def untrusted(self) -> set[str]:

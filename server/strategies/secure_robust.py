@@ -188,6 +188,8 @@ class SecureRobust(RobustStrategy):
         self.last_summary["secure_seconds"] = {"decode": t1 - t0, "sketch_and_embeddings": t2 - t1,
                                                "score": t3 - t2, "aggregate": t4 - t3, "blind_decrypt": d.seconds}
         update = update_from_mean(mean, scale)
+        kept_names = set(result.kept)  # the blind-decrypted embeddings of the kept clients, averaged
+        self.note_embeddings([e if n in kept_names else None for n, e in zip(names, embeddings, strict=True)], counts)
         return ndarrays_to_parameters(apply_update(self.global_weights, update)), {}
 
     def decrypt_histogram(self, data: bytes, rnd: int, clients: int, n_bins: int) -> np.ndarray:
