@@ -7,6 +7,7 @@ import math
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -186,7 +187,9 @@ class AutoencoderDetector:
                                                   self.target_far))
         # what the streaming alarm rule (fedad.common.stream_rule) needs at scoring time
         self.drift_ratios_ = drift_ratios(X, DRIFT_WINDOW) if n >= DRIFT_WINDOW else np.zeros(d)
-        self.feature_sd_ = X.std(axis=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-missing column
+            self.feature_sd_ = np.nan_to_num(np.nanstd(X, axis=0))  # missing values skipped
         tail = X[-STREAM_ROWS_KEPT:]
         self.stream_fit_errors_: np.ndarray | None = normalised_errors(self, tail) if len(tail) >= window else None
         return self

@@ -24,6 +24,7 @@ Every decision about row t uses rows 0..t only, and no labels: the detector adap
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -42,9 +43,10 @@ def drift_ratios(X: np.ndarray, window: int = 60) -> np.ndarray:
     X = np.asarray(X, dtype=np.float64)
     if X.ndim != 2 or len(X) < window:
         raise FedadError(f"drift ratios need a 2-D array with at least {window} rows, got shape {X.shape}")
-    sd = X.std(axis=0)
-    slow = pd.DataFrame(X).rolling(window).mean().std().to_numpy()
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-missing column: its ratio is 0
+        sd = np.nan_to_num(np.nanstd(X, axis=0))  # missing values (imputed later) are skipped, not spread
+        slow = np.nan_to_num(pd.DataFrame(X).rolling(window).mean().std().to_numpy())
         return np.where(sd > 0, slow / np.where(sd > 0, sd, 1.0), 0.0)
 
 
