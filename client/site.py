@@ -139,11 +139,9 @@ class Site:
 
     def feature_scales(self, weights: list[np.ndarray]) -> np.ndarray:
         """RMS reconstruction error per feature of this site's training samples under ``weights`` (cached)."""
-        from fedad.common.training import set_weights
-
         key = (self._scaler_key, hash(tuple(w.tobytes() for w in weights)))
         if getattr(self, "_scales", None) is None or self._scales[0] != key:
-            set_weights(self.model, weights)
+            self._load(weights)  # weights and this site's score calibration (contrastive), never weights alone
             self._scales = (key, feature_scales(feature_errors(self.model, self.train_samples, self.device)))
         return self._scales[1]
 
