@@ -1,4 +1,5 @@
 """One whole federation as OS processes on 127.0.0.1, shared by the benches that time real rounds."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,14 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-ENV = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", FLWR_DISABLE_UPDATE_CHECK="1", PYTHONUNBUFFERED="1",
-           OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+ENV = dict(
+    os.environ,
+    FLWR_TELEMETRY_ENABLED="0",
+    FLWR_DISABLE_UPDATE_CHECK="1",
+    PYTHONUNBUFFERED="1",
+    OMP_NUM_THREADS="1",
+    MKL_NUM_THREADS="1",
+)
 
 
 def free_address() -> str:
@@ -21,9 +28,16 @@ def free_address() -> str:
         return f"127.0.0.1:{sock.getsockname()[1]}"
 
 
-def run_federation(name: str, out: Path, address: str, server_args: Sequence[str], shards: Sequence[Path],
-                   client_args: Callable[[Path], Sequence[str]], timeout: float,
-                   side: Sequence[tuple[str, Sequence[str]]] = ()) -> tuple[float, list[dict], dict]:
+def run_federation(
+    name: str,
+    out: Path,
+    address: str,
+    server_args: Sequence[str],
+    shards: Sequence[Path],
+    client_args: Callable[[Path], Sequence[str]],
+    timeout: float,
+    side: Sequence[tuple[str, Sequence[str]]] = (),
+) -> tuple[float, list[dict], dict]:
     """fedad-server (``--address``/``--out`` plus ``server_args``) and one fedad-client per shard
     (``client_args(shard)`` after the common options); ``side`` processes (log name, argv) start first and are
     stopped at the end. Logs in OUT/logs. Returns (wall seconds of server and clients, rounds.jsonl records,
@@ -37,12 +51,33 @@ def run_federation(name: str, out: Path, address: str, server_args: Sequence[str
 
     helpers = [start(log, argv) for log, argv in side]
     t0 = time.perf_counter()
-    procs = [start("server", [sys.executable, "-m", "fedad.server.main", "--address", address, "--out", str(out),
-                              *server_args])]
+    procs = [
+        start(
+            "server", [sys.executable, "-m", "fedad.server.main", "--address", address, "--out", str(out), *server_args]
+        )
+    ]
     for shard in shards:
-        procs.append(start(shard.stem, [sys.executable, "-m", "fedad.client.main", "--server", address, "--data",
-                                        str(shard), "--name", shard.stem, "--device", "cpu", "--connect-timeout",
-                                        "300", *client_args(shard)]))
+        procs.append(
+            start(
+                shard.stem,
+                [
+                    sys.executable,
+                    "-m",
+                    "fedad.client.main",
+                    "--server",
+                    address,
+                    "--data",
+                    str(shard),
+                    "--name",
+                    shard.stem,
+                    "--device",
+                    "cpu",
+                    "--connect-timeout",
+                    "300",
+                    *client_args(shard),
+                ],
+            )
+        )
     try:
         codes = [p.wait(timeout=timeout) for p in procs]
     finally:

@@ -1,4 +1,5 @@
 """Option parsing shared by the bench scripts (run as `python bench/<name>.py`, so this is importable)."""
+
 from __future__ import annotations
 
 import sys

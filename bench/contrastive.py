@@ -18,6 +18,7 @@ rows only, last 20 % test; site scaling); the "server" is this process: FedAvg
 Not exercised: the gRPC transport. Threshold: the product's global rule (0.99 quantile of the summed validation
 histograms). ROC-AUC and F1 over all clients' test rows pooled. Same rounds, epochs, batch size and lr for both.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,13 @@ DATASETS = ("plant", "skab", "kdd", "ton")
 # the table's columns: model -> contrastive sizes ("contrastive": the defaults; "+centre": the combined score)
 VARIANTS: dict[str, dict] = {"dense": {}, "contrastive": {}, "contrastive+centre": {"dist_weight": 0.25}}
 # one-at-a-time variations around the defaults (model sizes, or "lr")
-SWEEP = {"tau": [0.1, 0.2, 1.0], "lam": [0.0, 0.1, 0.5], "mu": [0.0, 1.0], "dist_weight": [0.25, 0.5, 1.0],
-         "lr": [3e-4, 3e-3]}
+SWEEP = {
+    "tau": [0.1, 0.2, 1.0],
+    "lam": [0.0, 0.1, 0.5],
+    "mu": [0.0, 1.0],
+    "dist_weight": [0.25, 0.5, 1.0],
+    "lr": [3e-4, 3e-3],
+}
 
 
 def progress(msg: str) -> None:
@@ -52,22 +58,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--plant-records", type=int, default=4000)
     p.add_argument("--fit-rows", type=int, default=2400, help="kdd/ton: fitting rows per client")
-    p.add_argument("--ton-device", default="Weather",
-                   help="TON_IoT device (Weather: the one where the dense AE finds any signal)")
+    p.add_argument(
+        "--ton-device", default="Weather", help="TON_IoT device (Weather: the one where the dense AE finds any signal)"
+    )
     p.add_argument("--sweep", action="store_true", help="sensitivity sweep at the first seed instead of the table")
-    p.add_argument("--select", action="store_true",
-                   help="the sweep plus a small grid on a separate plant draw (nodes 6-10, seed 100)")
+    p.add_argument(
+        "--select",
+        action="store_true",
+        help="the sweep plus a small grid on a separate plant draw (nodes 6-10, seed 100)",
+    )
     p.add_argument("--json", default=None, help="write the rows as JSON to this file")
     return p.parse_args(argv)
 
 
 # ------------------------------------------------------------------------------------------------ data
 
+
 def _dataset(X, names, y, source):
     from fedad.common.data import Dataset
 
-    return Dataset(X=np.asarray(X, dtype=np.float64), feature_names=list(names), y=np.asarray(y, dtype=np.int8),
-                   time=None, source=source)
+    return Dataset(
+        X=np.asarray(X, dtype=np.float64),
+        feature_names=list(names),
+        y=np.asarray(y, dtype=np.int8),
+        time=None,
+        source=source,
+    )
 
 
 def plant_shards(records: int, seed: int, nodes: range = range(1, CLIENTS + 1)) -> list:
@@ -86,19 +102,34 @@ def skab_shards(root: Path) -> list:
     from fedad.common.data import dataset_from_frame, load_skab_files
 
     files = [f for _, f in load_skab_files(root / "skab") if "anomaly" in f.columns]
-    return [dataset_from_frame(pd.concat(files[i::CLIENTS], ignore_index=True), f"skab{i + 1}", "anomaly",
-                               "datetime", drop=("changepoint",)) for i in range(CLIENTS)]
+    return [
+        dataset_from_frame(
+            pd.concat(files[i::CLIENTS], ignore_index=True),
+            f"skab{i + 1}",
+            "anomaly",
+            "datetime",
+            drop=("changepoint",),
+        )
+        for i in range(CLIENTS)
+    ]
 
 
-def pooled_shards(normal: np.ndarray, test_X: np.ndarray, test_y: np.ndarray, names: list[str], fit_rows: int,
-                  rng: np.random.Generator, source: str) -> list:
+def pooled_shards(
+    normal: np.ndarray,
+    test_X: np.ndarray,
+    test_y: np.ndarray,
+    names: list[str],
+    fit_rows: int,
+    rng: np.random.Generator,
+    source: str,
+) -> list:
     """Per client: ``fit_rows`` normal rows then ``fit_rows / 4`` test rows (so the site's last 20 % is the test)."""
     n_test = fit_rows // 4
     a = rng.choice(len(normal), size=CLIENTS * fit_rows, replace=len(normal) < CLIENTS * fit_rows)
     b = rng.choice(len(test_X), size=CLIENTS * n_test, replace=len(test_X) < CLIENTS * n_test)
     out = []
     for i in range(CLIENTS):
-        fa, tb = a[i * fit_rows:(i + 1) * fit_rows], b[i * n_test:(i + 1) * n_test]
+        fa, tb = a[i * fit_rows : (i + 1) * fit_rows], b[i * n_test : (i + 1) * n_test]
         X = np.concatenate([normal[fa], test_X[tb]])
         y = np.concatenate([np.zeros(len(fa), np.int8), test_y[tb]])
         out.append(_dataset(X, names, y, f"{source}{i + 1}"))
@@ -116,8 +147,12 @@ def kdd_shards(root: Path, fit_rows: int, seed: int) -> list:
         cats = kdd_categories(d / "kddcup.data_10_percent.gz", d / "corrected.gz")
         train = load_dataset(d / "kddcup.data_10_percent.gz", format="kdd", categories=cats)
         test = load_dataset(d / "corrected.gz", format="kdd", categories=cats)
-        _CACHE["kdd"] = (np.log1p(np.maximum(train.X[train.y == 0], 0)), np.log1p(np.maximum(test.X, 0)),
-                         test.y.astype(np.int8), train.feature_names)
+        _CACHE["kdd"] = (
+            np.log1p(np.maximum(train.X[train.y == 0], 0)),
+            np.log1p(np.maximum(test.X, 0)),
+            test.y.astype(np.int8),
+            train.feature_names,
+        )
     normal, tx, ty, names = _CACHE["kdd"]
     return pooled_shards(normal, tx, ty, names, fit_rows, np.random.default_rng(seed), "kdd")
 
@@ -152,8 +187,10 @@ def shards_for(name: str, seed: int, args: argparse.Namespace) -> list:
 
 # ------------------------------------------------------------------------------------------------ federation
 
-def federate(shards: list, model: str, seed: int, args: argparse.Namespace, sizes: dict | None = None,
-             lr: float | None = None) -> dict:
+
+def federate(
+    shards: list, model: str, seed: int, args: argparse.Namespace, sizes: dict | None = None, lr: float | None = None
+) -> dict:
     """``args.rounds`` rounds of FedAvg over Sites (plus the global embedding for contrastive); pooled metrics."""
     import torch
 
@@ -165,9 +202,18 @@ def federate(shards: list, model: str, seed: int, args: argparse.Namespace, size
     from fedad.common.training import get_weights
     from fedad.server.aggregation import global_embedding, weighted_average
 
-    spec = FederationSpec(model=model, window=1, sizes=dict(sizes or {}), preprocessing={"scaler": "standard"},
-                          scaling="site", feature_names=list(shards[0].feature_names), local_epochs=args.local_epochs,
-                          batch_size=args.batch_size, lr=args.lr if lr is None else lr, seed=seed)
+    spec = FederationSpec(
+        model=model,
+        window=1,
+        sizes=dict(sizes or {}),
+        preprocessing={"scaler": "standard"},
+        scaling="site",
+        feature_names=list(shards[0].feature_names),
+        local_epochs=args.local_epochs,
+        batch_size=args.batch_size,
+        lr=args.lr if lr is None else lr,
+        seed=seed,
+    )
     sites = [Site(s, device="cpu") for s in shards]
     for site in sites:
         site.configure(spec, "bench")
@@ -177,8 +223,7 @@ def federate(shards: list, model: str, seed: int, args: argparse.Namespace, size
     target = None
     t0 = time.perf_counter()
     for rnd in range(1, args.rounds + 1):
-        results = [site.train(weights, spec.local_epochs, seed * 1000 + rnd, global_embedding=target)
-                   for site in sites]
+        results = [site.train(weights, spec.local_epochs, seed * 1000 + rnd, global_embedding=target) for site in sites]
         if model_aligns(model):  # what a client reports with want_embedding: its mean code under the global model
             embs = [site.mean_embedding(weights) for site in sites]
             target = global_embedding(embs, [r["examples"] for r in results])
@@ -188,11 +233,18 @@ def federate(shards: list, model: str, seed: int, args: argparse.Namespace, size
     scores = np.concatenate([site.record_scores(weights, site.split.test) for site in sites])
     y = np.concatenate([site.split.test_labels for site in sites]).astype(np.int8)
     m = detection_metrics(y, scores, (scores > threshold).astype(np.int8))
-    return {"roc_auc": m["roc_auc"], "f1": m["f1"], "threshold": threshold, "seconds": time.perf_counter() - t0,
-            "n_test": int(len(y)), "anomaly_share": float(y.mean())}
+    return {
+        "roc_auc": m["roc_auc"],
+        "f1": m["f1"],
+        "threshold": threshold,
+        "seconds": time.perf_counter() - t0,
+        "n_test": int(len(y)),
+        "anomaly_share": float(y.mean()),
+    }
 
 
 # ------------------------------------------------------------------------------------------------ runs
+
 
 def run_table(args: argparse.Namespace) -> list[dict]:
     rows = []
@@ -203,8 +255,10 @@ def run_table(args: argparse.Namespace) -> list[dict]:
             for model, sizes in VARIANTS.items():
                 r = federate(shards, "dense" if model == "dense" else "contrastive", seed, args, sizes=sizes)
                 row[model] = r
-                progress(f"{name:<6} seed {seed} {model:<18} roc_auc {r['roc_auc']:.4f} f1 {r['f1']:.4f} "
-                         f"({r['seconds']:.0f} s)")
+                progress(
+                    f"{name:<6} seed {seed} {model:<18} roc_auc {r['roc_auc']:.4f} f1 {r['f1']:.4f} "
+                    f"({r['seconds']:.0f} s)"
+                )
             rows.append(row)
     return rows
 
@@ -215,11 +269,16 @@ def run_sweep(args: argparse.Namespace, select: bool) -> list[dict]:
     names = ["plant-select"] if select else args.datasets
     for name in names:
         shards = plant_shards(args.plant_records, 100, range(6, 11)) if select else shards_for(name, seed, args)
-        settings = [("default", None, {})] + [(k, v, {} if k == "lr" else {k: v}) for k, vs in SWEEP.items()
-                                               for v in vs]
+        settings = [("default", None, {})] + [
+            (k, v, {} if k == "lr" else {k: v}) for k, vs in SWEEP.items() for v in vs
+        ]
         if select:  # second stage: the promising values together (tau, lambda, score mix)
-            settings += [("combo", f"{t}/{lam}/{w}", {"tau": t, "lam": lam, "dist_weight": w})
-                         for t in (0.1, 0.5) for lam in (0.1, 1.0) for w in (0.0, 0.25, 0.5)]
+            settings += [
+                ("combo", f"{t}/{lam}/{w}", {"tau": t, "lam": lam, "dist_weight": w})
+                for t in (0.1, 0.5)
+                for lam in (0.1, 1.0)
+                for w in (0.0, 0.25, 0.5)
+            ]
             r = federate(shards, "dense", seed, args)
             rows.append({"dataset": name, "seed": seed, "param": "dense AE", "value": None, **r})
         for key, value, sizes in settings:
@@ -230,13 +289,17 @@ def run_sweep(args: argparse.Namespace, select: bool) -> list[dict]:
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"{'dataset':<7} {'seed':>4} | {'dense auc':>9} {'contr auc':>9} {'diff':>7} {'+centre':>7} | "
-          f"{'dense f1':>8} {'contr f1':>8} {'diff':>7} {'+centre':>7}")
+    print(
+        f"{'dataset':<7} {'seed':>4} | {'dense auc':>9} {'contr auc':>9} {'diff':>7} {'+centre':>7} | "
+        f"{'dense f1':>8} {'contr f1':>8} {'diff':>7} {'+centre':>7}"
+    )
     for r in rows:
         d, c, k = r["dense"], r["contrastive"], r["contrastive+centre"]
-        print(f"{r['dataset']:<7} {r['seed']:>4} | {d['roc_auc']:>9.4f} {c['roc_auc']:>9.4f} "
-              f"{c['roc_auc'] - d['roc_auc']:>+7.4f} {k['roc_auc']:>7.4f} | {d['f1']:>8.4f} {c['f1']:>8.4f} "
-              f"{c['f1'] - d['f1']:>+7.4f} {k['f1']:>7.4f}")
+        print(
+            f"{r['dataset']:<7} {r['seed']:>4} | {d['roc_auc']:>9.4f} {c['roc_auc']:>9.4f} "
+            f"{c['roc_auc'] - d['roc_auc']:>+7.4f} {k['roc_auc']:>7.4f} | {d['f1']:>8.4f} {c['f1']:>8.4f} "
+            f"{c['f1'] - d['f1']:>+7.4f} {k['f1']:>7.4f}"
+        )
     print()
     better, worse = 0, []
     for name in dict.fromkeys(r["dataset"] for r in rows):
@@ -250,12 +313,16 @@ def print_table(rows: list[dict]) -> None:
         better += ca > da
         if ca < da - 0.02:
             worse.append(name)
-        print(f"{name:<7} mean | {da:>9.4f} {ca:>9.4f} {ca - da:>+7.4f} {ka:>7.4f} | {df:>8.4f} {cf:>8.4f} "
-              f"{cf - df:>+7.4f} {kf:>7.4f}")
+        print(
+            f"{name:<7} mean | {da:>9.4f} {ca:>9.4f} {ca - da:>+7.4f} {ka:>7.4f} | {df:>8.4f} {cf:>8.4f} "
+            f"{cf - df:>+7.4f} {kf:>7.4f}"
+        )
     ok = better >= 2 and not worse
     n_sets = len({r["dataset"] for r in rows})
-    print(f"\ncontrastive (defaults) better on mean ROC-AUC on {better} of {n_sets} data sets; "
-          f"worse by more than 0.02 on: {', '.join(worse) or 'none'} -> target {'MET' if ok else 'NOT MET'}")
+    print(
+        f"\ncontrastive (defaults) better on mean ROC-AUC on {better} of {n_sets} data sets; "
+        f"worse by more than 0.02 on: {', '.join(worse) or 'none'} -> target {'MET' if ok else 'NOT MET'}"
+    )
 
 
 def print_sweep(rows: list[dict]) -> None:

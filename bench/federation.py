@@ -9,6 +9,7 @@ Targets: federated within 0.02 F1 of centralized; wall time to convergence < 180
 (seed paper 000 reports 45 min on 10 GPU nodes). Convergence: the first round whose global validation loss
 is within 5 % of the final round's.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,9 +35,24 @@ def main() -> int:
     ap.add_argument("--json", default=None, help="write the results as JSON to this file")
     args = ap.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="fedad-bench-fed-"))
-    cmd = [sys.executable, "-m", "fedad.common.cli", "demo", "--clients", str(args.clients), "--rounds",
-           str(args.rounds), "--records", str(args.records), "--local-epochs", str(args.local_epochs),
-           "--seed", str(args.seed), "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fedad.common.cli",
+        "demo",
+        "--clients",
+        str(args.clients),
+        "--rounds",
+        str(args.rounds),
+        "--records",
+        str(args.records),
+        "--local-epochs",
+        str(args.local_epochs),
+        "--seed",
+        str(args.seed),
+        "--out",
+        str(out),
+    ]
     print("running:", " ".join(cmd[2:]), file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
@@ -51,24 +67,40 @@ def main() -> int:
     conv_s = sum(r["seconds"] for r in rounds if r["round"] <= conv["round"])
     fed_s = sum(r["seconds"] for r in rounds)
     b = rep["baselines"]
-    rows = [("federated", rep["metrics"], fed_s), ("centralized", b["centralized"], b["centralized"]["seconds"]),
-            ("local-only", b["local_only"], b["local_only"]["seconds"])]
+    rows = [
+        ("federated", rep["metrics"], fed_s),
+        ("centralized", b["centralized"], b["centralized"]["seconds"]),
+        ("local-only", b["local_only"], b["local_only"]["seconds"]),
+    ]
     print(f"\n{args.clients} clients, {args.records} records, {len(rounds)} rounds x {args.local_epochs} local epochs")
     print(f"{'model':<12} {'f1':>6} {'roc_auc':>7} {'far':>6} {'mar':>6} {'train s':>8}  f1 vs centralized")
     for name, m, s in rows:
         d = m["f1"] - b["centralized"]["f1"]
         print(f"{name:<12} {m['f1']:6.3f} {m['roc_auc']:7.3f} {m['far']:6.3f} {m['mar']:6.3f} {s:8.1f}  {d:+.3f}")
     per_round = sum(r["bytes_up"] + r["bytes_down"] for r in rounds) / len(rounds)
-    print(f"\nconverged at round {conv['round']} (val loss within 5% of final {final:.4f}) after {conv_s:.1f} s "
-          f"of rounds; whole demo incl. data generation and process start {total:.1f} s")
-    print(f"time to convergence vs target {TARGET_SECONDS} s: ratio {conv_s / TARGET_SECONDS:.2f}; "
-          f"vs seed paper's 45 min: {conv_s / PAPER_SECONDS:.3f}")
+    print(
+        f"\nconverged at round {conv['round']} (val loss within 5% of final {final:.4f}) after {conv_s:.1f} s "
+        f"of rounds; whole demo incl. data generation and process start {total:.1f} s"
+    )
+    print(
+        f"time to convergence vs target {TARGET_SECONDS} s: ratio {conv_s / TARGET_SECONDS:.2f}; "
+        f"vs seed paper's 45 min: {conv_s / PAPER_SECONDS:.3f}"
+    )
     print(f"bytes per round (all clients, up + down): {per_round / 1e6:.2f} MB")
-    result = {"records": args.records, "clients": args.clients, "rounds": len(rounds),
-              "converged_round": conv["round"], "seconds_to_convergence": conv_s, "federation_seconds": fed_s,
-              "total_seconds": total, "bytes_per_round": per_round, "federated": rep["metrics"],
-              "centralized": b["centralized"], "local_only": b["local_only"],
-              "f1_gap_vs_centralized": rep["metrics"]["f1"] - b["centralized"]["f1"]}
+    result = {
+        "records": args.records,
+        "clients": args.clients,
+        "rounds": len(rounds),
+        "converged_round": conv["round"],
+        "seconds_to_convergence": conv_s,
+        "federation_seconds": fed_s,
+        "total_seconds": total,
+        "bytes_per_round": per_round,
+        "federated": rep["metrics"],
+        "centralized": b["centralized"],
+        "local_only": b["local_only"],
+        "f1_gap_vs_centralized": rep["metrics"]["f1"] - b["centralized"]["f1"],
+    }
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return 0

@@ -9,6 +9,7 @@ server's peak memory (VmHWM) and the slowest round. Plus the node-side CSV memor
 
     python bench/hostile.py [--cases clean zero-count ...] [--rounds 3] [--json out.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BAD = ROOT / "tests" / "bad_client.py"
-ENV = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", FLWR_DISABLE_UPDATE_CHECK="1", PYTHONUNBUFFERED="1",
-           OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+ENV = dict(
+    os.environ,
+    FLWR_TELEMETRY_ENABLED="0",
+    FLWR_DISABLE_UPDATE_CHECK="1",
+    PYTHONUNBUFFERED="1",
+    OMP_NUM_THREADS="1",
+    MKL_NUM_THREADS="1",
+)
 
 # case -> (strategy, bad-client kind or None, extra server args, what the issue measured before the fix)
 CASES = {
@@ -41,8 +48,12 @@ CASES = {
     "replay": ("fedavg", "replay", (), "accepted"),
     "big": ("fedavg", "big", (), "500 MB tensor rejected; server 0.44 -> 2.85 GB, round 0.5 -> 22 s"),
     "idle": ("fedavg", "idle", ("--round-timeout", "10"), "50 idle: round 90 s instead of ~5 s"),
-    "idle-min-clients": ("fedavg", "idle", ("--min-clients", "5", "--wait-timeout", "40"),
-                         "--min-clients 5 satisfied by 1 node + 4 idle"),
+    "idle-min-clients": (
+        "fedavg",
+        "idle",
+        ("--min-clients", "5", "--wait-timeout", "40"),
+        "--min-clients 5 satisfied by 1 node + 4 idle",
+    ),
     "pai-range": ("paillier", "pai-range", (), "every honest client crashed decrypting; run dead"),
     "pai-clip": ("paillier", "pai-clip", (), "AUC 0.500, reported success"),
 }
@@ -67,31 +78,103 @@ def run_case(name: str, plant: list[Path], work: Path, rounds: int, keys: tuple[
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         address = f"127.0.0.1:{s.getsockname()[1]}"
-    sargs = ["--rounds", str(rounds), "--min-clients", "3", "--local-epochs", "2", "--seed", "0",
-             "--wait-timeout", "300", "--admission-timeout", "20", "--strategy", strategy, *extra]
+    sargs = [
+        "--rounds",
+        str(rounds),
+        "--min-clients",
+        "3",
+        "--local-epochs",
+        "2",
+        "--seed",
+        "0",
+        "--wait-timeout",
+        "300",
+        "--admission-timeout",
+        "20",
+        "--strategy",
+        strategy,
+        *extra,
+    ]
     cargs: list[str] = []
     if strategy == "paillier":
         sargs += ["--public-key", str(keys[0])]
         cargs = ["--private-key", str(keys[1])]
     t0 = time.perf_counter()
-    server = subprocess.Popen([sys.executable, "-m", "fedad.server.main", "--address", address, "--out", str(out),
-                               *sargs], stdout=open(logs / "server.log", "w"), stderr=subprocess.STDOUT, env=ENV)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "fedad.server.main", "--address", address, "--out", str(out), *sargs],
+        stdout=open(logs / "server.log", "w"),
+        stderr=subprocess.STDOUT,
+        env=ENV,
+    )
     procs = []
     n_honest = 1 if name == "idle-min-clients" else (4 if kind is None else 3)
     if kind == "idle":
         n_idle = 4 if name == "idle-min-clients" else 50
-        procs.append(subprocess.Popen([sys.executable, str(BAD), "--kind", "idle", "--server", address,
-                                       "--connections", str(n_idle), "--hold", "600"],
-                                      stdout=open(logs / "idle.log", "w"), stderr=subprocess.STDOUT, env=ENV))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    str(BAD),
+                    "--kind",
+                    "idle",
+                    "--server",
+                    address,
+                    "--connections",
+                    str(n_idle),
+                    "--hold",
+                    "600",
+                ],
+                stdout=open(logs / "idle.log", "w"),
+                stderr=subprocess.STDOUT,
+                env=ENV,
+            )
+        )
     for i in range(n_honest):
-        procs.append(subprocess.Popen([sys.executable, "-m", "fedad.client.main", "--server", address, "--data",
-                                       str(plant[i]), "--name", f"node{i}", "--device", "cpu", *cargs],
-                                      stdout=open(logs / f"node{i}.log", "w"), stderr=subprocess.STDOUT, env=ENV))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "fedad.client.main",
+                    "--server",
+                    address,
+                    "--data",
+                    str(plant[i]),
+                    "--name",
+                    f"node{i}",
+                    "--device",
+                    "cpu",
+                    *cargs,
+                ],
+                stdout=open(logs / f"node{i}.log", "w"),
+                stderr=subprocess.STDOUT,
+                env=ENV,
+            )
+        )
     go = work / f"{name}-go"
     if kind not in (None, "idle"):  # loaded, it connects once the honest nodes are admitted (then joins a round)
-        procs.append(subprocess.Popen([sys.executable, str(BAD), "--kind", kind, "--server", address, "--data",
-                                       str(plant[3]), "--name", "mallory", "--wait-for", str(go), *cargs],
-                                      stdout=open(logs / "mallory.log", "w"), stderr=subprocess.STDOUT, env=ENV))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    str(BAD),
+                    "--kind",
+                    kind,
+                    "--server",
+                    address,
+                    "--data",
+                    str(plant[3]),
+                    "--name",
+                    "mallory",
+                    "--wait-for",
+                    str(go),
+                    *cargs,
+                ],
+                stdout=open(logs / "mallory.log", "w"),
+                stderr=subprocess.STDOUT,
+                env=ENV,
+            )
+        )
     peak = 0
     while server.poll() is None and time.perf_counter() - t0 < 900:
         peak = max(peak, peak_kb(server.pid))
@@ -106,22 +189,37 @@ def run_case(name: str, plant: list[Path], work: Path, rounds: int, keys: tuple[
         except subprocess.TimeoutExpired:
             p.kill()
     report = json.loads((out / "report.json").read_text()) if (out / "report.json").exists() else {}
-    recs = [json.loads(x) for x in (out / "rounds.jsonl").read_text().splitlines()] \
-        if (out / "rounds.jsonl").exists() else []
+    recs = (
+        [json.loads(x) for x in (out / "rounds.jsonl").read_text().splitlines()]
+        if (out / "rounds.jsonl").exists()
+        else []
+    )
     m = report.get("metrics") or {}
-    honest_exit = [p.returncode for p in procs[-(n_honest + (kind not in (None, "idle"))):][:n_honest]]
+    honest_exit = [p.returncode for p in procs[-(n_honest + (kind not in (None, "idle"))) :][:n_honest]]
     outcome = report.get("status", "no report")
     if report.get("error"):
         outcome += f": {report['error'][:90]}"
-    refusals = sorted({w for r in recs for w in r.get("rejected", {}).values()} | set(report.get("refused", {}))
-                      | {x["phase"] + ": " + x["reason"] for x in report.get("rejected_results", [])})
+    refusals = sorted(
+        {w for r in recs for w in r.get("rejected", {}).values()}
+        | set(report.get("refused", {}))
+        | {x["phase"] + ": " + x["reason"] for x in report.get("rejected_results", [])}
+    )
     per = report.get("per_client_test") or {}
     c = {k: sum(per[n][k] for n in ("node0", "node1", "node2") if n in per) for k in ("tp", "fp", "fn")}
     f1_honest = 2 * c["tp"] / (2 * c["tp"] + c["fp"] + c["fn"]) if per else None
-    return {"case": name, "f1": m.get("f1"), "f1_honest": f1_honest, "roc_auc": m.get("roc_auc"), "outcome": outcome,
-            "rounds": len(recs), "server_peak_mb": peak / 1024, "max_round_s": max((r["seconds"] for r in recs),
-                                                                                     default=None),
-            "honest_exit_codes": honest_exit, "refusals": refusals[:3], "wall_s": time.perf_counter() - t0}
+    return {
+        "case": name,
+        "f1": m.get("f1"),
+        "f1_honest": f1_honest,
+        "roc_auc": m.get("roc_auc"),
+        "outcome": outcome,
+        "rounds": len(recs),
+        "server_peak_mb": peak / 1024,
+        "max_round_s": max((r["seconds"] for r in recs), default=None),
+        "honest_exit_codes": honest_exit,
+        "refusals": refusals[:3],
+        "wall_s": time.perf_counter() - t0,
+    }
 
 
 def csv_memory(work: Path, mb: int) -> dict:
@@ -132,15 +230,28 @@ def csv_memory(work: Path, mb: int) -> dict:
     rows = int(mb * 1e6 / 120)  # ~120 bytes per synthetic row
     write_plant(d, nodes=1, records=rows, seed=1, formats=("csv",))
     path = d / "node_01.csv"
-    code = ("import resource, sys; from fedad.common.data import load_dataset; "
-            f"ds = load_dataset({str(path)!r}, max_rows=2_000_000); "
-            "print(len(ds.X), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
-    base = subprocess.run([sys.executable, "-c", "import resource, fedad.common.data; "
-                           "print(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"],
-                          capture_output=True, text=True, env=ENV).stdout.split()
+    code = (
+        "import resource, sys; from fedad.common.data import load_dataset; "
+        f"ds = load_dataset({str(path)!r}, max_rows=2_000_000); "
+        "print(len(ds.X), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )
+    base = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import resource, fedad.common.data; print(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)",
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+    ).stdout.split()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV).stdout.split()
-    return {"csv_mb": path.stat().st_size / 1e6, "rows_kept": int(out[0]), "peak_mb": int(out[1]) / 1024,
-            "import_baseline_mb": int(base[1]) / 1024}
+    return {
+        "csv_mb": path.stat().st_size / 1e6,
+        "rows_kept": int(out[0]),
+        "peak_mb": int(out[1]) / 1024,
+        "import_baseline_mb": int(base[1]) / 1024,
+    }
 
 
 def keyholder_cap() -> dict:
@@ -149,14 +260,14 @@ def keyholder_cap() -> dict:
     from fedad.server.keyholder import Budget, KeyHolder, Refusal
 
     pub, priv = generate_keypair(1024)
-    holder = KeyHolder(priv, Budget(max_clients=10, sketch_rows=4, max_aggregate_blocks=100, max_rounds=1000,
-                                    min_round_interval=0.5))
+    holder = KeyHolder(
+        priv, Budget(max_clients=10, sketch_rows=4, max_aggregate_blocks=100, max_rounds=1000, min_round_interval=0.5)
+    )
     opened = refused = 0
     t0 = time.perf_counter()
     for rnd in range(1, 61):
         try:
-            holder.begin({"key": holder.fingerprint, "round": rnd, "clients": 10, "aggregate_blocks": 50,
-                          "rounds": 10})
+            holder.begin({"key": holder.fingerprint, "round": rnd, "clients": 10, "aggregate_blocks": 50, "rounds": 10})
             opened += 1
         except Refusal:
             refused += 1
@@ -186,26 +297,34 @@ def main() -> int:
     for case in args.cases:
         print(f"running {case} ...", file=sys.stderr, flush=True)
         rows.append(run_case(case, plant, work, args.rounds, keys))
-    print(f"\n{'case':<20} {'F1':>6} {'F1 hon':>6} {'AUC':>6} {'rounds':>6} {'srv MB':>7} {'max rnd s':>9}  "
-          "outcome now | before")
+    print(
+        f"\n{'case':<20} {'F1':>6} {'F1 hon':>6} {'AUC':>6} {'rounds':>6} {'srv MB':>7} {'max rnd s':>9}  "
+        "outcome now | before"
+    )
     for r in rows:
         f = lambda v: "   -  " if v is None else f"{v:6.3f}"  # noqa: E731
         rs = "-" if r["max_round_s"] is None else f"{r['max_round_s']:.1f}"
-        print(f"{r['case']:<20} {f(r['f1'])} {f(r['f1_honest'])} {f(r['roc_auc'])} {r['rounds']:>6} "
-              f"{r['server_peak_mb']:7.0f} "
-              f"{rs:>9}  {r['outcome']} | {CASES[r['case']][3]}")
+        print(
+            f"{r['case']:<20} {f(r['f1'])} {f(r['f1_honest'])} {f(r['roc_auc'])} {r['rounds']:>6} "
+            f"{r['server_peak_mb']:7.0f} "
+            f"{rs:>9}  {r['outcome']} | {CASES[r['case']][3]}"
+        )
         for why in r["refusals"]:
             print(f"{'':<20}   refused: {why[:110]}")
     result: dict = {"cases": rows}
     if args.csv_mb:
         result["csv"] = csv_memory(work, args.csv_mb)
         c = result["csv"]
-        print(f"\nnode loading a {c['csv_mb']:.0f} MB CSV: peak {c['peak_mb']:.0f} MB (imports alone "
-              f"{c['import_baseline_mb']:.0f} MB), {c['rows_kept']} rows kept | before: 1.66 GB peak")
+        print(
+            f"\nnode loading a {c['csv_mb']:.0f} MB CSV: peak {c['peak_mb']:.0f} MB (imports alone "
+            f"{c['import_baseline_mb']:.0f} MB), {c['rows_kept']} rows kept | before: 1.66 GB peak"
+        )
     result["keyholder"] = k = keyholder_cap()
-    print(f"key holder, 60 rounds asked back to back by a run that declared 10: {k['opened']} opened "
-          f"(paced over {k['seconds']:.1f} s), {k['refused']} refused | before: 60 opened, 10,680 blocks "
-          "decrypted in 120 s")
+    print(
+        f"key holder, 60 rounds asked back to back by a run that declared 10: {k['opened']} opened "
+        f"(paced over {k['seconds']:.1f} s), {k['refused']} refused | before: 60 opened, 10,680 blocks "
+        "decrypted in 120 s"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return 0

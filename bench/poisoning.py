@@ -53,6 +53,7 @@ Attack settings: each attack's defaults (docs/attacks.md) as ``fedad-client --at
 (no --attack-scale, attack seed 0); ALIE's z from n = 10 and m = 3 (``--num-clients 10``). Progress goes
 to stderr; the table to stdout.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,8 +69,18 @@ from pathlib import Path
 import numpy as np
 
 ATTACKS = ("sign_flip", "scaling", "gaussian", "zero", "data_poisoning", "alie", "ipm", "min_max")
-STRATEGIES = ("fedavg", "krum", "multikrum", "fedmedian", "fedtrimmedavg", "bulyan", "trust", "flag", "robust",
-              "secure-robust")
+STRATEGIES = (
+    "fedavg",
+    "krum",
+    "multikrum",
+    "fedmedian",
+    "fedtrimmedavg",
+    "bulyan",
+    "trust",
+    "flag",
+    "robust",
+    "secure-robust",
+)
 DEFAULT_STRATEGIES = STRATEGIES[:-1]  # secure-robust has its own bench (bench/secure_robust.py)
 OURS = ("trust", "flag", "robust", "secure-robust")
 FLAGGING = ("flag", "robust", "secure-robust")  # trust only flags invalid updates: it down-weights instead
@@ -79,6 +90,7 @@ N_CLIENTS, N_MALICIOUS = 10, 3
 TRIM_BETA = 0.3
 BULYAN_F = (N_CLIENTS - 3) // 4  # Bulyan's precondition n >= 4f + 3
 TARGET_PR, TARGET_DROP = 0.95, 0.02
+
 
 def progress(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
@@ -100,8 +112,9 @@ def plant_shards(records: int, seed: int) -> list:
     shards = []
     for node in range(1, N_CLIENTS + 1):
         df = generate_node(node, records, seed)
-        shards.append(_dataset(df[list(SENSORS)].to_numpy(np.float64), SENSORS,
-                               df["label"].to_numpy(np.int8), f"node{node:02d}"))
+        shards.append(
+            _dataset(df[list(SENSORS)].to_numpy(np.float64), SENSORS, df["label"].to_numpy(np.int8), f"node{node:02d}")
+        )
     return shards
 
 
@@ -145,14 +158,26 @@ class StrategyState:
         from fedad.server.defence.quarantine import Quarantine
         from fedad.server.defence.trust import TrustHistory
 
-        shadow = {"history": TrustHistory(), "quarantine": Quarantine(max_flags=quarantine_after), "tp": 0, "fp": 0,
-                  "fn": 0}
-        return cls(name, TrustHistory(), Quarantine(max_flags=quarantine_after), secure=dict(secure or {}),
-                   shadow=shadow)
+        shadow = {
+            "history": TrustHistory(),
+            "quarantine": Quarantine(max_flags=quarantine_after),
+            "tp": 0,
+            "fp": 0,
+            "fn": 0,
+        }
+        return cls(
+            name, TrustHistory(), Quarantine(max_flags=quarantine_after), secure=dict(secure or {}), shadow=shadow
+        )
 
 
-def aggregate(state: StrategyState, rnd: int, global_w: list[np.ndarray], names: list[str],
-              results: list[tuple[list[np.ndarray], int, np.ndarray]], malicious: set[str]) -> list[np.ndarray]:
+def aggregate(
+    state: StrategyState,
+    rnd: int,
+    global_w: list[np.ndarray],
+    names: list[str],
+    results: list[tuple[list[np.ndarray], int, np.ndarray]],
+    malicious: set[str],
+) -> list[np.ndarray]:
     """New global weights from one round's (weights, examples, embedding) per client."""
     from flwr.server.strategy.aggregate import aggregate_bulyan, aggregate_krum, aggregate_median, aggregate_trimmed_avg
 
@@ -179,18 +204,32 @@ def aggregate(state: StrategyState, rnd: int, global_w: list[np.ndarray], names:
     if s == "secure-robust":
         total, res = secure_round(state, names, updates, results, dim)
         sh = state.shadow  # paired: plaintext robust scores the very same updates (its own history/quarantine)
-        plain = aggregate_round("robust", names, updates, [float(n) for _, n, _ in results], dim=dim,
-                                embeddings=[e for _, _, e in results], history=sh["history"],
-                                quarantine=sh["quarantine"])
+        plain = aggregate_round(
+            "robust",
+            names,
+            updates,
+            [float(n) for _, n, _ in results],
+            dim=dim,
+            embeddings=[e for _, _, e in results],
+            history=sh["history"],
+            quarantine=sh["quarantine"],
+        )
         if rnd >= 2:
             caught, present = plain.flagged | (sh["quarantine"].quarantined & set(names)), malicious & set(names)
             sh["tp"] += len(caught & present)
             sh["fp"] += len(caught - present)
             sh["fn"] += len(present - caught)
     else:
-        res = aggregate_round(s, names, updates, [float(n) for _, n, _ in results], dim=dim,
-                              embeddings=None if s == "flag" else [e for _, _, e in results],
-                              history=state.history, quarantine=state.quarantine)
+        res = aggregate_round(
+            s,
+            names,
+            updates,
+            [float(n) for _, n, _ in results],
+            dim=dim,
+            embeddings=None if s == "flag" else [e for _, _, e in results],
+            history=state.history,
+            quarantine=state.quarantine,
+        )
         total = res.update
     if rnd >= 2:
         caught = res.flagged | (state.quarantine.quarantined & set(names)) if s in FLAGGING else set()
@@ -214,9 +253,21 @@ def secure_round(state: StrategyState, names: list[str], updates: list[np.ndarra
     opts = state.secure
     layout = secure_layout(SECURE_KEY_BITS, opts["bits"], dim, WEIGHT_TOTAL)
     rng = opts["rng"]
-    return simulate_round("robust", names, updates, [float(n) for _, n, _ in results], [e for _, _, e in results],
-                          clip=opts["clip"], bits=opts["bits"], layout=layout, rows=opts["rows"],
-                          seed=rng.bytes(32), history=state.history, quarantine=state.quarantine, rng=rng)
+    return simulate_round(
+        "robust",
+        names,
+        updates,
+        [float(n) for _, n, _ in results],
+        [e for _, _, e in results],
+        clip=opts["clip"],
+        bits=opts["bits"],
+        layout=layout,
+        rows=opts["rows"],
+        seed=rng.bytes(32),
+        history=state.history,
+        quarantine=state.quarantine,
+        rng=rng,
+    )
 
 
 # ----------------------------------------------------------------------------------------------- runs
@@ -250,14 +301,25 @@ def build_setup(shards: list, attack: str, args) -> Setup:
     sites = [Site(shard, device="cpu") for shard in shards]
     runners = {}
     for name in malicious:
-        runners[name] = AttackRunner(attack, None, 1, name, collusion_dir="unused", colluders=N_MALICIOUS,
-                                     num_clients=N_CLIENTS)
+        runners[name] = AttackRunner(
+            attack, None, 1, name, collusion_dir="unused", colluders=N_MALICIOUS, num_clients=N_CLIENTS
+        )
         runners[name].prepare(sites[names.index(name)])
-    spec = FederationSpec(model="dense", window=1, preprocessing={"scaler": "standard"}, scaling=args.scaling,
-                          score=args.score, threshold_rule=args.threshold_rule, target_far=args.target_far,
-                          threshold_scope=args.threshold_scope,
-                          feature_names=list(shards[0].feature_names), local_epochs=args.local_epochs,
-                          batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    spec = FederationSpec(
+        model="dense",
+        window=1,
+        preprocessing={"scaler": "standard"},
+        scaling=args.scaling,
+        score=args.score,
+        threshold_rule=args.threshold_rule,
+        target_far=args.target_far,
+        threshold_scope=args.threshold_scope,
+        feature_names=list(shards[0].feature_names),
+        local_epochs=args.local_epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+    )
     for site in sites:
         site.configure(spec, "bench")
     scaler = ScalerStats.merge([site.scaler_stats() for site in sites])  # the server's stats phase
@@ -268,8 +330,9 @@ def build_setup(shards: list, attack: str, args) -> Setup:
     return Setup(sites, names, runners, spec, initial)
 
 
-def client_round(setup: Setup, rnd: int, global_w: list[np.ndarray], collusion_dir: str
-                 ) -> list[tuple[list[np.ndarray], int, np.ndarray]]:
+def client_round(
+    setup: Setup, rnd: int, global_w: list[np.ndarray], collusion_dir: str
+) -> list[tuple[list[np.ndarray], int, np.ndarray]]:
     """Every site's answer to one fit instruction: (weights, examples, mean embedding under the global model)."""
     from fedad.client.attacks.base import flat
     from fedad.client.attacks.collusion import CollusionChannel
@@ -282,7 +345,7 @@ def client_round(setup: Setup, rnd: int, global_w: list[np.ndarray], collusion_d
             honest = flat(trained[setup.names.index(name)]["weights"]) - flat(global_w)
             CollusionChannel(collusion_dir, rnd, name, runner.colluders).publish(honest)
     out = []
-    for name, site, res in zip(setup.names, setup.sites, trained):
+    for name, site, res in zip(setup.names, setup.sites, trained, strict=True):
         weights, examples = res["weights"], res["examples"]
         if name in setup.runners:
             weights, examples = setup.runners[name].apply(rnd, global_w, weights, examples, quiet)
@@ -297,11 +360,14 @@ def evaluate(setup: Setup, weights: list[np.ndarray], malicious: set[str]) -> di
     from fedad.common.threshold_rule import threshold_by_rule
 
     spec = setup.spec
-    val = {name: site.record_scores(weights, site.split.val)
-           for name, site in zip(setup.names, setup.sites, strict=True)}
+    val = {
+        name: site.record_scores(weights, site.split.val) for name, site in zip(setup.names, setup.sites, strict=True)
+    }
     if spec.threshold_scope == "site":
-        per_site = {n: threshold_by_rule(v, spec.threshold_rule, spec.threshold_quantile, spec.target_far)
-                    for n, v in val.items()}
+        per_site = {
+            n: threshold_by_rule(v, spec.threshold_rule, spec.threshold_quantile, spec.target_far)
+            for n, v in val.items()
+        }
         threshold = float(np.median(list(per_site.values())))
     else:
         threshold = combined_threshold({n: (histogram(v), len(v)) for n, v in val.items()}, spec).threshold
@@ -309,7 +375,7 @@ def evaluate(setup: Setup, weights: list[np.ndarray], malicious: set[str]) -> di
     totals = {k: np.zeros(4, dtype=np.int64) for k in ("honest", "all")}
     pos = {k: np.zeros(N_BINS, dtype=np.int64) for k in totals}
     neg = {k: np.zeros(N_BINS, dtype=np.int64) for k in totals}
-    for name, site in zip(setup.names, setup.sites):
+    for name, site in zip(setup.names, setup.sites, strict=True):
         scores = site.record_scores(weights, site.split.test)
         y = site.split.test_labels.astype(bool)
         pred = scores > per_site[name]
@@ -327,8 +393,12 @@ def run_one(setup: Setup, attack: str, strategy: str, args, honest_names: set[st
     """One federation of ``args.rounds`` rounds with one strategy; returns its row (without the drop)."""
     t0 = time.perf_counter()
     malicious = set(setup.runners)
-    secure = {"rows": getattr(args, "sketch_rows", 16), "clip": getattr(args, "update_clip", 0.5),
-              "bits": getattr(args, "secure_bits", 16), "rng": np.random.default_rng([args.seed, 7])}
+    secure = {
+        "rows": getattr(args, "sketch_rows", 16),
+        "clip": getattr(args, "update_clip", 0.5),
+        "bits": getattr(args, "secure_bits", 16),
+        "rng": np.random.default_rng([args.seed, 7]),
+    }
     state = StrategyState.new(strategy, args.quarantine_after, secure)
     global_w = setup.initial
     with tempfile.TemporaryDirectory(prefix="fedad-collusion-") as collusion_dir:
@@ -341,11 +411,21 @@ def run_one(setup: Setup, attack: str, strategy: str, args, honest_names: set[st
                     setup.round1 = results
             global_w = aggregate(state, rnd, global_w, setup.names, results, malicious)
     metrics = evaluate(setup, global_w, {n for n in setup.names if n not in honest_names})
-    row = {"attack": attack, "strategy": strategy, "f1": metrics["honest"]["f1"],
-           "roc_auc": metrics["honest"]["roc_auc"], "precision": metrics["honest"]["precision"],
-           "recall": metrics["honest"]["recall"], "f1_all": metrics["all"]["f1"],
-           "roc_auc_all": metrics["all"]["roc_auc"], "threshold": metrics["threshold"],
-           "flag_precision": None, "flag_recall": None, "false_flags": None, "malicious_weight": None}
+    row = {
+        "attack": attack,
+        "strategy": strategy,
+        "f1": metrics["honest"]["f1"],
+        "roc_auc": metrics["honest"]["roc_auc"],
+        "precision": metrics["honest"]["precision"],
+        "recall": metrics["honest"]["recall"],
+        "f1_all": metrics["all"]["f1"],
+        "roc_auc_all": metrics["all"]["roc_auc"],
+        "threshold": metrics["threshold"],
+        "flag_precision": None,
+        "flag_recall": None,
+        "false_flags": None,
+        "malicious_weight": None,
+    }
     if strategy in FLAGGING:
         flagged = state.tp + state.fp
         row["false_flags"] = state.fp
@@ -377,10 +457,15 @@ def run_attacks(attacks: list[str], args) -> list[dict]:
         for strategy in args.strategies:
             row = run_one(setup, attack, strategy, args, honest)
             rows.append(row)
-            flags = ("" if row["flag_precision"] is None else
-                     f", flags P/R {row['flag_precision']:.2f}/{row['flag_recall']:.2f}")
-            progress(f"[{len(rows)}/{total} {time.perf_counter() - t_start:.0f} s] {attack:<14} {strategy:<13} "
-                     f"F1 {_f(row['f1'])} AUC {_f(row['roc_auc'])}{flags} ({row['seconds']:.1f} s)")
+            flags = (
+                ""
+                if row["flag_precision"] is None
+                else f", flags P/R {row['flag_precision']:.2f}/{row['flag_recall']:.2f}"
+            )
+            progress(
+                f"[{len(rows)}/{total} {time.perf_counter() - t_start:.0f} s] {attack:<14} {strategy:<13} "
+                f"F1 {_f(row['f1'])} AUC {_f(row['roc_auc'])}{flags} ({row['seconds']:.1f} s)"
+            )
     return rows
 
 
@@ -406,14 +491,47 @@ def run_bench(args) -> list[dict]:
         procs = []
         for j in range(jobs):
             out = Path(tmp) / f"worker{j}.json"
-            cmd = [sys.executable, __file__, "--worker-attacks", *attacks[j::jobs], "--json", str(out), "--jobs", "1",
-                   "--strategies", *args.strategies, "--rounds", str(args.rounds), "--local-epochs",
-                   str(args.local_epochs), "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--records",
-                   str(args.records), "--quarantine-after", str(args.quarantine_after), "--seed", str(args.seed),
-                   "--threads", str(args.threads), "--scaling", args.scaling, "--score", args.score,
-                   "--threshold-rule", args.threshold_rule, "--threshold-scope", args.threshold_scope,
-                   *(["--target-far", str(args.target_far)] if args.target_far is not None else []),
-                   "--sketch-rows", str(args.sketch_rows), "--update-clip", str(args.update_clip)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--worker-attacks",
+                *attacks[j::jobs],
+                "--json",
+                str(out),
+                "--jobs",
+                "1",
+                "--strategies",
+                *args.strategies,
+                "--rounds",
+                str(args.rounds),
+                "--local-epochs",
+                str(args.local_epochs),
+                "--batch-size",
+                str(args.batch_size),
+                "--lr",
+                str(args.lr),
+                "--records",
+                str(args.records),
+                "--quarantine-after",
+                str(args.quarantine_after),
+                "--seed",
+                str(args.seed),
+                "--threads",
+                str(args.threads),
+                "--scaling",
+                args.scaling,
+                "--score",
+                args.score,
+                "--threshold-rule",
+                args.threshold_rule,
+                "--threshold-scope",
+                args.threshold_scope,
+                *(["--target-far", str(args.target_far)] if args.target_far is not None else []),
+                "--sketch-rows",
+                str(args.sketch_rows),
+                "--update-clip",
+                str(args.update_clip),
+            ]
             if args.data:
                 cmd += ["--data", args.data]
             procs.append((subprocess.Popen(cmd), out))
@@ -441,19 +559,28 @@ def format_table(rows: list[dict]) -> str:
     attacks = list(dict.fromkeys(r["attack"] for r in rows))
     by = {(r["attack"], r["strategy"]): r for r in rows}
     w = max(len(s) for s in strategies) + 1
-    out = ["F1 on the honest clients' test parts (clean row) and F1 drop vs the same strategy's clean run "
-           "(positive = worse):", f"{'attack':<15}" + "".join(s.rjust(w) for s in strategies)]
+    out = [
+        "F1 on the honest clients' test parts (clean row) and F1 drop vs the same strategy's clean run "
+        "(positive = worse):",
+        f"{'attack':<15}" + "".join(s.rjust(w) for s in strategies),
+    ]
     for a in attacks:
         key = "f1" if a == CLEAN else "f1_drop"
-        out.append(f"{a:<15}" + "".join(_f(by[(a, s)][key] if (a, s) in by else None, w, a != CLEAN)
-                                        for s in strategies))
-    out += ["", f"{'attack':<15} {'strategy':<14} {'F1':>6} {'AUC':>6} {'drop':>7} {'flagP':>6} {'flagR':>6} "
-            f"{'false':>5} {'w_mal':>6} {'F1 all':>6}"]
+        out.append(
+            f"{a:<15}" + "".join(_f(by[(a, s)][key] if (a, s) in by else None, w, a != CLEAN) for s in strategies)
+        )
+    out += [
+        "",
+        f"{'attack':<15} {'strategy':<14} {'F1':>6} {'AUC':>6} {'drop':>7} {'flagP':>6} {'flagR':>6} "
+        f"{'false':>5} {'w_mal':>6} {'F1 all':>6}",
+    ]
     for r in rows:
         ff = "-" if r["false_flags"] is None else str(r["false_flags"])
-        out.append(f"{r['attack']:<15} {r['strategy']:<14} {_f(r['f1'], 6)} {_f(r['roc_auc'], 6)} "
-                   f"{_f(r['f1_drop'], 7, True)} {_f(r['flag_precision'], 6)} {_f(r['flag_recall'], 6)} "
-                   f"{ff:>5} {_f(r['malicious_weight'], 6)} {_f(r['f1_all'], 6)}")
+        out.append(
+            f"{r['attack']:<15} {r['strategy']:<14} {_f(r['f1'], 6)} {_f(r['roc_auc'], 6)} "
+            f"{_f(r['f1_drop'], 7, True)} {_f(r['flag_precision'], 6)} {_f(r['flag_recall'], 6)} "
+            f"{ff:>5} {_f(r['malicious_weight'], 6)} {_f(r['f1_all'], 6)}"
+        )
     return "\n".join(out)
 
 
@@ -472,17 +599,29 @@ def target_report(rows: list[dict]) -> str:
         if r["f1_drop"] is not None and r["f1_drop"] > TARGET_DROP:
             misses.append(f"F1 drop {r['f1_drop']:+.3f}")
         fedavg = by.get((a, "fedavg"), {}).get("f1_drop")
-        lines.append(f"robust vs {a:<14}: {'MISSED: ' + ', '.join(misses) if misses else 'targets met'}"
-                     f" (FedAvg drop {_f(fedavg, 6, True).strip()})")
+        lines.append(
+            f"robust vs {a:<14}: {'MISSED: ' + ', '.join(misses) if misses else 'targets met'}"
+            f" (FedAvg drop {_f(fedavg, 6, True).strip()})"
+        )
     return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--attacks", nargs="+", default=list(ATTACKS), choices=ATTACKS,
-                   help="attacks to run (the clean run is always added)")
-    p.add_argument("--strategies", nargs="+", default=list(DEFAULT_STRATEGIES), choices=STRATEGIES,
-                   help="strategies (secure-robust: simulated on the quantized integers its decryptions return)")
+    p.add_argument(
+        "--attacks",
+        nargs="+",
+        default=list(ATTACKS),
+        choices=ATTACKS,
+        help="attacks to run (the clean run is always added)",
+    )
+    p.add_argument(
+        "--strategies",
+        nargs="+",
+        default=list(DEFAULT_STRATEGIES),
+        choices=STRATEGIES,
+        help="strategies (secure-robust: simulated on the quantized integers its decryptions return)",
+    )
     p.add_argument("--sketch-rows", type=int, default=16, help="secure-robust: sketch rows m per client")
     p.add_argument("--update-clip", type=float, default=0.5, help="secure-robust: updates clipped to [-R, R]")
     p.add_argument("--rounds", type=int, default=8, help="training rounds per federation")
@@ -490,21 +629,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256, help="local batch size")
     p.add_argument("--lr", type=float, default=1e-3, help="local Adam learning rate")
     p.add_argument("--records", type=int, default=10000, help="synthetic plant: records per client")
-    p.add_argument("--data", default=None, metavar="SKAB_DIR",
-                   help="run on SKAB (its labelled files as 10 pseudo-clients) instead of the synthetic plant")
+    p.add_argument(
+        "--data",
+        default=None,
+        metavar="SKAB_DIR",
+        help="run on SKAB (its labelled files as 10 pseudo-clients) instead of the synthetic plant",
+    )
     p.add_argument("--quarantine-after", type=int, default=3, help="flag/robust: quarantine after this many flags")
     p.add_argument("--seed", type=int, default=0, help="data, model and training seed")
-    p.add_argument("--scaling", default="site", choices=("site", "global"),
-                   help="as fedad-server --scaling: site (each client its own statistics) or global (merged)")
+    p.add_argument(
+        "--scaling",
+        default="site",
+        choices=("site", "global"),
+        help="as fedad-server --scaling: site (each client its own statistics) or global (merged)",
+    )
     from fedad.common.scoring import DEFAULT_SCORE, SCORES
     from fedad.common.threshold_rule import DEFAULT_RULE, THRESHOLD_RULES
 
     p.add_argument("--score", default=DEFAULT_SCORE, choices=SCORES, help="record score (as fedad-server --score)")
-    p.add_argument("--threshold-rule", default=DEFAULT_RULE, choices=THRESHOLD_RULES,
-                   help="threshold rule (as fedad-server --threshold-rule)")
+    p.add_argument(
+        "--threshold-rule",
+        default=DEFAULT_RULE,
+        choices=THRESHOLD_RULES,
+        help="threshold rule (as fedad-server --threshold-rule)",
+    )
     p.add_argument("--target-far", type=float, default=None, help="the rule's false-alarm rate (as fedad-server)")
-    p.add_argument("--threshold-scope", default="global", choices=("global", "site"),
-                   help="one robust global threshold, or each site's own (as fedad-server --threshold-scope)")
+    p.add_argument(
+        "--threshold-scope",
+        default="global",
+        choices=("global", "site"),
+        help="one robust global threshold, or each site's own (as fedad-server --threshold-scope)",
+    )
     p.add_argument("--jobs", type=int, default=2, help="worker processes (each runs whole attacks)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
     p.add_argument("--worker-attacks", nargs="+", default=None, help=argparse.SUPPRESS)
@@ -532,8 +687,10 @@ def main(argv=None) -> int:
         print(f"poisoning.py: error: {exc}", file=sys.stderr)
         return 2
     source = f"SKAB ({args.data})" if args.data else f"synthetic plant, {args.records} records per client"
-    print(f"{N_CLIENTS} clients, {N_MALICIOUS} malicious (last three), {args.rounds} rounds x {args.local_epochs} "
-          f"local epochs, dense autoencoder, {args.scaling} scaling, seed {args.seed}; {source}")
+    print(
+        f"{N_CLIENTS} clients, {N_MALICIOUS} malicious (last three), {args.rounds} rounds x {args.local_epochs} "
+        f"local epochs, dense autoencoder, {args.scaling} scaling, seed {args.seed}; {source}"
+    )
     print(format_table(rows))
     if any(r["strategy"] == "robust" for r in rows):
         print()

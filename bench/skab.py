@@ -47,6 +47,7 @@ AUC is the mean over files (whose test part holds both classes) of the ROC-AUC o
 smoothed scores on the test rows. The target (our best autoencoder better than Conv-AE on all three
 columns at once) is F1 >= 0.80 with FAR <= 13 % and MAR <= 25 % under the first column group's rule.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -71,9 +72,15 @@ SKAB_RULE_STEPS, SKAB_RULE_Q, SKAB_RULE_FACTOR = 60, 0.999, 4 / 3
 TARGET = {"f1": 0.80, "far": 0.13, "mar": 0.25}
 # SKAB 'Proposed Leaderboard', outlier detection (PUBLISHED_RESULTS.md section 1): F1, FAR %, MAR %
 LEADERBOARD = [
-    ("Conv-AE", 0.78, 13.55, 28.02), ("MSET", 0.78, 39.73, 14.13), ("T-squared+Q (PCA-based)", 0.76, 26.62, 24.92),
-    ("LSTM-AE", 0.74, 29.96, 25.92), ("T-squared", 0.66, 19.21, 42.6), ("LSTM-VAE", 0.56, 9.13, 55.03),
-    ("Vanilla LSTM", 0.54, 12.54, 59.53), ("MSCRED", 0.36, 49.94, 69.88), ("Vanilla AE", 0.39, 2.59, 75.15),
+    ("Conv-AE", 0.78, 13.55, 28.02),
+    ("MSET", 0.78, 39.73, 14.13),
+    ("T-squared+Q (PCA-based)", 0.76, 26.62, 24.92),
+    ("LSTM-AE", 0.74, 29.96, 25.92),
+    ("T-squared", 0.66, 19.21, 42.6),
+    ("LSTM-VAE", 0.56, 9.13, 55.03),
+    ("Vanilla LSTM", 0.54, 12.54, 59.53),
+    ("MSCRED", 0.36, 49.94, 69.88),
+    ("Vanilla AE", 0.39, 2.59, 75.15),
     ("Isolation forest", 0.29, 2.56, 82.89),
 ]
 
@@ -82,45 +89,87 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="../shared/datasets/skab", help="SKAB data/ directory (holds valve1/ ...)")
     ap.add_argument("--json", default=None, metavar="FILE", help="write config and result rows as JSON here")
-    ap.add_argument("--models", default=None,
-                    help="comma-separated autoencoders, or 'none'; default: all (--held-out-groups: dense,vae)")
-    ap.add_argument("--baselines", default=None,
-                    help="comma-separated baselines, or 'none'; default: all (--held-out-groups: none)")
+    ap.add_argument(
+        "--models",
+        default=None,
+        help="comma-separated autoencoders, or 'none'; default: all (--held-out-groups: dense,vae)",
+    )
+    ap.add_argument(
+        "--baselines", default=None, help="comma-separated baselines, or 'none'; default: all (--held-out-groups: none)"
+    )
     ap.add_argument("--groups", default=",".join(GROUPS), help="comma-separated SKAB groups to use")
     ap.add_argument("--limit", type=int, default=None, help="use only the first N files (quick runs)")
-    ap.add_argument("--window", type=int, default=None,
-                    help="window of the sequence models (lstm, gru, cnn); default: cnn 60, lstm/gru 20")
+    ap.add_argument(
+        "--window",
+        type=int,
+        default=None,
+        help="window of the sequence models (lstm, gru, cnn); default: cnn 60, lstm/gru 20",
+    )
     ap.add_argument("--epochs", type=int, default=15, help="maximum epochs per file")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--patience", type=int, default=5, help="early-stopping patience (epochs)")
-    ap.add_argument("--scaler", default="standard", choices=("standard", "minmax", "none"),
-                    help="autoencoder preprocessing scaler (fitted on the 400 training rows)")
-    ap.add_argument("--denoise", default=None, choices=("ma", "median"),
-                    help="autoencoder preprocessing: causal moving mean/median of the inputs")
+    ap.add_argument(
+        "--scaler",
+        default="standard",
+        choices=("standard", "minmax", "none"),
+        help="autoencoder preprocessing scaler (fitted on the 400 training rows)",
+    )
+    ap.add_argument(
+        "--denoise",
+        default=None,
+        choices=("ma", "median"),
+        help="autoencoder preprocessing: causal moving mean/median of the inputs",
+    )
     ap.add_argument("--denoise-window", type=int, default=5)
-    ap.add_argument("--rule", default="adaptive", choices=("adaptive", "fedad"),
-                    help="first column group: the streaming re-baselining detector (default) or the static fedad rule")
-    ap.add_argument("--smooth", type=int, default=None,
-                    help="records per rolling window of scores (1: off); default: adaptive 45, fedad 60")
+    ap.add_argument(
+        "--rule",
+        default="adaptive",
+        choices=("adaptive", "fedad"),
+        help="first column group: the streaming re-baselining detector (default) or the static fedad rule",
+    )
+    ap.add_argument(
+        "--smooth",
+        type=int,
+        default=None,
+        help="records per rolling window of scores (1: off); default: adaptive 45, fedad 60",
+    )
     ap.add_argument("--smooth-how", default="mean", choices=("mean", "median", "max", "min"))
-    ap.add_argument("--align", default="center", choices=("center", "causal"),
-                    help="fedad rule: centred rolling window (offline) or trailing (streaming)")
-    ap.add_argument("--threshold-quantile", type=float, default=1.0,
-                    help="fedad rule: quantile of the smoothed training-part scores (1.0: their maximum)")
-    ap.add_argument("--threshold-scale", type=float, default=None,
-                    help="factor on the quantile's distance above the median training-part score; "
-                         "default: adaptive 2.0, fedad 1.5")
-    ap.add_argument("--drift-ratio", type=float, default=0.6,
-                    help="adaptive: leave out sensors whose 60-row rolling mean in the training rows varies by at "
-                         "least this share of their std (>1: keep all)")
+    ap.add_argument(
+        "--align",
+        default="center",
+        choices=("center", "causal"),
+        help="fedad rule: centred rolling window (offline) or trailing (streaming)",
+    )
+    ap.add_argument(
+        "--threshold-quantile",
+        type=float,
+        default=1.0,
+        help="fedad rule: quantile of the smoothed training-part scores (1.0: their maximum)",
+    )
+    ap.add_argument(
+        "--threshold-scale",
+        type=float,
+        default=None,
+        help="factor on the quantile's distance above the median training-part score; default: adaptive 2.0, fedad 1.5",
+    )
+    ap.add_argument(
+        "--drift-ratio",
+        type=float,
+        default=0.6,
+        help="adaptive: leave out sensors whose 60-row rolling mean in the training rows varies by at "
+        "least this share of their std (>1: keep all)",
+    )
     ap.add_argument("--change-window", type=int, default=20, help="adaptive: rows per mean compared for a change")
     ap.add_argument("--change-sds", type=float, default=3.0, help="adaptive: change size, training std units")
     ap.add_argument("--drop", type=float, default=0.3, help="adaptive: fall of the mean score that ends an alarm")
     ap.add_argument("--collect", type=int, default=120, help="adaptive: rows judged normal and re-fitted on")
-    ap.add_argument("--held-out-groups", action="store_true",
-                    help="adaptive rule: leave-one-group-out choice of its parameters from a small grid "
-                         "(see HELD_OUT_GRID) and the pooled held-out scores")
+    ap.add_argument(
+        "--held-out-groups",
+        action="store_true",
+        help="adaptive rule: leave-one-group-out choice of its parameters from a small grid "
+        "(see HELD_OUT_GRID) and the pooled held-out scores",
+    )
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--device", default="cpu", help="torch device for the autoencoders")
     ap.add_argument("--seed", type=int, default=0)
@@ -189,9 +238,15 @@ def adaptive_rule(name: str, X: np.ndarray, args: argparse.Namespace, cache: dic
     from fedad.common.rebaseline import drifting_features, stream_alarms
     from fedad.common.stream_rule import AdaptiveParams, adaptive_alarms, stream_scores
 
-    params = AdaptiveParams(smooth=args.smooth, threshold_scale=args.threshold_scale,
-                            change_window=args.change_window, change_sds=args.change_sds, drop=args.drop,
-                            collect=args.collect, drift_ratio=args.drift_ratio)
+    params = AdaptiveParams(
+        smooth=args.smooth,
+        threshold_scale=args.threshold_scale,
+        change_window=args.change_window,
+        change_sds=args.change_sds,
+        drop=args.drop,
+        collect=args.collect,
+        drift_ratio=args.drift_ratio,
+    )
 
     def fit(rows: np.ndarray):
         if cache is None:
@@ -207,12 +262,19 @@ def adaptive_rule(name: str, X: np.ndarray, args: argparse.Namespace, cache: dic
         keep[:] = True
     if name in BASELINES:
         det = fit(train[:, keep])
-        res = stream_alarms(stream[:, keep], det.decision_function(stream[:, keep]),
-                            det.decision_function(train[:, keep]), train[:, keep].std(axis=0),
-                            lambda rows: fit(rows[:, keep]).decision_function,
-                            smooth=params.smooth, threshold_scale=params.threshold_scale,
-                            change_window=params.change_window, change_sds=params.change_sds, drop=params.drop,
-                            collect=params.collect)
+        res = stream_alarms(
+            stream[:, keep],
+            det.decision_function(stream[:, keep]),
+            det.decision_function(train[:, keep]),
+            train[:, keep].std(axis=0),
+            lambda rows: fit(rows[:, keep]).decision_function,
+            smooth=params.smooth,
+            threshold_scale=params.threshold_scale,
+            change_window=params.change_window,
+            change_sds=params.change_sds,
+            drop=params.drop,
+            collect=params.collect,
+        )
         train_scores = det.decision_function(train[:, keep])
     else:
         det = fit(train)
@@ -238,7 +300,7 @@ def skab_rule(scores: np.ndarray, end_effect: bool = True) -> np.ndarray:
     pred = (all_above > 0).astype(np.int8)
     if end_effect:
         pred[: steps - 1] = 0
-        pred[max(steps - 1, n - 2 * steps + 2):] = 0
+        pred[max(steps - 1, n - 2 * steps + 2) :] = 0
     return pred
 
 
@@ -253,9 +315,17 @@ def make_detector(name: str, args: argparse.Namespace):
     pre = {"scaler": args.scaler}
     if args.denoise:
         pre.update(denoise=args.denoise, denoise_window=args.denoise_window)
-    return AutoencoderDetector(model=name, window=window, epochs=args.epochs, batch_size=args.batch_size,
-                               lr=args.lr, patience=args.patience, device=args.device, seed=args.seed,
-                               preprocessing=pre)
+    return AutoencoderDetector(
+        model=name,
+        window=window,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        patience=args.patience,
+        device=args.device,
+        seed=args.seed,
+        preprocessing=pre,
+    )
 
 
 def pooled(y_parts: list[np.ndarray], p_parts: list[np.ndarray]) -> dict[str, float]:
@@ -264,8 +334,13 @@ def pooled(y_parts: list[np.ndarray], p_parts: list[np.ndarray]) -> dict[str, fl
     return metrics_from_confusion(*confusion_counts(np.concatenate(y_parts), np.concatenate(p_parts)))
 
 
-def run_detector(name: str, data: list[tuple[str, np.ndarray, np.ndarray]], args, cache: dict | None = None,
-                 counts: list | None = None) -> dict:
+def run_detector(
+    name: str,
+    data: list[tuple[str, np.ndarray, np.ndarray]],
+    args,
+    cache: dict | None = None,
+    counts: list | None = None,
+) -> dict:
     """Fit per file, score, apply both record rules; pooled metrics and timing. ``cache``: see
     ``adaptive_rule``; ``counts``: a list that receives each file's (tp, fp, tn, fn) under the first rule."""
     from sklearn.metrics import roc_auc_score
@@ -275,7 +350,7 @@ def run_detector(name: str, data: list[tuple[str, np.ndarray, np.ndarray]], args
     ys, fed, skab, skab_all, aucs = [], [], [], [], []
     t0, cpu0 = time.perf_counter(), time.process_time()
     rebaselines = dropped = 0
-    for fname, X, y in data:
+    for _fname, X, y in data:
         if args.rule == "adaptive":
             scores, smoothed, alarms, n_events, n_dropped = adaptive_rule(name, X, args, cache)
             rebaselines += n_events
@@ -294,14 +369,22 @@ def run_detector(name: str, data: list[tuple[str, np.ndarray, np.ndarray]], args
         if 0 < y_test.sum() < len(y_test):
             aucs.append(roc_auc_score(y_test, smoothed[TRAIN_ROWS:]))
     m, s, a = pooled(ys, fed), pooled(ys, skab), pooled(ys, skab_all)
-    return {"model": name, "kind": "baseline" if name in BASELINE_NAMES else "autoencoder",
-            "f1": m["f1"], "far": m["far"], "mar": m["mar"], "roc_auc": float(np.mean(aucs)) if aucs else None,
-            "precision": m["precision"], "recall": m["recall"],
-            "skab_rule": {"f1": s["f1"], "far": s["far"], "mar": s["mar"]},
-            "skab_rule_no_end_effect": {"f1": a["f1"], "far": a["far"], "mar": a["mar"]},
-            "rebaselines": rebaselines if args.rule == "adaptive" else None,
-            "dropped_sensors": dropped if args.rule == "adaptive" else None,
-            "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - cpu0}
+    return {
+        "model": name,
+        "kind": "baseline" if name in BASELINE_NAMES else "autoencoder",
+        "f1": m["f1"],
+        "far": m["far"],
+        "mar": m["mar"],
+        "roc_auc": float(np.mean(aucs)) if aucs else None,
+        "precision": m["precision"],
+        "recall": m["recall"],
+        "skab_rule": {"f1": s["f1"], "far": s["far"], "mar": s["mar"]},
+        "skab_rule_no_end_effect": {"f1": a["f1"], "far": a["far"], "mar": a["mar"]},
+        "rebaselines": rebaselines if args.rule == "adaptive" else None,
+        "dropped_sensors": dropped if args.rule == "adaptive" else None,
+        "seconds": time.perf_counter() - t0,
+        "cpu_seconds": time.process_time() - cpu0,
+    }
 
 
 def meets_target(row: dict) -> bool:
@@ -314,14 +397,18 @@ def meets_target(row: dict) -> bool:
 # setting (the defaults: smoothing 45, scale 2, drift 0.6) comes first: it wins ties.
 HELD_OUT_GRID = [
     {"smooth": sm, "threshold_scale": sc, "drift_ratio": dr}
-    for dr in (0.6, 0.5, 0.8) for sm in (30, 45, 60) for sc in (1.5, 2.0, 2.5)
+    for dr in (0.6, 0.5, 0.8)
+    for sm in (30, 45, 60)
+    for sc in (1.5, 2.0, 2.5)
 ] + [{"change_window": 40}, {"change_sds": 5.0, "drop": 0.6}, {"change_window": 40, "change_sds": 5.0, "drop": 0.6}]
 GRID_KEYS = ("smooth", "threshold_scale", "drift_ratio", "change_window", "change_sds", "drop")
 
 
 def setting_label(st: dict) -> str:
-    return (f"smooth {st['smooth']}, scale {st['threshold_scale']:g}, drift {st['drift_ratio']:g}, "
-            f"change {st['change_window']}/{st['change_sds']:g}sd/{st['drop']:g}")
+    return (
+        f"smooth {st['smooth']}, scale {st['threshold_scale']:g}, drift {st['drift_ratio']:g}, "
+        f"change {st['change_window']}/{st['change_sds']:g}sd/{st['drop']:g}"
+    )
 
 
 def target_shortfall(m: dict) -> float:
@@ -357,7 +444,7 @@ def held_out_groups(models: list[str], data: list, args) -> dict:
         raise SystemExit("skab.py: error: --held-out-groups needs files of at least two groups")
 
     def metrics(cnt: list, which) -> dict:
-        tot = np.sum([c for c, g in zip(cnt, group_of) if which(g)], axis=0)
+        tot = np.sum([c for c, g in zip(cnt, group_of, strict=True) if which(g)], axis=0)
         return {**metrics_from_confusion(*(int(v) for v in tot)), "counts": [int(v) for v in tot]}
 
     t0 = time.perf_counter()
@@ -371,8 +458,11 @@ def held_out_groups(models: list[str], data: list, args) -> dict:
             counts[name, i] = cnt
             if i == 0:
                 base_rows.append(row)
-        print(f"{name}: {len(grid)} settings on {len(data)} files ({time.perf_counter() - t0:.0f} s so far)",
-              file=sys.stderr, flush=True)
+        print(
+            f"{name}: {len(grid)} settings on {len(data)} files ({time.perf_counter() - t0:.0f} s so far)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     choices = {name: [(name, i) for i in range(len(grid))] for name in models}
     if len(models) > 1:
@@ -381,24 +471,37 @@ def held_out_groups(models: list[str], data: list, args) -> dict:
     for label, cands in choices.items():
         held: list = []
         for g in groups:
-            train = [(c, metrics(counts[c], lambda h: h != g)) for c in cands]
+            train = [(c, metrics(counts[c], lambda h, g=g: h != g)) for c in cands]
             (name, i), tm = pick_setting(train)
-            hm = metrics(counts[name, i], lambda h: h == g)
+            hm = metrics(counts[name, i], lambda h, g=g: h == g)
             held.append(hm["counts"])
-            folds.append({"choice": label, "held_out": g, "model": name, "setting": grid[i], "train": tm,
-                          "held_out_metrics": hm})
+            folds.append(
+                {"choice": label, "held_out": g, "model": name, "setting": grid[i], "train": tm, "held_out_metrics": hm}
+            )
         tot = [int(v) for v in np.sum(held, axis=0)]
         # in-sample reference: the pick on all groups at once
         (name, i), im = pick_setting([(c, metrics(counts[c], lambda h: True)) for c in cands])
-        pooled_out[label] = {"held_out": {**metrics_from_confusion(*tot), "counts": tot},
-                             "in_sample_pick": {"model": name, "setting": grid[i], **im}}
-    per_group_default = {name: {g: metrics(counts[name, 0], lambda h, g=g: h == g) for g in groups}
-                         | {"all": metrics(counts[name, 0], lambda h: True)} for name in models}
-    return {"groups": groups, "files_per_group": {g: group_of.count(g) for g in groups}, "grid": grid,
-            "criterion": "FAR <= 13 % and MAR <= 25 % on the other groups pooled, best F1 among those; else the "
-                         "smallest excess over the limits (FAR + MAR excess), then best F1",
-            "folds": folds, "pooled": pooled_out, "default_per_group": per_group_default,
-            "seconds": time.perf_counter() - t0, "rows": base_rows}
+        pooled_out[label] = {
+            "held_out": {**metrics_from_confusion(*tot), "counts": tot},
+            "in_sample_pick": {"model": name, "setting": grid[i], **im},
+        }
+    per_group_default = {
+        name: {g: metrics(counts[name, 0], lambda h, g=g: h == g) for g in groups}
+        | {"all": metrics(counts[name, 0], lambda h: True)}
+        for name in models
+    }
+    return {
+        "groups": groups,
+        "files_per_group": {g: group_of.count(g) for g in groups},
+        "grid": grid,
+        "criterion": "FAR <= 13 % and MAR <= 25 % on the other groups pooled, best F1 among those; else the "
+        "smallest excess over the limits (FAR + MAR excess), then best F1",
+        "folds": folds,
+        "pooled": pooled_out,
+        "default_per_group": per_group_default,
+        "seconds": time.perf_counter() - t0,
+        "rows": base_rows,
+    }
 
 
 def print_held_out(res: dict) -> None:
@@ -408,18 +511,26 @@ def print_held_out(res: dict) -> None:
     def ok(m: dict) -> str:
         return "meets" if meets_target(m) else "misses"
 
-    print(f"\nleave-one-group-out choice of the adaptive rule's parameters: {len(res['grid'])} settings; "
-          f"pick: {res['criterion']}")
-    print(f"{'choice':<18} {'held out':<8} {'picked (model: setting)':<58} {'train F1  FAR%  MAR%':>20} | "
-          f"{'held-out F1  FAR%  MAR%':>23}")
+    print(
+        f"\nleave-one-group-out choice of the adaptive rule's parameters: {len(res['grid'])} settings; "
+        f"pick: {res['criterion']}"
+    )
+    print(
+        f"{'choice':<18} {'held out':<8} {'picked (model: setting)':<58} {'train F1  FAR%  MAR%':>20} | "
+        f"{'held-out F1  FAR%  MAR%':>23}"
+    )
     for f in res["folds"]:
-        print(f"{f['choice']:<18} {f['held_out']:<8} {f['model'] + ': ' + setting_label(f['setting']):<58} "
-              f"{cols(f['train']):>20} | {cols(f['held_out_metrics']):>23}")
+        print(
+            f"{f['choice']:<18} {f['held_out']:<8} {f['model'] + ': ' + setting_label(f['setting']):<58} "
+            f"{cols(f['train']):>20} | {cols(f['held_out_metrics']):>23}"
+        )
     print("\npooled over the held-out groups (out of sample) vs the in-sample pick on all files:")
     for label, p in res["pooled"].items():
         h, i = p["held_out"], p["in_sample_pick"]
-        print(f"  {label:<18} held out {cols(h)} ({ok(h)} target) | in sample {cols(i)} "
-              f"({i['model']}: {setting_label(i['setting'])})")
+        print(
+            f"  {label:<18} held out {cols(h)} ({ok(h)} target) | in sample {cols(i)} "
+            f"({i['model']}: {setting_label(i['setting'])})"
+        )
     print(f"\ndefault setting ({setting_label(res['grid'][0])}) per group:")
     for name, per in res["default_per_group"].items():
         sizes = {**res["files_per_group"], "all": sum(res["files_per_group"].values())}
@@ -430,24 +541,33 @@ def print_held_out(res: dict) -> None:
 def print_table(rows: list[dict], n_files: int, n_test: int, args) -> None:
     print(f"\nSKAB outlier detection: {n_files} files, first {TRAIN_ROWS} rows train, {n_test} test rows pooled")
     if args.rule == "adaptive":
-        print(f"adaptive rule (streaming): sensors with drift ratio >= {args.drift_ratio} left out; trailing mean "
-              f"over {args.smooth} records > median + {args.threshold_scale} x (max - median) of training-part "
-              f"scores; re-fit on the {args.collect} rows after a change of > {args.change_sds} sd "
-              f"({args.change_window}-row means) that lowers the score by > {args.drop} during an alarm\n")
+        print(
+            f"adaptive rule (streaming): sensors with drift ratio >= {args.drift_ratio} left out; trailing mean "
+            f"over {args.smooth} records > median + {args.threshold_scale} x (max - median) of training-part "
+            f"scores; re-fit on the {args.collect} rows after a change of > {args.change_sds} sd "
+            f"({args.change_window}-row means) that lowers the score by > {args.drop} during an alarm\n"
+        )
     else:
-        print(f"fedad rule: rolling {args.smooth_how} over {args.smooth} records ({args.align}), threshold = "
-              f"median + {args.threshold_scale} x (q{args.threshold_quantile} - median) of training-part scores\n")
+        print(
+            f"fedad rule: rolling {args.smooth_how} over {args.smooth} records ({args.align}), threshold = "
+            f"median + {args.threshold_scale} x (q{args.threshold_quantile} - median) of training-part scores\n"
+        )
+
     def cols(m: dict) -> str:
         return f"{m['f1']:5.2f} {100 * m['far']:6.2f} {100 * m['mar']:6.2f}"
 
     print(f"{'':<20} {args.rule + ' rule':^26} | {'SKAB rule':^19} | {'SKAB rule, no end effect':^24}")
-    print(f"{'detector':<20} {'F1':>5} {'FAR%':>6} {'MAR%':>6} {'AUC':>6} | {'F1':>5} {'FAR%':>6} {'MAR%':>6} | "
-          f"{'F1':>5} {'FAR%':>6} {'MAR%':>6}  {'time s':>6}")
+    print(
+        f"{'detector':<20} {'F1':>5} {'FAR%':>6} {'MAR%':>6} {'AUC':>6} | {'F1':>5} {'FAR%':>6} {'MAR%':>6} | "
+        f"{'F1':>5} {'FAR%':>6} {'MAR%':>6}  {'time s':>6}"
+    )
     for r in rows:
         label = f"{r['model']} ({'AE' if r['kind'] == 'autoencoder' else 'baseline'})"
         auc = "   n/a" if r["roc_auc"] is None else f"{r['roc_auc']:6.3f}"
-        print(f"{label:<20} {cols(r)} {auc} | {cols(r['skab_rule'])} | {cols(r['skab_rule_no_end_effect'])}"
-              f"       {r['seconds']:6.1f}")
+        print(
+            f"{label:<20} {cols(r)} {auc} | {cols(r['skab_rule'])} | {cols(r['skab_rule_no_end_effect'])}"
+            f"       {r['seconds']:6.1f}"
+        )
     print("published (SKAB leaderboard @ b2c0d46):")
     for name, f1, far, mar in LEADERBOARD:
         print(f"  {name:<24} {f1:5.2f} {far:6.2f} {mar:6.2f}")
@@ -469,8 +589,10 @@ def main(argv: list[str] | None = None) -> int:
         ds = load_dataset(p, format="skab")
         data.append((p.relative_to(Path(args.data)).as_posix(), ds.X, ds.y.astype(np.int8)))
     n_test = sum(len(y) - TRAIN_ROWS for _, _, y in data)
-    print(f"{len(data)} SKAB files, {n_test} test rows ({sum(int(y[TRAIN_ROWS:].sum()) for _, _, y in data)} "
-          f"anomalous)", file=sys.stderr)
+    print(
+        f"{len(data)} SKAB files, {n_test} test rows ({sum(int(y[TRAIN_ROWS:].sum()) for _, _, y in data)} anomalous)",
+        file=sys.stderr,
+    )
 
     if args.held_out_groups:
         res = held_out_groups(models + baselines, data, args)
@@ -486,29 +608,49 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: fitting {len(data)} files ...", file=sys.stderr, flush=True)
         row = run_detector(name, data, args)
         extra = f", {row['rebaselines']} re-baselines" if row["rebaselines"] is not None else ""
-        print(f"{name}: F1 {row['f1']:.3f} FAR {100 * row['far']:.1f}% MAR {100 * row['mar']:.1f}% "
-              f"({row['seconds']:.0f} s{extra})", file=sys.stderr, flush=True)
+        print(
+            f"{name}: F1 {row['f1']:.3f} FAR {100 * row['far']:.1f}% MAR {100 * row['mar']:.1f}% "
+            f"({row['seconds']:.0f} s{extra})",
+            file=sys.stderr,
+            flush=True,
+        )
         rows.append(row)
 
     print_table(rows, len(data), n_test, args)
     aes = [r for r in rows if r["kind"] == "autoencoder"]
     best = max(aes, key=lambda r: r["f1"], default=None)
     met = [r["model"] for r in aes if meets_target(r)]
-    print(f"\ntarget ({args.rule} rule, one AE with F1 >= {TARGET['f1']}, FAR <= {100 * TARGET['far']:.0f}%, "
-          f"MAR <= {100 * TARGET['mar']:.0f}%): " + (f"MET by {', '.join(met)}" if met else "NOT met")
-          + (f"; best AE F1: {best['model']} {best['f1']:.2f} / FAR {100 * best['far']:.1f}% / MAR "
-             f"{100 * best['mar']:.1f}%" if best else ""))
+    print(
+        f"\ntarget ({args.rule} rule, one AE with F1 >= {TARGET['f1']}, FAR <= {100 * TARGET['far']:.0f}%, "
+        f"MAR <= {100 * TARGET['mar']:.0f}%): "
+        + (f"MET by {', '.join(met)}" if met else "NOT met")
+        + (
+            f"; best AE F1: {best['model']} {best['f1']:.2f} / FAR {100 * best['far']:.1f}% / MAR "
+            f"{100 * best['mar']:.1f}%"
+            if best
+            else ""
+        )
+    )
     if args.json:
         write_json(args, data, n_test, rows, met)
     return 0
 
 
 def write_json(args, data: list, n_test: int, rows: list[dict], met: list[str], held_out: dict | None = None) -> None:
-    out = {"benchmark": "skab-outlier", "files": len(data), "test_rows": n_test, "train_rows": TRAIN_ROWS,
-           "config": {k: v for k, v in vars(args).items() if k != "json"}, "target": TARGET,
-           "target_met_by": met, "rows": rows,
-           "published": [{"model": n, "f1": f1, "far": far / 100, "mar": mar / 100, "source": "SKAB leaderboard"}
-                         for n, f1, far, mar in LEADERBOARD]}
+    out = {
+        "benchmark": "skab-outlier",
+        "files": len(data),
+        "test_rows": n_test,
+        "train_rows": TRAIN_ROWS,
+        "config": {k: v for k, v in vars(args).items() if k != "json"},
+        "target": TARGET,
+        "target_met_by": met,
+        "rows": rows,
+        "published": [
+            {"model": n, "f1": f1, "far": far / 100, "mar": mar / 100, "source": "SKAB leaderboard"}
+            for n, f1, far, mar in LEADERBOARD
+        ],
+    }
     if held_out is not None:
         out["held_out_groups"] = held_out
     tmp = f"{args.json}.tmp"

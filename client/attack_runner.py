@@ -1,4 +1,5 @@
 """Wires a poisoning attack into a client's rounds (security testing only): data, collusion, update, count."""
+
 from __future__ import annotations
 
 import logging
@@ -14,9 +15,17 @@ from fedad.common.errors import FedadError
 class AttackRunner:
     """Applies ``--attack`` to a ``Site``: poisons its training rows once, then every update it sends."""
 
-    def __init__(self, name: str, scale: float | None, start_round: int, client: str,
-                 collusion_dir: str | None = None, colluders: int | None = None, seed: int = 0,
-                 num_clients: int | None = None):
+    def __init__(
+        self,
+        name: str,
+        scale: float | None,
+        start_round: int,
+        client: str,
+        collusion_dir: str | None = None,
+        colluders: int | None = None,
+        seed: int = 0,
+        num_clients: int | None = None,
+    ):
         params = {}
         if name == "alie" and scale is None:  # z from the federation's size and the number of colluders
             params = {"num_clients": num_clients, "num_malicious": colluders}
@@ -35,8 +44,14 @@ class AttackRunner:
         if poisoned is not X:
             site.split.train = poisoned
 
-    def apply(self, rnd: int, global_weights: list[np.ndarray], new_weights: list[np.ndarray],
-              num_examples: int, log: logging.Logger) -> tuple[list[np.ndarray], int]:
+    def apply(
+        self,
+        rnd: int,
+        global_weights: list[np.ndarray],
+        new_weights: list[np.ndarray],
+        num_examples: int,
+        log: logging.Logger,
+    ) -> tuple[list[np.ndarray], int]:
         """The weights and example count this malicious client reports for round ``rnd``."""
         if not self.attack.is_active(rnd):
             return new_weights, num_examples

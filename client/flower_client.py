@@ -1,4 +1,5 @@
 """Flower adapter of a site: decodes the server's instructions, calls ``Site``, encodes the answers."""
+
 from __future__ import annotations
 
 import hashlib
@@ -68,16 +69,21 @@ class FedadClient(flwr.client.NumPyClient):
             raise FedadError(f"the server runs encrypted aggregation ({mode}): start this node with {flag}")
         if self.secure is not None:
             if mode != self.secure.mode:
-                raise FedadError(f"this node is set up for {self.secure.mode} but the server runs "
-                                 f"{mode or 'plaintext aggregation'}; refusing to send its update")
+                raise FedadError(
+                    f"this node is set up for {self.secure.mode} but the server runs "
+                    f"{mode or 'plaintext aggregation'}; refusing to send its update"
+                )
             self.secure.check(config)
         key = config.get("scaler") or config.get("scaler_enc")
         if spec.scaling == "site":  # this node's own statistics; the federation's sums are not needed
             self.site.set_scaler(None, b"site")
         elif key:
             if self._scaler_cache is None or self._scaler_cache[0] != key:
-                stats = (decode_scaler_stats(key, self.site.n_features) if "scaler" in config
-                         else self.secure.decrypt_stats(key, self.site.n_features))
+                stats = (
+                    decode_scaler_stats(key, self.site.n_features)
+                    if "scaler" in config
+                    else self.secure.decrypt_stats(key, self.site.n_features)
+                )
                 self._scaler_cache = (key, stats)
             self.site.set_scaler(self._scaler_cache[1], key)
         return spec
@@ -121,8 +127,9 @@ class FedadClient(flwr.client.NumPyClient):
                 metrics["stats_enc"] = self.secure.encrypt_stats(stats)
             else:
                 metrics["stats"] = encode_scaler_stats(stats)
-            self.log.info("sent %sscaler statistics of %d training rows", "encrypted " if self.secure else "",
-                          stats.count)
+            self.log.info(
+                "sent %sscaler statistics of %d training rows", "encrypted " if self.secure else "", stats.count
+            )
             return [], stats.count, metrics
         rnd = int(config.get("round", 0))
         global_weights = self._global(parameters, config)
@@ -135,10 +142,20 @@ class FedadClient(flwr.client.NumPyClient):
             raise FedadError(f"the server sent a malformed global embedding: {exc}") from None
         direction = bool(config.get("global_embedding_direction"))
         if target is not None:
-            self.log.info("round %d: aligning to the global embedding (%d values, norm %.4f%s)", rnd, target.size,
-                          float(np.linalg.norm(target)), ", direction only" if direction else "")
-        out = self.site.train(global_weights, int(config.get("epochs", spec.local_epochs)), spec.seed * 1000 + rnd,
-                              global_embedding=target, direction_only=direction)
+            self.log.info(
+                "round %d: aligning to the global embedding (%d values, norm %.4f%s)",
+                rnd,
+                target.size,
+                float(np.linalg.norm(target)),
+                ", direction only" if direction else "",
+            )
+        out = self.site.train(
+            global_weights,
+            int(config.get("epochs", spec.local_epochs)),
+            spec.seed * 1000 + rnd,
+            global_embedding=target,
+            direction_only=direction,
+        )
         weights, examples = out["weights"], out["examples"]
         if self.attack is not None:
             weights, examples = self.attack.apply(rnd, global_weights, weights, examples, self.log)
@@ -156,9 +173,14 @@ class FedadClient(flwr.client.NumPyClient):
             weights = [self.secure.encrypt_weights(weights, config)]
         if self.secure is not None:
             metrics["encrypt_seconds"] = time.perf_counter() - t_enc
-        self.log.info("round %d: trained on %d samples, loss %.5f, %.2f s%s", rnd, out["examples"],
-                      out["train_loss"], out["seconds"],
-                      f", encrypted in {metrics['encrypt_seconds']:.2f} s" if self.secure is not None else "")
+        self.log.info(
+            "round %d: trained on %d samples, loss %.5f, %.2f s%s",
+            rnd,
+            out["examples"],
+            out["train_loss"],
+            out["seconds"],
+            f", encrypted in {metrics['encrypt_seconds']:.2f} s" if self.secure is not None else "",
+        )
         return weights, examples, metrics
 
     def evaluate(self, parameters, config):
@@ -169,8 +191,9 @@ class FedadClient(flwr.client.NumPyClient):
         if phase == "threshold":
             scores = self.site.record_scores(weights, self.site.split.val)
             spec = self.site.spec
-            self._site_threshold = threshold_by_rule(scores, spec.threshold_rule, spec.threshold_quantile,
-                                                     spec.target_far)
+            self._site_threshold = threshold_by_rule(
+                scores, spec.threshold_rule, spec.threshold_quantile, spec.target_far
+            )
             hist = histogram(scores)
             m: dict[str, Any] = {"name": self.name}
             if spec.score != "mse" and self.secure is None:  # for the server's global model (global scaling)
@@ -185,16 +208,20 @@ class FedadClient(flwr.client.NumPyClient):
         if phase == "test":
             if "quarantined" in config:
                 self.quarantined = int(config["quarantined"])
-                self.log.warning("quarantined by the server in round %s: this node's updates were left out of the "
-                                 "global model from then on; it still gets the final model", config["quarantined"])
+                self.log.warning(
+                    "quarantined by the server in round %s: this node's updates were left out of the "
+                    "global model from then on; it still gets the final model",
+                    config["quarantined"],
+                )
             split = self.site.split
             scores = self.site.record_scores(weights, split.test) if len(split.test) else np.zeros(0)
             spec = self.site.spec
             if spec.threshold_scope == "site":  # this node's own threshold, from its own validation scores
                 if self._site_threshold is None:
                     scores_val = self.site.record_scores(weights, split.val)
-                    self._site_threshold = threshold_by_rule(scores_val, spec.threshold_rule,
-                                                             spec.threshold_quantile, spec.target_far)
+                    self._site_threshold = threshold_by_rule(
+                        scores_val, spec.threshold_rule, spec.threshold_quantile, spec.target_far
+                    )
                 t = self._site_threshold
             elif "hist_sum_enc" in config:  # Paillier: the threshold comes from the decrypted summed histogram
                 counts = self.secure.decrypt_histogram(config["hist_sum_enc"], config, N_BINS)
@@ -205,9 +232,14 @@ class FedadClient(flwr.client.NumPyClient):
             m = {"name": self.name, "n_test": len(scores), "alarms": int(pred.sum()), "threshold": t}
             if split.test_labels is not None:
                 y = split.test_labels.astype(bool)
-                m.update(tp=int((pred & y).sum()), fp=int((pred & ~y).sum()), tn=int((~pred & ~y).sum()),
-                         fn=int((~pred & y).sum()), pos_hist=encode_histogram(histogram(scores[y])),
-                         neg_hist=encode_histogram(histogram(scores[~y])))
+                m.update(
+                    tp=int((pred & y).sum()),
+                    fp=int((pred & ~y).sum()),
+                    tn=int((~pred & ~y).sum()),
+                    fn=int((~pred & y).sum()),
+                    pos_hist=encode_histogram(histogram(scores[y])),
+                    neg_hist=encode_histogram(histogram(scores[~y])),
+                )
             self.log.info("evaluated %d test rows at threshold %.4g: %d alarms", len(scores), t, int(pred.sum()))
             if self.model_out:
                 self.log.info("saved this node's model to %s", self.site.save_model(self.model_out, weights, t))

@@ -12,6 +12,7 @@ examples:
   fedad-client --server plant-host:8080 --data shard.csv --root-certificates ca.pem \
       --tls-certificate press-7.pem --tls-key press-7.key          # its name is the certificate's subject
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,58 +49,122 @@ def build_parser() -> ArgumentParser:
     add_config_option(p)
     p.add_argument("--server", default="127.0.0.1:8080", help="address of fedad-server, host:port")
     p.add_argument("--data", required=False, help="this node's data file (CSV or Parquet; required)")
-    p.add_argument("--test-data", default=None, metavar="PATH",
-                   help="a separate evaluation file with the same columns (labelled: precision, recall, F1 in the "
-                   "server's report; unlabelled: alarms only, metrics null); all of --data then fits the model")
-    p.add_argument("--val-fraction", type=float, default=0.2,
-                   help="share of the normal fitting rows (the last ones, in time order) kept for the validation "
-                   "loss and the threshold")
-    p.add_argument("--test-fraction", type=float, default=None,
-                   help="share of --data (its last rows) held out as the test set when there is no --test-data "
-                   "(default 0.2; 0: all rows fit the model and nothing is evaluated)")
+    p.add_argument(
+        "--test-data",
+        default=None,
+        metavar="PATH",
+        help="a separate evaluation file with the same columns (labelled: precision, recall, F1 in the "
+        "server's report; unlabelled: alarms only, metrics null); all of --data then fits the model",
+    )
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.2,
+        help="share of the normal fitting rows (the last ones, in time order) kept for the validation "
+        "loss and the threshold",
+    )
+    p.add_argument(
+        "--test-fraction",
+        type=float,
+        default=None,
+        help="share of --data (its last rows) held out as the test set when there is no --test-data "
+        "(default 0.2; 0: all rows fit the model and nothing is evaluated)",
+    )
     p.add_argument("--format", default="auto", choices=FORMATS, help="data format (of --data and --test-data)")
-    p.add_argument("--label-column", default=None,
-                   help="0/1 label column (default: a column named 'label' if present); labelled anomalies "
-                   "are left out of training and used for the federated evaluation")
+    p.add_argument(
+        "--label-column",
+        default=None,
+        help="0/1 label column (default: a column named 'label' if present); labelled anomalies "
+        "are left out of training and used for the federated evaluation",
+    )
     p.add_argument("--time-column", default=None, help="time column to exclude from the features")
-    p.add_argument("--max-rows", type=int, default=2_000_000,
-                   help="keep the most recent this many rows of a CSV, read in 16 MB blocks: the node's memory is "
-                   "bounded by it (about 2 x rows x features x 8 bytes), not by the file's size; 0: all rows")
-    p.add_argument("--name", default=None, help="stable node name reported with every result: 1-64 letters, "
-                   "digits, _ . - (default: the subject of --tls-certificate, else the data file's name without "
-                   "extension); under TLS the server only accepts the certificate's subject")
-    p.add_argument("--model-out", default=None, metavar="DIR",
-                   help="save this node's final model here (global weights and threshold with this node's "
-                   "preprocessing), ready for fedad score")
+    p.add_argument(
+        "--max-rows",
+        type=int,
+        default=2_000_000,
+        help="keep the most recent this many rows of a CSV, read in 16 MB blocks: the node's memory is "
+        "bounded by it (about 2 x rows x features x 8 bytes), not by the file's size; 0: all rows",
+    )
+    p.add_argument(
+        "--name",
+        default=None,
+        help="stable node name reported with every result: 1-64 letters, "
+        "digits, _ . - (default: the subject of --tls-certificate, else the data file's name without "
+        "extension); under TLS the server only accepts the certificate's subject",
+    )
+    p.add_argument(
+        "--model-out",
+        default=None,
+        metavar="DIR",
+        help="save this node's final model here (global weights and threshold with this node's "
+        "preprocessing), ready for fedad score",
+    )
     p.add_argument("--device", default="auto", help="torch device: auto (CUDA when present), cpu or cuda")
-    p.add_argument("--connect-timeout", type=float, default=120.0,
-                   help="seconds to keep retrying an unreachable server before giving up")
-    p.add_argument("--root-certificates", default=None, metavar="CA_PEM",
-                   help="CA certificate of a TLS server (fedad certs makes one)")
-    p.add_argument("--tls-certificate", default=None, metavar="PEM",
-                   help="this node's client certificate, signed by the plant CA (fedad enroll, then fedad certs sign); "
-                   "required by a TLS server")
-    p.add_argument("--tls-key", default=None, metavar="KEY",
-                   help="the private key of --tls-certificate (fedad enroll made it; not the Paillier --private-key)")
-    p.add_argument("--private-key", default=None, metavar="FILE",
-                   help="Paillier private.key (fedad keygen) for a server running --strategy paillier; "
-                   "only clients ever hold it")
-    p.add_argument("--public-key", default=None, metavar="FILE",
-                   help="Paillier public.key for a server running --strategy secure-robust: this node encrypts "
-                   "its update, embedding and histogram and can decrypt nothing")
-    p.add_argument("--obfuscation", default="djn", choices=("djn", "full"),
-                   help="secure-robust: encryption randomness: djn (short-exponent h^a, ~4x faster, DJN assumption) "
-                   "or full (r^n, semantic security under DCR alone); see docs/secure-robust.md")
-    p.add_argument("--attack", default=None, type=attack_name, metavar="NAME",
-                   help="security testing: poison this node's updates with this attack: "
-                   f"{', '.join(shown_attack_names())} (sign_flip and sign-flip both work)")
+    p.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=120.0,
+        help="seconds to keep retrying an unreachable server before giving up",
+    )
+    p.add_argument(
+        "--root-certificates",
+        default=None,
+        metavar="CA_PEM",
+        help="CA certificate of a TLS server (fedad certs makes one)",
+    )
+    p.add_argument(
+        "--tls-certificate",
+        default=None,
+        metavar="PEM",
+        help="this node's client certificate, signed by the plant CA (fedad enroll, then fedad certs sign); "
+        "required by a TLS server",
+    )
+    p.add_argument(
+        "--tls-key",
+        default=None,
+        metavar="KEY",
+        help="the private key of --tls-certificate (fedad enroll made it; not the Paillier --private-key)",
+    )
+    p.add_argument(
+        "--private-key",
+        default=None,
+        metavar="FILE",
+        help="Paillier private.key (fedad keygen) for a server running --strategy paillier; only clients ever hold it",
+    )
+    p.add_argument(
+        "--public-key",
+        default=None,
+        metavar="FILE",
+        help="Paillier public.key for a server running --strategy secure-robust: this node encrypts "
+        "its update, embedding and histogram and can decrypt nothing",
+    )
+    p.add_argument(
+        "--obfuscation",
+        default="djn",
+        choices=("djn", "full"),
+        help="secure-robust: encryption randomness: djn (short-exponent h^a, ~4x faster, DJN assumption) "
+        "or full (r^n, semantic security under DCR alone); see docs/secure-robust.md",
+    )
+    p.add_argument(
+        "--attack",
+        default=None,
+        type=attack_name,
+        metavar="NAME",
+        help="security testing: poison this node's updates with this attack: "
+        f"{', '.join(shown_attack_names())} (sign_flip and sign-flip both work)",
+    )
     p.add_argument("--attack-scale", type=float, default=None, help="attack strength (attack-specific default)")
     p.add_argument("--attack-start-round", type=int, default=1, help="first round the attack is active")
-    p.add_argument("--collusion-dir", default=None,
-                   help="directory shared by colluding attackers only (alie, ipm, min-max)")
+    p.add_argument(
+        "--collusion-dir", default=None, help="directory shared by colluding attackers only (alie, ipm, min-max)"
+    )
     p.add_argument("--colluders", type=int, default=None, help="number of colluding attackers")
-    p.add_argument("--num-clients", type=int, default=None,
-                   help="alie: the federation's size, which sets its z (attackers are assumed to know it)")
+    p.add_argument(
+        "--num-clients",
+        type=int,
+        default=None,
+        help="alie: the federation's size, which sets its z (attackers are assumed to know it)",
+    )
     return p
 
 
@@ -143,27 +208,43 @@ def run(args) -> int:
     if identity is not None:
         info, cert_pem, key_pem = identity
         if name != info.name:
-            log.warning("--name %s differs from this node's certificate subject %s: the server will refuse it",
-                        name, info.name)
+            log.warning(
+                "--name %s differs from this node's certificate subject %s: the server will refuse it", name, info.name
+            )
         problem = info.validity_problem()
         if problem:
             log.warning("this node's %s: the server will refuse the connection", problem)
         use_client_certificate(cert_pem, key_pem)
-        log.info("mutual TLS as %s (certificate serial 0x%x, valid until %s UTC)", info.name, info.serial,
-                 f"{info.not_after:%Y-%m-%d %H:%M}")
+        log.info(
+            "mutual TLS as %s (certificate serial 0x%x, valid until %s UTC)",
+            info.name,
+            info.serial,
+            f"{info.not_after:%Y-%m-%d %H:%M}",
+        )
     from fedad.client.flower_client import FedadClient
     from fedad.client.site import Site
     from fedad.client.tls_probe import check_tls_matches
     from fedad.common.data import load_dataset
 
-    data = load_dataset(args.data, format=args.format, label_column=args.label_column, time_column=args.time_column,
-                        max_rows=args.max_rows or None)
+    data = load_dataset(
+        args.data,
+        format=args.format,
+        label_column=args.label_column,
+        time_column=args.time_column,
+        max_rows=args.max_rows or None,
+    )
     test_data = None
     if args.test_data:
-        test_data = load_dataset(args.test_data, format=args.format, label_column=args.label_column,
-                                 time_column=args.time_column, max_rows=args.max_rows or None)
-    site = Site(data, device=args.device, val_fraction=args.val_fraction, test_fraction=args.test_fraction,
-                test_data=test_data)
+        test_data = load_dataset(
+            args.test_data,
+            format=args.format,
+            label_column=args.label_column,
+            time_column=args.time_column,
+            max_rows=args.max_rows or None,
+        )
+    site = Site(
+        data, device=args.device, val_fraction=args.val_fraction, test_fraction=args.test_fraction, test_data=test_data
+    )
     from fedad.common.missing import missing_values_note
 
     note = missing_values_note(data.X, data.feature_names, "knn (the federation's preprocessing)")
@@ -173,22 +254,42 @@ def run(args) -> int:
     if args.attack:
         from fedad.client.attack_runner import AttackRunner
 
-        attack = AttackRunner(args.attack, args.attack_scale, args.attack_start_round, name,
-                              args.collusion_dir, args.colluders, num_clients=args.num_clients)
+        attack = AttackRunner(
+            args.attack,
+            args.attack_scale,
+            args.attack_start_round,
+            name,
+            args.collusion_dir,
+            args.colluders,
+            num_clients=args.num_clients,
+        )
         attack.prepare(site)
         log.warning("SECURITY TEST: this node runs attack '%s' from round %d", args.attack, args.attack_start_round)
-    log.info("loaded %d rows x %d features from %s (device %s); connecting to %s", len(data.X), data.X.shape[1],
-             args.data, site.device, args.server)
-    log.info("%d training, %d validation and %d test rows (%s, %s)", len(site.split.train), len(site.split.val),
-             len(site.split.test), f"test set {args.test_data}" if test_data is not None
-             else "test set: tail of --data", "labelled" if site.split.test_labels is not None else "unlabelled")
+    log.info(
+        "loaded %d rows x %d features from %s (device %s); connecting to %s",
+        len(data.X),
+        data.X.shape[1],
+        args.data,
+        site.device,
+        args.server,
+    )
+    log.info(
+        "%d training, %d validation and %d test rows (%s, %s)",
+        len(site.split.train),
+        len(site.split.val),
+        len(site.split.test),
+        f"test set {args.test_data}" if test_data is not None else "test set: tail of --data",
+        "labelled" if site.split.test_labels is not None else "unlabelled",
+    )
     secure = None
     if args.public_key:
         from fedad.client.secure import PublicKeyClient
 
         secure = PublicKeyClient(args.public_key, args.obfuscation)
-        log.info("secure-robust mode: updates, embeddings and histograms leave this node encrypted (key %s)",
-                 secure.fingerprint)
+        log.info(
+            "secure-robust mode: updates, embeddings and histograms leave this node encrypted (key %s)",
+            secure.fingerprint,
+        )
     if args.private_key:
         from fedad.client.secure import SecureClient
 
@@ -196,14 +297,24 @@ def run(args) -> int:
         log.info("Paillier mode: updates and statistics leave this node encrypted (key %s)", secure.fingerprint)
     client = FedadClient(site, name, log, attack, secure, args.model_out)
     try:
-        connect(args.server, client.to_client(), ca, args.connect_timeout, client.contact, log,
-                diagnose=lambda: check_tls_matches(args.server, ca is not None, identity is not None))
+        connect(
+            args.server,
+            client.to_client(),
+            ca,
+            args.connect_timeout,
+            client.contact,
+            log,
+            diagnose=lambda: check_tls_matches(args.server, ca is not None, identity is not None),
+        )
     except ServerUnreachable as exc:
         print(f"fedad-client: error: {exc}", file=sys.stderr)
         return 1
     if client.quarantined is not None:
-        log.warning("the server ended the run; this node was quarantined by the server in round %d (exit code 0: "
-                    "the run completed, its updates were not used)", client.quarantined)
+        log.warning(
+            "the server ended the run; this node was quarantined by the server in round %d (exit code 0: "
+            "the run completed, its updates were not used)",
+            client.quarantined,
+        )
     else:
         log.info("the server ended the run; exiting")
     return 0

@@ -5,6 +5,7 @@ aggregates the server returns. ``PublicKeyClient`` (--strategy secure-robust): h
 encrypts its update (new weights minus the global ones), its mean embedding and its histogram; the global
 model and the threshold come back in plaintext after the key holder's blind decryption.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,8 +17,7 @@ from fedad.common.crypto.encryption import encrypt_blocks
 from fedad.common.crypto.keys import key_fingerprint, load_private_key, load_public_key
 from fedad.common.crypto.obfuscation import ObfuscatorReserve, djn_exponent_bits
 from fedad.common.crypto.packing import SlotLayout, pack, quantize
-from fedad.common.crypto.statistics import (decrypt_counts, decrypt_fixed_point, encrypt_counts,
-                                            encrypt_fixed_point)
+from fedad.common.crypto.statistics import decrypt_counts, decrypt_fixed_point, encrypt_counts, encrypt_fixed_point
 from fedad.common.crypto.update import decrypt_mean, encrypt_update, slot_layout
 from fedad.common.errors import FedadError
 from fedad.common.preprocessing import ScalerStats
@@ -40,20 +40,28 @@ class SecureClient:
 
     # scaler statistics: count, sum, sum of squares (min/max are not additive, so not sent)
     def encrypt_stats(self, stats: ScalerStats) -> bytes:
-        return encrypt_fixed_point(self.public_key, np.concatenate([[stats.count], stats.sum, stats.sumsq]),
-                                   self.private_key)
+        return encrypt_fixed_point(
+            self.public_key, np.concatenate([[stats.count], stats.sum, stats.sumsq]), self.private_key
+        )
 
     def decrypt_stats(self, data: bytes, n_features: int) -> ScalerStats:
         v = decrypt_fixed_point(self.decryptor, data, 1 + 2 * n_features)
-        s, ss = v[1:1 + n_features], v[1 + n_features:]
+        s, ss = v[1 : 1 + n_features], v[1 + n_features :]
         count = int(round(v[0]))
         mean = s / max(count, 1)
         return ScalerStats(count=count, sum=s, sumsq=ss, min=mean.copy(), max=mean.copy())
 
     def encrypt_weights(self, weights: list[np.ndarray], config: dict) -> np.ndarray:
         layout = slot_layout(self.public_key, int(config["bits"]), int(config["max_sum"]))
-        msg = encrypt_update(self.public_key, weights, float(config["clip"]), int(config["bits"]), layout,
-                             workers=1, private_key=self.private_key)
+        msg = encrypt_update(
+            self.public_key,
+            weights,
+            float(config["clip"]),
+            int(config["bits"]),
+            layout,
+            workers=1,
+            private_key=self.private_key,
+        )
         return np.frombuffer(msg, dtype=np.uint8)
 
     def decrypt_weights(self, parameters: list[np.ndarray], config: dict, shapes) -> list[np.ndarray]:
@@ -61,8 +69,15 @@ class SecureClient:
             raise FedadError("expected an encrypted global model from the server")
         # lenient: a peer's out-of-range plaintexts (no range proofs) spoil values, which are clamped to the
         # clip range, instead of making every honest node's decryption fail
-        return decrypt_mean(self.decryptor, parameters[0].tobytes(), int(config["total_weight"]), shapes,
-                            float(config["clip"]), int(config["bits"]), lenient=True)
+        return decrypt_mean(
+            self.decryptor,
+            parameters[0].tobytes(),
+            int(config["total_weight"]),
+            shapes,
+            float(config["clip"]),
+            int(config["bits"]),
+            lenient=True,
+        )
 
     def encrypt_histogram(self, counts: np.ndarray, config: dict) -> bytes:
         return encrypt_counts(self.public_key, counts, int(config["max_clients"]), self.private_key)
@@ -74,8 +89,10 @@ class SecureClient:
 def _check_key(config: dict, fingerprint: str) -> None:
     """Refuse a run under another key than this node's."""
     if config.get("key") != fingerprint:
-        raise FedadError(f"the server's public key ({config.get('key')}) does not match this node's key "
-                         f"({fingerprint}); use the key of this plant")
+        raise FedadError(
+            f"the server's public key ({config.get('key')}) does not match this node's key "
+            f"({fingerprint}); use the key of this plant"
+        )
 
 
 class PublicKeyClient:
@@ -109,8 +126,12 @@ class PublicKeyClient:
 
     def encrypt_update(self, weights: list[np.ndarray], global_weights: list[np.ndarray], config: dict) -> np.ndarray:
         """The update (weights - global), clipped to [-clip, clip], quantized (stochastic), packed, encrypted."""
-        update = np.concatenate([(np.asarray(w, np.float64) - np.asarray(g, np.float64)).ravel()
-                                 for w, g in zip(weights, global_weights)])
+        update = np.concatenate(
+            [
+                (np.asarray(w, np.float64) - np.asarray(g, np.float64)).ravel()
+                for w, g in zip(weights, global_weights, strict=True)
+            ]
+        )
         q, _ = quantize(update, float(config["clip"]), int(config["bits"]), self.rng)
         return np.frombuffer(self._encrypt(q, self.layout(config)), dtype=np.uint8)
 

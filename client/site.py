@@ -2,6 +2,7 @@
 
 Raw records stay in this object; what it returns are weights, counts, sums and histograms.
 """
+
 from __future__ import annotations
 
 import time
@@ -22,8 +23,14 @@ if TYPE_CHECKING:
 class Site:
     """A client's data and model, driven phase by phase by the server's instructions."""
 
-    def __init__(self, data: Dataset, device: str = "cpu", val_fraction: float = 0.2,
-                 test_fraction: float | None = None, test_data: Dataset | None = None) -> None:
+    def __init__(
+        self,
+        data: Dataset,
+        device: str = "cpu",
+        val_fraction: float = 0.2,
+        test_fraction: float | None = None,
+        test_data: Dataset | None = None,
+    ) -> None:
         """Split ``data`` into training, validation (``val_fraction`` of the normal fitting rows) and test rows
         (the last ``test_fraction``, default 0.2); with ``test_data`` that file is the test set and all of
         ``data`` fits the model."""
@@ -32,8 +39,9 @@ class Site:
         if not 0.0 < val_fraction < 1.0:
             raise FedadError(f"--val-fraction must be between 0 and 1 (exclusive), got {val_fraction}")
         if test_data is not None and test_fraction:
-            raise FedadError("give --test-data or --test-fraction, not both (with --test-data all of --data fits "
-                             "the model)")
+            raise FedadError(
+                "give --test-data or --test-fraction, not both (with --test-data all of --data fits the model)"
+            )
         test_fraction = 0.0 if test_data is not None else (0.2 if test_fraction is None else test_fraction)
         if not 0.0 <= test_fraction < 1.0:
             raise FedadError(f"--test-fraction must be in [0, 1), got {test_fraction}")
@@ -44,10 +52,11 @@ class Site:
             raise FedadError(f"{data.source}: too few normal rows to train ({len(data.X)} rows in all)")
         if test_data is not None:
             if list(test_data.feature_names) != list(data.feature_names):
-                raise FedadError(f"{test_data.source}: its features {test_data.feature_names[:6]}... differ from "
-                                 f"those of {data.source}: {data.feature_names[:6]}...")
-            self.split = Split(train=self.split.train, val=self.split.val, test=test_data.X,
-                               test_labels=test_data.y)
+                raise FedadError(
+                    f"{test_data.source}: its features {test_data.feature_names[:6]}... differ from "
+                    f"those of {data.source}: {data.feature_names[:6]}..."
+                )
+            self.split = Split(train=self.split.train, val=self.split.val, test=test_data.X, test_labels=test_data.y)
         self._spec_key: str | None = None
         self._scaler_key: bytes | None = None
         self.model = None
@@ -64,7 +73,8 @@ class Site:
 
             raise FedadError(
                 f"this node's data has {self.n_features} features, but the federation's model takes {len(names)} "
-                f"({describe_feature_difference(self.data.feature_names, names)}; check the shard's columns)")
+                f"({describe_feature_difference(self.data.feature_names, names)}; check the shard's columns)"
+            )
 
     def configure(self, spec: FederationSpec, spec_key: str) -> None:
         """(Re)build the local preprocessing and model when the federation's spec changes."""
@@ -97,8 +107,14 @@ class Site:
         z = self.pre.transform(rows)
         return z if window <= 1 else np.ascontiguousarray(sliding_windows(z, window))
 
-    def train(self, weights: list[np.ndarray] | None, epochs: int, round_seed: int,
-              global_embedding: np.ndarray | None = None, direction_only: bool = False) -> dict:
+    def train(
+        self,
+        weights: list[np.ndarray] | None,
+        epochs: int,
+        round_seed: int,
+        global_embedding: np.ndarray | None = None,
+        direction_only: bool = False,
+    ) -> dict:
         """Local training from the global weights (aligned to ``global_embedding`` where the model has that term)."""
         from fedad.common.training import get_weights, set_weights, train_model
 
@@ -110,11 +126,24 @@ class Site:
             except ValueError as exc:
                 raise FedadError(f"bad global embedding from the server: {exc}") from None
         t0 = time.perf_counter()
-        hist = train_model(self.model, self.train_samples, None, epochs=epochs, batch_size=self.spec.batch_size,
-                           lr=self.spec.lr, weight_decay=self.spec.weight_decay, patience=epochs + 1,
-                           device=self.device, seed=round_seed)
-        return {"weights": get_weights(self.model), "train_loss": float(hist["train_loss"][-1]),
-                "seconds": time.perf_counter() - t0, "examples": len(self.train_samples)}
+        hist = train_model(
+            self.model,
+            self.train_samples,
+            None,
+            epochs=epochs,
+            batch_size=self.spec.batch_size,
+            lr=self.spec.lr,
+            weight_decay=self.spec.weight_decay,
+            patience=epochs + 1,
+            device=self.device,
+            seed=round_seed,
+        )
+        return {
+            "weights": get_weights(self.model),
+            "train_loss": float(hist["train_loss"][-1]),
+            "seconds": time.perf_counter() - t0,
+            "examples": len(self.train_samples),
+        }
 
     def _load(self, weights: list[np.ndarray]) -> None:
         """Adopt the global weights for scoring, with score statistics fitted on this site's training data."""
@@ -133,8 +162,12 @@ class Site:
         if self.spec.score == "mse":
             s = reconstruction_errors(self.model, samples, self.device)
         else:
-            s = aggregate_errors(feature_errors(self.model, samples, self.device), self.feature_scales(weights),
-                                 self.spec.score, self.spec.top_k)
+            s = aggregate_errors(
+                feature_errors(self.model, samples, self.device),
+                self.feature_scales(weights),
+                self.spec.score,
+                self.spec.top_k,
+            )
         return s if self.spec.window <= 1 else window_scores_to_records(s, len(rows), self.spec.window)
 
     def feature_scales(self, weights: list[np.ndarray]) -> np.ndarray:
@@ -156,11 +189,18 @@ class Site:
         """This site's deployable model: the global weights and threshold with this site's preprocessing."""
         from fedad.common.detector import AutoencoderDetector
 
-        det = AutoencoderDetector(model=self.spec.model, window=self.spec.window, seed=self.spec.seed,
-                                  threshold_quantile=self.spec.threshold_quantile, score=self.spec.score,
-                                  top_k=self.spec.top_k, threshold_rule=self.spec.threshold_rule,
-                                  target_far=self.spec.target_far,
-                                  preprocessing=dict(self.spec.preprocessing), model_sizes=dict(self.spec.sizes))
+        det = AutoencoderDetector(
+            model=self.spec.model,
+            window=self.spec.window,
+            seed=self.spec.seed,
+            threshold_quantile=self.spec.threshold_quantile,
+            score=self.spec.score,
+            top_k=self.spec.top_k,
+            threshold_rule=self.spec.threshold_rule,
+            target_far=self.spec.target_far,
+            preprocessing=dict(self.spec.preprocessing),
+            model_sizes=dict(self.spec.sizes),
+        )
         self._load(weights)  # the saved centre and scales are this site's
         det.model_, det.preprocessor_, det.device_ = self.model, self.pre, self.device
         det.n_features_ = det.n_features_in_ = self.n_features

@@ -2,6 +2,7 @@
 
 gRPC reports a plaintext client at a TLS server (and the reverse) as UNAVAILABLE, like a wrong address.
 """
+
 from __future__ import annotations
 
 import socket
@@ -58,12 +59,18 @@ def check_tls_matches(address: str, uses_tls: bool, has_certificate: bool = Fals
     if found is None:
         return
     if found == "plain" and uses_tls:
-        raise FedadError(f"the server at {address} does not speak TLS: drop --root-certificates, or start fedad-server "
-                         "with --certificates")
+        raise FedadError(
+            f"the server at {address} does not speak TLS: drop --root-certificates, or start fedad-server "
+            "with --certificates"
+        )
     if found != "plain" and not uses_tls:
-        raise FedadError(f"the server at {address} speaks TLS: pass --root-certificates CA_PEM (the CA that "
-                         "signed its certificate; fedad certs writes ca.pem) and this node's --tls-certificate "
-                         "and --tls-key")
+        raise FedadError(
+            f"the server at {address} speaks TLS: pass --root-certificates CA_PEM (the CA that "
+            "signed its certificate; fedad certs writes ca.pem) and this node's --tls-certificate "
+            "and --tls-key"
+        )
     if found == "mutual" and not has_certificate:
-        raise FedadError(f"the server at {address} asks for a client certificate: pass --tls-certificate NODE.pem "
-                         "--tls-key NODE.key (fedad enroll, then fedad certs sign on the CA host)")
+        raise FedadError(
+            f"the server at {address} asks for a client certificate: pass --tls-certificate NODE.pem "
+            "--tls-key NODE.key (fedad enroll, then fedad certs sign on the CA host)"
+        )

@@ -1,4 +1,5 @@
 """HOST:PORT options checked before any work: their form, and whether this machine can listen there."""
+
 from __future__ import annotations
 
 import errno
@@ -29,6 +30,8 @@ def check_can_listen(address: str, option: str = "--address") -> None:
             s.bind(sockaddr)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                raise FedadError(f"cannot listen on {address}: port {port} is already in use "
-                                 f"(another fedad-server? choose another port with {option})") from None
+                raise FedadError(
+                    f"cannot listen on {address}: port {port} is already in use "
+                    f"(another fedad-server? choose another port with {option})"
+                ) from None
             raise FedadError(f"cannot listen on {address}: {exc.strerror}") from None

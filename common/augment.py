@@ -13,6 +13,7 @@ so a seeded generator gives the same views every time.
 - ``augment``: the composition used by ``--model contrastive``: scaling, jitter, masking, and time shifts
   for windows.
 """
+
 from __future__ import annotations
 
 import torch
@@ -55,8 +56,14 @@ def time_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator | Non
     return torch.gather(x, 1, idx.unsqueeze(-1).expand(-1, -1, x.shape[2]))
 
 
-def augment(x: torch.Tensor, jitter_sigma: float = 0.1, scale_sigma: float = 0.1, mask_p: float = 0.1,
-            max_shift: int = 2, generator: torch.Generator | None = None) -> torch.Tensor:
+def augment(
+    x: torch.Tensor,
+    jitter_sigma: float = 0.1,
+    scale_sigma: float = 0.1,
+    mask_p: float = 0.1,
+    max_shift: int = 2,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """One random view: scaling, then jitter, then feature masking, then (windows only) a time shift."""
     v = scaling(x, scale_sigma, generator)
     v = jitter(v, jitter_sigma, generator)

@@ -10,11 +10,11 @@ whose classic form flags a row when any feature leaves its fences (``threshold_ 
 Missing values (NaN) are filled with the per-feature training median before scoring, so the baselines
 accept what ``load_dataset`` returns.
 """
+
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-
 import warnings
+from abc import ABC, abstractmethod
 
 import numpy as np
 from sklearn.decomposition import PCA
@@ -30,7 +30,7 @@ class BaselineDetector(ABC):
 
     threshold_quantile: float | None = 0.99
 
-    def fit(self, X: np.ndarray, y: np.ndarray | None = None) -> "BaselineDetector":
+    def fit(self, X: np.ndarray, y: np.ndarray | None = None) -> BaselineDetector:
         """Learn from the rows of X (y is ignored: the baselines are unsupervised)."""
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[0] < 2 or X.shape[1] < 1:
@@ -66,8 +66,9 @@ class BaselineDetector(ABC):
         return (self.decision_function(X) > self.threshold_).astype(np.int8)
 
     def _threshold(self, train_scores: np.ndarray) -> float:
-        return threshold_from_scores(train_scores, quantile=0.99 if self.threshold_quantile is None
-                                     else self.threshold_quantile)
+        return threshold_from_scores(
+            train_scores, quantile=0.99 if self.threshold_quantile is None else self.threshold_quantile
+        )
 
     def _fill(self, X: np.ndarray) -> np.ndarray:
         bad = ~np.isfinite(X)
@@ -133,8 +134,14 @@ class IQRDetector(BaselineDetector):
 class IsolationForestDetector(BaselineDetector):
     """scikit-learn Isolation Forest; score = minus its ``score_samples`` (higher = easier to isolate)."""
 
-    def __init__(self, n_estimators: int = 100, max_samples: int | str = "auto", threshold_quantile: float = 0.99,
-                 seed: int = 0, n_jobs: int | None = None):
+    def __init__(
+        self,
+        n_estimators: int = 100,
+        max_samples: int | str = "auto",
+        threshold_quantile: float = 0.99,
+        seed: int = 0,
+        n_jobs: int | None = None,
+    ):
         self.n_estimators = n_estimators
         self.max_samples = max_samples
         self.threshold_quantile = threshold_quantile
@@ -142,8 +149,9 @@ class IsolationForestDetector(BaselineDetector):
         self.n_jobs = n_jobs
 
     def _fit(self, X: np.ndarray) -> None:
-        self.model_ = IsolationForest(n_estimators=self.n_estimators, max_samples=self.max_samples,
-                                      random_state=self.seed, n_jobs=self.n_jobs).fit(X)
+        self.model_ = IsolationForest(
+            n_estimators=self.n_estimators, max_samples=self.max_samples, random_state=self.seed, n_jobs=self.n_jobs
+        ).fit(X)
 
     def _score(self, X: np.ndarray) -> np.ndarray:
         return -self.model_.score_samples(X)
@@ -157,8 +165,14 @@ class OneClassSVMDetector(BaselineDetector):
     Score = minus the SVM's decision function (positive outside the learned support).
     """
 
-    def __init__(self, nu: float = 0.05, gamma: str | float = "scale", max_train_rows: int = 5000,
-                 threshold_quantile: float = 0.99, seed: int = 0):
+    def __init__(
+        self,
+        nu: float = 0.05,
+        gamma: str | float = "scale",
+        max_train_rows: int = 5000,
+        threshold_quantile: float = 0.99,
+        seed: int = 0,
+    ):
         self.nu = nu
         self.gamma = gamma
         self.max_train_rows = max_train_rows

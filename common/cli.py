@@ -1,4 +1,5 @@
 """The ``fedad`` umbrella command: data synth, train, score, evaluate, demo, keygen, certs, enroll."""
+
 from __future__ import annotations
 
 import importlib
@@ -29,7 +30,7 @@ def _split(argv: list[str]) -> tuple[str | None, list[str]]:
     for name in sorted(SUBCOMMANDS, key=lambda n: -len(n.split())):
         words = name.split()
         if argv[: len(words)] == words:
-            return name, argv[len(words):]
+            return name, argv[len(words) :]
     return None, argv
 
 

@@ -1,4 +1,5 @@
 """Command-line options with YAML config files whose keys mirror the options (the CLI wins over the file)."""
+
 from __future__ import annotations
 
 import argparse
@@ -37,10 +38,13 @@ def version() -> str:
 
 def add_config_option(parser: argparse.ArgumentParser) -> None:
     """Add ``--config FILE`` (a YAML mapping whose keys are this command's long options) and ``--version``."""
-    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}",
-                        help="print the version and exit")
     parser.add_argument(
-        "--config", metavar="FILE", default=None,
+        "--version", action="version", version=f"%(prog)s {version()}", help="print the version and exit"
+    )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None,
         help="YAML file whose keys mirror the long options (dashes or underscores); options given on "
         "the command line win over the file",
     )

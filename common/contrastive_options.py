@@ -1,4 +1,5 @@
 """Command-line options of ``--model contrastive`` (tau, lambda, mu), shared by ``fedad train`` and the server."""
+
 from __future__ import annotations
 
 import argparse
@@ -9,12 +10,20 @@ from fedad.common.errors import FedadError
 
 def add_contrastive_options(parser: Any) -> None:
     """Add --tau, --lambda and --mu (defaults: the model's, chosen on training/validation data; docs/contrastive.md)."""
-    parser.add_argument("--tau", type=float, default=None,
-                        help="contrastive: InfoNCE temperature (model default 0.5)")
-    parser.add_argument("--lambda", dest="lam", type=float, default=None,
-                        help="contrastive: weight of the InfoNCE term (model default 1.0)")
-    parser.add_argument("--mu", type=float, default=None,
-                        help="contrastive: weight of the alignment to the server's global embedding (default 0.1)")
+    parser.add_argument("--tau", type=float, default=None, help="contrastive: InfoNCE temperature (model default 0.5)")
+    parser.add_argument(
+        "--lambda",
+        dest="lam",
+        type=float,
+        default=None,
+        help="contrastive: weight of the InfoNCE term (model default 1.0)",
+    )
+    parser.add_argument(
+        "--mu",
+        type=float,
+        default=None,
+        help="contrastive: weight of the alignment to the server's global embedding (default 0.1)",
+    )
 
 
 def contrastive_sizes(args: argparse.Namespace) -> dict[str, float]:

@@ -5,6 +5,7 @@ Every loader ends in ``Dataset``: ``X`` float64 ``(n, d)`` with NaN for missing 
 ``y`` int8 0/1 or None, ``time`` or None, and ``source``. Bad input raises ``FedadError`` with one line
 that names the file and what is wrong with it.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -34,26 +35,120 @@ CHUNKED_CSV_BYTES = 64 << 20  # CSVs above this size (or any CSV read with ``max
 
 # KDD Cup 99: the 41 features and the label, as in the NSL-KDD ARFF header (used when no columns.txt).
 KDD_COLUMNS: tuple[str, ...] = (
-    "duration", "protocol_type", "service", "flag", "src_bytes", "dst_bytes", "land", "wrong_fragment",
-    "urgent", "hot", "num_failed_logins", "logged_in", "num_compromised", "root_shell", "su_attempted",
-    "num_root", "num_file_creations", "num_shells", "num_access_files", "num_outbound_cmds", "is_host_login",
-    "is_guest_login", "count", "srv_count", "serror_rate", "srv_serror_rate", "rerror_rate",
-    "srv_rerror_rate", "same_srv_rate", "diff_srv_rate", "srv_diff_host_rate", "dst_host_count",
-    "dst_host_srv_count", "dst_host_same_srv_rate", "dst_host_diff_srv_rate", "dst_host_same_src_port_rate",
-    "dst_host_srv_diff_host_rate", "dst_host_serror_rate", "dst_host_srv_serror_rate", "dst_host_rerror_rate",
-    "dst_host_srv_rerror_rate", "label",
+    "duration",
+    "protocol_type",
+    "service",
+    "flag",
+    "src_bytes",
+    "dst_bytes",
+    "land",
+    "wrong_fragment",
+    "urgent",
+    "hot",
+    "num_failed_logins",
+    "logged_in",
+    "num_compromised",
+    "root_shell",
+    "su_attempted",
+    "num_root",
+    "num_file_creations",
+    "num_shells",
+    "num_access_files",
+    "num_outbound_cmds",
+    "is_host_login",
+    "is_guest_login",
+    "count",
+    "srv_count",
+    "serror_rate",
+    "srv_serror_rate",
+    "rerror_rate",
+    "srv_rerror_rate",
+    "same_srv_rate",
+    "diff_srv_rate",
+    "srv_diff_host_rate",
+    "dst_host_count",
+    "dst_host_srv_count",
+    "dst_host_same_srv_rate",
+    "dst_host_diff_srv_rate",
+    "dst_host_same_src_port_rate",
+    "dst_host_srv_diff_host_rate",
+    "dst_host_serror_rate",
+    "dst_host_srv_serror_rate",
+    "dst_host_rerror_rate",
+    "dst_host_srv_rerror_rate",
+    "label",
 )
 # The union of the values in the 10 % training set and the labelled test set, so both get the same columns.
 KDD_CATEGORIES: dict[str, tuple[str, ...]] = {
     "protocol_type": ("icmp", "tcp", "udp"),
     "service": (
-        "IRC", "X11", "Z39_50", "auth", "bgp", "courier", "csnet_ns", "ctf", "daytime", "discard", "domain",
-        "domain_u", "echo", "eco_i", "ecr_i", "efs", "exec", "finger", "ftp", "ftp_data", "gopher",
-        "hostnames", "http", "http_443", "icmp", "imap4", "iso_tsap", "klogin", "kshell", "ldap", "link",
-        "login", "mtp", "name", "netbios_dgm", "netbios_ns", "netbios_ssn", "netstat", "nnsp", "nntp", "ntp_u",
-        "other", "pm_dump", "pop_2", "pop_3", "printer", "private", "red_i", "remote_job", "rje", "shell",
-        "smtp", "sql_net", "ssh", "sunrpc", "supdup", "systat", "telnet", "tftp_u", "tim_i", "time", "urh_i",
-        "urp_i", "uucp", "uucp_path", "vmnet", "whois",
+        "IRC",
+        "X11",
+        "Z39_50",
+        "auth",
+        "bgp",
+        "courier",
+        "csnet_ns",
+        "ctf",
+        "daytime",
+        "discard",
+        "domain",
+        "domain_u",
+        "echo",
+        "eco_i",
+        "ecr_i",
+        "efs",
+        "exec",
+        "finger",
+        "ftp",
+        "ftp_data",
+        "gopher",
+        "hostnames",
+        "http",
+        "http_443",
+        "icmp",
+        "imap4",
+        "iso_tsap",
+        "klogin",
+        "kshell",
+        "ldap",
+        "link",
+        "login",
+        "mtp",
+        "name",
+        "netbios_dgm",
+        "netbios_ns",
+        "netbios_ssn",
+        "netstat",
+        "nnsp",
+        "nntp",
+        "ntp_u",
+        "other",
+        "pm_dump",
+        "pop_2",
+        "pop_3",
+        "printer",
+        "private",
+        "red_i",
+        "remote_job",
+        "rje",
+        "shell",
+        "smtp",
+        "sql_net",
+        "ssh",
+        "sunrpc",
+        "supdup",
+        "systat",
+        "telnet",
+        "tftp_u",
+        "tim_i",
+        "time",
+        "urh_i",
+        "urp_i",
+        "uucp",
+        "uucp_path",
+        "vmnet",
+        "whois",
     ),
     "flag": ("OTH", "REJ", "RSTO", "RSTOS0", "RSTR", "S0", "S1", "S2", "S3", "SF", "SH"),
 }
@@ -62,7 +157,14 @@ KDD_DIFFICULTY = "difficulty"  # NSL-KDD's 43rd column: how many of 21 learners 
 
 # TON_IoT device states written as words; high/low is the Fridge's temp_condition.
 STATE_WORDS: dict[str, float] = {
-    "on": 1.0, "off": 0.0, "true": 1.0, "false": 0.0, "open": 1.0, "closed": 0.0, "high": 1.0, "low": 0.0,
+    "on": 1.0,
+    "off": 0.0,
+    "true": 1.0,
+    "false": 0.0,
+    "open": 1.0,
+    "closed": 0.0,
+    "high": 1.0,
+    "low": 0.0,
 }
 
 
@@ -88,10 +190,16 @@ def check_min_rows(n: int, window: int, source: str = "the data") -> None:
         raise FedadError(f"{source} has {n} rows, too few for window {window}: need at least {window} rows")
 
 
-def load_dataset(path: str | Path, format: str = "auto", label_column: str | None = None,
-                 time_column: str | None = None, features: Sequence[str] | str | None = None,
-                 sep: str | None = None, categories: Mapping[str, Sequence[str]] | None = None,
-                 max_rows: int | None = None) -> Dataset:
+def load_dataset(
+    path: str | Path,
+    format: str = "auto",
+    label_column: str | None = None,
+    time_column: str | None = None,
+    features: Sequence[str] | str | None = None,
+    sep: str | None = None,
+    categories: Mapping[str, Sequence[str]] | None = None,
+    max_rows: int | None = None,
+) -> Dataset:
     """Load a file (or a SKAB directory) as a ``Dataset``.
 
     ``format``: auto (by extension, name and header), csv, parquet, skab, kdd or ton_iot. Label column:
@@ -116,26 +224,46 @@ def load_dataset(path: str | Path, format: str = "auto", label_column: str | Non
         return _load_kdd(path, label_column, features, categories)
     if fmt == "skab":
         frame = _read_skab(path)
-        return dataset_from_frame(frame, str(path), label_column or "anomaly", time_column or "datetime",
-                                  features, drop=("changepoint",), label_required=label_column is not None,
-                                  time_required=time_column is not None)
+        return dataset_from_frame(
+            frame,
+            str(path),
+            label_column or "anomaly",
+            time_column or "datetime",
+            features,
+            drop=("changepoint",),
+            label_required=label_column is not None,
+            time_required=time_column is not None,
+        )
     if fmt == "ton_iot":
         frame = _read_ton_iot(path)
-        return dataset_from_frame(frame, str(path), label_column or "label", time_column or "time",
-                                  features, drop=("type",), label_required=label_column is not None,
-                                  time_required=time_column is not None)
+        return dataset_from_frame(
+            frame,
+            str(path),
+            label_column or "label",
+            time_column or "time",
+            features,
+            drop=("type",),
+            label_required=label_column is not None,
+            time_required=time_column is not None,
+        )
     if max_rows is not None and int(max_rows) < 1:
         raise FedadError(f"max_rows must be at least 1, got {max_rows}")
     if fmt == "csv" and path.stat().st_size > CHUNKED_CSV_BYTES:
         return _load_csv_in_blocks(path, sep, label_column, time_column, features, max_rows)
     frame = read_parquet(path) if fmt == "parquet" else read_csv(path, sep)
     if max_rows is not None and len(frame) > int(max_rows):
-        frame = frame.iloc[len(frame) - int(max_rows):].reset_index(drop=True)
+        frame = frame.iloc[len(frame) - int(max_rows) :].reset_index(drop=True)
     return dataset_from_frame(frame, str(path), label_column, time_column, features)
 
 
-def _load_csv_in_blocks(path: Path, sep: str | None, label_column: str | None, time_column: str | None,
-                        features: Sequence[str] | str | None, max_rows: int | None) -> Dataset:
+def _load_csv_in_blocks(
+    path: Path,
+    sep: str | None,
+    label_column: str | None,
+    time_column: str | None,
+    features: Sequence[str] | str | None,
+    max_rows: int | None,
+) -> Dataset:
     """``load_dataset`` for a CSV read block by block, keeping at most the last ``max_rows`` rows."""
     from collections import deque
 
@@ -153,8 +281,9 @@ def _load_csv_in_blocks(path: Path, sep: str | None, label_column: str | None, t
         first = pa_csv.open_csv(path, read_options=read, parse_options=parse)
         widen = {f.name: pa.float64() for f in first.schema if pa.types.is_integer(f.type) or pa.types.is_null(f.type)}
         first.close()
-        reader = pa_csv.open_csv(path, read_options=read, parse_options=parse,
-                                 convert_options=pa_csv.ConvertOptions(column_types=widen))
+        reader = pa_csv.open_csv(
+            path, read_options=read, parse_options=parse, convert_options=pa_csv.ConvertOptions(column_types=widen)
+        )
         for batch in reader:
             frame = batch.to_pandas()
             frame.columns = [str(c).lstrip("\ufeff").strip() for c in frame.columns]
@@ -180,6 +309,7 @@ def _load_csv_in_blocks(path: Path, sep: str | None, label_column: str | None, t
 
 
 # ---------------------------------------------------------------------------------------------------- detection
+
 
 def _first_line(path: Path, limit: int = 65_536) -> str:
     """The first line of a (possibly gzip-compressed) text file, BOM removed; '' when empty or binary."""
@@ -219,8 +349,9 @@ def detect_format(path: str | Path) -> str:
     return "csv"
 
 
-def has_label_column(path: str | Path, format: str = "auto", label_column: str | None = None,
-                     sep: str | None = None) -> bool:
+def has_label_column(
+    path: str | Path, format: str = "auto", label_column: str | None = None, sep: str | None = None
+) -> bool:
     """Whether the file has the label column ``load_dataset`` would use, from its header or schema alone."""
     path = Path(path)
     fmt = detect_format(path) if str(format).lower() == "auto" else str(format).lower()
@@ -242,6 +373,7 @@ def has_label_column(path: str | Path, format: str = "auto", label_column: str |
 
 
 # ----------------------------------------------------------------------------------------------- generic readers
+
 
 def sniff_separator(path: str | Path) -> str:
     """The separator of a CSV header: whichever of ``,`` ``;`` tab occurs most (``,`` on a tie or none)."""
@@ -307,7 +439,8 @@ def check_header(path: str | Path, sep: str | None = None) -> None:
         raise FedadError(
             f"{path}: the first line looks like a data row, not a header ({len(numbers)} of {len(cells)} cells are "
             f"numbers: {_column_list(numbers, 4)}); add a header line naming the columns (KDD Cup 99 and NSL-KDD "
-            "files without one: --format kdd)")
+            "files without one: --format kdd)"
+        )
 
 
 _DECIMAL_COMMA = r"^\s*[-+]?\d*,\d+(?:[eE][-+]?\d+)?\s*$"
@@ -339,6 +472,7 @@ def read_parquet(path: str | Path) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------------------- frame -> Dataset
+
 
 def _find_column(frame: pd.DataFrame, name: str) -> str | None:
     """``name`` as spelled in the frame: exact match first, else a unique case-insensitive one."""
@@ -395,10 +529,16 @@ def _times(series: pd.Series) -> np.ndarray:
         return series.to_numpy(dtype=object)
 
 
-def dataset_from_frame(frame: pd.DataFrame, source: str, label_column: str | None = None,
-                       time_column: str | None = None, features: Sequence[str] | str | None = None,
-                       drop: Sequence[str] = (), label_required: bool = True,
-                       time_required: bool = True) -> Dataset:
+def dataset_from_frame(
+    frame: pd.DataFrame,
+    source: str,
+    label_column: str | None = None,
+    time_column: str | None = None,
+    features: Sequence[str] | str | None = None,
+    drop: Sequence[str] = (),
+    label_required: bool = True,
+    time_required: bool = True,
+) -> Dataset:
     """Turn a frame into a ``Dataset`` with the rules of ``load_dataset`` (``drop``: columns to ignore).
 
     A missing ``label_column`` is an error when ``label_required``, else the data is unlabelled; with no
@@ -428,8 +568,9 @@ def dataset_from_frame(frame: pd.DataFrame, source: str, label_column: str | Non
         wanted = [f for f in wanted if f]
         missing = [f for f in wanted if _find_column(frame, f) is None]
         if missing:
-            raise FedadError(f"{source}: feature column(s) not found: {_column_list(missing)} "
-                             f"(columns: {_column_list(columns)})")
+            raise FedadError(
+                f"{source}: feature column(s) not found: {_column_list(missing)} (columns: {_column_list(columns)})"
+            )
         names = [_find_column(frame, f) for f in wanted]
         textual = [c for c in names if not _is_numeric(frame[c]) and frame[c].notna().any()]
         if textual:
@@ -447,8 +588,10 @@ def dataset_from_frame(frame: pd.DataFrame, source: str, label_column: str | Non
                 continue
             mostly_numbers, bad = _numeric_looking(series)
             if mostly_numbers:
-                raise FedadError(f"{source}: column '{c}' is not numeric (e.g. value {bad!r}); fix the file "
-                                 "or choose the features to load")
+                raise FedadError(
+                    f"{source}: column '{c}' is not numeric (e.g. value {bad!r}); fix the file "
+                    "or choose the features to load"
+                )
             textual.append(c)
         if not names:
             detail = f" (non-numeric columns: {_column_list(textual)})" if textual else ""
@@ -456,8 +599,14 @@ def dataset_from_frame(frame: pd.DataFrame, source: str, label_column: str | Non
     if not names:
         raise FedadError(f"{source}: no feature columns chosen")
 
-    X = _stack_columns([frame[c].to_numpy(dtype=np.float64, na_value=np.nan) if _is_numeric(frame[c])
-                        else np.full(len(frame), np.nan) for c in names])
+    X = _stack_columns(
+        [
+            frame[c].to_numpy(dtype=np.float64, na_value=np.nan)
+            if _is_numeric(frame[c])
+            else np.full(len(frame), np.nan)
+            for c in names
+        ]
+    )
     empty = [c for j, c in enumerate(names) if np.isnan(X[:, j]).all()]
     if empty:
         raise FedadError(f"{source}: column(s) with no values at all: {_column_list(empty)}")
@@ -468,13 +617,15 @@ def dataset_from_frame(frame: pd.DataFrame, source: str, label_column: str | Non
 
 # ------------------------------------------------------------------------------------------------------- SKAB
 
+
 def _natural_key(path: Path) -> list:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.as_posix())]
 
 
 def _csv_files(directory: Path) -> list[Path]:
-    return sorted((p for p in directory.rglob("*.csv") if p.is_file()),
-                  key=lambda p: _natural_key(p.relative_to(directory)))
+    return sorted(
+        (p for p in directory.rglob("*.csv") if p.is_file()), key=lambda p: _natural_key(p.relative_to(directory))
+    )
 
 
 def read_skab_file(path: str | Path) -> pd.DataFrame:
@@ -513,6 +664,7 @@ def _read_skab(path: Path) -> pd.DataFrame:
 
 # -------------------------------------------------------------------------------------------------------- KDD
 
+
 def _kdd_column_names(path: Path) -> list[str]:
     """The 42 KDD Cup 99 names (41 features, label), plus ``difficulty`` for the 43-column NSL-KDD layout."""
     names_file = path.parent / "columns.txt"
@@ -528,8 +680,10 @@ def _kdd_column_names(path: Path) -> list[str]:
     if fields == 43:  # NSL-KDD (KDDTrain+.txt, KDDTest+.txt): a difficulty level after the label
         return names + [KDD_DIFFICULTY]
     if fields != 42:
-        raise FedadError(f"{path}: {fields} comma-separated fields in the first line; a KDD Cup 99 file has 42 "
-                         "(41 features and a label), an NSL-KDD file 43 (and a difficulty level), no header")
+        raise FedadError(
+            f"{path}: {fields} comma-separated fields in the first line; a KDD Cup 99 file has 42 "
+            "(41 features and a label), an NSL-KDD file 43 (and a difficulty level), no header"
+        )
     return names
 
 
@@ -542,8 +696,11 @@ def _read_kdd_table(path: Path, columns: Sequence[str] | None = None) -> pa.Tabl
                 source = pa.BufferReader(f.read())
         else:
             source = str(path)
-        return pa_csv.read_csv(source, read_options=pa_csv.ReadOptions(column_names=names),
-                               convert_options=pa_csv.ConvertOptions(include_columns=columns))
+        return pa_csv.read_csv(
+            source,
+            read_options=pa_csv.ReadOptions(column_names=names),
+            convert_options=pa_csv.ConvertOptions(include_columns=columns),
+        )
     except (pa.ArrowInvalid, OSError, EOFError, gzip.BadGzipFile) as exc:
         raise _parse_error(path, "KDD Cup 99 CSV (41 features and a label, no header)", exc) from None
 
@@ -558,8 +715,12 @@ def kdd_categories(*paths: str | Path) -> dict[str, list[str]]:
     return {c: sorted(v) for c, v in found.items()}
 
 
-def _load_kdd(path: Path, label_column: str | None, features: Sequence[str] | str | None,
-              categories: Mapping[str, Sequence[str]] | None) -> Dataset:
+def _load_kdd(
+    path: Path,
+    label_column: str | None,
+    features: Sequence[str] | str | None,
+    categories: Mapping[str, Sequence[str]] | None,
+) -> Dataset:
     """KDD Cup 99: categoricals one-hot over a fixed category list, label 1 = attack (not ``normal.``)."""
     if path.is_dir():
         raise FedadError(f"{path} is a directory; give a KDD Cup 99 file")
@@ -594,8 +755,7 @@ def _load_kdd(path: Path, label_column: str | None, features: Sequence[str] | st
     X = _stack_columns([values for _, values in blocks])
     labels = pc.utf8_trim_whitespace(table.column(label_name).cast(pa.string()))
     normal = pc.is_in(labels, value_set=pa.array(KDD_NORMAL_LABELS)).to_numpy(zero_copy_only=False)
-    return Dataset(X=X, feature_names=[n for n, _ in blocks], y=(~normal).astype(np.int8), time=None,
-                   source=str(path))
+    return Dataset(X=X, feature_names=[n for n, _ in blocks], y=(~normal).astype(np.int8), time=None, source=str(path))
 
 
 def _stack_columns(columns: Sequence[np.ndarray], chunk: int = 16_384) -> np.ndarray:
@@ -609,6 +769,7 @@ def _stack_columns(columns: Sequence[np.ndarray], chunk: int = 16_384) -> np.nda
 
 
 # ---------------------------------------------------------------------------------------------------- TON_IoT
+
 
 def _state_words_to_numbers(series: pd.Series) -> pd.Series:
     """on/off, true/false, open/closed, high/low (any case) to 1/0 and numbers to numbers, when that is all."""

@@ -1,4 +1,5 @@
 """``AutoencoderDetector``: preprocessing + autoencoder + threshold behind the scikit-learn/PyOD interface."""
+
 from __future__ import annotations
 
 import inspect
@@ -123,7 +124,10 @@ class AutoencoderDetector:
 
     # ----------------------------------------------------------------- fitting
     def fit(
-        self, X: Any, feature_names: Sequence[str] | None = None, progress: ProgressFn | None = None,
+        self,
+        X: Any,
+        feature_names: Sequence[str] | None = None,
+        progress: ProgressFn | None = None,
         X_val: Any | None = None,
     ) -> AutoencoderDetector:
         """Train on the records X (n, d), assumed normal and in time order.
@@ -159,8 +163,17 @@ class AutoencoderDetector:
         else:
             train, val = Z[:cut], (Z[cut:] if cut < n else None)
         history = train_model(
-            model, train, val, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
-            weight_decay=self.weight_decay, patience=self.patience, device=device, seed=self.seed, progress=progress,
+            model,
+            train,
+            val,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            patience=self.patience,
+            device=device,
+            seed=self.seed,
+            progress=progress,
         )
         calibrate(model, train, device)  # scoring statistics of the normal training data (contrastive)
         self.model_ = model
@@ -183,8 +196,9 @@ class AutoencoderDetector:
         self.validation_scores_ = scores
         fit_scores = np.concatenate([train_scores, scores]) if val is not None else train_scores
         self.fit_scores_: np.ndarray | None = fit_scores
-        self.threshold_ = float(threshold_by_rule(scores, self.threshold_rule, self.threshold_quantile,
-                                                  self.target_far))
+        self.threshold_ = float(
+            threshold_by_rule(scores, self.threshold_rule, self.threshold_quantile, self.target_far)
+        )
         # what the streaming alarm rule (fedad.common.stream_rule) needs at scoring time
         self.drift_ratios_ = drift_ratios(X, DRIFT_WINDOW) if n >= DRIFT_WINDOW else np.zeros(d)
         with warnings.catch_warnings():
@@ -203,8 +217,9 @@ class AutoencoderDetector:
         """Scores of model samples (rows or windows) under ``score``."""
         if self.score == "mse":
             return reconstruction_errors(self.model_, samples, self.device_)
-        return aggregate_errors(feature_errors(self.model_, samples, self.device_), self.feature_scales_,
-                                self.score, self.top_k)
+        return aggregate_errors(
+            feature_errors(self.model_, samples, self.device_), self.feature_scales_, self.score, self.top_k
+        )
 
     def feature_errors(self, X: Any) -> np.ndarray:
         """Squared reconstruction error per record and feature (n, d); sequence models: over the window
@@ -217,7 +232,7 @@ class AutoencoderDetector:
         w = self.model_.window
         E = feature_errors(self.model_, sliding_windows(Z, w), self.device_)
         out = np.empty((len(Z), Z.shape[1]), dtype=np.float64)
-        out[w - 1:] = E
+        out[w - 1 :] = E
         out[: w - 1] = E[0]
         return out
 
@@ -260,8 +275,8 @@ class AutoencoderDetector:
             # block by block, so each block's preprocessed rows are still in cache when the model reads them
             out = np.empty(len(X), dtype=np.float64)
             for start in range(0, len(X), SCORE_BLOCK_ROWS):
-                Z = self.preprocessor_.transform(X[start:start + SCORE_BLOCK_ROWS])
-                out[start:start + len(Z)] = reconstruction_errors(self.model_, Z, self.device_)
+                Z = self.preprocessor_.transform(X[start : start + SCORE_BLOCK_ROWS])
+                out[start : start + len(Z)] = reconstruction_errors(self.model_, Z, self.device_)
             return out
         Z = self.preprocessor_.transform(X)
         if not self.model_.sequence:
@@ -302,8 +317,9 @@ class AutoencoderDetector:
         if target.exists() and not target.is_dir():
             raise FedadError(f"model output {target} exists and is not a directory")
         if target.is_dir() and any(target.iterdir()) and not (target / CONFIG_FILE).is_file():
-            raise FedadError(f"model output {target} is a non-empty directory that holds no fedad model; "
-                             "not replacing it")
+            raise FedadError(
+                f"model output {target} is a non-empty directory that holds no fedad model; not replacing it"
+            )
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         try:
@@ -335,20 +351,23 @@ class AutoencoderDetector:
             "expected_far": self.expected_far_,
             "feature_scales": scales_to_list(getattr(self, "feature_scales_", None)),
             "fit_scores": _score_tail(getattr(self, "fit_scores_", None)),
-        "stream": self._stream_state(),
+            "stream": self._stream_state(),
             "params": params,
             "preprocessing": self.preprocessor_.to_dict(),
-            "history": {k: [_finite_or_none(v) for v in vs] if isinstance(vs, list) else vs
-                        for k, vs in self.history_.items()},
+            "history": {
+                k: [_finite_or_none(v) for v in vs] if isinstance(vs, list) else vs for k, vs in self.history_.items()
+            },
         }
 
     def _stream_state(self) -> dict[str, Any] | None:
         errors = getattr(self, "stream_fit_errors_", None)
         if errors is None:
             return None
-        return {"drift_ratios": [float(v) for v in self.drift_ratios_],
-                "feature_sd": [float(v) for v in self.feature_sd_],
-                "fit_errors": [[float(f"{v:.6g}") for v in row] for row in errors]}
+        return {
+            "drift_ratios": [float(v) for v in self.drift_ratios_],
+            "feature_sd": [float(v) for v in self.feature_sd_],
+            "fit_errors": [[float(f"{v:.6g}") for v in row] for row in errors],
+        }
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | None = None) -> AutoencoderDetector:
@@ -367,8 +386,10 @@ class AutoencoderDetector:
         if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
             raise FedadError(f"{config_path} is not a fedad detector file")
         if cfg.get("format_version") != FORMAT_VERSION:
-            raise FedadError(f"{config_path}: unsupported format version {cfg.get('format_version')!r} "
-                             f"(this fedad reads version {FORMAT_VERSION})")
+            raise FedadError(
+                f"{config_path}: unsupported format version {cfg.get('format_version')!r} "
+                f"(this fedad reads version {FORMAT_VERSION})"
+            )
         try:
             params = dict(cfg["params"])
             name, n_features, window = cfg["model"], int(cfg["n_features"]), int(cfg["window"])

@@ -4,6 +4,7 @@ Detectors are anything with ``decision_function(X)`` (higher = more anomalous) a
 (predictions are ``score > threshold_``, as ``predict`` does) — the autoencoder detector and the
 baselines alike, so an evaluation is a loop over a ``{name: detector}`` mapping.
 """
+
 from __future__ import annotations
 
 import json
@@ -57,8 +58,12 @@ def roc_curves(y: np.ndarray, outputs: Outputs) -> dict[str, tuple[np.ndarray, n
     return curves
 
 
-def plot_roc(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | os.PathLike, title: str = "ROC",
-             points: Mapping[str, tuple[float, float]] | None = None) -> Path:
+def plot_roc(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    path: str | os.PathLike,
+    title: str = "ROC",
+    points: Mapping[str, tuple[float, float]] | None = None,
+) -> Path:
     """Write a ROC plot of ``{name: (fpr, tpr)}`` to a PNG (atomically); AUC in the legend; ``points``
     ``{name: (fpr, tpr)}`` marks operating points (a detector at its threshold)."""
     import matplotlib
@@ -73,7 +78,8 @@ def plot_roc(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | os
             auc = float(np.trapezoid(tpr, fpr))
             ax.plot(fpr, tpr, label=f"{name} (AUC {auc:.3f})", lw=1.5)
         ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
-        for (name, (x, y)), marker in zip((points or {}).items(), "o^sDvP*X"):
+        # strict=False: one marker per point, at most 8 points are marked
+        for (name, (x, y)), marker in zip((points or {}).items(), "o^sDvP*X", strict=False):
             ax.plot([x], [y], marker, ms=8, mfc="none", mew=1.8, label=f"{name}: FPR {x:.3f}, TPR {y:.3f}")
         if not curves:
             ax.text(0.5, 0.5, "ROC undefined: labels hold one class", ha="center", va="center")
@@ -113,15 +119,21 @@ def write_metrics(out_dir: str | os.PathLike, results: Mapping[str, Mapping[str,
 
 def format_table(results: Mapping[str, Mapping[str, float | None]]) -> str:
     """A fixed-width text table: one row per detector, FAR and MAR in percent, n/a for undefined AUCs."""
-    head = (f"{'detector':<18} {'precision':>9} {'recall':>7} {'F1':>6} {'ROC-AUC':>7} {'PR-AUC':>7} "
-            f"{'FAR%':>6} {'MAR%':>6}")
+    head = (
+        f"{'detector':<18} {'precision':>9} {'recall':>7} {'F1':>6} {'ROC-AUC':>7} {'PR-AUC':>7} "
+        f"{'FAR%':>6} {'MAR%':>6}"
+    )
     lines = [head, "-" * len(head)]
     for name, m in results.items():
-        def f(key, pct=False, width=7):
+
+        def f(key, pct=False, width=7, m=m):
             v = m.get(key)
             return f"{'n/a':>{width}}" if v is None else f"{v * 100 if pct else v:>{width}.{2 if pct else 3}f}"
-        lines.append(f"{name:<18} {f('precision', width=9)} {f('recall')} {f('f1', width=6)} {f('roc_auc')} "
-                     f"{f('pr_auc')} {f('far', True, 6)} {f('mar', True, 6)}")
+
+        lines.append(
+            f"{name:<18} {f('precision', width=9)} {f('recall')} {f('f1', width=6)} {f('roc_auc')} "
+            f"{f('pr_auc')} {f('far', True, 6)} {f('mar', True, 6)}"
+        )
     return "\n".join(lines)
 
 

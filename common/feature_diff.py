@@ -1,4 +1,5 @@
 """How one node's feature columns differ from the federation's: missing, extra, renamed or reordered."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -22,6 +23,6 @@ def describe_feature_difference(have: Sequence[str], expected: Sequence[str], li
             shown = ", ".join(names[:limit]) + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
             parts.append(f"{label}: {shown}")
     if not parts and have != expected:
-        first = next(i for i, (a, b) in enumerate(zip(have, expected, strict=False)) if a != b)
+        first = next(i for i, (a, b) in enumerate(zip(have, expected, strict=True)) if a != b)
         parts.append(f"same columns in another order (column {first + 1} is {have[first]}, expected {expected[first]})")
     return "; ".join(parts) if parts else "identical"

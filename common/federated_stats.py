@@ -1,4 +1,5 @@
 """Statistics that replace raw data in a federation: scaler sums, score histograms, confusion counts."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,8 +28,9 @@ def decode_scaler_stats(data: bytes, n_features: int | None = None) -> ScalerSta
         raise WireError(f"scaler statistics for {d} features, expected {n_features}")
     if v[0] < 1 or v[0] != int(v[0]):
         raise WireError(f"scaler count {v[0]} is not a positive integer")
-    return ScalerStats(count=int(v[0]), sum=v[1:1 + d], sumsq=v[1 + d:1 + 2 * d], min=v[1 + 2 * d:1 + 3 * d],
-                       max=v[1 + 3 * d:])
+    return ScalerStats(
+        count=int(v[0]), sum=v[1 : 1 + d], sumsq=v[1 + d : 1 + 2 * d], min=v[1 + 2 * d : 1 + 3 * d], max=v[1 + 3 * d :]
+    )
 
 
 def histogram(scores: np.ndarray) -> np.ndarray:
@@ -56,8 +58,11 @@ def rule_threshold(counts: np.ndarray, spec) -> float:
     """Threshold of a (summed) validation-score histogram under the federation spec's rule."""
     from fedad.common.threshold_rule import threshold_from_histogram_by_rule
 
-    return float(threshold_from_histogram_by_rule(counts, BIN_EDGES, spec.threshold_rule, spec.threshold_quantile,
-                                                  spec.target_far))
+    return float(
+        threshold_from_histogram_by_rule(
+            counts, BIN_EDGES, spec.threshold_rule, spec.threshold_quantile, spec.target_far
+        )
+    )
 
 
 def combined_threshold(histograms: dict, spec):

@@ -1,4 +1,5 @@
 """The contract between server and clients: everything a client needs to take part in a federation."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -1,4 +1,5 @@
 """Writing secrets and certificates: atomically, with the right mode from the first byte."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """One-line, colour-free log records on stderr, each tagged with the process's role and name."""
+
 from __future__ import annotations
 
 import logging

@@ -14,6 +14,7 @@ The histogram functions give the exact ROC of scores that were binned on shared 
 clients report them, see ``fedad.common.threshold.score_bin_edges``): within a bin all scores tie, and a
 tie between a positive and a negative counts 1/2, exactly as ``sklearn.metrics.roc_auc_score`` does.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

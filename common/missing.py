@@ -1,11 +1,12 @@
 """A line for the log when a data file has missing values (NaN) that preprocessing will fill in."""
+
 from __future__ import annotations
 
 import numpy as np
 
 
 def missing_values_note(X: np.ndarray, feature_names: list[str], impute: str | None) -> str | None:
-    """"1,234 missing values (NaN) in 1,000 rows, columns a (900), b (334): imputed with knn" or None."""
+    """ "1,234 missing values (NaN) in 1,000 rows, columns a (900), b (334): imputed with knn" or None."""
     missing = np.isnan(X)
     n = int(missing.sum())
     if n == 0:

@@ -1,4 +1,5 @@
 """Node names: the one pattern every name must match wherever it arrives (CLI, certificate, client message)."""
+
 from __future__ import annotations
 
 import re
@@ -17,8 +18,10 @@ def is_valid_node_name(name: object) -> bool:
 def check_node_name(name: object, what: str = "node name") -> str:
     """Return ``name`` if valid, else raise a FedadError that shows it safely quoted."""
     if not is_valid_node_name(name):
-        raise FedadError(f"{what} {safe_repr(name)} is not a valid node name: use 1-64 letters, digits, '_', '.' "
-                         "or '-' (not only dots)")
+        raise FedadError(
+            f"{what} {safe_repr(name)} is not a valid node name: use 1-64 letters, digits, '_', '.' "
+            "or '-' (not only dots)"
+        )
     return str(name)
 
 

@@ -1,4 +1,5 @@
 """Give files made through ``tempfile`` (owner-only) the modes the user's umask asks for (0644/0755 usually)."""
+
 from __future__ import annotations
 
 import os

@@ -2,6 +2,7 @@
 
 A node's identity is the common name (CN) of its client certificate; it must be a valid node name.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -38,8 +39,9 @@ class CertificateInfo:
 
 
 def subject_name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fedad"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    return x509.Name(
+        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fedad"), x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+    )
 
 
 def common_name(name: x509.Name) -> str | None:
@@ -79,8 +81,9 @@ def new_key() -> ec.EllipticCurvePrivateKey:
 
 
 def key_pem(key) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def cert_pem(cert: x509.Certificate) -> bytes:
@@ -109,23 +112,31 @@ def load_csr(data: bytes) -> x509.CertificateSigningRequest:
     return csr
 
 
-def issue_client_certificate(name: str, public_key, ca_cert: x509.Certificate, ca_key, days: float,
-                             now: dt.datetime | None = None) -> x509.Certificate:
+def issue_client_certificate(
+    name: str, public_key, ca_cert: x509.Certificate, ca_key, days: float, now: dt.datetime | None = None
+) -> x509.Certificate:
     """A CA-signed client certificate (TLS client auth only) with subject CN ``name``, valid for ``days``."""
     check_node_name(name)
     if not same_public_key(ca_cert.public_key(), ca_key.public_key()):
         raise FedadError("the CA key does not belong to the CA certificate")
     now = now or dt.datetime.now(dt.UTC)
-    return (x509.CertificateBuilder().subject_name(subject_name(name)).issuer_name(ca_cert.subject)
-            .public_key(public_key).serial_number(x509.random_serial_number())
-            .not_valid_before(now - CLOCK_SKEW).not_valid_after(now + dt.timedelta(days=days))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject_name(name))
+        .issuer_name(ca_cert.subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - CLOCK_SKEW)
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
 
 
-def sign_csr(csr: x509.CertificateSigningRequest, ca_cert: x509.Certificate, ca_key, days: float,
-             name: str | None = None) -> x509.Certificate:
+def sign_csr(
+    csr: x509.CertificateSigningRequest, ca_cert: x509.Certificate, ca_key, days: float, name: str | None = None
+) -> x509.Certificate:
     """Issue the client certificate a node asked for; ``name``, if given, must equal the request's subject."""
     cn = str(common_name(csr.subject))
     if name is not None and name != cn:

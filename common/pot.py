@@ -15,6 +15,7 @@ categories), a risk of 0.001 puts the threshold above almost every attack. The f
 scipy's maximum-likelihood ``genpareto.fit`` with the location fixed at 0. With too few excesses to fit
 (fewer than ``MIN_PEAKS``), or a risk not below the tail share, the empirical quantile 1 - risk is used.
 """
+
 from __future__ import annotations
 
 import math
@@ -77,7 +78,7 @@ def tail_threshold(fit: TailFit, risk: float = DEFAULT_RISK) -> float:
     r = _check_risk(risk) * fit.n / fit.n_tail
     if abs(fit.xi) < 1e-9:
         return float(fit.u - fit.sigma * math.log(r))
-    return float(fit.u + fit.sigma / fit.xi * (r ** -fit.xi - 1.0))
+    return float(fit.u + fit.sigma / fit.xi * (r**-fit.xi - 1.0))
 
 
 def pot_threshold(scores: Any, risk: float = DEFAULT_RISK, tail_quantile: float = DEFAULT_TAIL_QUANTILE) -> float:

@@ -5,6 +5,7 @@ steps (``fit_local``), sends ``local_scaler_stats(X)`` (counts, sums, sums of sq
 the server merges them with ``ScalerStats.merge`` and every client calls ``set_scaler_stats(merged)``.
 Standard and min-max scaling are fully determined by those merged statistics.
 """
+
 from __future__ import annotations
 
 import math
@@ -550,6 +551,6 @@ def window_scores_to_records(scores: Any, n: int, window: int) -> np.ndarray:
             f"got {scores.shape[0]}"
         )
     out = np.empty(n, dtype=np.float64)
-    out[window - 1:] = scores
+    out[window - 1 :] = scores
     out[: window - 1] = scores[0]
     return out

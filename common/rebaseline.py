@@ -22,6 +22,7 @@ already seen:
 
 Every decision about row t uses rows 0..t only, and no labels: the detector adapts on the unlabelled stream.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -79,7 +80,7 @@ def feature_residuals(detector, X: np.ndarray) -> np.ndarray:
         W = torch.from_numpy(np.ascontiguousarray(sliding_windows(Z, w))).to(detector.device_)
         E = (model(W) - W).square().mean(1).sqrt().cpu().numpy().astype(np.float64)
     out = np.empty((len(Z), Z.shape[1]), dtype=np.float64)
-    out[w - 1:] = E
+    out[w - 1 :] = E
     out[: w - 1] = E[0]
     return out
 
@@ -103,8 +104,15 @@ class Rebaselined:
 
 
 def rebaseline_scores(
-    X: np.ndarray, fit: FitFn, train_rows: int, smooth: int = 45, threshold_scale: float = 2.0,
-    change_window: int = 20, change_sds: float = 3.0, drop: float = 0.3, collect: int = 120,
+    X: np.ndarray,
+    fit: FitFn,
+    train_rows: int,
+    smooth: int = 45,
+    threshold_scale: float = 2.0,
+    change_window: int = 20,
+    change_sds: float = 3.0,
+    drop: float = 0.3,
+    collect: int = 120,
 ) -> Rebaselined:
     """Stream the records X (n, d) through the re-baselining rule (see the module docstring).
 
@@ -117,12 +125,25 @@ def rebaseline_scores(
     if not 0 < train_rows <= n:
         raise FedadError(f"train_rows must be in 1..{n}, got {train_rows}")
     scores = np.asarray(fit(X[:train_rows])(X), dtype=np.float64)
-    res = stream_alarms(X[train_rows:], scores[train_rows:], scores[:train_rows], X[:train_rows].std(axis=0), fit,
-                        smooth=smooth, threshold_scale=threshold_scale, change_window=change_window,
-                        change_sds=change_sds, drop=drop, collect=collect)
-    return Rebaselined(scores=np.concatenate([scores[:train_rows], res.scores]),
-                       alarms=np.concatenate([np.zeros(train_rows, dtype=np.int8), res.alarms]),
-                       threshold=res.threshold, events=[train_rows + e for e in res.events])
+    res = stream_alarms(
+        X[train_rows:],
+        scores[train_rows:],
+        scores[:train_rows],
+        X[:train_rows].std(axis=0),
+        fit,
+        smooth=smooth,
+        threshold_scale=threshold_scale,
+        change_window=change_window,
+        change_sds=change_sds,
+        drop=drop,
+        collect=collect,
+    )
+    return Rebaselined(
+        scores=np.concatenate([scores[:train_rows], res.scores]),
+        alarms=np.concatenate([np.zeros(train_rows, dtype=np.int8), res.alarms]),
+        threshold=res.threshold,
+        events=[train_rows + e for e in res.events],
+    )
 
 
 def stream_threshold(fit_scores: np.ndarray, smooth: int = 45, threshold_scale: float = 2.0) -> tuple[float, float]:
@@ -137,9 +158,17 @@ def stream_threshold(fit_scores: np.ndarray, smooth: int = 45, threshold_scale: 
 
 
 def stream_alarms(
-    X: np.ndarray, scores: np.ndarray, fit_scores: np.ndarray, feature_sd: np.ndarray, fit: FitFn,
-    smooth: int = 45, threshold_scale: float = 2.0, change_window: int = 20, change_sds: float = 3.0,
-    drop: float = 0.3, collect: int = 120,
+    X: np.ndarray,
+    scores: np.ndarray,
+    fit_scores: np.ndarray,
+    feature_sd: np.ndarray,
+    fit: FitFn,
+    smooth: int = 45,
+    threshold_scale: float = 2.0,
+    change_window: int = 20,
+    change_sds: float = 3.0,
+    drop: float = 0.3,
+    collect: int = 120,
 ) -> Rebaselined:
     """The re-baselining alarm rule over a stream X (n, d) that follows the fitting records.
 
@@ -155,8 +184,7 @@ def stream_alarms(
     if len(scores) != n:
         raise FedadError(f"{len(scores)} scores for {n} records")
     threshold, median = stream_threshold(fit_scores, smooth, threshold_scale)
-    context = np.asarray(fit_scores, dtype=np.float64)[len(fit_scores) - (smooth - 1):] if smooth > 1 else \
-        np.empty(0)
+    context = np.asarray(fit_scores, dtype=np.float64)[len(fit_scores) - (smooth - 1) :] if smooth > 1 else np.empty(0)
     c = len(context)
     scores = np.concatenate([context, np.asarray(scores, dtype=np.float64)])  # context first: trailing means
     sd = np.asarray(feature_sd, dtype=np.float64)
@@ -168,26 +196,28 @@ def stream_alarms(
     t = 0
     while t < n:
         i = c + t
-        if scores[max(0, i + 1 - smooth):i + 1].mean() > threshold:
+        if scores[max(0, i + 1 - smooth) : i + 1].mean() > threshold:
             alarms[t] = 1
             if t + 1 >= 2 * w:
                 recent = (csum[t + 1] - csum[t + 1 - w]) / w
                 before = (csum[t + 1 - w] - csum[t + 1 - 2 * w]) / w
-                if (np.abs(recent - before) / sd).max() > change_sds and \
-                        scores[i + 1 - w:i + 1].mean() < scores[i + 1 - 2 * w:i + 1 - w].mean() - drop:
+                if (np.abs(recent - before) / sd).max() > change_sds and scores[i + 1 - w : i + 1].mean() < scores[
+                    i + 1 - 2 * w : i + 1 - w
+                ].mean() - drop:
                     # the episode is over: the next ``collect`` records are judged normal (no alarm) while
                     # they are collected; once all are in, a fresh model is fitted on them (with the w before)
                     events.append(t)
                     end = t + 1 + collect
-                    scores[i + 1:c + min(end, n)] = median
+                    scores[i + 1 : c + min(end, n)] = median
                     if end < n:
                         try:
-                            scorer = fit(X[t + 1 - w:end])
+                            scorer = fit(X[t + 1 - w : end])
                         except FedadError:
                             scorer = None  # too few rows for this model: the model in force stays
                         if scorer is not None:  # it scores the records from ``end`` on; earlier ones: context
-                            scores[c + end:] = np.asarray(scorer(X[t + 1 - w:]),
-                                                          dtype=np.float64)[end - (t + 1 - w):]
+                            scores[c + end :] = np.asarray(scorer(X[t + 1 - w :]), dtype=np.float64)[
+                                end - (t + 1 - w) :
+                            ]
                     t = end
                     continue
         t += 1

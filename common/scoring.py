@@ -14,6 +14,7 @@ The log keeps one huge error from swamping smoothing windows and makes the upper
 close to exponential, which the peaks-over-threshold rule (``fedad.common.pot``) fits well. Sequence
 models: a feature's error over a window is its RMS over the window's records.
 """
+
 from __future__ import annotations
 
 import math
@@ -41,8 +42,9 @@ def check_score(score: Any, top_k: Any = DEFAULT_TOP_K) -> tuple[str, int]:
     return str(score), int(top_k)
 
 
-def feature_errors(model: torch.nn.Module, samples: np.ndarray, device: str | torch.device = "cpu",
-                   batch_size: int = 8192) -> np.ndarray:
+def feature_errors(
+    model: torch.nn.Module, samples: np.ndarray, device: str | torch.device = "cpu", batch_size: int = 8192
+) -> np.ndarray:
     """Squared reconstruction error per sample and feature, float64 (n, d); windows: mean over the window."""
     import torch
 
@@ -50,11 +52,13 @@ def feature_errors(model: torch.nn.Module, samples: np.ndarray, device: str | to
     out = np.empty((len(samples), samples.shape[-1]), dtype=np.float64)
     with torch.inference_mode():
         for start in range(0, len(samples), batch_size):
-            xb = torch.from_numpy(np.ascontiguousarray(samples[start:start + batch_size], dtype=np.float32)).to(device)
+            xb = torch.from_numpy(np.ascontiguousarray(samples[start : start + batch_size], dtype=np.float32)).to(
+                device
+            )
             err = (model(xb) - xb).square()  # eval mode: VAEs reconstruct from the posterior mean
             if err.ndim == 3:
                 err = err.mean(1)
-            out[start:start + len(xb)] = err.cpu().numpy()
+            out[start : start + len(xb)] = err.cpu().numpy()
     return out
 
 
@@ -66,8 +70,9 @@ def feature_scales(errors: np.ndarray) -> np.ndarray:
     return np.maximum(np.sqrt(e.mean(axis=0)), _SCALE_FLOOR)
 
 
-def aggregate_errors(errors: np.ndarray, scales: np.ndarray | None, score: str = DEFAULT_SCORE,
-                     top_k: int = DEFAULT_TOP_K) -> np.ndarray:
+def aggregate_errors(
+    errors: np.ndarray, scales: np.ndarray | None, score: str = DEFAULT_SCORE, top_k: int = DEFAULT_TOP_K
+) -> np.ndarray:
     """One score per sample (n,) from squared feature errors (n, d): ``mse`` or log(1 + mean/max/top-k of
     |error| / scale)."""
     score, top_k = check_score(score, top_k)
@@ -83,7 +88,7 @@ def aggregate_errors(errors: np.ndarray, scales: np.ndarray | None, score: str =
         agg = r.max(axis=1)
     else:
         k = min(top_k, r.shape[1])
-        agg = np.partition(r, r.shape[1] - k, axis=1)[:, r.shape[1] - k:].mean(axis=1)
+        agg = np.partition(r, r.shape[1] - k, axis=1)[:, r.shape[1] - k :].mean(axis=1)
     return np.log1p(agg)
 
 

@@ -1,4 +1,5 @@
 """The one train/validation/test split every path uses (federated, centralized, local-only), in time order."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,6 +28,6 @@ def split_site(X: np.ndarray, y: np.ndarray | None, test_fraction: float = 0.2, 
     if fit_y is not None:
         fit_X = fit_X[fit_y == 0]
     n_val = max(1, int(round(len(fit_X) * val_fraction)))
-    test_X = X[n - n_test:]
-    test_y = None if y is None else y[n - n_test:]
-    return Split(train=fit_X[: len(fit_X) - n_val], val=fit_X[len(fit_X) - n_val:], test=test_X, test_labels=test_y)
+    test_X = X[n - n_test :]
+    test_y = None if y is None else y[n - n_test :]
+    return Split(train=fit_X[: len(fit_X) - n_val], val=fit_X[len(fit_X) - n_val :], test=test_X, test_labels=test_y)

@@ -13,6 +13,7 @@ x (max - median) of the fitting records' trailing means; during an alarm, an abr
 lowers the score ends the episode, the next ``collect`` records are judged normal and a fresh detector
 (same parameters) is fitted on them. Record t's decision uses records 0..t of the stream only.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -49,8 +50,12 @@ def stream_scores(detector: Any, X: np.ndarray, keep: np.ndarray) -> np.ndarray:
     return np.log1p(normalised_errors(detector, X)[:, keep].max(axis=1))
 
 
-def adaptive_alarms(detector: Any, X: np.ndarray, params: AdaptiveParams = AdaptiveParams(),
-                    refit: Callable[[np.ndarray], Any] | None = None):
+def adaptive_alarms(
+    detector: Any,
+    X: np.ndarray,
+    params: AdaptiveParams = AdaptiveParams(),
+    refit: Callable[[np.ndarray], Any] | None = None,
+):
     """``Rebaselined`` (stream scores, alarms, threshold, re-baseline rows) of the records X that follow the
     detector's fitting records. ``refit(rows)`` returns a detector fitted on the rows (default: a fresh one
     with the same parameters; benches pass a memoised one)."""
@@ -58,8 +63,10 @@ def adaptive_alarms(detector: Any, X: np.ndarray, params: AdaptiveParams = Adapt
     from fedad.common.rebaseline import stream_alarms
 
     if getattr(detector, "stream_fit_errors_", None) is None:
-        raise FedadError("this model holds no stream state (saved by an older fedad or trained on fewer rows "
-                         "than its window); retrain it with `fedad train` to use --rule adaptive")
+        raise FedadError(
+            "this model holds no stream state (saved by an older fedad or trained on fewer rows "
+            "than its window); retrain it with `fedad train` to use --rule adaptive"
+        )
     keep = np.asarray(detector.drift_ratios_) < params.drift_ratio
     if not keep.any():
         keep[:] = True
@@ -73,7 +80,16 @@ def adaptive_alarms(detector: Any, X: np.ndarray, params: AdaptiveParams = Adapt
         return lambda Z: stream_scores(fresh, Z, keep)
 
     fit_scores = np.log1p(np.asarray(detector.stream_fit_errors_)[:, keep].max(axis=1))
-    return stream_alarms(X, stream_scores(detector, X, keep), fit_scores, detector.feature_sd_,
-                         scorer, smooth=params.smooth, threshold_scale=params.threshold_scale,
-                         change_window=params.change_window, change_sds=params.change_sds, drop=params.drop,
-                         collect=params.collect)
+    return stream_alarms(
+        X,
+        stream_scores(detector, X, keep),
+        fit_scores,
+        detector.feature_sd_,
+        scorer,
+        smooth=params.smooth,
+        threshold_scale=params.threshold_scale,
+        change_window=params.change_window,
+        change_sds=params.change_sds,
+        drop=params.drop,
+        collect=params.collect,
+    )

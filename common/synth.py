@@ -12,6 +12,7 @@ kinds (``ANOMALY_KINDS``): spikes, drifts, stuck sensors, correlated multi-senso
 violations in which every sensor stays inside its normal marginal range but the combination is impossible.
 One record is one sample every ``SAMPLE_SECONDS`` seconds; everything is vectorised numpy.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,18 @@ from fedad.common.errors import FedadError
 from fedad.common.permissions import as_umask_allows
 
 SENSORS: tuple[str, ...] = (
-    "temperature", "vibration_freq", "vibration_rms", "motor_current", "voltage", "pressure",
-    "flow", "humidity", "speed", "torque", "power", "bearing_temp",
+    "temperature",
+    "vibration_freq",
+    "vibration_rms",
+    "motor_current",
+    "voltage",
+    "pressure",
+    "flow",
+    "humidity",
+    "speed",
+    "torque",
+    "power",
+    "bearing_temp",
 )
 SAMPLE_SECONDS = 10
 START_TIMESTAMP = 1_704_067_200  # 2024-01-01T00:00:00Z; all nodes record the same period
@@ -58,8 +69,12 @@ _FAULT_PATTERNS: dict[str, dict[str, float]] = {
 }
 # Regime violations: pairs that move together in normal operation; one is set high, the other low.
 _REGIME_PAIRS: tuple[tuple[str, str], ...] = (
-    ("motor_current", "torque"), ("speed", "vibration_freq"), ("power", "motor_current"),
-    ("speed", "pressure"), ("torque", "power"), ("flow", "pressure"),
+    ("motor_current", "torque"),
+    ("speed", "vibration_freq"),
+    ("power", "motor_current"),
+    ("speed", "pressure"),
+    ("torque", "power"),
+    ("flow", "pressure"),
 )
 
 
@@ -133,8 +148,10 @@ def node_profile(node: int, seed: int) -> NodeProfile:
         load_high=float(rng.uniform(max(load_low + 0.3, 0.7), 1.0)),
         speed_low=speed_low,
         speed_high=float(rng.uniform(max(speed_low + 0.15, 0.9), 1.0)),
-        segment_records=float({"continuous": 4320.0, "day_shift": 1440.0, "batch": 270.0,
-                               "demand_following": 2160.0}[regime] * rng.uniform(0.7, 1.3)),
+        segment_records=float(
+            {"continuous": 4320.0, "day_shift": 1440.0, "batch": 270.0, "demand_following": 2160.0}[regime]
+            * rng.uniform(0.7, 1.3)
+        ),
         noise_fraction=float(rng.uniform(0.02, 0.045)),
         recipes=tuple(float(r) for r in np.sort(rng.random(int(rng.integers(3, 6))))),
     )
@@ -219,24 +236,37 @@ def simulate_normal(node: int, records: int, seed: int) -> tuple[np.ndarray, np.
     progress = i / max(n - 1, 1)
 
     # Latent drivers: load and speed setpoint (operating regime), ambient weather, grid.
-    w_day, w_seg, w_wander = {"continuous": (0.3, 0.35, 0.08), "day_shift": (0.75, 0.3, 0.06),
-                              "batch": (0.1, 0.9, 0.05), "demand_following": (0.8, 0.25, 0.07)}[p.regime]
-    load_shape = (0.5 + w_day * (_daily_load(p.regime, hour) - 0.5)
-                  + w_seg * (_segments(rng, n, p.segment_records / 2) - 0.5)
-                  + w_wander * _ar1(rng, n, 720.0))
+    w_day, w_seg, w_wander = {
+        "continuous": (0.3, 0.35, 0.08),
+        "day_shift": (0.75, 0.3, 0.06),
+        "batch": (0.1, 0.9, 0.05),
+        "demand_following": (0.8, 0.25, 0.07),
+    }[p.regime]
+    load_shape = (
+        0.5
+        + w_day * (_daily_load(p.regime, hour) - 0.5)
+        + w_seg * (_segments(rng, n, p.segment_records / 2) - 0.5)
+        + w_wander * _ar1(rng, n, 720.0)
+    )
     load = p.load_low + (p.load_high - p.load_low) * np.clip(load_shape, 0.0, 1.0)
     follow = 0.7 if p.regime == "demand_following" else 0.25
     recipes = np.asarray(p.recipes)  # a few product recipes, each with its own speed setpoint
-    speed_shape = (0.5 + follow * (load_shape - 0.5)
-                   + 0.6 * (_segments(rng, n, p.segment_records, recipes) - 0.5)
-                   + 0.03 * _ar1(rng, n, 360.0))
+    speed_shape = (
+        0.5
+        + follow * (load_shape - 0.5)
+        + 0.6 * (_segments(rng, n, p.segment_records, recipes) - 0.5)
+        + 0.03 * _ar1(rng, n, 360.0)
+    )
     s = p.speed_low + (p.speed_high - p.speed_low) * np.clip(speed_shape, 0.0, 1.0)
-    ambient = (p.ambient_mean + p.ambient_amplitude * np.cos(2 * np.pi * (hour - p.ambient_peak_hour) / 24.0)
-               + p.ambient_trend * progress + 0.4 * _ar1(rng, n, 720.0))
+    ambient = (
+        p.ambient_mean
+        + p.ambient_amplitude * np.cos(2 * np.pi * (hour - p.ambient_peak_hour) / 24.0)
+        + p.ambient_trend * progress
+        + 0.4 * _ar1(rng, n, 720.0)
+    )
     # The grid sags on hot afternoons (cooling load elsewhere) and under this motor's own load.
     heat = (ambient - p.ambient_mean) / p.ambient_amplitude
-    voltage = p.grid_voltage * (1.0 - p.grid_sag * (0.5 + 0.5 * heat) - 0.008 * load
-                                + 0.0015 * _ar1(rng, n, 180.0))
+    voltage = p.grid_voltage * (1.0 - p.grid_sag * (0.5 + 0.5 * heat) - 0.008 * load + 0.0015 * _ar1(rng, n, 180.0))
 
     # Motor and pump laws.
     speed = p.rated_speed * s * (1.0 - p.slip * load)
@@ -252,15 +282,32 @@ def simulate_normal(node: int, records: int, seed: int) -> tuple[np.ndarray, np.
     vibration_freq = p.vanes * speed / 60.0
     vibration_rms = p.vibration_base * (0.3 + 0.7 * s * s) * (1.0 + 0.3 * load) * (1.0 + p.wear * progress)
     temperature = ambient + p.motor_heating * _lowpass((current / rated_current) ** 2, p.motor_tau)
-    bearing_temp = _lowpass(ambient + 0.35 * (temperature - ambient)
-                            + p.bearing_heating * s * vibration_rms / p.vibration_base, p.bearing_tau)
-    humidity = np.clip(p.humidity_mean - p.humidity_per_degree * (ambient - p.ambient_mean)
-                       + 0.4 * _ar1(rng, n, 360.0), 5.0, 98.0)
+    bearing_temp = _lowpass(
+        ambient + 0.35 * (temperature - ambient) + p.bearing_heating * s * vibration_rms / p.vibration_base,
+        p.bearing_tau,
+    )
+    humidity = np.clip(
+        p.humidity_mean - p.humidity_per_degree * (ambient - p.ambient_mean) + 0.4 * _ar1(rng, n, 360.0), 5.0, 98.0
+    )
 
     # Sensor-major storage: (records, 12) in Fortran order keeps every per-sensor operation contiguous.
     X = np.empty((len(SENSORS), n))
-    for row, values in enumerate((temperature, vibration_freq, vibration_rms, current, voltage, pressure,
-                                  flow, humidity, speed, torque, power, bearing_temp)):
+    for row, values in enumerate(
+        (
+            temperature,
+            vibration_freq,
+            vibration_rms,
+            current,
+            voltage,
+            pressure,
+            flow,
+            humidity,
+            speed,
+            torque,
+            power,
+            bearing_temp,
+        )
+    ):
         X[row] = values
     # Per-node calibration (gain, offset) and per-sensor white noise, applied in place.
     gain = rng.normal(1.0, 0.02, size=len(SENSORS))
@@ -292,8 +339,7 @@ class Episodes:
         return ep, self.start[ep] + offset, offset
 
 
-def _place_episodes(rng: np.random.Generator, n: int,
-                    anomaly_rate: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _place_episodes(rng: np.random.Generator, n: int, anomaly_rate: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Non-overlapping episodes covering round(anomaly_rate * n) records, spread at random."""
     target = int(round(anomaly_rate * n))
     empty = np.zeros(0, dtype=np.int64)
@@ -329,8 +375,9 @@ class _Targets:
     count: int  # episodes of this kind
 
 
-def _spikes(X: np.ndarray, rng: np.random.Generator, t: _Targets, sigma: np.ndarray,
-            normal_sorted: np.ndarray) -> list[str]:
+def _spikes(
+    X: np.ndarray, rng: np.random.Generator, t: _Targets, sigma: np.ndarray, normal_sorted: np.ndarray
+) -> list[str]:
     """One sensor (sometimes two) jumps 4-9 sigma for 1-5 records."""
     d = X.shape[1]
     sensor = rng.integers(d, size=t.count)
@@ -343,33 +390,36 @@ def _spikes(X: np.ndarray, rng: np.random.Generator, t: _Targets, sigma: np.ndar
     pick = second[t.episode]
     c2 = sensor2[t.episode[pick]]
     X[t.row[pick], c2] += magnitude[t.episode[pick]] * rng.uniform(0.7, 1.0, pick.sum()) * sigma[c2]
-    return [SENSORS[a] + (f"+{SENSORS[b]}" if two else "") for a, b, two in zip(sensor, sensor2, second)]
+    return [SENSORS[a] + (f"+{SENSORS[b]}" if two else "") for a, b, two in zip(sensor, sensor2, second, strict=True)]
 
 
-def _drifts(X: np.ndarray, rng: np.random.Generator, t: _Targets, sigma: np.ndarray,
-            normal_sorted: np.ndarray) -> list[str]:
+def _drifts(
+    X: np.ndarray, rng: np.random.Generator, t: _Targets, sigma: np.ndarray, normal_sorted: np.ndarray
+) -> list[str]:
     """One sensor's offset grows linearly to 3-6 sigma (a decalibrating sensor)."""
     sensor = rng.integers(X.shape[1], size=t.count)
     sign = np.where(rng.random(t.count) < 0.7, 1.0, -1.0)
     peak = rng.uniform(3.0, 6.0, size=t.count)
     c = sensor[t.episode]
     X[t.row, c] += sign[t.episode] * peak[t.episode] * t.position * sigma[c]
-    return [f"{SENSORS[a]}:{'up' if sg > 0 else 'down'}" for a, sg in zip(sensor, sign)]
+    return [f"{SENSORS[a]}:{'up' if sg > 0 else 'down'}" for a, sg in zip(sensor, sign, strict=True)]
 
 
-def _stuck(X: np.ndarray, rng: np.random.Generator, t: _Targets, sigma: np.ndarray,
-           normal_sorted: np.ndarray) -> list[str]:
+def _stuck(
+    X: np.ndarray, rng: np.random.Generator, t: _Targets, sigma: np.ndarray, normal_sorted: np.ndarray
+) -> list[str]:
     """One sensor reads a constant: 0 (dead) or its full scale, while the process goes on."""
     sensor = rng.integers(X.shape[1], size=t.count)
     dead = rng.random(t.count) < 0.5
     full_scale = np.round(normal_sorted[-1] + 3.0 * sigma, DECIMALS)
     value = np.where(dead, 0.0, full_scale[sensor])
     X[t.row, sensor[t.episode]] = value[t.episode]
-    return [f"{SENSORS[a]}:{'dead' if z else 'full_scale'}" for a, z in zip(sensor, dead)]
+    return [f"{SENSORS[a]}:{'dead' if z else 'full_scale'}" for a, z in zip(sensor, dead, strict=True)]
 
 
-def _faults(X: np.ndarray, rng: np.random.Generator, t: _Targets, sigma: np.ndarray,
-            normal_sorted: np.ndarray) -> list[str]:
+def _faults(
+    X: np.ndarray, rng: np.random.Generator, t: _Targets, sigma: np.ndarray, normal_sorted: np.ndarray
+) -> list[str]:
     """A physical fault moves several sensors together (``_FAULT_PATTERNS``), ramping in over 30 %."""
     names = list(_FAULT_PATTERNS)
     shifts = np.zeros((len(names), X.shape[1]))
@@ -384,8 +434,9 @@ def _faults(X: np.ndarray, rng: np.random.Generator, t: _Targets, sigma: np.ndar
     return [names[f] for f in fault]
 
 
-def _regime_violations(X: np.ndarray, rng: np.random.Generator, t: _Targets, sigma: np.ndarray,
-                       normal_sorted: np.ndarray) -> list[str]:
+def _regime_violations(
+    X: np.ndarray, rng: np.random.Generator, t: _Targets, sigma: np.ndarray, normal_sorted: np.ndarray
+) -> list[str]:
     """Two sensors that move together read high and low: each inside its normal range, jointly impossible."""
     n = len(normal_sorted)
     pairs = np.array([[_COL[a], _COL[b]] for a, b in _REGIME_PAIRS])
@@ -399,7 +450,7 @@ def _regime_violations(X: np.ndarray, rng: np.random.Generator, t: _Targets, sig
     hc, lc = high_col[t.episode], low_col[t.episode]
     X[t.row, hc] = high_value[t.episode] + wobble[0] * sigma[hc]
     X[t.row, lc] = low_value[t.episode] + wobble[1] * sigma[lc]
-    return [f"{SENSORS[h]}:high,{SENSORS[lo]}:low" for h, lo in zip(high_col, low_col)]
+    return [f"{SENSORS[h]}:high,{SENSORS[lo]}:low" for h, lo in zip(high_col, low_col, strict=True)]
 
 
 _INJECTORS = (_spikes, _drifts, _stuck, _faults, _regime_violations)  # in ANOMALY_KINDS order
@@ -427,7 +478,7 @@ def inject_anomalies(X: np.ndarray, rng: np.random.Generator, anomaly_rate: floa
             continue
         at = kinds[ep] == k
         details = inject(X, rng, _Targets(local[ep[at]], rows[at], position[at], len(ids)), sigma, normal_sorted)
-        for j, text in zip(ids, details):
+        for j, text in zip(ids, details, strict=True):
             episodes.detail[j] = text
     labels = np.zeros(n, dtype=np.int8)
     labels[rows] = 1
@@ -443,8 +494,9 @@ def _check(node: int, records: int, anomaly_rate: float) -> None:
         raise FedadError(f"anomaly rate must be between 0 and 0.5, got {anomaly_rate}")
 
 
-def simulate_node(node: int, records: int, seed: int,
-                  anomaly_rate: float = 0.05) -> tuple[pd.DataFrame, Episodes, NodeProfile]:
+def simulate_node(
+    node: int, records: int, seed: int, anomaly_rate: float = 0.05
+) -> tuple[pd.DataFrame, Episodes, NodeProfile]:
     """``generate_node``'s frame together with its anomaly episodes and the node's profile."""
     _check(node, records, anomaly_rate)
     timestamp, X, profile = simulate_normal(node, records, seed)
@@ -459,9 +511,10 @@ def simulate_node(node: int, records: int, seed: int,
 
 def anomaly_counts(episodes: Episodes) -> dict[str, dict[str, int]]:
     """Episodes and records per anomaly kind."""
-    return {kind: {"episodes": int((episodes.kind == k).sum()),
-                   "records": int(episodes.length[episodes.kind == k].sum())}
-            for k, kind in enumerate(ANOMALY_KINDS)}
+    return {
+        kind: {"episodes": int((episodes.kind == k).sum()), "records": int(episodes.length[episodes.kind == k].sum())}
+        for k, kind in enumerate(ANOMALY_KINDS)
+    }
 
 
 def generate_node(node: int, records: int, seed: int, anomaly_rate: float = 0.05) -> pd.DataFrame:
@@ -486,9 +539,15 @@ def split_records(records: int, nodes: int) -> list[int]:
     return [base + (1 if k < extra else 0) for k in range(nodes)]
 
 
-def write_plant(out: str | os.PathLike, nodes: int, records: int, seed: int,
-                formats: Sequence[str] = FORMATS, anomaly_rate: float = 0.05,
-                progress: Callable[[str], None] | None = None) -> dict:
+def write_plant(
+    out: str | os.PathLike,
+    nodes: int,
+    records: int,
+    seed: int,
+    formats: Sequence[str] = FORMATS,
+    anomaly_rate: float = 0.05,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
     """Write ``node_01.csv``/``.parquet``... (``records`` split evenly over ``nodes``) and ``manifest.json``.
 
     Files are written into a temporary directory beside ``out`` and moved in only when all are complete.
@@ -515,10 +574,19 @@ def write_plant(out: str | os.PathLike, nodes: int, records: int, seed: int,
         raise FedadError(f"cannot write to {out}: {exc.strerror or exc}") from None
 
     manifest: dict = {
-        "generator": "fedad.common.synth", "version": GENERATOR_VERSION, "seed": seed, "nodes": nodes,
-        "records": records, "anomaly_rate": anomaly_rate, "sample_seconds": SAMPLE_SECONDS,
-        "start_timestamp": START_TIMESTAMP, "sensors": list(SENSORS), "label_column": "label",
-        "time_column": "timestamp", "anomaly_kinds": list(ANOMALY_KINDS), "formats": list(formats),
+        "generator": "fedad.common.synth",
+        "version": GENERATOR_VERSION,
+        "seed": seed,
+        "nodes": nodes,
+        "records": records,
+        "anomaly_rate": anomaly_rate,
+        "sample_seconds": SAMPLE_SECONDS,
+        "start_timestamp": START_TIMESTAMP,
+        "sensors": list(SENSORS),
+        "label_column": "label",
+        "time_column": "timestamp",
+        "anomaly_kinds": list(ANOMALY_KINDS),
+        "formats": list(formats),
         "node_files": {},
     }
     try:
@@ -533,16 +601,24 @@ def write_plant(out: str | os.PathLike, nodes: int, records: int, seed: int,
                     pending.result()  # surface write errors early and keep at most two frames alive
                 pending = pool.submit(_write_node, frame, tmp, stem, formats)
                 manifest["node_files"][stem] = {
-                    "node": node, "rows": count, "files": {fmt: f"{stem}.{fmt}" for fmt in formats},
+                    "node": node,
+                    "rows": count,
+                    "files": {fmt: f"{stem}.{fmt}" for fmt in formats},
                     "anomalous_rows": int(frame["label"].sum()),
                     "anomalies": anomaly_counts(episodes),
                     "profile": asdict(profile),
-                    "episodes": [[int(s), int(n), ANOMALY_KINDS[k], d] for s, n, k, d in
-                                 zip(episodes.start, episodes.length, episodes.kind, episodes.detail)],
+                    "episodes": [
+                        [int(s), int(n), ANOMALY_KINDS[k], d]
+                        for s, n, k, d in zip(
+                            episodes.start, episodes.length, episodes.kind, episodes.detail, strict=True
+                        )
+                    ],
                 }
                 if progress:
-                    progress(f"{stem}: {count} rows, {manifest['node_files'][stem]['anomalous_rows']} anomalous "
-                             f"(generated in {time.perf_counter() - began:.1f} s)")
+                    progress(
+                        f"{stem}: {count} rows, {manifest['node_files'][stem]['anomalous_rows']} anomalous "
+                        f"(generated in {time.perf_counter() - began:.1f} s)"
+                    )
             if pending is not None:
                 pending.result()
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")

@@ -7,6 +7,7 @@ on those scores.
 Federated: every client bins its normal validation scores with the same ``score_bin_edges()``, sends the
 ``score_histogram`` counts (no scores), the server adds the counts and calls ``threshold_from_histogram``.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,7 +26,11 @@ def _check_fraction(name: str, value: Any, low_open: bool, high_open: bool) -> f
     ok = isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
     if ok:
         value = float(value)
-        ok = math.isfinite(value) and (value > 0 if low_open else value >= 0) and (value < 1 if high_open else value <= 1)
+        ok = (
+            math.isfinite(value)
+            and (value > 0 if low_open else value >= 0)
+            and (value < 1 if high_open else value <= 1)
+        )
     if not ok:
         interval = ("(" if low_open else "[") + "0, 1" + (")" if high_open else "]")
         raise FedadError(f"{name} must be a number in {interval}, got {value!r}")

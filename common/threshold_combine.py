@@ -11,6 +11,7 @@ scores it binned. The server
    threshold: an honest node has about ``expected_far`` of its normal scores above its own threshold, so
    the result is never above all honest scores nor below all of them.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -31,8 +32,9 @@ class CombinedThreshold:
     dropped: dict[str, str] = field(default_factory=dict)
 
 
-def combine_histograms(histograms: dict[str, tuple[Any, int]], edges: Any, rule: str, quantile: float = 0.99,
-                       far: float | None = None) -> CombinedThreshold:
+def combine_histograms(
+    histograms: dict[str, tuple[Any, int]], edges: Any, rule: str, quantile: float = 0.99, far: float | None = None
+) -> CombinedThreshold:
     """Robust global threshold from {node: (counts, declared count)} (see the module docstring).
 
     Raises ValueError when no node's histogram is usable.

@@ -7,6 +7,7 @@
 Histograms (federated): the rule runs on the binned scores, each bin's count placed at the bin's
 log-midpoint (at most half a bin, ≈ 1.8 % with the shared edges, from the true score).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -37,8 +38,7 @@ def expected_far(rule: str, quantile: float = 0.99, far: float | None = None) ->
     return DEFAULT_RISK if check_rule(rule) == "pot" else 1.0 - float(quantile)
 
 
-def threshold_by_rule(scores: Any, rule: str = DEFAULT_RULE, quantile: float = 0.99,
-                      far: float | None = None) -> float:
+def threshold_by_rule(scores: Any, rule: str = DEFAULT_RULE, quantile: float = 0.99, far: float | None = None) -> float:
     """The threshold of normal ``scores`` under ``rule`` (see the module docstring)."""
     if check_rule(rule) == "quantile" or (far is not None and float(far) <= 0):
         return threshold_from_scores(scores, quantile=quantile, far=far)
@@ -58,8 +58,9 @@ def histogram_scores(counts: Any, edges: Any, limit: int = _MAX_POT_SAMPLES) -> 
     return np.repeat(mids, c.astype(np.int64))
 
 
-def threshold_from_histogram_by_rule(counts: Any, edges: Any, rule: str = DEFAULT_RULE, quantile: float = 0.99,
-                                     far: float | None = None) -> float:
+def threshold_from_histogram_by_rule(
+    counts: Any, edges: Any, rule: str = DEFAULT_RULE, quantile: float = 0.99, far: float | None = None
+) -> float:
     """The threshold under ``rule`` from binned normal scores (quantile: ``threshold_from_histogram``)."""
     if check_rule(rule) == "quantile":
         return threshold_from_histogram(counts, edges, quantile=quantile, far=far)

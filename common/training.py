@@ -1,4 +1,5 @@
 """Training and inference loops for the autoencoders, plus the weight and embedding exchange used by federation."""
+
 from __future__ import annotations
 
 import copy
@@ -53,7 +54,7 @@ def _mean_loss(model: Autoencoder, X: torch.Tensor, batch_size: int) -> float:
     total = 0.0
     with torch.inference_mode():
         for start in range(0, len(X), batch_size):
-            xb = X[start:start + batch_size]
+            xb = X[start : start + batch_size]
             total += float(model.loss(xb)) * len(xb)
     return total / len(X)
 
@@ -101,7 +102,7 @@ def train_model(
         perm = torch.randperm(n, generator=generator).to(dev)
         total = torch.zeros((), device=dev)  # summed on device: no host sync per batch
         for start in range(0, n, batch_size):
-            xb = xt[perm[start:start + batch_size]]
+            xb = xt[perm[start : start + batch_size]]
             loss = model.loss(xb)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -131,7 +132,10 @@ def train_model(
 
 
 def reconstruction_errors(
-    model: Autoencoder, X: np.ndarray | torch.Tensor, device: str | torch.device = "auto", batch_size: int | None = None,
+    model: Autoencoder,
+    X: np.ndarray | torch.Tensor,
+    device: str | torch.device = "auto",
+    batch_size: int | None = None,
 ) -> np.ndarray:
     """Per-sample anomaly scores ``model.score`` of rows or windows X, float64 ``(n,)``, in eval mode.
 
@@ -145,8 +149,8 @@ def reconstruction_errors(
     out = np.empty(len(X), dtype=np.float64)
     with torch.inference_mode():
         for start in range(0, len(X), batch_size):
-            xb = _as_tensor(X[start:start + batch_size], dev)
-            out[start:start + len(xb)] = model.score(xb).cpu().numpy()
+            xb = _as_tensor(X[start : start + batch_size], dev)
+            out[start : start + len(xb)] = model.score(xb).cpu().numpy()
     return out
 
 
@@ -168,7 +172,10 @@ def calibrate(model: Autoencoder, X: np.ndarray | torch.Tensor, device: str | to
 
 
 def mean_embedding(
-    model: Autoencoder, X: np.ndarray | torch.Tensor, device: str | torch.device = "auto", batch_size: int = 65536,
+    model: Autoencoder,
+    X: np.ndarray | torch.Tensor,
+    device: str | torch.device = "auto",
+    batch_size: int = 65536,
 ) -> np.ndarray:
     """Mean latent code ``model.encode`` over the samples X, float64 ``(latent_dim,)``."""
     if len(X) == 0:
@@ -178,7 +185,7 @@ def mean_embedding(
     with torch.inference_mode():
         total = torch.zeros(model.latent_dim, dtype=torch.float64, device=dev)
         for start in range(0, len(X), batch_size):
-            total += model.encode(_as_tensor(X[start:start + batch_size], dev)).double().sum(0)
+            total += model.encode(_as_tensor(X[start : start + batch_size], dev)).double().sum(0)
     return (total / len(X)).cpu().numpy()
 
 
@@ -193,7 +200,7 @@ def set_weights(model: nn.Module, weights: list[np.ndarray]) -> None:
     if len(weights) != len(state):
         raise FedadError(f"weights have {len(weights)} arrays but the model has {len(state)} tensors")
     new = {}
-    for (key, current), w in zip(state.items(), weights):
+    for (key, current), w in zip(state.items(), weights, strict=True):
         arr = np.asarray(w)
         if tuple(arr.shape) != tuple(current.shape):
             raise FedadError(f"weight '{key}' has shape {tuple(arr.shape)}, the model expects {tuple(current.shape)}")

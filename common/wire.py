@@ -1,4 +1,5 @@
 """Explicit byte encodings for what crosses the wire besides model weights (no pickle, checked on arrival)."""
+
 from __future__ import annotations
 
 import json

@@ -10,6 +10,7 @@
 
 `summary` and `check` use only the standard library, so `python3 deploy/plant.py check` works on any host.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,8 +68,11 @@ def prepare_data(args) -> int:
             log("ERROR", f"synthetic plant: {exc}", tag)
             return 2
         plant["synthetic_manifest"] = manifest
-        log("INFO", f"synthetic plant: {records} records over {nodes} nodes (seed {seed}) in "
-            f"{time.perf_counter() - t0:.1f} s", tag)
+        log(
+            "INFO",
+            f"synthetic plant: {records} records over {nodes} nodes (seed {seed}) in {time.perf_counter() - t0:.1f} s",
+            tag,
+        )
     for slot in slots:
         src = user_files.get(slot.name) or (generated / "plant" / f"node_{slot.name}.csv")  # type: ignore[operator]
         if not src.is_file():
@@ -144,13 +148,20 @@ def summarize(results: Path) -> dict:
     per_round = []
     flagged: dict[str, dict] = {}
     for r in rounds or report.get("rounds", []):
-        per_round.append({"round": r.get("round"), "clients": sorted(r.get("clients") or []),
-                          "loss": r.get("loss"), "failed": r.get("failed") or [],
-                          "rejected": sorted((r.get("rejected") or {}))})
+        per_round.append(
+            {
+                "round": r.get("round"),
+                "clients": sorted(r.get("clients") or []),
+                "loss": r.get("loss"),
+                "failed": r.get("failed") or [],
+                "rejected": sorted(r.get("rejected") or {}),
+            }
+        )
         for name, v in (r.get("flags") or {}).items():
             if isinstance(v, dict) and not _is_flag(v) and str(v.get("reason") or "").startswith("quarantined"):
                 flagged.setdefault(name, {"rounds": [], "reasons": []}).setdefault("quarantined_rounds", []).append(
-                    r.get("round"))
+                    r.get("round")
+                )
             if _is_flag(v):
                 f = flagged.setdefault(name, {"rounds": [], "reasons": []})
                 f["rounds"].append(r.get("round"))
@@ -168,8 +179,11 @@ def summarize(results: Path) -> dict:
             f = flagged.setdefault(str(entry.get("client")), {"rounds": [], "reasons": []})
             if entry.get("last_reason"):
                 f["reasons"] = [str(entry["last_reason"])]  # the last word is the shortest and most telling
-    flag_scores = [{k: r.get(k) for k in ("round", "flag_precision", "flag_recall")}
-                   for r in flag_block.get("per_round") or [] if isinstance(r, dict) and "flag_recall" in r]
+    flag_scores = [
+        {k: r.get(k) for k in ("round", "flag_precision", "flag_recall")}
+        for r in flag_block.get("per_round") or []
+        if isinstance(r, dict) and "flag_recall" in r
+    ]
     for key in ("flagged", "quarantined"):  # report-level lists or dicts, whatever a strategy writes
         val = report.get(key)
         if isinstance(val, dict):
@@ -187,13 +201,22 @@ def summarize(results: Path) -> dict:
     if (results / "keyholder-audit.jsonl").is_file():
         keyholder = audit_summary(read_audit(results / "keyholder-audit.jsonl"))
     return {
-        "strategy": report.get("strategy"), "model": report.get("model"), "seconds": report.get("seconds"),
-        "metrics": report.get("metrics") or {}, "rounds": per_round, "participants": participants,
-        "refused": report.get("refused") or {}, "failures": report.get("failures") or [],
+        "strategy": report.get("strategy"),
+        "model": report.get("model"),
+        "seconds": report.get("seconds"),
+        "metrics": report.get("metrics") or {},
+        "rounds": per_round,
+        "participants": participants,
+        "refused": report.get("refused") or {},
+        "failures": report.get("failures") or [],
         "refused_connections": report.get("refused_connections") or [],
-        "flagged": {k: flagged[k] for k in sorted(flagged)}, "malicious": flag_block.get("malicious") or [],
-        "flag_scores": flag_scores, "plant": plant.get("nodes", {}), "keyholder": keyholder,
-        "status": report.get("status", "ok"), "error": report.get("error"),
+        "flagged": {k: flagged[k] for k in sorted(flagged)},
+        "malicious": flag_block.get("malicious") or [],
+        "flag_scores": flag_scores,
+        "plant": plant.get("nodes", {}),
+        "keyholder": keyholder,
+        "status": report.get("status", "ok"),
+        "error": report.get("error"),
     }
 
 
@@ -224,21 +247,37 @@ def audit_summary(entries: list[dict]) -> dict:
             rnd = per_round.setdefault(e.get("round"), {})
             rnd[kind] = rnd.get(kind, 0) + n
     final = [e.get("round") for e in begins if e.get("final")]
-    return {"rounds": [e.get("round") for e in begins if not e.get("final")],
-            "final_round": final[-1] if final else None, "blocks": blocks,
-            "decrypted": sum(blocks.values()), "per_round": {str(k): v for k, v in per_round.items()},
-            "refused": [f"{e.get('op')} round {e.get('round')}: {e['refused']}" for e in entries if "refused" in e]}
+    return {
+        "rounds": [e.get("round") for e in begins if not e.get("final")],
+        "final_round": final[-1] if final else None,
+        "blocks": blocks,
+        "decrypted": sum(blocks.values()),
+        "per_round": {str(k): v for k, v in per_round.items()},
+        "refused": [f"{e.get('op')} round {e.get('round')}: {e['refused']}" for e in entries if "refused" in e],
+    }
 
 
 def render_audit(a: dict) -> str:
     rounds = a["rounds"]
-    opened = ("rounds " + (f"{rounds[0]}-{rounds[-1]}" if rounds == list(range(rounds[0], rounds[-1] + 1))
-                           else ",".join(map(str, rounds)))) if rounds else "no rounds"
+    opened = (
+        (
+            "rounds "
+            + (
+                f"{rounds[0]}-{rounds[-1]}"
+                if rounds == list(range(rounds[0], rounds[-1] + 1))
+                else ",".join(map(str, rounds))
+            )
+        )
+        if rounds
+        else "no rounds"
+    )
     if a["final_round"] is not None:
         opened += f" + final round {a['final_round']}"
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(a["blocks"].items()))
-    text = f"key holder: {opened} opened, {a['decrypted']} blocks decrypted ({kinds or 'none'}), " \
-           f"{len(a['refused'])} requests refused"
+    text = (
+        f"key holder: {opened} opened, {a['decrypted']} blocks decrypted ({kinds or 'none'}), "
+        f"{len(a['refused'])} requests refused"
+    )
     for r in a["refused"][:3]:
         text += f"\n  REFUSED by the key holder: {r}"[:200]
     return text
@@ -258,8 +297,10 @@ def _f(v) -> str:
 
 
 def render(s: dict) -> str:
-    lines = [f"fedad plant report: strategy {s['strategy']}, model {s['model']}, {len(s['rounds'])} rounds in "
-             f"{(s['seconds'] or 0):.1f} s, {len(s['participants'])} nodes took part"]
+    lines = [
+        f"fedad plant report: strategy {s['strategy']}, model {s['model']}, {len(s['rounds'])} rounds in "
+        f"{(s['seconds'] or 0):.1f} s, {len(s['participants'])} nodes took part"
+    ]
     for r in s["rounds"]:
         extra = ""
         if r["failed"]:
@@ -284,9 +325,12 @@ def render(s: dict) -> str:
             extra = f" (quarantined, left out in rounds {left_out})" if left_out else ""
             lines.append(f"  FLAGGED node {name} in rounds {rounds}{extra}: {'; '.join(f['reasons'])[:160]}")
         if s.get("flag_scores"):
-            lines.append("  flag precision/recall per round (known attackers: " + ", ".join(s["malicious"]) + "): "
-                         + ", ".join(f"{r['round']}: {_f(r['flag_precision'])}/{_f(r['flag_recall'])}"
-                                     for r in s["flag_scores"]))
+            lines.append(
+                "  flag precision/recall per round (known attackers: "
+                + ", ".join(s["malicious"])
+                + "): "
+                + ", ".join(f"{r['round']}: {_f(r['flag_precision'])}/{_f(r['flag_recall'])}" for r in s["flag_scores"])
+            )
     elif s["strategy"] in ("fedavg", "paillier"):
         lines.append(f"  flagged nodes: none ({s['strategy']} does not screen updates; FEDAD_STRATEGY=robust does)")
     else:
@@ -294,8 +338,10 @@ def render(s: dict) -> str:
     if s.get("keyholder") is not None:
         lines.append("  " + render_audit(s["keyholder"]))
     m = s["metrics"]
-    lines.append(f"  federated test: precision {_f(m.get('precision'))}, recall {_f(m.get('recall'))}, "
-                 f"F1 {_f(m.get('f1'))}, ROC-AUC {_f(m.get('roc_auc'))}, false alarms {_f(m.get('far'))}")
+    lines.append(
+        f"  federated test: precision {_f(m.get('precision'))}, recall {_f(m.get('recall'))}, "
+        f"F1 {_f(m.get('f1'))}, ROC-AUC {_f(m.get('roc_auc'))}, false alarms {_f(m.get('far'))}"
+    )
     return "\n".join(lines)
 
 
@@ -337,8 +383,10 @@ def check(args) -> int:
     for r in s["rounds"]:
         got = set(r["clients"])
         if expected is not None and got != expected:
-            problems.append(f"round {r['round']}: clients {sorted(got)}, expected {sorted(expected)} "
-                            f"(missing {sorted(expected - got)}, unexpected {sorted(got - expected)})")
+            problems.append(
+                f"round {r['round']}: clients {sorted(got)}, expected {sorted(expected)} "
+                f"(missing {sorted(expected - got)}, unexpected {sorted(got - expected)})"
+            )
     f1 = s["metrics"].get("f1")
     if args.min_f1 is not None and (f1 is None or f1 < args.min_f1):
         problems.append(f"final F1 {f1}, expected >= {args.min_f1}")
@@ -364,8 +412,12 @@ def check(args) -> int:
                 problems.append(f"key holder opened rounds {a['rounds']}, expected {want}")
             if a["final_round"] != args.keyholder_rounds + 1 or not a["blocks"].get("histogram"):
                 problems.append(f"key holder: no final round {args.keyholder_rounds + 1} with the threshold histogram")
-            missing = [r for r in want if not a["per_round"].get(str(r), {}).get("aggregate")
-                       or not a["per_round"].get(str(r), {}).get("sketch")]
+            missing = [
+                r
+                for r in want
+                if not a["per_round"].get(str(r), {}).get("aggregate")
+                or not a["per_round"].get(str(r), {}).get("sketch")
+            ]
             if missing:
                 problems.append(f"key holder: no sketch or aggregate decrypted in rounds {missing}")
             if a["refused"]:
@@ -398,9 +450,13 @@ def main(argv=None) -> int:
     c.add_argument("--refused", default=None, help="comma-separated names that must be in report.json refused")
     c.add_argument("--flagged", default=None, help="comma-separated names that must have been flagged")
     c.add_argument("--max-false-flags", type=int, default=None, help="most honest nodes that may be flagged")
-    c.add_argument("--keyholder-rounds", type=int, default=None,
-                   help="secure-robust: the key holder's audit must show rounds 1..N, the final round N+1 with "
-                   "the threshold histogram, sketches and an aggregate every round, no refusal")
+    c.add_argument(
+        "--keyholder-rounds",
+        type=int,
+        default=None,
+        help="secure-robust: the key holder's audit must show rounds 1..N, the final round N+1 with "
+        "the threshold histogram, sketches and an aggregate every round, no refusal",
+    )
     args = p.parse_args(argv)
     return {"data": prepare_data, "summary": summary, "audit": audit, "check": check}[args.cmd](args)
 

@@ -3,6 +3,7 @@
 An idle or silent connection never passes admission, so it neither counts toward --min-clients nor
 receives (and holds up) round instructions; after the admission timeout it is disconnected.
 """
+
 from __future__ import annotations
 
 from flwr.server.client_manager import ClientManager
@@ -17,8 +18,11 @@ class AdmittedClients(ClientManager):
         self.manager, self.admitted, self.strategy = manager, admitted, strategy
 
     def all(self) -> dict[str, ClientProxy]:
-        return {cid: c for cid, c in self.manager.all().items()
-                if cid in self.admitted and self.strategy.names.get(cid) not in self.strategy.excluded}
+        return {
+            cid: c
+            for cid, c in self.manager.all().items()
+            if cid in self.admitted and self.strategy.names.get(cid) not in self.strategy.excluded
+        }
 
     def num_available(self) -> int:
         return len(self.all())
@@ -32,8 +36,9 @@ class AdmittedClients(ClientManager):
     def wait_for(self, num_clients: int, timeout: int) -> bool:
         return self.num_available() >= num_clients
 
-    def sample(self, num_clients: int, min_num_clients: int | None = None,
-               criterion: Criterion | None = None) -> list[ClientProxy]:
+    def sample(
+        self, num_clients: int, min_num_clients: int | None = None, criterion: Criterion | None = None
+    ) -> list[ClientProxy]:
         return [c for c in self.all().values() if criterion is None or criterion.select(c)][:num_clients]
 
 

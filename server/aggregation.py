@@ -4,6 +4,7 @@ Everything here is pure and Flower-free; the strategies in ``fedad.server.strate
 calls to these functions. An *update* is one flat float64 vector: a client's new weights minus the
 global weights, flattened layer after layer in the model's order (``flatten``/``unflatten``).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -29,7 +30,7 @@ def unflatten(vector: np.ndarray, shapes: Shapes) -> NDArrays:
     if vector.ndim != 1 or vector.size != sum(sizes):
         raise ValueError(f"vector of shape {vector.shape} does not fill shapes {list(shapes)}")
     offsets = np.cumsum([0] + sizes)
-    return [vector[offsets[i]:offsets[i + 1]].reshape(shape) for i, shape in enumerate(shapes)]
+    return [vector[offsets[i] : offsets[i + 1]].reshape(shape) for i, shape in enumerate(shapes)]
 
 
 def array_shapes(arrays: Sequence[np.ndarray]) -> list[tuple[int, ...]]:
@@ -41,7 +42,7 @@ def validate_update(arrays: Sequence[np.ndarray], expected_shapes: Shapes) -> st
     """Why a client's arrays cannot be aggregated (count, shape, dtype, NaN/Inf), or None if they can."""
     if len(arrays) != len(expected_shapes):
         return f"wrong number of arrays: {len(arrays)}, expected {len(expected_shapes)}"
-    for i, (array, shape) in enumerate(zip(arrays, expected_shapes)):
+    for i, (array, shape) in enumerate(zip(arrays, expected_shapes, strict=True)):
         array = np.asarray(array)
         if tuple(array.shape) != tuple(shape):
             return f"array {i} has shape {tuple(array.shape)}, expected {tuple(shape)}"
@@ -76,7 +77,7 @@ def apply_update(global_arrays: Sequence[np.ndarray], update: np.ndarray) -> NDA
     shapes = array_shapes(global_arrays)
     return [
         (np.asarray(g, dtype=np.float64) + u).astype(np.asarray(g).dtype)
-        for g, u in zip(global_arrays, unflatten(update, shapes))
+        for g, u in zip(global_arrays, unflatten(update, shapes), strict=True)
     ]
 
 
@@ -84,7 +85,7 @@ def weighted_average(results: list[tuple[NDArrays, int]]) -> NDArrays:
     """Compute weighted average (FedAvg; weights are the clients' example counts)."""
     num_examples_total = sum(num_examples for (_, num_examples) in results)
     weighted_weights = [[layer * num_examples for layer in weights] for weights, num_examples in results]
-    return [reduce(np.add, layer_updates) / num_examples_total for layer_updates in zip(*weighted_weights)]
+    return [reduce(np.add, layer_updates) / num_examples_total for layer_updates in zip(*weighted_weights, strict=True)]
 
 
 def stack_updates(updates: Sequence[np.ndarray]) -> np.ndarray:

@@ -1,4 +1,5 @@
 """The demo's baselines kept beside its results and reused when plant, seed and settings are the same."""
+
 from __future__ import annotations
 
 import hashlib

@@ -3,6 +3,7 @@
 Flower's ``fit_clients`` turns a client that died mid-call into a bare exception, so the server could only
 say "client unknown failed"; here every exception travels with its ``ClientProxy``.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -22,9 +23,15 @@ class ClientCallFailed(Exception):
         self.proxy, self.cause = proxy, cause
 
 
-def call_clients(method: str, instructions: list[tuple[ClientProxy, Any]], max_workers: int | None,
-                 timeout: float | None, group_id: int) -> tuple[list[tuple[ClientProxy, Any]], list]:
+def call_clients(
+    method: str,
+    instructions: list[tuple[ClientProxy, Any]],
+    max_workers: int | None,
+    timeout: float | None,
+    group_id: int,
+) -> tuple[list[tuple[ClientProxy, Any]], list]:
     """Run ``proxy.<method>(ins)`` ("fit" or "evaluate") on every client; (results, failures) like Flower's."""
+
     def one(proxy: ClientProxy, ins: Any) -> Any:
         call: Callable[..., Any] = getattr(proxy, method)
         return call(ins, timeout=timeout, group_id=group_id)

@@ -3,6 +3,7 @@
 These pool or isolate the data on purpose, to measure what federation costs or gains: they run only where
 one party holds all shards (the synthetic demo, benchmarks), never inside a deployment.
 """
+
 from __future__ import annotations
 
 import time
@@ -32,12 +33,24 @@ def _epochs(say: Say | None, what: str):
 
 def _detector(spec, epochs: int, **preprocessing) -> AutoencoderDetector:
     """Exactly ``epochs`` epochs (no early stopping): the rows are seen as often as in the federation."""
-    return AutoencoderDetector(model=spec.model, window=spec.window, epochs=epochs, batch_size=spec.batch_size,
-                               lr=spec.lr, weight_decay=spec.weight_decay, patience=None,
-                               threshold_quantile=spec.threshold_quantile, seed=spec.seed, device="cpu",
-                               score=spec.score, top_k=spec.top_k, threshold_rule=spec.threshold_rule,
-                               target_far=spec.target_far, preprocessing={**spec.preprocessing, **preprocessing},
-                               model_sizes=dict(spec.sizes) or None)
+    return AutoencoderDetector(
+        model=spec.model,
+        window=spec.window,
+        epochs=epochs,
+        batch_size=spec.batch_size,
+        lr=spec.lr,
+        weight_decay=spec.weight_decay,
+        patience=None,
+        threshold_quantile=spec.threshold_quantile,
+        seed=spec.seed,
+        device="cpu",
+        score=spec.score,
+        top_k=spec.top_k,
+        threshold_rule=spec.threshold_rule,
+        target_far=spec.target_far,
+        preprocessing={**spec.preprocessing, **preprocessing},
+        model_sizes=dict(spec.sizes) or None,
+    )
 
 
 def _site_scaled(splits: list[Split]) -> list[Split]:
@@ -46,8 +59,9 @@ def _site_scaled(splits: list[Split]) -> list[Split]:
     for s in splits:
         mu, sd = np.nanmean(s.train, axis=0), np.nanstd(s.train, axis=0)
         sd[~(sd > 0)] = 1.0
-        out.append(Split(train=(s.train - mu) / sd, val=(s.val - mu) / sd, test=(s.test - mu) / sd,
-                         test_labels=s.test_labels))
+        out.append(
+            Split(train=(s.train - mu) / sd, val=(s.val - mu) / sd, test=(s.test - mu) / sd, test_labels=s.test_labels)
+        )
     return out
 
 
@@ -88,8 +102,9 @@ def local_only(datasets, spec, epochs: int, say: Say | None = None) -> dict:
     ys: list[np.ndarray] = []
     for i, d in enumerate(datasets, 1):
         s = split_site(d.X, d.y)
-        det = _detector(spec, epochs).fit(s.train, X_val=s.val,
-                                          progress=_epochs(say, f"local-only node {i}/{len(datasets)}"))
+        det = _detector(spec, epochs).fit(
+            s.train, X_val=s.val, progress=_epochs(say, f"local-only node {i}/{len(datasets)}")
+        )
         sc = det.decision_function(s.test)
         scores.append(sc)
         preds.append((sc > det.threshold_).astype(int))

@@ -3,6 +3,7 @@
 Plain functions over the per-round validation losses (the sample-weighted mean reconstruction error of
 the global model on every client's validation rows), unit-tested without Flower.
 """
+
 from __future__ import annotations
 
 import math
@@ -49,6 +50,8 @@ def stop_reason(losses: Sequence[float | None], rule: StopRule) -> str | None:
     if at is None:
         return None if n < rule.patience else f"no client reported a validation loss in {n} rounds"
     if n - at >= rule.patience:
-        return (f"converged: the validation loss did not improve by {rule.min_delta:.1%} for {rule.patience} "
-                f"rounds (best {losses[at - 1]:.5g} in round {at})")
+        return (
+            f"converged: the validation loss did not improve by {rule.min_delta:.1%} for {rule.patience} "
+            f"rounds (best {losses[at - 1]:.5g} in round {at})"
+        )
     return None

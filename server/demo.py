@@ -9,6 +9,7 @@ node's model in DIR/models/NAME (its global weights, threshold and own scaler: t
 `fedad score --model DIR/models/node_01 --data DIR/data/node_01.parquet --out scores.csv`); under
 --scaling global also the server's model in DIR/model.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,20 +27,32 @@ from fedad.server.main import parse_rounds
 
 def add_arguments(parser) -> None:
     parser.add_argument("--clients", type=int, default=10, help="edge nodes (client processes)")
-    parser.add_argument("--rounds", type=parse_rounds, default="auto",
-                        help="federated training rounds, or 'auto': until the federated validation loss stops "
-                        "improving (fedad-server --rounds auto: --patience, --min-delta, --max-rounds)")
+    parser.add_argument(
+        "--rounds",
+        type=parse_rounds,
+        default="auto",
+        help="federated training rounds, or 'auto': until the federated validation loss stops "
+        "improving (fedad-server --rounds auto: --patience, --min-delta, --max-rounds)",
+    )
     parser.add_argument("--max-rounds", type=int, default=DEFAULT_MAX_ROUNDS, help="--rounds auto: the cap on rounds")
     parser.add_argument("--records", type=int, default=200_000, help="records in the whole plant")
     parser.add_argument("--local-epochs", type=int, default=2, help="local epochs per round")
-    parser.add_argument("--model", default="dense", choices=("dense", "lstm", "gru", "cnn", "vae", "contrastive"),
-                        help="autoencoder")
-    parser.add_argument("--strategy", default="fedavg",
-                        choices=("fedavg", "paillier", "trust", "flag", "robust", "secure-robust"),
-                        help="aggregation strategy of fedad-server (paillier, secure-robust: a fresh key pair in "
-                        "DIR/keys; secure-robust also starts fedad-keyholder on 127.0.0.1, audit in DIR)")
-    parser.add_argument("--scaling", default="site", choices=("site", "global"),
-                        help="feature scaling per node (site) or merged over all nodes (global); see fedad-server")
+    parser.add_argument(
+        "--model", default="dense", choices=("dense", "lstm", "gru", "cnn", "vae", "contrastive"), help="autoencoder"
+    )
+    parser.add_argument(
+        "--strategy",
+        default="fedavg",
+        choices=("fedavg", "paillier", "trust", "flag", "robust", "secure-robust"),
+        help="aggregation strategy of fedad-server (paillier, secure-robust: a fresh key pair in "
+        "DIR/keys; secure-robust also starts fedad-keyholder on 127.0.0.1, audit in DIR)",
+    )
+    parser.add_argument(
+        "--scaling",
+        default="site",
+        choices=("site", "global"),
+        help="feature scaling per node (site) or merged over all nodes (global); see fedad-server",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the plant and the training")
     parser.add_argument("--port", type=int, default=0, help="server port on 127.0.0.1 (0: a free one)")
     parser.add_argument("--out", default="demo-results", help="output directory")
@@ -57,11 +70,15 @@ def _progress(out: Path, seen: int, rounds: str) -> int:
     path = out / "rounds.jsonl"
     if not path.exists():
         return seen
-    lines = [l for l in path.read_text().splitlines() if l.strip()]
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
     for line in lines[seen:]:
         r = json.loads(line)
-        print(f"  round {r['round']}/{rounds}: {len(r['clients'])} clients, val loss {r['loss']:.5f}, "
-              f"{r['seconds']:.1f} s, {r['bytes_up'] / 1e3:.0f} kB up", file=sys.stderr, flush=True)
+        print(
+            f"  round {r['round']}/{rounds}: {len(r['clients'])} clients, val loss {r['loss']:.5f}, "
+            f"{r['seconds']:.1f} s, {r['bytes_up'] / 1e3:.0f} kB up",
+            file=sys.stderr,
+            flush=True,
+        )
     return len(lines)
 
 
@@ -79,19 +96,50 @@ def run(args) -> int:
     (out / "logs").mkdir(exist_ok=True)
     (out / "models").mkdir(exist_ok=True)
     t0 = time.perf_counter()
-    print(f"[1/4] synthetic plant: {args.records} records over {args.clients} nodes -> {out / 'data'}",
-          file=sys.stderr, flush=True)
+    print(
+        f"[1/4] synthetic plant: {args.records} records over {args.clients} nodes -> {out / 'data'}",
+        file=sys.stderr,
+        flush=True,
+    )
     write_plant(out / "data", args.clients, args.records, args.seed, formats=("parquet",))
     shards = sorted((out / "data").glob("node_*.parquet"))
     port = args.port or _free_port()
     address = f"127.0.0.1:{port}"
-    env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", FLWR_DISABLE_UPDATE_CHECK="1", PYTHONUNBUFFERED="1",
-               OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    server_cmd = [sys.executable, "-m", "fedad.server.main", "--address", address, "--rounds", str(args.rounds),
-                  "--max-rounds", str(args.max_rounds),
-                  "--min-clients", str(args.clients), "--out", str(out), "--model", args.model,
-                  "--strategy", args.strategy, "--scaling", args.scaling, "--local-epochs", str(args.local_epochs), "--seed", str(args.seed),
-                  "--wait-timeout", "300"]
+    env = dict(
+        os.environ,
+        FLWR_TELEMETRY_ENABLED="0",
+        FLWR_DISABLE_UPDATE_CHECK="1",
+        PYTHONUNBUFFERED="1",
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+    )
+    server_cmd = [
+        sys.executable,
+        "-m",
+        "fedad.server.main",
+        "--address",
+        address,
+        "--rounds",
+        str(args.rounds),
+        "--max-rounds",
+        str(args.max_rounds),
+        "--min-clients",
+        str(args.clients),
+        "--out",
+        str(out),
+        "--model",
+        args.model,
+        "--strategy",
+        args.strategy,
+        "--scaling",
+        args.scaling,
+        "--local-epochs",
+        str(args.local_epochs),
+        "--seed",
+        str(args.seed),
+        "--wait-timeout",
+        "300",
+    ]
     client_extra, procs = [], []
     if args.strategy in ("paillier", "secure-robust"):
         from fedad.common.crypto.keys import generate_keypair, save_keypair
@@ -99,36 +147,79 @@ def run(args) -> int:
         keys = out / "keys"
         save_keypair(keys, *generate_keypair(), force=True)
         server_cmd += ["--public-key", str(keys / "public.key")]
-        client_extra = (["--private-key", str(keys / "private.key")] if args.strategy == "paillier"
-                        else ["--public-key", str(keys / "public.key")])
+        client_extra = (
+            ["--private-key", str(keys / "private.key")]
+            if args.strategy == "paillier"
+            else ["--public-key", str(keys / "public.key")]
+        )
     if args.strategy == "secure-robust":  # the key holder: the only process given private.key
         kh_address = f"127.0.0.1:{_free_port()}"
         server_cmd += ["--keyholder", kh_address]
         (out / "keyholder-audit.jsonl").unlink(missing_ok=True)
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "fedad.server.keyholder", "--listen", kh_address, "--private-key",
-             str(out / "keys" / "private.key"), "--insecure", "--max-clients", str(args.clients), "--audit",
-             str(out / "keyholder-audit.jsonl")],
-            stdout=open(out / "logs" / "keyholder.log", "w"), stderr=subprocess.STDOUT, env=env))
-    print(f"[2/4] fedad-server on {address} and {len(shards)} fedad-client processes (logs in {out / 'logs'})",
-          file=sys.stderr, flush=True)
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "fedad.server.keyholder",
+                    "--listen",
+                    kh_address,
+                    "--private-key",
+                    str(out / "keys" / "private.key"),
+                    "--insecure",
+                    "--max-clients",
+                    str(args.clients),
+                    "--audit",
+                    str(out / "keyholder-audit.jsonl"),
+                ],
+                stdout=open(out / "logs" / "keyholder.log", "w"),
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        )
+    print(
+        f"[2/4] fedad-server on {address} and {len(shards)} fedad-client processes (logs in {out / 'logs'})",
+        file=sys.stderr,
+        flush=True,
+    )
     with open(out / "logs" / "server.log", "w") as slog:
         server = subprocess.Popen(server_cmd, stdout=slog, stderr=subprocess.STDOUT, env=env)
         for shard in shards:
             log = open(out / "logs" / f"{shard.stem}.log", "w")
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "fedad.client.main", "--server", address, "--data", str(shard),
-                 "--name", shard.stem, "--device", "cpu", "--connect-timeout", "120",
-                 "--model-out", str(out / "models" / shard.stem), *client_extra],
-                stdout=log, stderr=subprocess.STDOUT, env=env))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "fedad.client.main",
+                        "--server",
+                        address,
+                        "--data",
+                        str(shard),
+                        "--name",
+                        shard.stem,
+                        "--device",
+                        "cpu",
+                        "--connect-timeout",
+                        "120",
+                        "--model-out",
+                        str(out / "models" / shard.stem),
+                        *client_extra,
+                    ],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                )
+            )
         seen, deadline = 0, time.monotonic() + args.timeout
         try:
             total = f"<={args.max_rounds}" if args.rounds == "auto" else str(args.rounds)
             while server.poll() is None:
                 seen = _progress(out, seen, total)
                 if time.monotonic() > deadline:
-                    raise FedadError(f"the federation did not finish within --timeout {args.timeout:.0f} s "
-                                     f"(see {out / 'logs'})")
+                    raise FedadError(
+                        f"the federation did not finish within --timeout {args.timeout:.0f} s (see {out / 'logs'})"
+                    )
                 time.sleep(0.5)
             _progress(out, seen, total)
         finally:
@@ -147,8 +238,12 @@ def run(args) -> int:
     fed_seconds = time.perf_counter() - t0
     conv = report.get("convergence") or {}
     rounds_run = int(conv.get("rounds_run") or len(report["rounds"]))
-    print(f"  stopped after {rounds_run} rounds: {conv.get('stop_reason', 'n/a')}; model of round "
-          f"{conv.get('model_round', rounds_run)}", file=sys.stderr, flush=True)
+    print(
+        f"  stopped after {rounds_run} rounds: {conv.get('stop_reason', 'n/a')}; model of round "
+        f"{conv.get('model_round', rounds_run)}",
+        file=sys.stderr,
+        flush=True,
+    )
     if not args.no_baselines:
         # the baselines see every row as often as the federation did
         report["baselines"] = _baselines(args, out, shards, rounds_run * args.local_epochs)
@@ -160,14 +255,23 @@ def run(args) -> int:
     rows = [("federated", report["metrics"])] + [(k, v) for k, v in (report.get("baselines") or {}).items() if v]
     print(f"{'model':<12} {'precision':>9} {'recall':>7} {'f1':>6} {'roc_auc':>7} {'far':>6} {'mar':>6}")
     for name, m in rows:
-        print(f"{name:<12} " + " ".join(f"{_f(m.get(k)):>{w}}" for k, w in
-                                          (("precision", 9), ("recall", 7), ("f1", 6), ("roc_auc", 7), ("far", 6), ("mar", 6))))
-    print(f"federation: {len(report['rounds'])} rounds in {fed_seconds:.1f} s wall ({conv.get('stop_reason', '')}); "
-          f"report {out / 'report.json'}")
+        print(
+            f"{name:<12} "
+            + " ".join(
+                f"{_f(m.get(k)):>{w}}"
+                for k, w in (("precision", 9), ("recall", 7), ("f1", 6), ("roc_auc", 7), ("far", 6), ("mar", 6))
+            )
+        )
+    print(
+        f"federation: {len(report['rounds'])} rounds in {fed_seconds:.1f} s wall ({conv.get('stop_reason', '')}); "
+        f"report {out / 'report.json'}"
+    )
     models = sorted(p.name for p in (out / "models").iterdir() if (p / "detector.json").is_file())
     if models:
-        print(f"models: {len(models)} in {out / 'models'} (one per node: global weights, threshold, its own "
-              f"scaler); e.g. fedad score --model {out / 'models' / models[0]} --data {shards[0]} --out scores.csv")
+        print(
+            f"models: {len(models)} in {out / 'models'} (one per node: global weights, threshold, its own "
+            f"scaler); e.g. fedad score --model {out / 'models' / models[0]} --data {shards[0]} --out scores.csv"
+        )
     return 0
 
 
@@ -178,18 +282,36 @@ def _baselines(args, out: Path, shards: list[Path], epochs: int) -> dict:
     from fedad.server.comparison import centralized, local_only
     from fedad.server.main import build_parser, build_spec
 
-    spec = build_spec(build_parser().parse_args(
-        ["--model", args.model, "--local-epochs", str(args.local_epochs), "--seed", str(args.seed),
-         "--scaling", args.scaling]))
+    spec = build_spec(
+        build_parser().parse_args(
+            [
+                "--model",
+                args.model,
+                "--local-epochs",
+                str(args.local_epochs),
+                "--seed",
+                str(args.seed),
+                "--scaling",
+                args.scaling,
+            ]
+        )
+    )
     datasets = [load_dataset(s) for s in shards]
     key = baseline_key(datasets, spec, epochs)
     cached = load_baselines(out, key)
     if cached is not None:
-        print(f"[3/4] baselines: reusing {out / 'baselines.json'} (same plant, seed and settings)",
-              file=sys.stderr, flush=True)
+        print(
+            f"[3/4] baselines: reusing {out / 'baselines.json'} (same plant, seed and settings)",
+            file=sys.stderr,
+            flush=True,
+        )
         return cached
-    print(f"[3/4] baselines on the same shards: 1 centralized and {len(datasets)} local-only models, {epochs} "
-          "epochs each (the longest step on a busy machine; --no-baselines skips it)", file=sys.stderr, flush=True)
+    print(
+        f"[3/4] baselines on the same shards: 1 centralized and {len(datasets)} local-only models, {epochs} "
+        "epochs each (the longest step on a busy machine; --no-baselines skips it)",
+        file=sys.stderr,
+        flush=True,
+    )
     last = [0.0]
 
     def say(text: str) -> None:  # at most one line every 5 s, so a slow machine still shows it is working
@@ -199,10 +321,15 @@ def _baselines(args, out: Path, shards: list[Path], epochs: int) -> dict:
             print(f"  {text}", file=sys.stderr, flush=True)
 
     t0 = time.perf_counter()
-    result = {"centralized": centralized(datasets, spec, epochs, say),
-              "local_only": local_only(datasets, spec, epochs, say)}
-    print(f"  baselines done in {time.perf_counter() - t0:.0f} s (kept in {out / 'baselines.json'})",
-          file=sys.stderr, flush=True)
+    result = {
+        "centralized": centralized(datasets, spec, epochs, say),
+        "local_only": local_only(datasets, spec, epochs, say),
+    }
+    print(
+        f"  baselines done in {time.perf_counter() - t0:.0f} s (kept in {out / 'baselines.json'})",
+        file=sys.stderr,
+        flush=True,
+    )
     save_baselines(out, key, result)
     return result
 

@@ -2,6 +2,7 @@
 
 A ``flwr.server.Server`` subclass, so Flower's gRPC runtime drives it; strategies only aggregate.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,19 +21,25 @@ from flwr.server.client_proxy import ClientProxy
 
 from fedad.common.crypto.statistics import decode_fixed_point, sum_counts, sum_fixed_point
 from fedad.common.errors import FedadError
-from fedad.common.federated_stats import N_BINS, combined_threshold, encode_scaler_stats, metrics_from_counts, rule_threshold
-from fedad.common.federation_spec import FederationSpec
 from fedad.common.feature_diff import describe_feature_difference
-from fedad.common.node_names import is_valid_node_name, safe_repr
+from fedad.common.federated_stats import (
+    N_BINS,
+    combined_threshold,
+    encode_scaler_stats,
+    metrics_from_counts,
+    rule_threshold,
+)
+from fedad.common.federation_spec import FederationSpec
 from fedad.common.models.registry import model_aligns
+from fedad.common.node_names import is_valid_node_name, safe_repr
 from fedad.common.preprocessing import ScalerStats
 from fedad.common.threshold_rule import expected_far
 from fedad.common.wire import WireError, encode_array, encode_json
 from fedad.server import validation as check
 from fedad.server.admission import AdmittedClients, drop_connection
 from fedad.server.client_calls import ClientCallFailed, call_clients
-from fedad.server.report import format_round_flags
 from fedad.server.convergence import StopRule, stop_reason
+from fedad.server.report import format_round_flags
 from fedad.server.strategies.base import FedadStrategy, client_name
 
 CHECKPOINT_DIR = "checkpoint"
@@ -95,10 +102,22 @@ class _ClientManager(SimpleClientManager):
 class FedadServer(Server):
     """Runs stats -> R training rounds -> threshold -> test, recording every round in ``out_dir``."""
 
-    def __init__(self, *, strategy: FedadStrategy, spec: FederationSpec, out_dir: Path, min_clients: int,
-                 wait_timeout: float, resume: bool, log: logging.Logger, gate=None,
-                 features_from: str | None = None, admission_timeout: float = 60.0,
-                 max_examples: int = check.MAX_EXAMPLES, stop_rule: StopRule | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        strategy: FedadStrategy,
+        spec: FederationSpec,
+        out_dir: Path,
+        min_clients: int,
+        wait_timeout: float,
+        resume: bool,
+        log: logging.Logger,
+        gate=None,
+        features_from: str | None = None,
+        admission_timeout: float = 60.0,
+        max_examples: int = check.MAX_EXAMPLES,
+        stop_rule: StopRule | None = None,
+    ) -> None:
         manager = _ClientManager()
         manager.on_leave = self._client_left
         super().__init__(client_manager=manager, strategy=strategy)
@@ -171,19 +190,25 @@ class FedadServer(Server):
             left = deadline - time.monotonic()
             if left <= 0:
                 n, idle = self._live(), self._client_manager.num_available() - self._live()
-                raise FederationFailed(f"{what}: only {n} admitted client(s) after waiting {self.wait_timeout:.0f} s "
-                                       f"({idle} other connection(s) never passed admission); --min-clients is "
-                                       f"{self.min_clients}")
-            self._client_manager.wait_for(len(self.asked & set(self._client_manager.all())) + 1,
-                                          timeout=max(1, int(min(left, 5.0))))
+                raise FederationFailed(
+                    f"{what}: only {n} admitted client(s) after waiting {self.wait_timeout:.0f} s "
+                    f"({idle} other connection(s) never passed admission); --min-clients is "
+                    f"{self.min_clients}"
+                )
+            self._client_manager.wait_for(
+                len(self.asked & set(self._client_manager.all())) + 1, timeout=max(1, int(min(left, 5.0)))
+            )
             if self.scaler_bytes:  # the statistics phase is done: newcomers are checked against it
                 self._admit_newcomers(timeout)
             elif self._unasked():
                 self._stats_phase(timeout)
 
     def _unasked(self) -> list:
-        return [c for cid, c in self._client_manager.all().items()
-                if cid not in self.asked and self.strategy.names.get(cid) not in self.strategy.excluded]
+        return [
+            c
+            for cid, c in self._client_manager.all().items()
+            if cid not in self.asked and self.strategy.names.get(cid) not in self.strategy.excluded
+        ]
 
     @staticmethod
     def _workers(n: int) -> int:
@@ -199,8 +224,9 @@ class FedadServer(Server):
         if self.result or name is None or name in self.strategy.excluded:
             return  # the normal end, a refused client, or one that never said its name
         self.departed.add(name)
-        self.failures.append({"phase": "connection", "round": self.current_round, "client": name,
-                              "error": "disconnected"})
+        self.failures.append(
+            {"phase": "connection", "round": self.current_round, "client": name, "error": "disconnected"}
+        )
         self.log.warning("client %s disconnected (round %d)", name, self.current_round)
 
     def _record_failures(self, phase: str, rnd: int, failures) -> list[str]:
@@ -234,8 +260,11 @@ class FedadServer(Server):
         answered = {proxy.cid for proxy, _ in results}
         for c in clients:
             if c.cid not in answered:
-                self.log.warning("dropping connection %s: no usable answer to the statistics phase (admission "
-                                 "timeout %.0f s)", c.cid[:8], wait)
+                self.log.warning(
+                    "dropping connection %s: no usable answer to the statistics phase (admission timeout %.0f s)",
+                    c.cid[:8],
+                    wait,
+                )
                 drop_connection(self._client_manager, c)
         results = self._vet(results, timeout)
         reports = []
@@ -247,8 +276,9 @@ class FedadServer(Server):
                 continue
             self.strategy.names[proxy.cid] = name
             try:
-                feats, declared = check.stats_result(res.num_examples, res.metrics, encrypted=self.encrypted,
-                                                     max_blob=1 << 24)
+                feats, declared = check.stats_result(
+                    res.num_examples, res.metrics, encrypted=self.encrypted, max_blob=1 << 24
+                )
                 declared = check.count(declared, "the declared row count", low=1, high=self.max_examples)
                 if self.encrypted:
                     decode_fixed_point(self.strategy.public_key, res.metrics["stats_enc"], 1 + 2 * len(feats))
@@ -269,8 +299,13 @@ class FedadServer(Server):
         kept = []
         for proxy, name, feats, stats in reports:
             if feats != expected:
-                self._refuse(proxy, name, f"its data has {len(feats)} features, the federation's model takes "
-                             f"{len(expected)} ({describe_feature_difference(feats, expected)})", timeout)
+                self._refuse(
+                    proxy,
+                    name,
+                    f"its data has {len(feats)} features, the federation's model takes "
+                    f"{len(expected)} ({describe_feature_difference(feats, expected)})",
+                    timeout,
+                )
             else:
                 self.admitted.add(proxy.cid)
                 kept.append(stats)
@@ -286,14 +321,17 @@ class FedadServer(Server):
         if self.features_from:
             mine = [f for _, name, f, _ in reports if name == self.features_from]
             if not mine:
-                raise FederationFailed(f"--features-from {self.features_from}: that node sent no statistics (is it "
-                                       "connected?)")
+                raise FederationFailed(
+                    f"--features-from {self.features_from}: that node sent no statistics (is it connected?)"
+                )
             return mine[0]
         schemas = {f for _, _, f, _ in reports}
         if len(schemas) > 1:
-            raise FederationFailed(f"the {len(reports)} nodes disagree on the feature schema ({len(schemas)} different "
-                                   "column sets); fix it as the operator: fedad-server --features FILE or "
-                                   "--features-from NODE")
+            raise FederationFailed(
+                f"the {len(reports)} nodes disagree on the feature schema ({len(schemas)} different "
+                "column sets); fix it as the operator: fedad-server --features FILE or "
+                "--features-from NODE"
+            )
         return next(iter(schemas))
 
     def _stats_phase(self, timeout: float | None) -> None:
@@ -314,8 +352,12 @@ class FedadServer(Server):
             return
         self.scaler = ScalerStats.merge(kept)
         self.scaler_bytes = encode_scaler_stats(self.scaler)
-        self.log.info("federated scaler from %d clients, %d training rows, %d features", len(kept), self.scaler.count,
-                      len(expected))
+        self.log.info(
+            "federated scaler from %d clients, %d training rows, %d features",
+            len(kept),
+            self.scaler.count,
+            len(expected),
+        )
 
     def _admit_newcomers(self, timeout: float | None) -> None:
         """Clients that connected (or reconnected) after the statistics phase get their features checked."""
@@ -439,16 +481,20 @@ class FedadServer(Server):
         used = len(good) - len(self.strategy.last_rejections)
         if new is None or used < self.min_clients:
             blame = "; ".join(f"{n}: {w}" for n, w in sorted(rejected.items()))
-            raise FederationFailed(f"round {rnd}: only {used} usable update(s) from {len(instructions)} client(s) "
-                                   f"({len(failures)} failed), fewer than --min-clients {self.min_clients}"
-                                   + (f"; rejected: {blame}" if blame else ""))
+            raise FederationFailed(
+                f"round {rnd}: only {used} usable update(s) from {len(instructions)} client(s) "
+                f"({len(failures)} failed), fewer than --min-clients {self.min_clients}"
+                + (f"; rejected: {blame}" if blame else "")
+            )
         aggregate_refused = None
         if not self.encrypted or self.blind:  # a plaintext global model: never send a broken one
-            aggregate_refused = check.aggregate(parameters_to_ndarrays(new),
-                                                [w.shape for w in parameters_to_ndarrays(self.parameters)])
+            aggregate_refused = check.aggregate(
+                parameters_to_ndarrays(new), [w.shape for w in parameters_to_ndarrays(self.parameters)]
+            )
             if aggregate_refused:
-                self.log.error("round %d: new global model refused (%s); keeping the previous one", rnd,
-                               aggregate_refused)
+                self.log.error(
+                    "round %d: new global model refused (%s); keeping the previous one", rnd, aggregate_refused
+                )
                 new = self.parameters
         down = {ins_proxy.cid: _payload_bytes(ins.parameters, ins.config) for ins_proxy, ins in instructions}
         per_client = []
@@ -456,28 +502,39 @@ class FedadServer(Server):
         for proxy, res in results:
             name = self.strategy.names.get(proxy.cid, f"cid-{proxy.cid[:8]}")
             m = (res.metrics or {}) if proxy.cid in ok else {}
-            per_client.append({"client": name, "examples": int(res.num_examples) if proxy.cid in ok else 0,
-                               "train_loss": float(m.get("train_loss", float("nan"))),
-                               "seconds": float(m.get("seconds", 0.0)),
-                               "bytes_up": sum(len(t) for t in res.parameters.tensors)
-                               + (_payload_bytes(None, m) if m else 0),
-                               "bytes_down": down.get(proxy.cid, 0)})
+            per_client.append(
+                {
+                    "client": name,
+                    "examples": int(res.num_examples) if proxy.cid in ok else 0,
+                    "train_loss": float(m.get("train_loss", float("nan"))),
+                    "seconds": float(m.get("seconds", 0.0)),
+                    "bytes_up": sum(len(t) for t in res.parameters.tensors) + (_payload_bytes(None, m) if m else 0),
+                    "bytes_down": down.get(proxy.cid, 0),
+                }
+            )
         self.parameters = new
         loss, answers = self._evaluate_val(rnd, timeout)
         if self.encrypted and not self.blind and aggregate_refused is None:
             aggregate_refused = self._diverged(answers)
             if aggregate_refused:  # the server cannot read a Paillier aggregate: the nodes' losses on it can tell
-                self.log.error("round %d: new global model refused (%s); keeping the previous one", rnd,
-                               aggregate_refused)
+                self.log.error(
+                    "round %d: new global model refused (%s); keeping the previous one", rnd, aggregate_refused
+                )
                 self.parameters, self.strategy.total_weight = previous  # type: ignore[attr-defined]
                 loss = self.rounds[-1]["loss"] if self.rounds else loss
         counted = [c for c in per_client if c["examples"] > 0 and np.isfinite(c["train_loss"])]
         total = sum(c["examples"] for c in counted) or 1
         record = {
-            "round": rnd, "clients": sorted(c["client"] for c in per_client), "loss": loss,
+            "round": rnd,
+            "clients": sorted(c["client"] for c in per_client),
+            "loss": loss,
             "train_loss": sum(c["train_loss"] * c["examples"] for c in counted) / total,
-            "bytes_up": sum(c["bytes_up"] for c in per_client), "bytes_down": sum(c["bytes_down"] for c in per_client),
-            "seconds": time.perf_counter() - t0, "failed": failed, "rejected": rejected, "per_client": per_client,
+            "bytes_up": sum(c["bytes_up"] for c in per_client),
+            "bytes_down": sum(c["bytes_down"] for c in per_client),
+            "seconds": time.perf_counter() - t0,
+            "failed": failed,
+            "rejected": rejected,
+            "per_client": per_client,
             "strategy": self.strategy.name,
         }
         if self.encrypted and not self.blind and self.median_val_loss is not None:
@@ -519,8 +576,16 @@ class FedadServer(Server):
             # a generous bound for crash-proofing; histogram sums vs. declared counts are the threshold's business
             rows = min(self.max_examples, self.declared.get(name, self.max_examples) * 20 + 10_000)
             try:
-                decoded = check.evaluate_result(phase, res.loss, res.num_examples, res.metrics, n_bins=N_BINS,
-                                                encrypted=self.encrypted, max_blob=1 << 24, max_rows=rows)
+                decoded = check.evaluate_result(
+                    phase,
+                    res.loss,
+                    res.num_examples,
+                    res.metrics,
+                    n_bins=N_BINS,
+                    encrypted=self.encrypted,
+                    max_blob=1 << 24,
+                    max_rows=rows,
+                )
             except Exception as exc:  # noqa: BLE001 - a malformed answer refuses that answer only
                 self.result_rejections.append({"phase": phase, "round": rnd, "client": name, "reason": str(exc)})
                 self.log.warning("round %d %s: refused the answer of %s: %s", rnd, phase, name, exc)
@@ -542,25 +607,39 @@ class FedadServer(Server):
         spec = self.spec
         top_k = spec.top_k if spec.score == "topk" else None
         self.threshold_info: dict[str, Any] = {
-            "score": spec.score, "top_k": top_k, "rule": spec.threshold_rule, "scope": spec.threshold_scope,
+            "score": spec.score,
+            "top_k": top_k,
+            "rule": spec.threshold_rule,
+            "scope": spec.threshold_scope,
             "expected_far": expected_far(spec.threshold_rule, spec.threshold_quantile, spec.target_far),
-            "combination": ("per node" if spec.threshold_scope == "site" else
-                            "summed encrypted histogram" if self.encrypted else
-                            "pooled histograms clamped to the 2nd-lowest..2nd-highest node threshold; histograms "
-                            "not summing to the declared count dropped")}
+            "combination": (
+                "per node"
+                if spec.threshold_scope == "site"
+                else "summed encrypted histogram"
+                if self.encrypted
+                else "pooled histograms clamped to the 2nd-lowest..2nd-highest node threshold; histograms "
+                "not summing to the declared count dropped"
+            ),
+        }
         self._admit_newcomers(timeout)  # a node that connected after the last round is checked like the others
         # quarantined nodes, and nodes whose update was refused in the last round: a poisoner's histogram
         # could otherwise move the threshold although none of its updates shaped the model
         refused_last = set(self.rounds[-1].get("rejected", {})) if self.rounds else set()
         untrusted = self.strategy.untrusted() | refused_last
-        clients = [c for c in AdmittedClients(self._client_manager, self.admitted, self.strategy).all().values()
-                   if self.strategy.names.get(c.cid) not in untrusted]
+        clients = [
+            c
+            for c in AdmittedClients(self._client_manager, self.admitted, self.strategy).all().values()
+            if self.strategy.names.get(c.cid) not in untrusted
+        ]
         if untrusted:
-            self.log.info("leaving quarantined or refused client(s) %s out of the threshold and evaluation",
-                          ", ".join(sorted(untrusted)))
+            self.log.info(
+                "leaving quarantined or refused client(s) %s out of the threshold and evaluation",
+                ", ".join(sorted(untrusted)),
+            )
         ins = EvaluateIns(self.parameters, self._config("threshold", rnd))
-        results, failures = call_clients("evaluate", [(c, ins) for c in clients], self._workers(len(clients)), timeout,
-                                         rnd)
+        results, failures = call_clients(
+            "evaluate", [(c, ins) for c in clients], self._workers(len(clients)), timeout, rnd
+        )
         self._record_failures("threshold", rnd, failures)
         results = self._vet(results, timeout)
         answers = self._screen_evaluate("threshold", rnd, results)
@@ -572,8 +651,14 @@ class FedadServer(Server):
                     msgs.append(d["hist_enc"])
                 except Exception as exc:  # noqa: BLE001
                     name = self.strategy.names.get(proxy.cid, proxy.cid[:8])
-                    self.result_rejections.append({"phase": "threshold", "round": rnd, "client": name,
-                                                   "reason": f"bad encrypted histogram: {exc}"})
+                    self.result_rejections.append(
+                        {
+                            "phase": "threshold",
+                            "round": rnd,
+                            "client": name,
+                            "reason": f"bad encrypted histogram: {exc}",
+                        }
+                    )
             if not msgs:
                 raise FederationFailed("no client sent validation scores for the threshold")
             hist_sum = sum_counts(self.strategy.public_key, msgs, self.strategy.max_clients, N_BINS)
@@ -598,11 +683,13 @@ class FedadServer(Server):
                 self.log.warning("threshold: left out the histogram of %s: %s", name, why)
             threshold = combined.threshold
             self.feature_scales = pooled_feature_scales([res.metrics for _, res, _ in answers])
-            self.threshold_info.update(pooled=combined.pooled, node_thresholds=combined.node_thresholds,
-                                       dropped=combined.dropped)
+            self.threshold_info.update(
+                pooled=combined.pooled, node_thresholds=combined.node_thresholds, dropped=combined.dropped
+            )
             ins = EvaluateIns(self.parameters, self._config("test", rnd, threshold=threshold))
-        results, failures = call_clients("evaluate", [(c, ins) for c in clients], self._workers(len(clients)), timeout,
-                                         rnd)
+        results, failures = call_clients(
+            "evaluate", [(c, ins) for c in clients], self._workers(len(clients)), timeout, rnd
+        )
         self._record_failures("test", rnd, failures)
         results = self._vet(results, timeout)
         self._tell_quarantined(ins, untrusted, rnd, timeout)
@@ -619,14 +706,16 @@ class FedadServer(Server):
             pos += d["pos_hist"]
             neg += d["neg_hist"]
             per_client[self.strategy.names.get(proxy.cid, client_name(res, proxy))] = {
-                k: d[k] for k in ("tp", "fp", "tn", "fn")}
+                k: d[k] for k in ("tp", "fp", "tn", "fn")
+            }
         metrics = metrics_from_counts(tp, fp, tn, fn, pos, neg) if (tp + fp + tn + fn) else {}
         self.score_histograms = (pos, neg)
         metrics["per_client"] = per_client
         if self.spec.threshold_scope == "site":  # each node used its own threshold; report them
             threshold = float(np.median(thresholds)) if thresholds else float("nan")
-            self.threshold_info["site_thresholds"] = {self._name(proxy): d["threshold"]
-                                                      for proxy, _, d in tested if "threshold" in d}
+            self.threshold_info["site_thresholds"] = {
+                self._name(proxy): d["threshold"] for proxy, _, d in tested if "threshold" in d
+            }
         elif self.encrypted and not self.blind:
             if not thresholds or max(thresholds) != min(thresholds):
                 raise FederationFailed(f"clients disagree on the decrypted threshold: {sorted(set(thresholds))}")
@@ -638,9 +727,11 @@ class FedadServer(Server):
         """Quarantined nodes get the final model and threshold with the round they were quarantined in: they
         say so and still write their model; what they report back is not counted."""
         names = self.strategy.names
-        told = [(c, EvaluateIns(ins.parameters, {**ins.config, "quarantined": self.quarantined_in.get(n, 0)}))
-                for c in self.strategy.clients(self._client_manager)
-                if (n := names.get(c.cid, "")) in untrusted and c.cid in self.admitted]
+        told = [
+            (c, EvaluateIns(ins.parameters, {**ins.config, "quarantined": self.quarantined_in.get(n, 0)}))
+            for c in self.strategy.clients(self._client_manager)
+            if (n := names.get(c.cid, "")) in untrusted and c.cid in self.admitted
+        ]
         if told:
             _, failures = call_clients("evaluate", told, self._workers(len(told)), timeout, rnd)
             self._record_failures("quarantined", rnd, failures)
@@ -653,11 +744,18 @@ class FedadServer(Server):
         tmp = ck / ".weights.tmp.npz"
         np.savez(tmp, *weights)
         os.replace(tmp, ck / "weights.npz")
-        state = {"round": rnd, "spec": self.spec.to_dict(),
-                 "scaler": None if self.encrypted else self.scaler.to_dict(),
-                 "scaler_enc": self.scaler_bytes.hex() if self.encrypted else None,
-                 "strategy": self.strategy.state_dict(), "rounds": self.rounds, "refused": self.refused,
-                 "failures": self.failures, "declared": self.declared, "quarantined_in": self.quarantined_in}
+        state = {
+            "round": rnd,
+            "spec": self.spec.to_dict(),
+            "scaler": None if self.encrypted else self.scaler.to_dict(),
+            "scaler_enc": self.scaler_bytes.hex() if self.encrypted else None,
+            "strategy": self.strategy.state_dict(),
+            "rounds": self.rounds,
+            "refused": self.refused,
+            "failures": self.failures,
+            "declared": self.declared,
+            "quarantined_in": self.quarantined_in,
+        }
         _atomic_write(ck / "state.json", json.dumps(state))
 
     def _load_checkpoint(self) -> int:
@@ -729,37 +827,60 @@ class FedadServer(Server):
             self._save_checkpoint(rnd)
             last = rnd
             # (not under Paillier: an older encrypted aggregate would need that round's decryption settings)
-            if self.stop_rule is not None and record["loss"] is not None and not (self.encrypted and not self.blind) \
-                    and (lowest is None or record["loss"] < lowest[1]):
+            if (
+                self.stop_rule is not None
+                and record["loss"] is not None
+                and not (self.encrypted and not self.blind)
+                and (lowest is None or record["loss"] < lowest[1])
+            ):
                 lowest = (rnd, record["loss"], self.parameters)
-            self.log.info("round %d/%s: %d clients, val loss %.5f, train loss %.5f, %.2f s, %.1f kB up", rnd,
-                          f"<={num_rounds}" if self.stop_rule else num_rounds, len(record["clients"]),
-                          record["loss"] or float("nan"), record["train_loss"], record["seconds"],
-                          record["bytes_up"] / 1e3)
+            self.log.info(
+                "round %d/%s: %d clients, val loss %.5f, train loss %.5f, %.2f s, %.1f kB up",
+                rnd,
+                f"<={num_rounds}" if self.stop_rule else num_rounds,
+                len(record["clients"]),
+                record["loss"] or float("nan"),
+                record["train_loss"],
+                record["seconds"],
+                record["bytes_up"] / 1e3,
+            )
             flag_line = format_round_flags(record)
             if flag_line:
                 self.log.info("%s", flag_line)
         if self.stop_rule is not None:
-            reason = reason or stop_reason([r["loss"] for r in self.rounds], self.stop_rule) or (
-                f"reached the cap of {num_rounds} rounds")
+            reason = (
+                reason
+                or stop_reason([r["loss"] for r in self.rounds], self.stop_rule)
+                or (f"reached the cap of {num_rounds} rounds")
+            )
             self.log.info("stopped after round %d: %s", last, reason)
             if lowest is not None and lowest[0] != last:
                 self.parameters = lowest[2]
                 self.log.info("using the global model of round %d (lowest validation loss %.5g)", *lowest[:2])
-        convergence = {"rounds_run": last, "rule": "auto" if self.stop_rule else "fixed",
-                       "stop_reason": reason or f"fixed number of rounds ({num_rounds})",
-                       "model_round": lowest[0] if lowest is not None else last,
-                       **(self.stop_rule.to_dict() if self.stop_rule else {})}
+        convergence = {
+            "rounds_run": last,
+            "rule": "auto" if self.stop_rule else "fixed",
+            "stop_reason": reason or f"fixed number of rounds ({num_rounds})",
+            "model_round": lowest[0] if lowest is not None else last,
+            **(self.stop_rule.to_dict() if self.stop_rule else {}),
+        }
         threshold, metrics = self._threshold_and_test(last, timeout)
-        self.result = {"threshold": threshold, "metrics": metrics, "seconds": time.perf_counter() - t_start,
-                       "convergence": convergence, "detection": self.threshold_info}
+        self.result = {
+            "threshold": threshold,
+            "metrics": metrics,
+            "seconds": time.perf_counter() - t_start,
+            "convergence": convergence,
+            "detection": self.threshold_info,
+        }
 
     def _first_admission(self, timeout: float | None) -> None:
         """Wait for --min-clients connections, ask them for statistics, then wait until enough are admitted."""
         if not self._client_manager.wait_for(self.min_clients, timeout=int(self.wait_timeout)):
             n = self._client_manager.num_available()
-            raise FederationFailed(f"waiting for clients: only {n} client(s) connected after waiting "
-                                   f"{self.wait_timeout:.0f} s; --min-clients is {self.min_clients}")
+            raise FederationFailed(
+                f"waiting for clients: only {n} client(s) connected after waiting "
+                f"{self.wait_timeout:.0f} s; --min-clients is {self.min_clients}"
+            )
         if self.scaler_bytes:  # resumed: the federation's features and scaler come from the checkpoint
             self._admit_newcomers(timeout)
         else:

@@ -14,6 +14,7 @@ examples:
       --certificates certs/ca.pem certs/server.pem certs/server.key --aggregator-cert certs/aggregator.pem
   fedad-keyholder --listen 127.0.0.1:8090 --private-key keys/private.key --insecure   # local tests only
 """
+
 from __future__ import annotations
 
 import json
@@ -52,12 +53,12 @@ def unframe(data: bytes) -> tuple[dict, bytes]:
     if n > len(data) - _LEN.size:
         raise ValueError("header length past the end of the message")
     try:
-        header = json.loads(data[_LEN.size:_LEN.size + n])
+        header = json.loads(data[_LEN.size : _LEN.size + n])
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise ValueError("header is not JSON") from None
     if not isinstance(header, dict):
         raise ValueError("header is not a JSON object")
-    return header, data[_LEN.size + n:]
+    return header, data[_LEN.size + n :]
 
 
 def ints_to_bytes(values: Sequence[int], width: int) -> bytes:
@@ -67,7 +68,7 @@ def ints_to_bytes(values: Sequence[int], width: int) -> bytes:
 def bytes_to_ints(data: bytes, width: int) -> list[int]:
     if len(data) % width:
         raise ValueError(f"payload of {len(data)} bytes is not a whole number of {width}-byte values")
-    return [int.from_bytes(data[i:i + width], "big") for i in range(0, len(data), width)]
+    return [int.from_bytes(data[i : i + width], "big") for i in range(0, len(data), width)]
 
 
 def certificate_fingerprint(pem: bytes) -> str:
@@ -100,8 +101,8 @@ class Budget:
     sketch_rows: int = 16
     embedding_blocks: int = 1
     max_aggregate_blocks: int = 512
-    max_rounds: int = 10_000          # run-wide cap on training rounds (the run's declared count is capped by it)
-    min_round_interval: float = 0.0   # seconds that must pass between two rounds' openings
+    max_rounds: int = 10_000  # run-wide cap on training rounds (the run's declared count is capped by it)
+    min_round_interval: float = 0.0  # seconds that must pass between two rounds' openings
 
     def __post_init__(self) -> None:
         if not float(self.min_round_interval) >= 0:
@@ -129,9 +130,15 @@ class KeyHolder:
     honest aggregator those are one-time-padded, uniform in [0, n).
     """
 
-    def __init__(self, private_key, budget: Budget = Budget(), audit: Path | None = None,
-                 observer: Callable[[int, str, list[int]], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        private_key,
+        budget: Budget = Budget(),
+        audit: Path | None = None,
+        observer: Callable[[int, str, list[int]], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         from fedad.common.crypto.keys import key_fingerprint
 
         self._private_key = private_key
@@ -175,8 +182,10 @@ class KeyHolder:
 
     def _begin(self, header: dict) -> dict:
         if header.get("key") != self.fingerprint:
-            raise Refusal("PERMISSION_DENIED", f"this key holder holds key {self.fingerprint}, the aggregator "
-                          f"uses {header.get('key')}")
+            raise Refusal(
+                "PERMISSION_DENIED",
+                f"this key holder holds key {self.fingerprint}, the aggregator uses {header.get('key')}",
+            )
         rnd, clients = header.get("round"), header.get("clients")
         final, blocks = bool(header.get("final", False)), header.get("aggregate_blocks")
         if not isinstance(rnd, int) or isinstance(rnd, bool) or rnd < 1:
@@ -184,44 +193,66 @@ class KeyHolder:
         if self.closed:
             raise Refusal("FAILED_PRECONDITION", "the final round is over: this session decrypts nothing more")
         if rnd <= self.last_round:
-            raise Refusal("FAILED_PRECONDITION", f"round {rnd} was already opened (last round {self.last_round}); "
-                          "rounds must increase")
+            raise Refusal(
+                "FAILED_PRECONDITION",
+                f"round {rnd} was already opened (last round {self.last_round}); rounds must increase",
+            )
         declared = header.get("rounds", self.run_rounds)
-        if declared is not None and (not isinstance(declared, int) or isinstance(declared, bool)
-                                     or not 1 <= declared <= self.budget.max_rounds):
-            raise Refusal("RESOURCE_EXHAUSTED", f"a run of {declared!r} rounds; this key holder serves 1.."
-                          f"{self.budget.max_rounds}")
+        if declared is not None and (
+            not isinstance(declared, int) or isinstance(declared, bool) or not 1 <= declared <= self.budget.max_rounds
+        ):
+            raise Refusal(
+                "RESOURCE_EXHAUSTED",
+                f"a run of {declared!r} rounds; this key holder serves 1..{self.budget.max_rounds}",
+            )
         if self.run_rounds is not None and declared != self.run_rounds:
             raise Refusal("INVALID_ARGUMENT", f"this session's run declared {self.run_rounds} rounds, not {declared}")
         cap = self.budget.max_rounds if declared is None else declared
         if (rnd > cap and not final) or rnd > cap + 1 or self.opened >= cap + 1:
-            raise Refusal("RESOURCE_EXHAUSTED", f"round {rnd} is past the run's {cap} rounds (+1 final): "
-                          "this session decrypts nothing more")
+            raise Refusal(
+                "RESOURCE_EXHAUSTED",
+                f"round {rnd} is past the run's {cap} rounds (+1 final): this session decrypts nothing more",
+            )
         now = self.clock()
         if self.last_open is not None and now - self.last_open < self.budget.min_round_interval:
             # paced, not refused: an honest aggregator's quick round waits; a hammering one gets one round per interval
             self.sleep(self.budget.min_round_interval - (now - self.last_open))
             now = self.clock()
         if not isinstance(clients, int) or isinstance(clients, bool) or not 1 <= clients <= self.budget.max_clients:
-            raise Refusal("RESOURCE_EXHAUSTED", f"{clients!r} clients asked for; this key holder serves 1.."
-                          f"{self.budget.max_clients}")
+            raise Refusal(
+                "RESOURCE_EXHAUSTED",
+                f"{clients!r} clients asked for; this key holder serves 1..{self.budget.max_clients}",
+            )
         if final:
             left = {"histogram": self.histogram_blocks()}
         else:
-            if (not isinstance(blocks, int) or isinstance(blocks, bool)
-                    or not 1 <= blocks <= self.budget.max_aggregate_blocks):
-                raise Refusal("RESOURCE_EXHAUSTED", f"aggregate of {blocks!r} blocks asked for; the cap is "
-                              f"{self.budget.max_aggregate_blocks}")
+            if (
+                not isinstance(blocks, int)
+                or isinstance(blocks, bool)
+                or not 1 <= blocks <= self.budget.max_aggregate_blocks
+            ):
+                raise Refusal(
+                    "RESOURCE_EXHAUSTED",
+                    f"aggregate of {blocks!r} blocks asked for; the cap is {self.budget.max_aggregate_blocks}",
+                )
             if self.budget.sketch_rows > blocks - 2:  # rows have rank <= B - 1: m >= B - 1 would reveal updates
-                raise Refusal("FAILED_PRECONDITION", f"an update of {blocks} blocks allows at most {blocks - 2} "
-                              f"sketch rows per client; this key holder's budget is {self.budget.sketch_rows} "
-                              "(start it with a smaller --sketch-rows)")
+                raise Refusal(
+                    "FAILED_PRECONDITION",
+                    f"an update of {blocks} blocks allows at most {blocks - 2} "
+                    f"sketch rows per client; this key holder's budget is {self.budget.sketch_rows} "
+                    "(start it with a smaller --sketch-rows)",
+                )
             if self.aggregate_blocks is not None and blocks != self.aggregate_blocks:
-                raise Refusal("INVALID_ARGUMENT", f"the aggregate has {self.aggregate_blocks} blocks in this "
-                              f"session, not {blocks}")
+                raise Refusal(
+                    "INVALID_ARGUMENT",
+                    f"the aggregate has {self.aggregate_blocks} blocks in this session, not {blocks}",
+                )
             self.aggregate_blocks = blocks
-            left = {"sketch": clients * self.budget.sketch_rows,
-                    "embedding": clients * self.budget.embedding_blocks, "aggregate": blocks}
+            left = {
+                "sketch": clients * self.budget.sketch_rows,
+                "embedding": clients * self.budget.embedding_blocks,
+                "aggregate": blocks,
+            }
         self.current, self.last_round, self.closed = RoundState(rnd, final, left), rnd, final
         self.run_rounds, self.opened, self.last_open = declared, self.opened + 1, now
         return dict(left)
@@ -231,19 +262,29 @@ class KeyHolder:
         from fedad.common.crypto.codec import check_ciphertext
 
         with self._lock:
-            entry = {"op": "decrypt", "round": header.get("round"), "kind": header.get("kind"),
-                     "blocks": len(ciphertexts)}
+            entry = {
+                "op": "decrypt",
+                "round": header.get("round"),
+                "kind": header.get("kind"),
+                "blocks": len(ciphertexts),
+            }
             try:
                 if header.get("key") != self.fingerprint:
-                    raise Refusal("PERMISSION_DENIED", f"ciphertexts under key {header.get('key')}, this key holder "
-                                  f"holds {self.fingerprint}")
+                    raise Refusal(
+                        "PERMISSION_DENIED",
+                        f"ciphertexts under key {header.get('key')}, this key holder holds {self.fingerprint}",
+                    )
                 cur, kind = self.current, header.get("kind")
                 if cur is None or header.get("round") != cur.round:
-                    raise Refusal("FAILED_PRECONDITION", f"round {header.get('round')!r} is not open (open: "
-                                  f"{None if cur is None else cur.round})")
+                    raise Refusal(
+                        "FAILED_PRECONDITION",
+                        f"round {header.get('round')!r} is not open (open: {None if cur is None else cur.round})",
+                    )
                 if not isinstance(kind, str) or kind not in cur.left:
-                    raise Refusal("INVALID_ARGUMENT", f"kind {kind!r} is not decrypted in this round "
-                                  f"(allowed: {', '.join(cur.left)})")
+                    raise Refusal(
+                        "INVALID_ARGUMENT",
+                        f"kind {kind!r} is not decrypted in this round (allowed: {', '.join(cur.left)})",
+                    )
                 if not ciphertexts:
                     raise Refusal("INVALID_ARGUMENT", "no ciphertexts in the request")
                 for i, c in enumerate(ciphertexts):
@@ -252,8 +293,11 @@ class KeyHolder:
                     except ValueError as exc:
                         raise Refusal("INVALID_ARGUMENT", f"malformed ciphertext: {exc}") from None
                 if len(ciphertexts) > cur.left[kind]:
-                    raise Refusal("RESOURCE_EXHAUSTED", f"{len(ciphertexts)} {kind} blocks asked for in round "
-                                  f"{cur.round}, {cur.left[kind]} left in its budget")
+                    raise Refusal(
+                        "RESOURCE_EXHAUSTED",
+                        f"{len(ciphertexts)} {kind} blocks asked for in round "
+                        f"{cur.round}, {cur.left[kind]} left in its budget",
+                    )
                 cur.left[kind] -= len(ciphertexts)
             except Refusal as exc:
                 self._log({**entry, "refused": str(exc)})
@@ -316,14 +360,16 @@ class KeyHolderService:
         import grpc
 
         ident = lambda b: b  # noqa: E731 - raw bytes in and out
-        return grpc.method_handlers_generic_handler(SERVICE, {
-            "BeginRound": grpc.unary_unary_rpc_method_handler(self.begin_round, ident, ident),
-            "Decrypt": grpc.unary_unary_rpc_method_handler(self.decrypt, ident, ident),
-        })
+        return grpc.method_handlers_generic_handler(
+            SERVICE,
+            {
+                "BeginRound": grpc.unary_unary_rpc_method_handler(self.begin_round, ident, ident),
+                "Decrypt": grpc.unary_unary_rpc_method_handler(self.decrypt, ident, ident),
+            },
+        )
 
 
-def start_server(holder: KeyHolder, address: str, certificates: tuple[bytes, bytes, bytes] | None,
-                 pinned: str | None):
+def start_server(holder: KeyHolder, address: str, certificates: tuple[bytes, bytes, bytes] | None, pinned: str | None):
     """A started grpc.Server serving ``holder`` on ``address`` (mutual TLS when ``certificates``)."""
     from concurrent import futures
 
@@ -352,23 +398,43 @@ def build_parser() -> ArgumentParser:
     add_config_option(p)
     p.add_argument("--listen", default="0.0.0.0:8090", help="host:port the aggregator connects to")
     p.add_argument("--private-key", required=True, metavar="FILE", help="Paillier private.key (fedad keygen)")
-    p.add_argument("--certificates", nargs=3, metavar=("CA", "CERT", "KEY"), default=None,
-                   help="mutual TLS: the CA that signed the aggregator's certificate, this key holder's certificate "
-                   "and key (fedad certs --client aggregator makes all of them)")
-    p.add_argument("--aggregator-cert", metavar="PEM", default=None,
-                   help="pin: serve only the aggregator presenting exactly this certificate (SHA-256 compared)")
-    p.add_argument("--insecure", action="store_true",
-                   help="no TLS and no pinning (local tests only: anyone who can connect may spend the budget)")
+    p.add_argument(
+        "--certificates",
+        nargs=3,
+        metavar=("CA", "CERT", "KEY"),
+        default=None,
+        help="mutual TLS: the CA that signed the aggregator's certificate, this key holder's certificate "
+        "and key (fedad certs --client aggregator makes all of them)",
+    )
+    p.add_argument(
+        "--aggregator-cert",
+        metavar="PEM",
+        default=None,
+        help="pin: serve only the aggregator presenting exactly this certificate (SHA-256 compared)",
+    )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="no TLS and no pinning (local tests only: anyone who can connect may spend the budget)",
+    )
     p.add_argument("--max-clients", type=int, default=10, help="most clients a round may count in the budget")
     p.add_argument("--sketch-rows", type=int, default=16, help="sketch rows decrypted per client per round (m)")
     p.add_argument("--embedding-blocks", type=int, default=1, help="embedding blocks per client per round")
     p.add_argument("--max-aggregate-blocks", type=int, default=512, help="most blocks of one round's aggregate")
-    p.add_argument("--max-rounds", type=int, default=1000,
-                   help="run-wide cap on training rounds; the aggregator's declared round count (fixed by its first "
-                   "round) caps them further, plus one final round for the threshold")
-    p.add_argument("--min-round-interval", type=float, default=1.0,
-                   help="seconds between the openings of two rounds: a round asked for sooner is held until then "
-                   "(limits decryptions per minute)")
+    p.add_argument(
+        "--max-rounds",
+        type=int,
+        default=1000,
+        help="run-wide cap on training rounds; the aggregator's declared round count (fixed by its first "
+        "round) caps them further, plus one final round for the threshold",
+    )
+    p.add_argument(
+        "--min-round-interval",
+        type=float,
+        default=1.0,
+        help="seconds between the openings of two rounds: a round asked for sooner is held until then "
+        "(limits decryptions per minute)",
+    )
     p.add_argument("--audit", metavar="FILE", default=None, help="append every request (JSON lines) here")
     p.add_argument("--ready-file", metavar="FILE", default=None, help="write this file once listening (scripts)")
     return p
@@ -381,10 +447,18 @@ def run(args) -> int:
     if args.insecure and (args.certificates or args.aggregator_cert):
         raise FedadError("--insecure cannot be combined with --certificates or --aggregator-cert")
     if not args.insecure and not (args.certificates and args.aggregator_cert):
-        raise FedadError("the key holder needs --certificates CA CERT KEY and --aggregator-cert PEM (mutual TLS "
-                         "with a pinned aggregator), or --insecure for local tests")
-    budget = Budget(args.max_clients, args.sketch_rows, args.embedding_blocks, args.max_aggregate_blocks,
-                    args.max_rounds, args.min_round_interval)
+        raise FedadError(
+            "the key holder needs --certificates CA CERT KEY and --aggregator-cert PEM (mutual TLS "
+            "with a pinned aggregator), or --insecure for local tests"
+        )
+    budget = Budget(
+        args.max_clients,
+        args.sketch_rows,
+        args.embedding_blocks,
+        args.max_aggregate_blocks,
+        args.max_rounds,
+        args.min_round_interval,
+    )
     private_key = load_private_key(args.private_key)
     certs, pinned = None, None
     if not args.insecure:
@@ -398,10 +472,17 @@ def run(args) -> int:
     log = setup_logging("keyholder")
     holder = KeyHolder(private_key, budget, Path(args.audit) if args.audit else None)
     server = start_server(holder, args.listen, certs, pinned)
-    log.info("key holder %s listening on %s (%s); budget per round: %d clients x (%d sketch rows + %d embedding "
-             "blocks) + <= %d aggregate blocks", holder.fingerprint, args.listen,
-             f"mutual TLS, aggregator pinned {pinned[:16]}..." if pinned else "insecure", budget.max_clients,
-             budget.sketch_rows, budget.embedding_blocks, budget.max_aggregate_blocks)
+    log.info(
+        "key holder %s listening on %s (%s); budget per round: %d clients x (%d sketch rows + %d embedding "
+        "blocks) + <= %d aggregate blocks",
+        holder.fingerprint,
+        args.listen,
+        f"mutual TLS, aggregator pinned {pinned[:16]}..." if pinned else "insecure",
+        budget.max_clients,
+        budget.sketch_rows,
+        budget.embedding_blocks,
+        budget.max_aggregate_blocks,
+    )
     if args.ready_file:
         Path(args.ready_file).write_text(args.listen + "\n")
     try:

@@ -4,6 +4,7 @@
 take a decryptor (``decrypt_mean``, ``decrypt_counts``) work unchanged; each call is charged by the key
 holder to the open round under a ``kind`` (sketch, embedding, aggregate, histogram).
 """
+
 from __future__ import annotations
 
 import time
@@ -24,8 +25,7 @@ class KeyHolderError(FedadError):
 class KeyHolderClient:
     """gRPC channel to fedad-keyholder (mutual TLS when ``certificates`` = (CA, cert, key) PEM bytes)."""
 
-    def __init__(self, address: str, certificates: tuple[bytes, bytes, bytes] | None = None,
-                 timeout: float = 60.0):
+    def __init__(self, address: str, certificates: tuple[bytes, bytes, bytes] | None = None, timeout: float = 60.0):
         import grpc
 
         options = [("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE)]
@@ -59,8 +59,15 @@ class KeyHolderClient:
         except grpc.FutureTimeoutError:
             raise KeyHolderError(f"key holder {self.address} not reachable after {timeout:.0f} s") from None
 
-    def begin_round(self, key: str, rnd: int, clients: int, aggregate_blocks: int | None = None,
-                    final: bool = False, rounds: int | None = None) -> dict:
+    def begin_round(
+        self,
+        key: str,
+        rnd: int,
+        clients: int,
+        aggregate_blocks: int | None = None,
+        final: bool = False,
+        rounds: int | None = None,
+    ) -> dict:
         header = {"key": key, "round": rnd, "clients": clients, "final": final}
         if rounds is not None:
             header["rounds"] = rounds
@@ -68,10 +75,12 @@ class KeyHolderClient:
             header["aggregate_blocks"] = aggregate_blocks
         return self._call(self._begin, frame(header))[0]["budget"]
 
-    def decrypt(self, key: str, rnd: int, kind: str, ciphertexts: Sequence[int], width: int,
-                plain_width: int) -> list[int]:
-        header, payload = self._call(self._decrypt, frame({"key": key, "round": rnd, "kind": kind},
-                                                          ints_to_bytes(ciphertexts, width)))
+    def decrypt(
+        self, key: str, rnd: int, kind: str, ciphertexts: Sequence[int], width: int, plain_width: int
+    ) -> list[int]:
+        header, payload = self._call(
+            self._decrypt, frame({"key": key, "round": rnd, "kind": kind}, ints_to_bytes(ciphertexts, width))
+        )
         plain = bytes_to_ints(payload, plain_width)
         if len(plain) != len(ciphertexts):
             raise KeyHolderError(f"key holder returned {len(plain)} plaintexts for {len(ciphertexts)} ciphertexts")
@@ -90,8 +99,9 @@ class BlindDecryptor:
         # blinding masks need fresh obfuscators: computed on all cores between rounds, with DJN short exponents
         # (the key holder decrypts the blinded value anyway: what hides it is the uniform mask; the obfuscator
         # only unlinks the blinded ciphertext from the aggregator's)
-        self.reserve = reserve or ObfuscatorReserve(public_key, workers=available_cores(),
-                                                    short_exponent_bits=djn_exponent_bits(public_key.n.bit_length()))
+        self.reserve = reserve or ObfuscatorReserve(
+            public_key, workers=available_cores(), short_exponent_bits=djn_exponent_bits(public_key.n.bit_length())
+        )
         self.round, self.kind = 0, "aggregate"
         self.requested: dict[str, int] = {}  # blocks sent to the key holder this round, per kind
         self.seconds = 0.0
@@ -101,15 +111,22 @@ class BlindDecryptor:
         self.round, self.requested = int(rnd), {}
         if self.run_rounds is None:
             return self.client.begin_round(self.fingerprint, self.round, clients, aggregate_blocks, final)
-        return self.client.begin_round(self.fingerprint, self.round, clients, aggregate_blocks, final,
-                                       rounds=self.run_rounds)
+        return self.client.begin_round(
+            self.fingerprint, self.round, clients, aggregate_blocks, final, rounds=self.run_rounds
+        )
 
     def decrypt_blocks(self, ciphertexts: list[int]) -> list[int]:
         """Plaintexts of ``ciphertexts`` (charged to the current round and ``self.kind``)."""
         t0 = time.perf_counter()
         blinded, masks = blind(self.public_key, ciphertexts, self.reserve.take(len(ciphertexts)))
-        plain = self.client.decrypt(self.fingerprint, self.round, self.kind, blinded,
-                                    ciphertext_bytes(self.public_key), key_bytes(self.public_key))
+        plain = self.client.decrypt(
+            self.fingerprint,
+            self.round,
+            self.kind,
+            blinded,
+            ciphertext_bytes(self.public_key),
+            key_bytes(self.public_key),
+        )
         self.requested[self.kind] = self.requested.get(self.kind, 0) + len(ciphertexts)
         self.seconds += time.perf_counter() - t0
         return unblind(self.public_key, plain, masks)

@@ -13,6 +13,7 @@ examples:
   fedad-server --certificates ca.pem server.pem server.key --revoked revoked.txt --features features.txt
   fedad-server --resume --out results/          # continue after a crash from the last checkpoint
 """
+
 from __future__ import annotations
 
 import os
@@ -52,54 +53,128 @@ def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="fedad-server", description=__doc__, formatter_class=HelpFormatter)
     add_config_option(p)
     p.add_argument("--address", default="0.0.0.0:8080", help="host:port to listen on")
-    p.add_argument("--rounds", type=parse_rounds, default=10,
-                   help="training rounds, or 'auto': stop when the federated validation loss has not improved by "
-                   "--min-delta (relative) for --patience rounds, at most --max-rounds; the reason is logged and "
-                   "written to report.json")
-    p.add_argument("--patience", type=int, default=DEFAULT_PATIENCE,
-                   help="--rounds auto: rounds without improvement before stopping")
-    p.add_argument("--min-delta", type=float, default=DEFAULT_MIN_DELTA,
-                   help="--rounds auto: relative drop of the validation loss that counts as an improvement")
+    p.add_argument(
+        "--rounds",
+        type=parse_rounds,
+        default=10,
+        help="training rounds, or 'auto': stop when the federated validation loss has not improved by "
+        "--min-delta (relative) for --patience rounds, at most --max-rounds; the reason is logged and "
+        "written to report.json",
+    )
+    p.add_argument(
+        "--patience",
+        type=int,
+        default=DEFAULT_PATIENCE,
+        help="--rounds auto: rounds without improvement before stopping",
+    )
+    p.add_argument(
+        "--min-delta",
+        type=float,
+        default=DEFAULT_MIN_DELTA,
+        help="--rounds auto: relative drop of the validation loss that counts as an improvement",
+    )
     p.add_argument("--max-rounds", type=int, default=DEFAULT_MAX_ROUNDS, help="--rounds auto: the cap on rounds")
     p.add_argument("--min-clients", type=int, default=2, help="clients needed to start and to continue each round")
-    p.add_argument("--wait-timeout", type=float, default=300.0,
-                   help="seconds to wait for --min-clients before giving up (never waits forever)")
-    p.add_argument("--round-timeout", type=float, default=600.0,
-                   help="seconds a client may take per round before it counts as failed")
+    p.add_argument(
+        "--wait-timeout",
+        type=float,
+        default=300.0,
+        help="seconds to wait for --min-clients before giving up (never waits forever)",
+    )
+    p.add_argument(
+        "--round-timeout",
+        type=float,
+        default=600.0,
+        help="seconds a client may take per round before it counts as failed",
+    )
     p.add_argument("--strategy", default="fedavg", choices=STRATEGIES, help="aggregation strategy")
-    p.add_argument("--max-update-norm-ratio", type=float, default=10.0,
-                   help="fedavg: an update whose L2 norm is over this many times the median norm of the round's "
-                   "other updates is refused (or clipped, --update-norm-action); 0 turns the bound off")
-    p.add_argument("--update-norm-action", default="refuse", choices=("refuse", "clip"),
-                   help="fedavg: what happens to an update over --max-update-norm-ratio")
-    p.add_argument("--admission-timeout", type=float, default=60.0,
-                   help="seconds a new connection has to answer the statistics phase; one that does not is "
-                   "dropped and never counts toward --min-clients")
-    p.add_argument("--max-examples", type=int, default=100_000_000,
-                   help="plant-wide cap on the training rows one node may declare (its sample count in every "
-                   "round is also capped by what it declared)")
-    p.add_argument("--malicious", nargs="*", default=[], metavar="NAME",
-                   help="security testing: names of the clients known to be poisoned; the flag report then "
-                   "adds flag precision and recall per round")
-    p.add_argument("--quarantine-after", type=int, default=3,
-                   help="trust/flag/robust: a client flagged in this many rounds is quarantined")
-    p.add_argument("--flag-z", type=float, default=3.5,
-                   help="flag/robust: robust z-score above which an update counts as deviating")
-    p.add_argument("--public-key", default=None, metavar="FILE",
-                   help="Paillier public.key (fedad keygen) for --strategy paillier; a private key is refused")
+    p.add_argument(
+        "--max-update-norm-ratio",
+        type=float,
+        default=10.0,
+        help="fedavg: an update whose L2 norm is over this many times the median norm of the round's "
+        "other updates is refused (or clipped, --update-norm-action); 0 turns the bound off",
+    )
+    p.add_argument(
+        "--update-norm-action",
+        default="refuse",
+        choices=("refuse", "clip"),
+        help="fedavg: what happens to an update over --max-update-norm-ratio",
+    )
+    p.add_argument(
+        "--admission-timeout",
+        type=float,
+        default=60.0,
+        help="seconds a new connection has to answer the statistics phase; one that does not is "
+        "dropped and never counts toward --min-clients",
+    )
+    p.add_argument(
+        "--max-examples",
+        type=int,
+        default=100_000_000,
+        help="plant-wide cap on the training rows one node may declare (its sample count in every "
+        "round is also capped by what it declared)",
+    )
+    p.add_argument(
+        "--malicious",
+        nargs="*",
+        default=[],
+        metavar="NAME",
+        help="security testing: names of the clients known to be poisoned; the flag report then "
+        "adds flag precision and recall per round",
+    )
+    p.add_argument(
+        "--quarantine-after",
+        type=int,
+        default=3,
+        help="trust/flag/robust: a client flagged in this many rounds is quarantined",
+    )
+    p.add_argument(
+        "--flag-z",
+        type=float,
+        default=3.5,
+        help="flag/robust: robust z-score above which an update counts as deviating",
+    )
+    p.add_argument(
+        "--public-key",
+        default=None,
+        metavar="FILE",
+        help="Paillier public.key (fedad keygen) for --strategy paillier; a private key is refused",
+    )
     p.add_argument("--paillier-bits", type=int, default=16, help="quantization bits per value under Paillier")
-    p.add_argument("--paillier-clip", type=float, default=4.0,
-                   help="Paillier: model weights are clipped to [-R, R] before quantization (error <= R/(2^bits-1))")
-    p.add_argument("--keyholder", default=None, metavar="HOST:PORT",
-                   help="secure-robust: address of fedad-keyholder, the only holder of the private key")
-    p.add_argument("--keyholder-certificates", nargs=3, metavar=("CA", "CERT", "KEY"), default=None,
-                   help="secure-robust: mutual TLS to the key holder: the CA that signed its certificate, and this "
-                   "aggregator's certificate and key (the one the key holder pins)")
-    p.add_argument("--sketch-rows", type=int, default=16,
-                   help="secure-robust: sketch rows m decrypted per client per round (more rows: closer to the "
-                   "plaintext scores, more leakage: m x slots numbers per client)")
-    p.add_argument("--update-clip", type=float, default=0.5,
-                   help="secure-robust: each update value is clipped to [-R, R] before quantization")
+    p.add_argument(
+        "--paillier-clip",
+        type=float,
+        default=4.0,
+        help="Paillier: model weights are clipped to [-R, R] before quantization (error <= R/(2^bits-1))",
+    )
+    p.add_argument(
+        "--keyholder",
+        default=None,
+        metavar="HOST:PORT",
+        help="secure-robust: address of fedad-keyholder, the only holder of the private key",
+    )
+    p.add_argument(
+        "--keyholder-certificates",
+        nargs=3,
+        metavar=("CA", "CERT", "KEY"),
+        default=None,
+        help="secure-robust: mutual TLS to the key holder: the CA that signed its certificate, and this "
+        "aggregator's certificate and key (the one the key holder pins)",
+    )
+    p.add_argument(
+        "--sketch-rows",
+        type=int,
+        default=16,
+        help="secure-robust: sketch rows m decrypted per client per round (more rows: closer to the "
+        "plaintext scores, more leakage: m x slots numbers per client)",
+    )
+    p.add_argument(
+        "--update-clip",
+        type=float,
+        default=0.5,
+        help="secure-robust: each update value is clipped to [-R, R] before quantization",
+    )
     p.add_argument("--model", default="dense", choices=MODELS, help="autoencoder every client trains")
     p.add_argument("--window", type=int, default=None, help="window length for sequence models (model default)")
     add_contrastive_options(p)
@@ -108,31 +183,60 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-3, help="local Adam learning rate")
     p.add_argument("--weight-decay", type=float, default=1e-5, help="local L2 weight decay")
     p.add_argument("--scaler", default="standard", choices=("standard", "minmax"), help="feature scaler")
-    p.add_argument("--scaling", default="site", choices=("site", "global"),
-                   help="site: every node scales with its own statistics (its normal operating point; best on "
-                   "non-IID plants); global: every node uses the scaler merged from all nodes' count/sum/sum of "
-                   "squares")
-    p.add_argument("--threshold-quantile", type=float, default=0.99,
-                   help="quantile rule: the threshold is this quantile of the clients' validation scores")
+    p.add_argument(
+        "--scaling",
+        default="site",
+        choices=("site", "global"),
+        help="site: every node scales with its own statistics (its normal operating point; best on "
+        "non-IID plants); global: every node uses the scaler merged from all nodes' count/sum/sum of "
+        "squares",
+    )
+    p.add_argument(
+        "--threshold-quantile",
+        type=float,
+        default=0.99,
+        help="quantile rule: the threshold is this quantile of the clients' validation scores",
+    )
     add_detection_arguments(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the initial model and local training")
     p.add_argument("--out", default="results", help="directory for checkpoints, rounds.jsonl, report and model")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
-    p.add_argument("--certificates", nargs=3, metavar=("CA", "CERT", "KEY"), default=None,
-                   help="enable TLS with these PEM files (fedad certs makes them); TLS is always mutual: every node "
-                   "must present a client certificate signed by the plant CA (--client-ca)")
-    p.add_argument("--client-ca", default=None, metavar="CA_PEM",
-                   help="with --certificates: the CA whose client certificates are accepted (default: the CA of "
-                   "--certificates); a node's name is its certificate's subject")
-    p.add_argument("--revoked", default=None, metavar="FILE",
-                   help="with --certificates: revoked node names or certificate serials (0x...), one per line; "
-                   "re-read every round, a revoked node is refused at its next message")
-    p.add_argument("--features", default=None, metavar="FILE",
-                   help="the federation's feature columns, fixed by the operator: one name per line (or a CSV "
-                   "header line); nodes with other columns are refused")
-    p.add_argument("--features-from", default=None, metavar="NODE",
-                   help="take the federation's feature columns from this node (by default every node must send "
-                   "the same columns; never a majority of whoever connects first)")
+    p.add_argument(
+        "--certificates",
+        nargs=3,
+        metavar=("CA", "CERT", "KEY"),
+        default=None,
+        help="enable TLS with these PEM files (fedad certs makes them); TLS is always mutual: every node "
+        "must present a client certificate signed by the plant CA (--client-ca)",
+    )
+    p.add_argument(
+        "--client-ca",
+        default=None,
+        metavar="CA_PEM",
+        help="with --certificates: the CA whose client certificates are accepted (default: the CA of "
+        "--certificates); a node's name is its certificate's subject",
+    )
+    p.add_argument(
+        "--revoked",
+        default=None,
+        metavar="FILE",
+        help="with --certificates: revoked node names or certificate serials (0x...), one per line; "
+        "re-read every round, a revoked node is refused at its next message",
+    )
+    p.add_argument(
+        "--features",
+        default=None,
+        metavar="FILE",
+        help="the federation's feature columns, fixed by the operator: one name per line (or a CSV "
+        "header line); nodes with other columns are refused",
+    )
+    p.add_argument(
+        "--features-from",
+        default=None,
+        metavar="NODE",
+        help="take the federation's feature columns from this node (by default every node must send "
+        "the same columns; never a majority of whoever connects first)",
+    )
     return p
 
 
@@ -140,8 +244,13 @@ def read_features(path: str) -> list[str]:
     """Feature names from a file: one per line, or comma-separated (a CSV header); ``#`` lines are comments."""
     if not Path(path).is_file():
         raise FedadError(f"--features file not found: {path}")
-    names = [n.strip() for line in Path(path).read_text().splitlines() if not line.lstrip().startswith("#")
-             for n in line.split(",") if n.strip()]
+    names = [
+        n.strip()
+        for line in Path(path).read_text().splitlines()
+        if not line.lstrip().startswith("#")
+        for n in line.split(",")
+        if n.strip()
+    ]
     if not names or len(set(names)) != len(names):
         raise FedadError(f"--features {path}: needs at least one feature name and no repeats")
     return names
@@ -152,18 +261,34 @@ def add_detection_arguments(p) -> None:
     from fedad.common.scoring import DEFAULT_SCORE, DEFAULT_TOP_K, SCORES
     from fedad.common.threshold_rule import DEFAULT_RULE, THRESHOLD_RULES
 
-    p.add_argument("--score", default=DEFAULT_SCORE, choices=SCORES,
-                   help="record score: per-feature errors normalised by each node's training error scale, then "
-                        "max/mean/top-k over features (log scale); mse: the plain mean squared error")
+    p.add_argument(
+        "--score",
+        default=DEFAULT_SCORE,
+        choices=SCORES,
+        help="record score: per-feature errors normalised by each node's training error scale, then "
+        "max/mean/top-k over features (log scale); mse: the plain mean squared error",
+    )
     p.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help="features averaged by --score topk")
-    p.add_argument("--threshold-rule", default=DEFAULT_RULE, choices=THRESHOLD_RULES,
-                   help="pot: generalised Pareto tail of the validation scores at risk --target-far; "
-                        "quantile: --threshold-quantile")
-    p.add_argument("--target-far", type=float, default=None,
-                   help="false-alarm rate the threshold is set for (pot default 0.01; quantile: 1 - this)")
-    p.add_argument("--threshold-scope", default="global", choices=("global", "site"),
-                   help="global: one threshold from the nodes' histograms (robust to one lying node); "
-                        "site: each node's own threshold from its own validation scores (non-IID plants)")
+    p.add_argument(
+        "--threshold-rule",
+        default=DEFAULT_RULE,
+        choices=THRESHOLD_RULES,
+        help="pot: generalised Pareto tail of the validation scores at risk --target-far; "
+        "quantile: --threshold-quantile",
+    )
+    p.add_argument(
+        "--target-far",
+        type=float,
+        default=None,
+        help="false-alarm rate the threshold is set for (pot default 0.01; quantile: 1 - this)",
+    )
+    p.add_argument(
+        "--threshold-scope",
+        default="global",
+        choices=("global", "site"),
+        help="global: one threshold from the nodes' histograms (robust to one lying node); "
+        "site: each node's own threshold from its own validation scores (non-IID plants)",
+    )
 
 
 def check_detection_args(args) -> None:
@@ -175,20 +300,31 @@ def check_detection_args(args) -> None:
 
 
 def build_spec(args):
-    from fedad.common.federation_spec import FederationSpec
     from fedad.common.contrastive_options import contrastive_sizes
+    from fedad.common.federation_spec import FederationSpec
     from fedad.common.models.names import effective_score
     from fedad.common.models.registry import default_window
 
     window = args.window or default_window(args.model)
-    return FederationSpec(model=args.model, window=window, preprocessing={"scaler": args.scaler}, scaling=args.scaling,
-                          local_epochs=args.local_epochs, batch_size=args.batch_size, lr=args.lr,
-                          weight_decay=args.weight_decay, seed=args.seed, threshold_quantile=args.threshold_quantile,
-                          feature_names=read_features(args.features) if args.features else None,
-                          score=effective_score(args.model, args.score), top_k=args.top_k,
-                          threshold_rule=args.threshold_rule, target_far=args.target_far,
-                          threshold_scope=args.threshold_scope,
-                          sizes=contrastive_sizes(args))
+    return FederationSpec(
+        model=args.model,
+        window=window,
+        preprocessing={"scaler": args.scaler},
+        scaling=args.scaling,
+        local_epochs=args.local_epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        seed=args.seed,
+        threshold_quantile=args.threshold_quantile,
+        feature_names=read_features(args.features) if args.features else None,
+        score=effective_score(args.model, args.score),
+        top_k=args.top_k,
+        threshold_rule=args.threshold_rule,
+        target_far=args.target_far,
+        threshold_scope=args.threshold_scope,
+        sizes=contrastive_sizes(args),
+    )
 
 
 def build_strategy(args):
@@ -197,8 +333,13 @@ def build_strategy(args):
         from fedad.common.crypto.keys import load_public_key
         from fedad.server.strategies.paillier import PaillierFedAvg
 
-        return PaillierFedAvg(public_key=load_public_key(args.public_key), bits=args.paillier_bits,
-                              clip=args.paillier_clip, fit_config=noop, evaluate_config=noop)
+        return PaillierFedAvg(
+            public_key=load_public_key(args.public_key),
+            bits=args.paillier_bits,
+            clip=args.paillier_clip,
+            fit_config=noop,
+            evaluate_config=noop,
+        )
     if args.strategy == "secure-robust":
         from fedad.common.crypto.keys import load_public_key
         from fedad.server.defence.config import FlagConfig
@@ -210,10 +351,18 @@ def build_strategy(args):
         certs = read_certificates(*args.keyholder_certificates) if args.keyholder_certificates else None
         decryptor = BlindDecryptor(public_key, KeyHolderClient(args.keyholder, certs))
         decryptor.run_rounds = args.rounds  # the key holder opens no more than these (+1 final) for this run
-        return SecureRobust(public_key=public_key, decryptor=decryptor, sketch_rows=args.sketch_rows,
-                            bits=args.paillier_bits, clip=args.update_clip, malicious=tuple(args.malicious),
-                            quarantine_after=args.quarantine_after, flag_config=FlagConfig(z_threshold=args.flag_z),
-                            fit_config=noop, evaluate_config=noop)
+        return SecureRobust(
+            public_key=public_key,
+            decryptor=decryptor,
+            sketch_rows=args.sketch_rows,
+            bits=args.paillier_bits,
+            clip=args.update_clip,
+            malicious=tuple(args.malicious),
+            quarantine_after=args.quarantine_after,
+            flag_config=FlagConfig(z_threshold=args.flag_z),
+            fit_config=noop,
+            evaluate_config=noop,
+        )
     if args.strategy in ("trust", "flag", "robust"):
         from fedad.server.defence.config import FlagConfig
         from fedad.server.strategies.flag import Flag
@@ -221,12 +370,21 @@ def build_strategy(args):
         from fedad.server.strategies.trust import Trust
 
         cls = {"trust": Trust, "flag": Flag, "robust": Robust}[args.strategy]
-        return cls(malicious=tuple(args.malicious), quarantine_after=args.quarantine_after,
-                   flag_config=FlagConfig(z_threshold=args.flag_z), fit_config=noop, evaluate_config=noop)
+        return cls(
+            malicious=tuple(args.malicious),
+            quarantine_after=args.quarantine_after,
+            flag_config=FlagConfig(z_threshold=args.flag_z),
+            fit_config=noop,
+            evaluate_config=noop,
+        )
     from fedad.server.strategies.fedavg import FedAvg
 
-    return FedAvg(max_update_norm_ratio=args.max_update_norm_ratio, norm_action=args.update_norm_action,
-                  fit_config=noop, evaluate_config=noop)
+    return FedAvg(
+        max_update_norm_ratio=args.max_update_norm_ratio,
+        norm_action=args.update_norm_action,
+        fit_config=noop,
+        evaluate_config=noop,
+    )
 
 
 def check_args(args) -> None:
@@ -261,8 +419,10 @@ def check_args(args) -> None:
         if not args.keyholder:
             raise FedadError("--strategy secure-robust needs --keyholder HOST:PORT (a running fedad-keyholder)")
         if args.scaling != "site":
-            raise FedadError("--strategy secure-robust supports --scaling site only (no node holds a private key "
-                             "to open merged statistics)")
+            raise FedadError(
+                "--strategy secure-robust supports --scaling site only (no node holds a private key "
+                "to open merged statistics)"
+            )
         if args.sketch_rows < 1:
             raise FedadError("--sketch-rows must be at least 1")
         if not args.update_clip > 0:
@@ -291,9 +451,18 @@ def save_model(out: Path, spec, scaler, weights, threshold: float, scales=None) 
     from fedad.common.preprocessing import Preprocessor
     from fedad.common.training import set_weights
 
-    det = AutoencoderDetector(model=spec.model, window=spec.window, threshold_quantile=spec.threshold_quantile,
-                              seed=spec.seed, preprocessing=spec.preprocessing, device="cpu", score=spec.score,
-                              top_k=spec.top_k, threshold_rule=spec.threshold_rule, target_far=spec.target_far)
+    det = AutoencoderDetector(
+        model=spec.model,
+        window=spec.window,
+        threshold_quantile=spec.threshold_quantile,
+        seed=spec.seed,
+        preprocessing=spec.preprocessing,
+        device="cpu",
+        score=spec.score,
+        top_k=spec.top_k,
+        threshold_rule=spec.threshold_rule,
+        target_far=spec.target_far,
+    )
     model = build_model(spec.model, len(spec.feature_names), window=spec.window, **spec.sizes)
     set_weights(model, weights)
     pre = Preprocessor(**spec.preprocessing)
@@ -341,19 +510,43 @@ def run(args) -> int:
     spec = build_spec(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    server = FedadServer(strategy=strategy, spec=spec, out_dir=out, min_clients=args.min_clients,
-                         wait_timeout=args.wait_timeout, resume=args.resume, log=log, gate=gate,
-                         features_from=args.features_from, admission_timeout=args.admission_timeout,
-                         max_examples=args.max_examples, stop_rule=stop_rule(args))
+    server = FedadServer(
+        strategy=strategy,
+        spec=spec,
+        out_dir=out,
+        min_clients=args.min_clients,
+        wait_timeout=args.wait_timeout,
+        resume=args.resume,
+        log=log,
+        gate=gate,
+        features_from=args.features_from,
+        admission_timeout=args.admission_timeout,
+        max_examples=args.max_examples,
+        stop_rule=stop_rule(args),
+    )
     rounds = args.max_rounds if args.rounds == "auto" else args.rounds
-    log.info("listening on %s (TLS %s), strategy %s, model %s, %s rounds, waiting for %d clients", args.address,
-             "on, client certificates required" if certs else "off", args.strategy, args.model,
-             f"auto (at most {rounds})" if args.rounds == "auto" else rounds, args.min_clients)
+    log.info(
+        "listening on %s (TLS %s), strategy %s, model %s, %s rounds, waiting for %d clients",
+        args.address,
+        "on, client certificates required" if certs else "off",
+        args.strategy,
+        args.model,
+        f"auto (at most {rounds})" if args.rounds == "auto" else rounds,
+        args.min_clients,
+    )
     t0 = time.perf_counter()
     limit = max_message_bytes(args.model, server.spec.window, server.spec.sizes)
     try:
-        serve(args.address, server, rounds, args.round_timeout, certs, client_ca=client_ca, gate=gate,
-              max_message_length=limit)
+        serve(
+            args.address,
+            server,
+            rounds,
+            args.round_timeout,
+            certs,
+            client_ca=client_ca,
+            gate=gate,
+            max_message_length=limit,
+        )
     except FederationFailed as exc:
         server.error = str(exc)
     res = server.result
@@ -361,11 +554,21 @@ def run(args) -> int:
         error = server.error or "the run ended before its last round"
         log.error("run failed: %s", error)
         print(f"fedad-server: error: {error}", file=sys.stderr)
-        rep.write_report(out, {"strategy": args.strategy, "model": args.model, "status": "failed", "error": error,
-                               "rounds": [rep.round_summary(r) for r in server.rounds], "refused": server.refused,
-                               "refused_connections": gate.refusals if gate is not None else [],
-                               "failures": server.failures, "rejected_results": server.result_rejections,
-                               "seconds": time.perf_counter() - t0})
+        rep.write_report(
+            out,
+            {
+                "strategy": args.strategy,
+                "model": args.model,
+                "status": "failed",
+                "error": error,
+                "rounds": [rep.round_summary(r) for r in server.rounds],
+                "refused": server.refused,
+                "refused_connections": gate.refusals if gate is not None else [],
+                "failures": server.failures,
+                "rejected_results": server.result_rejections,
+                "seconds": time.perf_counter() - t0,
+            },
+        )
         return 1
     model_dir = None
     if not server.encrypted or server.blind:  # under paillier the plaintext model exists only on the clients
@@ -375,25 +578,39 @@ def run(args) -> int:
         if server.spec.scaling == "global" and (server.spec.score == "mse" or scales is not None):
             model_dir = save_model(out, server.spec, server.scaler, weights, res["threshold"], scales)
         else:
-            log.info("site scaling: no server-side model (each node scales with its own statistics); nodes save "
-                     "theirs with fedad-client --model-out DIR; --scaling global also writes %s", out / "model")
+            log.info(
+                "site scaling: no server-side model (each node scales with its own statistics); nodes save "
+                "theirs with fedad-client --model-out DIR; --scaling global also writes %s",
+                out / "model",
+            )
     metrics = {k: res["metrics"].get(k) for k in rep.METRIC_KEYS}
     report = {
-        "strategy": args.strategy, "model": args.model, "threshold": res["threshold"], "metrics": metrics,
+        "strategy": args.strategy,
+        "model": args.model,
+        "threshold": res["threshold"],
+        "metrics": metrics,
         "detection": res.get("detection"),
         "per_client_test": res["metrics"].get("per_client", {}),
         "baselines": {"centralized": None, "local_only": None},
-        "rounds": [rep.round_summary(r) for r in server.rounds], "refused": server.refused,
+        "rounds": [rep.round_summary(r) for r in server.rounds],
+        "refused": server.refused,
         "refused_connections": gate.refusals if gate is not None else [],
-        "failures": server.failures, "rejected_results": server.result_rejections, "status": "ok",
-        "seconds": time.perf_counter() - t0, "model_dir": None if model_dir is None else str(model_dir),
+        "failures": server.failures,
+        "rejected_results": server.result_rejections,
+        "status": "ok",
+        "seconds": time.perf_counter() - t0,
+        "model_dir": None if model_dir is None else str(model_dir),
         "convergence": res["convergence"],
     }
     flag_rows = rep.write_flag_report(out, server.rounds)
     if flag_rows:
-        report["flags"] = {"summary": flag_rows, "malicious": sorted(args.malicious),
-                           "per_round": [{k: r.get(k) for k in ("round", "flagged", "flag_precision", "flag_recall")}
-                                         for r in server.rounds]}
+        report["flags"] = {
+            "summary": flag_rows,
+            "malicious": sorted(args.malicious),
+            "per_round": [
+                {k: r.get(k) for k in ("round", "flagged", "flag_precision", "flag_recall")} for r in server.rounds
+            ],
+        }
     report["roc"] = rep.roc_from_histograms(*server.score_histograms)
     rep.write_report(out, report)
     rep.plot_rounds(out, server.rounds)
@@ -401,9 +618,15 @@ def run(args) -> int:
         rep.plot_trust(out, server.rounds)
         print(rep.format_flag_summary(flag_rows, server.rounds))
     rep.plot_report_roc(out, report)
-    log.info("done in %.1f s: F1 %s, precision %s, recall %s, ROC-AUC %s; report %s", report["seconds"],
-             _fmt(metrics.get("f1")), _fmt(metrics.get("precision")), _fmt(metrics.get("recall")),
-             _fmt(metrics.get("roc_auc")), out / "report.json")
+    log.info(
+        "done in %.1f s: F1 %s, precision %s, recall %s, ROC-AUC %s; report %s",
+        report["seconds"],
+        _fmt(metrics.get("f1")),
+        _fmt(metrics.get("precision")),
+        _fmt(metrics.get("recall")),
+        _fmt(metrics.get("roc_auc")),
+        out / "report.json",
+    )
     return 0
 
 

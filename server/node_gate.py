@@ -3,6 +3,7 @@
 Plain Python, no gRPC: the transport asks ``admit`` when a node connects and ``release`` when it leaves;
 the round loop asks ``problem`` before it uses a node's result.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -66,7 +67,7 @@ class NodeGate:
     def __init__(self, revocations: Revocations, log: logging.Logger | None = None) -> None:
         self.revocations = revocations
         self.log = log or logging.getLogger("fedad.server")
-        self.refusals: list[dict] = []   # {"client", "reason", "time"}: connections and results refused
+        self.refusals: list[dict] = []  # {"client", "reason", "time"}: connections and results refused
         self._connected: dict[str, int] = {}  # name -> serial of its live connection
         self._lock = threading.Lock()
 

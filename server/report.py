@@ -1,4 +1,5 @@
 """The run's results on disk: report.json, the final model directory and PNG plots."""
+
 from __future__ import annotations
 
 import json
@@ -80,8 +81,11 @@ def operating_points(report: dict) -> dict[str, tuple[float, float]]:
     """(false positive rate, recall) of the federated model at its threshold and of every baseline."""
     rows = [("federated at its threshold", report.get("metrics") or {})]
     rows += [(name.replace("_", "-"), m) for name, m in (report.get("baselines") or {}).items() if m]
-    return {name: (float(m["far"]), float(m["recall"])) for name, m in rows
-            if m.get("far") is not None and m.get("recall") is not None}
+    return {
+        name: (float(m["far"]), float(m["recall"]))
+        for name, m in rows
+        if m.get("far") is not None and m.get("recall") is not None
+    }
 
 
 def plot_report_roc(out: Path, report: dict) -> None:
@@ -91,8 +95,12 @@ def plot_report_roc(out: Path, report: dict) -> None:
         return
     from fedad.common.evaluation import plot_roc
 
-    plot_roc({"federated": (np.array(roc["fpr"]), np.array(roc["tpr"]))}, out / "roc.png",
-             title="ROC of the federated model", points=operating_points(report))
+    plot_roc(
+        {"federated": (np.array(roc["fpr"]), np.array(roc["tpr"]))},
+        out / "roc.png",
+        title="ROC of the federated model",
+        points=operating_points(report),
+    )
 
 
 def write_flag_report(out: Path, rounds: list[dict]) -> list[dict]:
@@ -101,8 +109,9 @@ def write_flag_report(out: Path, rounds: list[dict]) -> list[dict]:
     for r in rounds:
         for name, rec in sorted((r.get("flags") or {}).items()):
             lines.append(json.dumps({"round": r["round"], **rec}, default=_jsonable))
-            s = summary.setdefault(name, {"client": name, "rounds": 0, "flagged_rounds": 0, "weights": [],
-                                          "last_reason": ""})
+            s = summary.setdefault(
+                name, {"client": name, "rounds": 0, "flagged_rounds": 0, "weights": [], "last_reason": ""}
+            )
             s["rounds"] += 1
             s["weights"].append(float(rec.get("weight") or 0.0))
             if rec.get("flagged"):
@@ -115,8 +124,15 @@ def write_flag_report(out: Path, rounds: list[dict]) -> list[dict]:
     os.replace(tmp, out / "flags.jsonl")
     rows = []
     for s in sorted(summary.values(), key=lambda s: s["client"]):
-        rows.append({"client": s["client"], "rounds": s["rounds"], "flagged_rounds": s["flagged_rounds"],
-                     "mean_weight": float(np.mean(s["weights"])), "last_reason": s["last_reason"]})
+        rows.append(
+            {
+                "client": s["client"],
+                "rounds": s["rounds"],
+                "flagged_rounds": s["flagged_rounds"],
+                "mean_weight": float(np.mean(s["weights"])),
+                "last_reason": s["last_reason"],
+            }
+        )
     return rows
 
 
@@ -124,13 +140,17 @@ def format_flag_summary(rows: list[dict], rounds: list[dict]) -> str:
     """The table printed at the end of a robust run."""
     out = [f"{'client':<16} {'flagged':>9} {'mean weight':>11}  last reason"]
     for r in rows:  # the whole reason: a cut one ("quaranti") says nothing
-        out.append(f"{r['client']:<16} {r['flagged_rounds']:>4}/{r['rounds']:<4} {r['mean_weight']:>11.3f}  "
-                   f"{r['last_reason']}")
+        out.append(
+            f"{r['client']:<16} {r['flagged_rounds']:>4}/{r['rounds']:<4} {r['mean_weight']:>11.3f}  {r['last_reason']}"
+        )
     pr = [(x["round"], x.get("flag_precision"), x.get("flag_recall")) for x in rounds if "flag_precision" in x]
     if pr:
         undefined = any(p is None or q is None for _, p, q in pr)
-        out.append("flag precision/recall per round: " + ", ".join(f"r{k}: {_pr(p)}/{_pr(q)}" for k, p, q in pr)
-                   + (" (n/a: undefined, nobody flagged or no attacker)" if undefined else ""))
+        out.append(
+            "flag precision/recall per round: "
+            + ", ".join(f"r{k}: {_pr(p)}/{_pr(q)}" for k, p, q in pr)
+            + (" (n/a: undefined, nobody flagged or no attacker)" if undefined else "")
+        )
     return "\n".join(out)
 
 
@@ -144,8 +164,11 @@ def format_round_flags(record: dict) -> str | None:
     if not flags:
         return None
     hit = [f"{name} ({rec.get('reason') or 'flagged'})" for name, rec in sorted(flags.items()) if rec.get("flagged")]
-    quarantined = [name for name, rec in sorted(flags.items())
-                   if not rec.get("flagged") and str(rec.get("reason") or "").startswith("quarantined")]
+    quarantined = [
+        name
+        for name, rec in sorted(flags.items())
+        if not rec.get("flagged") and str(rec.get("reason") or "").startswith("quarantined")
+    ]
     text = f"round {record['round']}: flagged " + (", ".join(hit) if hit else "nobody")
     if quarantined:
         text += f"; quarantined: {', '.join(quarantined)}"
@@ -173,23 +196,33 @@ def plot_trust(out: Path, rounds: list[dict]) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    series = {name: [(r["round"], r["flags"][name]) for r in rounds if name in (r.get("flags") or {})]
-              for name in names}
+    series = {
+        name: [(r["round"], r["flags"][name]) for r in rounds if name in (r.get("flags") or {})] for name in names
+    }
     offsets = zero_weight_offsets({name: [float(p[1].get("weight") or 0) for p in pts] for name, pts in series.items()})
     for name in names:
         pts = series[name]
         off = offsets.get(name, 0.0)
         ys = [float(p[1].get("weight") or 0) or off for p in pts]
-        line, = ax.plot([p[0] for p in pts], ys, ".-", label=name)
+        (line,) = ax.plot([p[0] for p in pts], ys, ".-", label=name)
         fx = [(p[0], y) for p, y in zip(pts, ys, strict=True) if p[1].get("flagged")]
         ax.plot([x for x, _ in fx], [y for _, y in fx], "x", color=line.get_color(), ms=9)
         if name in offsets:
-            ax.annotate(name, (pts[-1][0], ys[-1]), xytext=(4, 0), textcoords="offset points", fontsize=7,
-                        va="center", color=line.get_color())
+            ax.annotate(
+                name,
+                (pts[-1][0], ys[-1]),
+                xytext=(4, 0),
+                textcoords="offset points",
+                fontsize=7,
+                va="center",
+                color=line.get_color(),
+            )
     ax.axhline(0.0, color="grey", lw=0.6)
     ax.margins(x=0.08)  # room for the names at the end of the lines at 0
     ax.set_xlabel("round")
-    ax.set_ylabel("share of the aggregate (x = flagged)" + ("\nweight 0: drawn just below 0, one level per client"
-                                                            if offsets else ""))
+    ax.set_ylabel(
+        "share of the aggregate (x = flagged)"
+        + ("\nweight 0: drawn just below 0, one level per client" if offsets else "")
+    )
     ax.set_title("trust per client"), ax.legend(fontsize=7, ncol=2)
     fig.tight_layout(), fig.savefig(out / "trust.png", dpi=100), plt.close(fig)

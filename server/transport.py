@@ -14,6 +14,7 @@ used (pinned by tests/test_flower_internals.py, listed in docs/security.md):
 ``flwr.supercore.exit.register_signal_handlers`` and, client side,
 ``flwr.compat.client.grpc_client.connection.create_channel`` (the name ``grpc_connection`` calls).
 """
+
 from __future__ import annotations
 
 import logging
@@ -29,8 +30,8 @@ os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
 import grpc  # noqa: E402
 
 GRPC_MAX_MESSAGE_LENGTH = 1_073_741_824  # 1 GiB: what a client accepts (a server's messages are its model)
-MESSAGE_HEADROOM = 4         # the server accepts 4x a float64 model at the most features a node may declare
-MESSAGE_BASE = 8 << 20       # plus 8 MiB for metrics, statistics and encrypted histograms
+MESSAGE_HEADROOM = 4  # the server accepts 4x a float64 model at the most features a node may declare
+MESSAGE_BASE = 8 << 20  # plus 8 MiB for metrics, statistics and encrypted histograms
 
 
 class _DropNoise(logging.Filter):
@@ -126,8 +127,9 @@ def _authenticated_servicer(client_manager, gate):
             pem = peer_certificate(context)
             if pem is None:  # the handshake requires one; kept as a second line of defence
                 gate.refuse("unknown", "connection without a client certificate")
-                context.abort(grpc.StatusCode.UNAUTHENTICATED,
-                              "a client certificate signed by the plant CA is required")
+                context.abort(
+                    grpc.StatusCode.UNAUTHENTICATED, "a client certificate signed by the plant CA is required"
+                )
                 return
             try:
                 info = certificate_info(load_certificate(pem))
@@ -141,39 +143,54 @@ def _authenticated_servicer(client_manager, gate):
                 return
             context.add_callback(lambda: gate.release(info))
             inner = FlowerServiceServicer(
-                client_manager, grpc_client_proxy_factory=lambda cid, bridge: IdentifiedClientProxy(cid, bridge, info))
+                client_manager, grpc_client_proxy_factory=lambda cid, bridge: IdentifiedClientProxy(cid, bridge, info)
+            )
             yield from inner.Join(request_iterator, context)
 
     return AuthenticatedServicer()
 
 
-def build_grpc_server(address: str, client_manager, *, certificates: tuple[bytes, bytes, bytes] | None = None,
-                      client_ca: bytes | None = None, gate=None,
-                      max_message_length: int = GRPC_MAX_MESSAGE_LENGTH, max_workers: int = 1000) -> grpc.Server:
+def build_grpc_server(
+    address: str,
+    client_manager,
+    *,
+    certificates: tuple[bytes, bytes, bytes] | None = None,
+    client_ca: bytes | None = None,
+    gate=None,
+    max_message_length: int = GRPC_MAX_MESSAGE_LENGTH,
+    max_workers: int = 1000,
+) -> grpc.Server:
     """A gRPC server with Flower's servicer; with ``client_ca`` every client must present a certificate it signed."""
     import concurrent.futures
 
     from flwr.proto.transport_pb2_grpc import add_FlowerServiceServicer_to_server
     from flwr.server.superlink.fleet.grpc_bidi.flower_service_servicer import FlowerServiceServicer
 
-    options = [("grpc.max_concurrent_streams", max(100, max_workers)),
-               ("grpc.max_send_message_length", max_message_length),
-               ("grpc.max_receive_message_length", max_message_length),
-               ("grpc.keepalive_time_ms", 210_000),  # Flower's value: idle streams survive cloud load balancers
-               ("grpc.http2.max_pings_without_data", 0), ("grpc.keepalive_permit_without_calls", 0),
-               ("grpc.so_reuseport", 0)]  # a second server on a busy port must fail, not share it
-    server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=max_workers),
-                         maximum_concurrent_rpcs=max_workers, options=options)
+    options = [
+        ("grpc.max_concurrent_streams", max(100, max_workers)),
+        ("grpc.max_send_message_length", max_message_length),
+        ("grpc.max_receive_message_length", max_message_length),
+        ("grpc.keepalive_time_ms", 210_000),  # Flower's value: idle streams survive cloud load balancers
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.keepalive_permit_without_calls", 0),
+        ("grpc.so_reuseport", 0),
+    ]  # a second server on a busy port must fail, not share it
+    server = grpc.server(
+        concurrent.futures.ThreadPoolExecutor(max_workers=max_workers),
+        maximum_concurrent_rpcs=max_workers,
+        options=options,
+    )
     mutual = certificates is not None and client_ca is not None
-    servicer = (_authenticated_servicer(client_manager, gate) if mutual else FlowerServiceServicer(client_manager))
+    servicer = _authenticated_servicer(client_manager, gate) if mutual else FlowerServiceServicer(client_manager)
     add_FlowerServiceServicer_to_server(servicer, server)
     try:
         if certificates is None:
             port = server.add_insecure_port(address)
         else:
             _, cert, key = certificates
-            credentials = grpc.ssl_server_credentials(((key, cert),), root_certificates=client_ca,
-                                                      require_client_auth=mutual)
+            credentials = grpc.ssl_server_credentials(
+                ((key, cert),), root_certificates=client_ca, require_client_auth=mutual
+            )
             port = server.add_secure_port(address, credentials)
     except RuntimeError:
         port = 0
@@ -184,9 +201,16 @@ def build_grpc_server(address: str, client_manager, *, certificates: tuple[bytes
     return server
 
 
-def serve(address: str, server, num_rounds: int, round_timeout: float | None,
-          certificates: tuple[bytes, bytes, bytes] | None = None, client_ca: bytes | None = None, gate=None,
-          max_message_length: int = GRPC_MAX_MESSAGE_LENGTH) -> None:
+def serve(
+    address: str,
+    server,
+    num_rounds: int,
+    round_timeout: float | None,
+    certificates: tuple[bytes, bytes, bytes] | None = None,
+    client_ca: bytes | None = None,
+    gate=None,
+    max_message_length: int = GRPC_MAX_MESSAGE_LENGTH,
+) -> None:
     """Run ``server`` (a ``flwr.server.Server``) over gRPC at ``address`` for ``num_rounds`` rounds.
 
     With ``certificates`` and ``client_ca``: mutual TLS, each connection's certificate subject bound to its
@@ -199,11 +223,18 @@ def serve(address: str, server, num_rounds: int, round_timeout: float | None,
 
     if client_ca is not None and (certificates is None or gate is None):
         raise ValueError("mutual TLS needs the server certificates and a NodeGate")
-    grpc_server = build_grpc_server(address, server.client_manager(), certificates=certificates,
-                                    client_ca=client_ca, gate=gate, max_message_length=max_message_length)
+    grpc_server = build_grpc_server(
+        address,
+        server.client_manager(),
+        certificates=certificates,
+        client_ca=client_ca,
+        gate=gate,
+        max_message_length=max_message_length,
+    )
     grpc_server.start()
-    register_signal_handlers(event_type=EventType.START_SERVER_LEAVE, exit_message="fedad-server terminated.",
-                             grpc_servers=[grpc_server])
+    register_signal_handlers(
+        event_type=EventType.START_SERVER_LEAVE, exit_message="fedad-server terminated.", grpc_servers=[grpc_server]
+    )
     try:
         run_fl(server=server, config=ServerConfig(num_rounds=num_rounds, round_timeout=round_timeout))
     finally:
@@ -213,14 +244,22 @@ def serve(address: str, server, num_rounds: int, round_timeout: float | None,
 def _client_channel_factory(certificate_chain: bytes, private_key: bytes):
     """Flower's ``create_channel`` with this node's certificate and key added to the TLS credentials."""
 
-    def create_channel(server_address: str, insecure: bool, root_certificates: bytes | None = None,
-                       max_message_length: int = GRPC_MAX_MESSAGE_LENGTH, interceptors=None) -> grpc.Channel:
+    def create_channel(
+        server_address: str,
+        insecure: bool,
+        root_certificates: bytes | None = None,
+        max_message_length: int = GRPC_MAX_MESSAGE_LENGTH,
+        interceptors=None,
+    ) -> grpc.Channel:
         if insecure:
             raise ValueError("a client certificate needs TLS (root certificates)")
-        options = [("grpc.max_send_message_length", max_message_length),
-                   ("grpc.max_receive_message_length", max_message_length)]
-        credentials = grpc.ssl_channel_credentials(root_certificates, private_key=private_key,
-                                                   certificate_chain=certificate_chain)
+        options = [
+            ("grpc.max_send_message_length", max_message_length),
+            ("grpc.max_receive_message_length", max_message_length),
+        ]
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates, private_key=private_key, certificate_chain=certificate_chain
+        )
         channel = grpc.secure_channel(server_address, credentials, options=options)
         return grpc.intercept_channel(channel, *interceptors) if interceptors else channel
 
@@ -253,9 +292,15 @@ class ServerUnreachable(Exception):
     """The server could not be reached within the connection timeout."""
 
 
-def connect(address: str, client, root_certificates: bytes | None, connect_timeout: float,
-            has_contact: Callable[[], bool], log: logging.Logger,
-            diagnose: Callable[[], None] | None = None) -> None:
+def connect(
+    address: str,
+    client,
+    root_certificates: bytes | None,
+    connect_timeout: float,
+    has_contact: Callable[[], bool],
+    log: logging.Logger,
+    diagnose: Callable[[], None] | None = None,
+) -> None:
     """Run a Flower client until the server ends the run, retrying with backoff while it is unreachable.
 
     Start order does not matter: a client started before its server retries until ``connect_timeout``.
@@ -282,8 +327,12 @@ def connect(address: str, client, root_certificates: bytes | None, connect_timeo
                 from fedad.common.errors import FedadError
 
                 raise FedadError(exc.details() or "the fedad server refused this node") from None
-            if code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
-                            grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN):
+            if code not in (
+                grpc.StatusCode.UNAVAILABLE,
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                grpc.StatusCode.CANCELLED,
+                grpc.StatusCode.UNKNOWN,
+            ):
                 raise
             if diagnose is not None and not has_contact():
                 diagnose()
@@ -295,8 +344,10 @@ def connect(address: str, client, root_certificates: bytes | None, connect_timeo
             if time.monotonic() >= deadline:
                 raise ServerUnreachable(
                     f"could not reach the fedad server at {address} within {connect_timeout:.0f} s "
-                    "(is it running, and is the address/port right?)") from None
-            log.info("server %s not reachable yet (%s); retrying in %.1f s", address,
-                     code.name if code else "error", delay)
+                    "(is it running, and is the address/port right?)"
+                ) from None
+            log.info(
+                "server %s not reachable yet (%s); retrying in %.1f s", address, code.name if code else "error", delay
+            )
             time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, 10.0)

@@ -5,6 +5,7 @@ raises ``InvalidMessage`` saying what is wrong. The server runs every node's res
 any strategy sees it; a violation refuses that node's result for the round (the reason goes to
 rounds.jsonl and report.json), never an exception in the server.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -16,11 +17,11 @@ import numpy as np
 
 from fedad.common.wire import WireError
 
-MAX_EXAMPLES = 100_000_000   # plant-wide cap on any count a node declares (rows, samples, confusion counts)
-MAX_FEATURES = 4_096         # most feature columns a node may declare
-MAX_NAME_CHARS = 128         # longest client or feature name
-MAX_ABS_WEIGHT = 1e4         # model weights beyond this are a corrupted or hostile update, not training
-MAX_METRIC = 1e300           # losses and timings must be finite (a diverged model's honest loss is huge, not invalid)
+MAX_EXAMPLES = 100_000_000  # plant-wide cap on any count a node declares (rows, samples, confusion counts)
+MAX_FEATURES = 4_096  # most feature columns a node may declare
+MAX_NAME_CHARS = 128  # longest client or feature name
+MAX_ABS_WEIGHT = 1e4  # model weights beyond this are a corrupted or hostile update, not training
+MAX_METRIC = 1e300  # losses and timings must be finite (a diverged model's honest loss is huge, not invalid)
 TENSOR_DTYPES = (np.dtype("<f4"), np.dtype("<f8"))  # what a plaintext update may be made of
 
 
@@ -109,8 +110,9 @@ def scaler_stats(value: Any, n_features: int, *, max_count: int = MAX_EXAMPLES):
     return stats
 
 
-def tensors(arrays: Sequence[np.ndarray], shapes: Sequence[tuple[int, ...]], *,
-            max_abs: float = MAX_ABS_WEIGHT) -> list[np.ndarray]:
+def tensors(
+    arrays: Sequence[np.ndarray], shapes: Sequence[tuple[int, ...]], *, max_abs: float = MAX_ABS_WEIGHT
+) -> list[np.ndarray]:
     """Model arrays: float32/float64 only, the model's shapes, finite, every value within ``max_abs``."""
     if len(arrays) != len(shapes):
         raise InvalidMessage(f"wrong number of arrays: {len(arrays)}, expected {len(shapes)}")
@@ -197,8 +199,17 @@ def fit_result(num_examples: Any, metrics: Any, *, declared: int | None) -> tupl
 TEST_COUNTS = ("tp", "fp", "tn", "fn")
 
 
-def evaluate_result(phase: str, loss: Any, num_examples: Any, metrics: Any, *, n_bins: int,
-                    encrypted: bool, max_blob: int, max_rows: int | None = None) -> dict:
+def evaluate_result(
+    phase: str,
+    loss: Any,
+    num_examples: Any,
+    metrics: Any,
+    *,
+    n_bins: int,
+    encrypted: bool,
+    max_blob: int,
+    max_rows: int | None = None,
+) -> dict:
     """An evaluation answer (val, threshold or test) with its metrics decoded and range-checked."""
     m = metrics_map(metrics)
     high = MAX_EXAMPLES if max_rows is None else max_rows

@@ -22,6 +22,7 @@ Kinds (``KINDS``):
 
     python tests/bad_client.py --kind KIND --server HOST:PORT --data shard.csv --name NAME [--private-key K]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,23 @@ import os
 import sys
 import time
 
-KINDS = ("zero-count", "scaled", "huge", "int64", "nan", "big", "replay", "metric-type", "features", "no-hist",
-         "hist-poison", "count-string", "pai-range", "pai-clip", "idle")
+KINDS = (
+    "zero-count",
+    "scaled",
+    "huge",
+    "int64",
+    "nan",
+    "big",
+    "replay",
+    "metric-type",
+    "features",
+    "no-hist",
+    "hist-poison",
+    "count-string",
+    "pai-range",
+    "pai-clip",
+    "idle",
+)
 FIT_KINDS = ("zero-count", "scaled", "huge", "int64", "nan", "big", "replay", "metric-type", "pai-range", "pai-clip")
 
 

@@ -18,6 +18,7 @@ send. Kinds, in the order of its training rounds (``KINDS``; past the last one i
 --wait-for: load everything, then connect only once GO_FILE exists (a test lets the honest clients in
 first, so that the server's --min-clients counts honest clients only).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,7 +43,7 @@ def spoil(kind: str, weights, config: dict, secure, other_public) -> list:
     if kind == "range":
         msg = bytearray(encrypt_update(pub, weights, clip, bits, layout, workers=1))
         width = ciphertext_bytes(pub)
-        msg[HEADER_BYTES:HEADER_BYTES + width] = pub.nsquare.to_bytes(width, "big")
+        msg[HEADER_BYTES : HEADER_BYTES + width] = pub.nsquare.to_bytes(width, "big")
     elif kind == "layout":
         wide = slot_layout(pub, bits, 2 * int(config["max_sum"]) + 1)  # one more headroom bit per slot
         msg = encrypt_update(pub, weights, clip, bits, wide, workers=1)

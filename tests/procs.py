@@ -1,4 +1,5 @@
 """Helpers for integration tests: real fedad-server / fedad-client processes on 127.0.0.1."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,14 @@ import sys
 import time
 from pathlib import Path
 
-ENV = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", FLWR_DISABLE_UPDATE_CHECK="1", PYTHONUNBUFFERED="1",
-           OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+ENV = dict(
+    os.environ,
+    FLWR_TELEMETRY_ENABLED="0",
+    FLWR_DISABLE_UPDATE_CHECK="1",
+    PYTHONUNBUFFERED="1",
+    OMP_NUM_THREADS="1",
+    MKL_NUM_THREADS="1",
+)
 
 
 def free_port() -> int:
@@ -26,8 +33,20 @@ def start_server(address: str, out: Path, *args: str, log: Path | None = None) -
 
 
 def start_client(address: str, data: Path, name: str, log_dir: Path, *args: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "fedad.client.main", "--server", address, "--data", str(data), "--name", name,
-           "--device", "cpu", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fedad.client.main",
+        "--server",
+        address,
+        "--data",
+        str(data),
+        "--name",
+        name,
+        "--device",
+        "cpu",
+        *args,
+    ]
     return subprocess.Popen(cmd, stdout=open(log_dir / f"{name}.log", "a"), stderr=subprocess.STDOUT, env=ENV)
 
 
@@ -46,7 +65,7 @@ def rounds(out: Path) -> list[dict]:
     path = out / "rounds.jsonl"
     if not path.exists():
         return []
-    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def finish(procs, timeout: float = 240) -> list[int]:

@@ -7,6 +7,7 @@ fedad-client CLI would refuse or cannot do.
 
     python tests/scripted_client.py --server HOST:PORT --data shard.csv --name NAME [--fit-sleep 2] [--tls ...]
 """
+
 from __future__ import annotations
 
 import argparse

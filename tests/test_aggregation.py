@@ -1,4 +1,5 @@
 """Plain numpy aggregation math, checked by hand and with hypothesis (no Flower)."""
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -41,7 +42,7 @@ def test_unflatten_inverts_flatten(shapes):
     arrays = [rng.normal(size=s) for s in shapes]
     back = unflatten(flatten(arrays), shapes)
     assert [b.shape for b in back] == [tuple(s) for s in shapes]
-    for a, b in zip(arrays, back):
+    for a, b in zip(arrays, back, strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -89,7 +90,7 @@ def test_compute_and_apply_update_round_trip_and_keep_dtypes():
     assert u.shape == (sum(int(np.prod(s)) for s in SHAPES),)
     back = apply_update(g, u)
     assert [b.dtype for b in back] == [np.float32] * 3
-    for a, b in zip(new, back):
+    for a, b in zip(new, back, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6)
 
 

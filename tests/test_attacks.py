@@ -1,4 +1,5 @@
 """Poisoning attacks on flat update vectors, the data-poisoning training set and the collusion channel."""
+
 import math
 import threading
 from pathlib import Path
@@ -162,7 +163,7 @@ def test_colluders_with_the_same_knowledge_send_the_same_vector():
     b = _updates(3)
     for name in ("alie", "ipm", "min_max"):
         attack = make_attack(name, **({"num_clients": 10} if name == "alie" else {}))
-        outs = [attack.poison_update(b[i], [b[i]] + b[:i] + b[i + 1:], _rng()) for i in range(3)]
+        outs = [attack.poison_update(b[i], [b[i]] + b[:i] + b[i + 1 :], _rng()) for i in range(3)]
         np.testing.assert_allclose(outs[0], outs[1])
         np.testing.assert_allclose(outs[0], outs[2])
 
@@ -246,8 +247,14 @@ def test_collusion_channel_times_out_with_partial_knowledge(tmp_path):
     CollusionChannel(tmp_path, 1, "evil_b", expected=3).publish(b[1])
     (tmp_path / "round_000001" / "evil_x.npy").write_bytes(b"not an array")
     np.save(tmp_path / "round_000001" / "evil_y.npy", np.zeros(7))  # wrong length: ignored
-    channel = CollusionChannel(tmp_path, 1, "evil_a", expected=["evil_a", "evil_b", "evil_c", "evil_x", "evil_y"],
-                               timeout=0.2, poll_interval=0.02)
+    channel = CollusionChannel(
+        tmp_path,
+        1,
+        "evil_a",
+        expected=["evil_a", "evil_b", "evil_c", "evil_x", "evil_y"],
+        timeout=0.2,
+        poll_interval=0.02,
+    )
     got = channel.exchange(b[0])
     assert len(got) == 2
     np.testing.assert_array_equal(got[1], b[1])

@@ -1,4 +1,5 @@
 """Each baseline learns normal rows, flags an obvious outlier and exposes threshold_."""
+
 import numpy as np
 import pytest
 
@@ -10,8 +11,9 @@ def normal_rows():
     rng = np.random.default_rng(0)
     z = rng.normal(size=(600, 2))
     # 5 correlated features, so PCA has a low-dimensional subspace to learn
-    return np.column_stack([z[:, 0], z[:, 0] * 2 + 0.05 * rng.normal(size=600), z[:, 1],
-                            z[:, 1] - z[:, 0], rng.normal(size=600) * 0.1])
+    return np.column_stack(
+        [z[:, 0], z[:, 0] * 2 + 0.05 * rng.normal(size=600), z[:, 1], z[:, 1] - z[:, 0], rng.normal(size=600) * 0.1]
+    )
 
 
 @pytest.mark.parametrize("name", sorted(BASELINES))

@@ -16,6 +16,7 @@
 
 1024-bit keys (tests only).
 """
+
 from __future__ import annotations
 
 import gc
@@ -33,6 +34,11 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
+from phe.paillier import PaillierPrivateKey
+from procs import ENV, free_port, wait_for
+from scipy import stats
+
 from fedad.client.secure import PublicKeyClient
 from fedad.common.crypto.blinding import blind, unblind
 from fedad.common.crypto.embedding import dequantize_embedding, embedding_layout, quantize_embedding
@@ -66,10 +72,6 @@ from fedad.server.keyholder import Budget, KeyHolder, start_server
 from fedad.server.keyholder_client import BlindDecryptor, KeyHolderClient, KeyHolderError
 from fedad.server.strategies.paillier import ciphertext_parameters
 from fedad.server.strategies.secure_robust import SecureRobust
-from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
-from phe.paillier import PaillierPrivateKey
-from procs import ENV, free_port, wait_for
-from scipy import stats
 
 ALPHA = 1e-3  # uniformity tests fail (falsely) once in a thousand runs
 
@@ -78,8 +80,7 @@ def uniformity(values: list[int], n: int) -> tuple[float, float]:
     """(KS p-value of v / n against U(0, 1), chi-square p-value of the top byte floor(256 v / n))."""
     u = np.array([v / n for v in values])
     top = np.array([(v * 256) // n for v in values])
-    return (float(stats.kstest(u, "uniform").pvalue),
-            float(stats.chisquare(np.bincount(top, minlength=256)).pvalue))
+    return (float(stats.kstest(u, "uniform").pvalue), float(stats.chisquare(np.bincount(top, minlength=256)).pvalue))
 
 
 # ------------------------------------------------------------------------------------- (a), (b) uniformity
@@ -90,8 +91,11 @@ def observed_holder():
     """An in-process KeyHolder over real gRPC whose observer keeps every plaintext it recovers."""
     pub, priv = generate_keypair(1024)
     seen: list[tuple[int, str, list[int]]] = []
-    holder = KeyHolder(priv, Budget(max_clients=10, sketch_rows=40, embedding_blocks=4, max_aggregate_blocks=100),
-                       observer=lambda rnd, kind, plain: seen.append((rnd, kind, plain)))
+    holder = KeyHolder(
+        priv,
+        Budget(max_clients=10, sketch_rows=40, embedding_blocks=4, max_aggregate_blocks=100),
+        observer=lambda rnd, kind, plain: seen.append((rnd, kind, plain)),
+    )
     address = f"127.0.0.1:{free_port()}"
     server = start_server(holder, address, None, None)
     client = KeyHolderClient(address, timeout=30)
@@ -113,9 +117,11 @@ def structured_round(pub) -> dict[str, tuple[list[int], list[int]]]:
     emb_layout = embedding_layout(1024)
     emb_plain = pack(quantize_embedding(np.ones(8)), emb_layout)[0]  # one constant embedding for everybody
     agg_plain = [0, 1] * 50
-    return {"sketch": (sketch, [zero_row] * len(sketch)),
-            "embedding": (encrypt_blocks(pub, [emb_plain] * 40, workers=1), [emb_plain] * 40),
-            "aggregate": (encrypt_blocks(pub, agg_plain, workers=1), agg_plain)}
+    return {
+        "sketch": (sketch, [zero_row] * len(sketch)),
+        "embedding": (encrypt_blocks(pub, [emb_plain] * 40, workers=1), [emb_plain] * 40),
+        "aggregate": (encrypt_blocks(pub, agg_plain, workers=1), agg_plain),
+    }
 
 
 def test_the_key_holder_sees_uniform_noise_and_the_aggregator_the_plaintexts(observed_holder):
@@ -127,7 +133,7 @@ def test_the_key_holder_sees_uniform_noise_and_the_aggregator_the_plaintexts(obs
     for rnd in rounds:
         assert d.begin_round(rnd, 10, aggregate_blocks=100) == {"sketch": 400, "embedding": 40, "aggregate": 100}
         for kind, (cts, plain) in structured_round(h.pub).items():
-            for part in (cts[: len(cts) // 2], cts[len(cts) // 2:]):
+            for part in (cts[: len(cts) // 2], cts[len(cts) // 2 :]):
                 recovered += d.as_kind(kind).decrypt_blocks(part)
             truth += plain
     assert recovered == truth  # unblinding gives the aggregator the exact plaintexts
@@ -135,8 +141,9 @@ def test_the_key_holder_sees_uniform_noise_and_the_aggregator_the_plaintexts(obs
     observed = h.seen[before:]
     seen = [v for _, _, plain in observed for v in plain]
     assert len(seen) == len(truth) == 1080
-    assert [(r, k) for r, k, _ in observed] == [(r, k) for r in rounds for k in ("sketch",) * 2 + ("embedding",) * 2
-                                                + ("aggregate",) * 2]
+    assert [(r, k) for r, k, _ in observed] == [
+        (r, k) for r in rounds for k in ("sketch",) * 2 + ("embedding",) * 2 + ("aggregate",) * 2
+    ]
     # the key holder: 1080 distinct values, none of them a plaintext, uniform in [0, n)
     assert len(set(seen)) == len(seen) and not set(seen) & set(truth)
     ks, chi2 = uniformity(seen, h.pub.n)
@@ -258,7 +265,7 @@ def client_round(rng, rnd: int, global_weights, public_key_path: Path, config: d
             update = -update  # sign flip
         weights, start = [], 0
         for g in global_weights:
-            weights.append((g + update[start:start + g.size].reshape(g.shape)).astype(g.dtype))
+            weights.append((g + update[start : start + g.size].reshape(g.shape)).astype(g.dtype))
             start += g.size
         emb = base_emb + rng.normal(0.0, 0.3, 8)
         client = PublicKeyClient(str(public_key_path))
@@ -271,8 +278,11 @@ def client_round(rng, rnd: int, global_weights, public_key_path: Path, config: d
         true_update = flatten(weights) - flatten(global_weights)
         q = quantize(true_update, CLIP, BITS, replay)[0]
         q_emb = quantize_embedding(emb, replay)
-        res = SimpleNamespace(parameters=ciphertext_parameters(message.tobytes()), num_examples=EXAMPLES[k],
-                              metrics={"name": name, "train_loss": 0.1, "embedding_enc": emb_message})
+        res = SimpleNamespace(
+            parameters=ciphertext_parameters(message.tobytes()),
+            num_examples=EXAMPLES[k],
+            metrics={"name": name, "train_loss": 0.1, "embedding_enc": emb_message},
+        )
         results.append((SimpleNamespace(cid=f"cid-{name}"), res))
         plain.append(SimpleNamespace(update=true_update, q=q, q_emb=q_emb))
     return results, plain
@@ -283,16 +293,42 @@ def aggregator(tmp_path_factory):
     """Two secure-robust rounds and the final histogram, aggregator here, key holder in its own process."""
     tmp = tmp_path_factory.mktemp("blind-aggregator")
     keys = tmp / "keys"
-    p = subprocess.run([sys.executable, "-m", "fedad.common.cli", "keygen", "--bits", "1024", "--out", str(keys)],
-                       capture_output=True, text=True, env=ENV, timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-m", "fedad.common.cli", "keygen", "--bits", "1024", "--out", str(keys)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=120,
+    )
     assert p.returncode == 0, p.stderr
     public, private = keys / "public.key", keys / "private.key"
     address, audit, ready = f"127.0.0.1:{free_port()}", tmp / "audit.jsonl", tmp / "ready"
     log = tmp / "keyholder.log"
-    holder = subprocess.Popen([*keyholder_cmd(), "--listen", address, "--private-key", str(private), "--insecure",
-                               "--audit", str(audit), "--ready-file", str(ready), "--max-clients", "5",
-                               "--sketch-rows", str(ROWS), "--embedding-blocks", "1", "--max-aggregate-blocks", "64"],
-                              stdout=open(log, "w"), stderr=subprocess.STDOUT, env=ENV)
+    holder = subprocess.Popen(
+        [
+            *keyholder_cmd(),
+            "--listen",
+            address,
+            "--private-key",
+            str(private),
+            "--insecure",
+            "--audit",
+            str(audit),
+            "--ready-file",
+            str(ready),
+            "--max-clients",
+            "5",
+            "--sketch-rows",
+            str(ROWS),
+            "--embedding-blocks",
+            "1",
+            "--max-aggregate-blocks",
+            "64",
+        ],
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+        env=ENV,
+    )
     try:
         wait_for(ready.exists, 60, "the key holder to listen", [holder])
         sys.addaudithook(_audit_hook)
@@ -307,8 +343,14 @@ def aggregator(tmp_path_factory):
         except subprocess.TimeoutExpired:
             holder.kill()
             raise
-    out.update(public=public, private=private, audit=[json.loads(x) for x in audit.read_text().splitlines()],
-               keyholder_log=log.read_text(), keyholder_rc=holder.returncode, opened=list(_WATCH["opened"]))
+    out.update(
+        public=public,
+        private=private,
+        audit=[json.loads(x) for x in audit.read_text().splitlines()],
+        keyholder_log=log.read_text(),
+        keyholder_rc=holder.returncode,
+        opened=list(_WATCH["opened"]),
+    )
     return out
 
 
@@ -316,8 +358,16 @@ def run_rounds(public: Path, address: str) -> dict:
     pub = load_public_key(public)
     decryptor = RecordingDecryptor(pub, KeyHolderClient(address, timeout=60))
     decryptor.client.wait_ready(30)
-    strategy = SecureRobust(public_key=pub, decryptor=decryptor, sketch_rows=ROWS, bits=BITS, clip=CLIP,
-                            malicious=("mallory",), fit_config=lambda r: {}, evaluate_config=lambda r: {})
+    strategy = SecureRobust(
+        public_key=pub,
+        decryptor=decryptor,
+        sketch_rows=ROWS,
+        bits=BITS,
+        clip=CLIP,
+        malicious=("mallory",),
+        fit_config=lambda r: {},
+        evaluate_config=lambda r: {},
+    )
     rng = np.random.default_rng(2024)
     global_weights = [rng.normal(0.0, 0.1, s).astype(np.float32) for s in SHAPES]
     strategy.n_values = int(sum(w.size for w in global_weights))
@@ -332,10 +382,17 @@ def run_rounds(public: Path, address: str) -> dict:
         params, _ = strategy.aggregate_fit(rnd, results, [])
         assert params is not None and strategy.last_rejections == {}
         new_weights = parameters_to_ndarrays(params)
-        rounds.append(dict(global_weights=global_weights, new_weights=new_weights, plain=plain,
-                           summary=dict(strategy.last_summary), records=[dict(r) for r in
-                                                                          strategy.last_client_reports.values()],
-                           calls=[c for c in decryptor.calls if c[0] == rnd], seconds=time.perf_counter() - t0))
+        rounds.append(
+            dict(
+                global_weights=global_weights,
+                new_weights=new_weights,
+                plain=plain,
+                summary=dict(strategy.last_summary),
+                records=[dict(r) for r in strategy.last_client_reports.values()],
+                calls=[c for c in decryptor.calls if c[0] == rnd],
+                seconds=time.perf_counter() - t0,
+            )
+        )
         global_weights = new_weights
     # the final round: the summed threshold histogram, blind-decrypted
     hists = [rng.integers(0, 3000, N_BINS) for _ in NAMES]
@@ -345,8 +402,15 @@ def run_rounds(public: Path, address: str) -> dict:
     histogram = strategy.decrypt_histogram(hist_sum, 3, len(msgs), N_BINS)
     with pytest.raises(KeyHolderError) as after:  # the session is over for good
         decryptor.begin_round(4, len(NAMES), strategy.layout.blocks_for(strategy.n_values))
-    return dict(strategy=strategy, pub=pub, rounds=rounds, histogram=histogram, hist_truth=sum(hists),
-                after_final=str(after.value), calls=list(decryptor.calls))
+    return dict(
+        strategy=strategy,
+        pub=pub,
+        rounds=rounds,
+        histogram=histogram,
+        hist_truth=sum(hists),
+        after_final=str(after.value),
+        calls=list(decryptor.calls),
+    )
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # gc.get_objects() touches torch's deprecated aliases
@@ -366,8 +430,14 @@ def test_the_aggregator_process_never_holds_the_private_key(aggregator):
     assert aggregator["keyholder_rc"] == 0
     total = sum(len(plain) for _, _, plain in aggregator["calls"])
     assert [(rnd, kind) for rnd, kind, _ in aggregator["calls"]] == [
-        (1, "sketch"), (1, "embedding"), (1, "aggregate"), (2, "sketch"), (2, "embedding"), (2, "aggregate"),
-        (3, "histogram")]
+        (1, "sketch"),
+        (1, "embedding"),
+        (1, "aggregate"),
+        (2, "sketch"),
+        (2, "embedding"),
+        (2, "aggregate"),
+        (3, "histogram"),
+    ]
     assert f"stopped after {total} decryptions" in aggregator["keyholder_log"]
     np.testing.assert_array_equal(aggregator["histogram"], aggregator["hist_truth"])
     assert "FAILED_PRECONDITION" in aggregator["after_final"] and "final round is over" in aggregator["after_final"]
@@ -382,8 +452,15 @@ def test_the_key_holder_decrypts_only_its_budget(aggregator):
     clients = len(NAMES)
     for rnd in (1, 2):
         begin = [e for e in audit if e["op"] == "begin" and e["round"] == rnd]
-        assert begin == [{"time": begin[0]["time"], "op": "begin", "round": rnd, "final": False,
-                          "budget": {"sketch": clients * ROWS, "embedding": clients, "aggregate": n_blocks}}]
+        assert begin == [
+            {
+                "time": begin[0]["time"],
+                "op": "begin",
+                "round": rnd,
+                "final": False,
+                "budget": {"sketch": clients * ROWS, "embedding": clients, "aggregate": n_blocks},
+            }
+        ]
         done = [e for e in audit if e["op"] == "decrypt" and e["round"] == rnd]
         assert all("refused" not in e for e in done)
         per_kind = {k: sum(e["blocks"] for e in done if e["kind"] == k) for k in ("sketch", "embedding", "aggregate")}
@@ -406,16 +483,22 @@ def test_the_aggregator_learns_m_by_l_sketch_numbers_per_client(aggregator):
     for r in aggregator["rounds"]:
         (_, kind, rows), (_, kind_e, embs), (_, kind_a, agg) = r["calls"]
         assert (kind, kind_e, kind_a) == ("sketch", "embedding", "aggregate")
-        assert len(rows) == len(NAMES) * ROWS and len(embs) == len(NAMES) and len(agg) == layout.blocks_for(
-            strategy.n_values)
+        assert (
+            len(rows) == len(NAMES) * ROWS
+            and len(embs) == len(NAMES)
+            and len(agg) == layout.blocks_for(strategy.n_values)
+        )
         plan = SketchPlan.draw(bytes.fromhex(r["summary"]["sketch_seed"]), layout.blocks_for(strategy.n_values), ROWS)
         for k in range(len(NAMES)):
-            sketch = decode_sketch(rows[k * ROWS:(k + 1) * ROWS], plan, layout)
+            sketch = decode_sketch(rows[k * ROWS : (k + 1) * ROWS], plan, layout)
             assert sketch.shape == (ROWS, layout.slots_per_block)
             assert sketch_vector(sketch, CLIP, BITS).size == ROWS * layout.slots_per_block
         assert r["summary"]["sketch_rows"] == ROWS
-        assert r["summary"]["leakage"] == leakage(ROWS, layout, strategy.n_values) == pytest.approx(
-            ROWS * layout.slots_per_block / strategy.n_values)
+        assert (
+            r["summary"]["leakage"]
+            == leakage(ROWS, layout, strategy.n_values)
+            == pytest.approx(ROWS * layout.slots_per_block / strategy.n_values)
+        )
         assert r["summary"]["leakage"] < 0.2
 
 
@@ -429,19 +512,28 @@ def test_the_encrypted_path_is_exact(aggregator):
         rows = r["calls"][0][2]
         # the decrypted sketch of every client is the plaintext sketch of its quantized integers
         for k, p in enumerate(r["plain"]):
-            np.testing.assert_array_equal(decode_sketch(rows[k * ROWS:(k + 1) * ROWS], plan, layout),
-                                          sketch_quantized(p.q, plan, layout))
+            np.testing.assert_array_equal(
+                decode_sketch(rows[k * ROWS : (k + 1) * ROWS], plan, layout), sketch_quantized(p.q, plan, layout)
+            )
         # the decrypted embeddings are the clients' quantized embeddings, no more values than they sent
         el = embedding_layout(layout.key_bits)
-        for p, value in zip(r["plain"], r["calls"][1][2]):
+        for p, value in zip(r["plain"], r["calls"][1][2], strict=True):
             assert value == pack(p.q_emb, el)[0]
         # scores, flags and weights recomputed in the clear are the strategy's
         sketches = [sketch_vector(sketch_quantized(p.q, plan, layout), CLIP, BITS) for p in r["plain"]]
         embeddings = [dequantize_embedding(p.q_emb) for p in r["plain"]]
-        result = score_sketches("robust", NAMES, sketches, [float(x) for x in EXAMPLES], embeddings=embeddings,
-                                rejected={}, history=history, quarantine=quarantine)
+        result = score_sketches(
+            "robust",
+            NAMES,
+            sketches,
+            [float(x) for x in EXAMPLES],
+            embeddings=embeddings,
+            rejected={},
+            history=history,
+            quarantine=quarantine,
+        )
         assert [rec["client"] for rec in r["records"]] == NAMES
-        for got, want in zip(r["records"], result.records):
+        for got, want in zip(r["records"], result.records, strict=True):
             assert got.keys() == want.keys()
             for key, value in want.items():
                 if isinstance(value, float):
@@ -453,18 +545,20 @@ def test_the_encrypted_path_is_exact(aggregator):
         # the new global weights are the plaintext integer computation, bit for bit
         ints, scale = integer_coefficients(coefficients(r["records"]))
         assert 0 < sum(ints) <= WEIGHT_TOTAL and ints[NAMES.index("mallory")] == 0
-        slot_sums = sum(a * p.q.astype(np.int64) for a, p in zip(ints, r["plain"]) if a)
+        slot_sums = sum(a * p.q.astype(np.int64) for a, p in zip(ints, r["plain"], strict=True) if a)
         update = update_from_mean(dequantize_mean(slot_sums, sum(ints), CLIP, BITS), scale)
         expected = apply_update(r["global_weights"], update)
-        for got, want in zip(r["new_weights"], expected):
+        for got, want in zip(r["new_weights"], expected, strict=True):
             assert got.dtype == want.dtype == np.float32
             np.testing.assert_array_equal(got, want)
         # ... within the quantization error (and the weights' integer rounding) of the float weighted sum
         coefs = coefficients(r["records"])
-        float_update = sum(c * p.update for c, p in zip(coefs, r["plain"]))
+        float_update = sum(c * p.update for c, p in zip(coefs, r["plain"], strict=True))
         shares = np.array(ints) / sum(ints) - coefs / scale
-        bound = scale * (quantization_error_bound(CLIP, BITS, stochastic=True)
-                         + sum(abs(s) * np.abs(p.update).max() for s, p in zip(shares, r["plain"])))
+        bound = scale * (
+            quantization_error_bound(CLIP, BITS, stochastic=True)
+            + sum(abs(s) * np.abs(p.update).max() for s, p in zip(shares, r["plain"], strict=True))
+        )
         got = flatten(r["new_weights"]) - flatten(r["global_weights"])
         float32_slack = 2 * np.finfo(np.float32).eps * np.abs(flatten(r["new_weights"])).max()
         assert np.abs(got - float_update).max() <= bound + float32_slack

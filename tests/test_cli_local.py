@@ -1,4 +1,5 @@
 """`fedad train` and `fedad score` end to end, in-process and through the console script, plus bad input."""
+
 import shutil
 import subprocess
 import sys
@@ -36,8 +37,23 @@ def labelled_csv(tmp_path_factory):
 def trained_model(labelled_csv, tmp_path_factory):
     path, _ = labelled_csv
     out = tmp_path_factory.mktemp("models") / "model"
-    code = main(["train", "--data", str(path), "--epochs", "15", "--batch-size", "32", "--lr", "3e-3",
-                 "--device", "cpu", "--out", str(out)])
+    code = main(
+        [
+            "train",
+            "--data",
+            str(path),
+            "--epochs",
+            "15",
+            "--batch-size",
+            "32",
+            "--lr",
+            "3e-3",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     return out
 
@@ -96,13 +112,21 @@ def test_console_script_scores(labelled_csv, trained_model, tmp_path):
     exe = shutil.which("fedad")
     cmd = [exe] if exe else [sys.executable, "-m", "fedad.common.cli"]
     out = tmp_path / "scores.csv"
-    proc = subprocess.run(cmd + ["score", "--model", str(trained_model), "--data", str(path), "--out", str(out),
-                                 "--device", "cpu"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        cmd + ["score", "--model", str(trained_model), "--data", str(path), "--out", str(out), "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "scored 600 rows" in proc.stdout
     assert len(pd.read_csv(out)) == len(frame)
-    proc = subprocess.run(cmd + ["score", "--model", str(tmp_path / "nope"), "--data", str(path), "--out",
-                                 str(out)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        cmd + ["score", "--model", str(tmp_path / "nope"), "--data", str(path), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "model directory not found" in proc.stderr
 
@@ -117,22 +141,36 @@ def _fails_with_one_line(argv, capsys, expected):
 def test_bad_inputs_exit_2_with_one_line(labelled_csv, trained_model, tmp_path, capsys):
     path, frame = labelled_csv
     out = tmp_path / "scores.csv"
-    _fails_with_one_line(["train", "--data", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "m")],
-                         capsys, "not found")
-    _fails_with_one_line(["score", "--model", str(trained_model), "--data", str(tmp_path / "missing.csv"),
-                          "--out", str(out)], capsys, "not found")
-    _fails_with_one_line(["score", "--model", str(tmp_path / "no_model"), "--data", str(path), "--out", str(out)],
-                         capsys, "model directory not found")
+    _fails_with_one_line(
+        ["train", "--data", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "m")], capsys, "not found"
+    )
+    _fails_with_one_line(
+        ["score", "--model", str(trained_model), "--data", str(tmp_path / "missing.csv"), "--out", str(out)],
+        capsys,
+        "not found",
+    )
+    _fails_with_one_line(
+        ["score", "--model", str(tmp_path / "no_model"), "--data", str(path), "--out", str(out)],
+        capsys,
+        "model directory not found",
+    )
     narrow = tmp_path / "narrow.csv"
     frame.drop(columns=["sensor_4"]).to_csv(narrow, index=False)
-    _fails_with_one_line(["score", "--model", str(trained_model), "--data", str(narrow), "--out", str(out)],
-                         capsys, "sensor_4")
+    _fails_with_one_line(
+        ["score", "--model", str(trained_model), "--data", str(narrow), "--out", str(out)], capsys, "sensor_4"
+    )
     _fails_with_one_line(["train", "--data", str(path), "--epochs", "0"], capsys, "--epochs")
-    _fails_with_one_line(["train", "--data", str(path), "--model", "lstm", "--window", "400",
-                          "--out", str(tmp_path / "m")], capsys, "too few records")
+    _fails_with_one_line(
+        ["train", "--data", str(path), "--model", "lstm", "--window", "400", "--out", str(tmp_path / "m")],
+        capsys,
+        "too few records",
+    )
     if not torch.cuda.is_available():
-        _fails_with_one_line(["train", "--data", str(path), "--device", "cuda", "--out", str(tmp_path / "m")],
-                             capsys, "CUDA is not available")
+        _fails_with_one_line(
+            ["train", "--data", str(path), "--device", "cuda", "--out", str(tmp_path / "m")],
+            capsys,
+            "CUDA is not available",
+        )
     assert not out.exists() and not (tmp_path / "m").exists()  # nothing written on failure
 
 

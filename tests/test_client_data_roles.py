@@ -1,4 +1,5 @@
 """Data roles on the edge node: --test-data beside --data, --val-fraction / --test-fraction, null metrics."""
+
 from __future__ import annotations
 
 import json
@@ -54,10 +55,13 @@ def test_labelled_test_data_gives_metrics_and_an_unlabelled_one_null(tmp_path):
         out, logs = tmp_path / case, tmp_path / f"{case}-logs"
         logs.mkdir()
         address = f"127.0.0.1:{free_port()}"
-        server = start_server(address, out, "--rounds", "2", "--min-clients", "2",
-                              log=tmp_path / f"{case}-server.log")
-        clients = [start_client(address, files[k][0], f"n{k}", logs, "--test-data", str(files[k][col]),
-                                "--val-fraction", "0.1") for k in (1, 2)]
+        server = start_server(address, out, "--rounds", "2", "--min-clients", "2", log=tmp_path / f"{case}-server.log")
+        clients = [
+            start_client(
+                address, files[k][0], f"n{k}", logs, "--test-data", str(files[k][col]), "--val-fraction", "0.1"
+            )
+            for k in (1, 2)
+        ]
         assert finish([server, *clients]) == [0, 0, 0], (tmp_path / f"{case}-server.log").read_text()[-2000:]
         report = json.loads((out / "report.json").read_text())
         log = (logs / "n1.log").read_text()

@@ -1,4 +1,5 @@
 """The centralized and local-only baselines: validation rows from every site, the federation's epoch count."""
+
 from __future__ import annotations
 
 import numpy as np

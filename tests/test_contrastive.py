@@ -1,4 +1,5 @@
 """The contrastive model: InfoNCE, augmentations, alignment, centre-distance score, save/load, CLI."""
+
 from __future__ import annotations
 
 import json
@@ -55,8 +56,12 @@ def test_feature_mask_zeroes_whole_features_and_time_shift_keeps_contiguous_step
     assert torch.equal(m[~zero.unsqueeze(1).expand_as(m)], x[~zero.unsqueeze(1).expand_as(x)])
     s = time_shift(x, 2, _gen(2))
     for i in range(20):  # each window is its original, moved by at most 2 steps and edge-padded
-        assert any(torch.equal(s[i], torch.cat([x[i, :1].repeat(k, 1), x[i, :12 - k]])) if k >= 0 else
-                   torch.equal(s[i], torch.cat([x[i, -k:], x[i, -1:].repeat(-k, 1)])) for k in range(-2, 3))
+        assert any(
+            torch.equal(s[i], torch.cat([x[i, :1].repeat(k, 1), x[i, : 12 - k]]))
+            if k >= 0
+            else torch.equal(s[i], torch.cat([x[i, -k:], x[i, -1:].repeat(-k, 1)]))
+            for k in range(-2, 3)
+        )
     assert torch.equal(time_shift(x[:, 0], 2, _gen(2)), x[:, 0])  # rows have no time axis
 
 
@@ -85,7 +90,7 @@ def test_alignment_term_pulls_the_mean_embedding_toward_the_global_one():
     model.set_global_embedding(3.0 * m, direction_only=True)
     assert float(model.loss_terms(x)["alignment"].detach()) == pytest.approx(0.0, abs=1e-6)
     model.set_global_embedding(3.0 * m)
-    assert float(model.loss_terms(x)["alignment"].detach()) == pytest.approx(4.0 * float(np.sum(m ** 2)), rel=1e-4)
+    assert float(model.loss_terms(x)["alignment"].detach()) == pytest.approx(4.0 * float(np.sum(m**2)), rel=1e-4)
     # without a global embedding the term is absent, whatever mu
     model = ContrastiveAutoencoder(6, mu=1.0)
     assert float(model.loss_terms(torch.from_numpy(X[:64]))["alignment"].detach()) == 0.0
@@ -114,8 +119,9 @@ def test_detector_save_load_round_trip_keeps_centre_scales_and_hyper_parameters(
     from fedad.common.detector import AutoencoderDetector
 
     X = _data(800).astype(np.float64)
-    det = AutoencoderDetector(model="contrastive", epochs=3, device="cpu",
-                              model_sizes={"tau": 0.3, "lam": 0.2, "mu": 0.05}).fit(X)
+    det = AutoencoderDetector(
+        model="contrastive", epochs=3, device="cpu", model_sizes={"tau": 0.3, "lam": 0.2, "mu": 0.05}
+    ).fit(X)
     assert float(det.model_.score_scale[1]) != 1.0 and float(det.model_.center.abs().sum()) > 0  # calibrated
     det.save(tmp_path / "m")
     back = AutoencoderDetector.load(tmp_path / "m", device="cpu")
@@ -144,9 +150,31 @@ def test_fedad_train_model_contrastive_cli(tmp_path):
     path = tmp_path / "tiny.csv"
     pd.DataFrame(_data(400), columns=[f"s{i}" for i in range(6)]).assign(time=np.arange(400)).to_csv(path, index=False)
     out = tmp_path / "model"
-    proc = subprocess.run(_fedad() + ["train", "--data", str(path), "--model", "contrastive", "--epochs", "3",
-                                      "--tau", "0.4", "--lambda", "0.2", "--mu", "0", "--device", "cpu",
-                                      "--out", str(out)], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        _fedad()
+        + [
+            "train",
+            "--data",
+            str(path),
+            "--model",
+            "contrastive",
+            "--epochs",
+            "3",
+            "--tau",
+            "0.4",
+            "--lambda",
+            "0.2",
+            "--mu",
+            "0",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "contrastive autoencoder" in proc.stdout
     from fedad.common.detector import AutoencoderDetector
@@ -154,8 +182,12 @@ def test_fedad_train_model_contrastive_cli(tmp_path):
     det = AutoencoderDetector.load(out, device="cpu")
     assert det.model_.tau == 0.4 and det.model_.lam == 0.2 and det.model_.mu == 0.0
     assert det.decision_function(rng.normal(size=(10, 6))).shape == (10,)
-    bad = subprocess.run(_fedad() + ["train", "--data", str(path), "--model", "dense", "--tau", "0.4",
-                                     "--out", str(tmp_path / "x")], capture_output=True, text=True, timeout=600)
+    bad = subprocess.run(
+        _fedad() + ["train", "--data", str(path), "--model", "dense", "--tau", "0.4", "--out", str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert bad.returncode == 2 and "only apply to --model contrastive" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
 
@@ -171,12 +203,20 @@ def test_fedavg_keeps_the_weighted_mean_embedding_and_checkpoints_it():
     w = [np.zeros((2, 2)), np.zeros(2)]
     strategy = FedAvg(fit_config=lambda r: {}, evaluate_config=lambda r: {})
     strategy.global_weights = w
-    results = [(SimpleNamespace(cid=f"c{i}"),
-                FitRes(Status(Code.OK, ""), ndarrays_to_parameters(w), n, {"name": f"n{i}", **m}))
-               for i, (n, m) in enumerate([(30, {"embedding": encode_array(np.array([1.0, 0.0]))}),
-                                           (10, {"embedding": encode_array(np.array([0.0, 1.0]))}),
-                                           (10, {"embedding": b"\x00"}),  # malformed: ignored
-                                           (10, {})])]
+    results = [
+        (
+            SimpleNamespace(cid=f"c{i}"),
+            FitRes(Status(Code.OK, ""), ndarrays_to_parameters(w), n, {"name": f"n{i}", **m}),
+        )
+        for i, (n, m) in enumerate(
+            [
+                (30, {"embedding": encode_array(np.array([1.0, 0.0]))}),
+                (10, {"embedding": encode_array(np.array([0.0, 1.0]))}),
+                (10, {"embedding": b"\x00"}),  # malformed: ignored
+                (10, {}),
+            ]
+        )
+    ]
     new, _ = strategy.aggregate_fit(1, results, [])
     assert new is not None and np.allclose(strategy.global_embedding, [0.75, 0.25])
     again = FedAvg(fit_config=lambda r: {}, evaluate_config=lambda r: {})

@@ -1,4 +1,5 @@
 """Integration: a contrastive federation over real gRPC on 127.0.0.1 (3 clients, 2 rounds) with alignment."""
+
 from __future__ import annotations
 
 import json
@@ -20,10 +21,26 @@ def test_contrastive_federation_sends_the_global_embedding_and_scores(tmp_path):
     logs.mkdir()
     address = f"127.0.0.1:{free_port()}"
     node_model = tmp_path / "node0-model"
-    clients = [start_client(address, shards[i], f"node{i}", logs,
-                            *(["--model-out", str(node_model)] if i == 0 else [])) for i in range(3)]
-    server = start_server(address, out, "--rounds", "2", "--min-clients", "3", "--local-epochs", "3",
-                          "--model", "contrastive", "--strategy", "trust", "--mu", "0.5")
+    clients = [
+        start_client(address, shards[i], f"node{i}", logs, *(["--model-out", str(node_model)] if i == 0 else []))
+        for i in range(3)
+    ]
+    server = start_server(
+        address,
+        out,
+        "--rounds",
+        "2",
+        "--min-clients",
+        "3",
+        "--local-epochs",
+        "3",
+        "--model",
+        "contrastive",
+        "--strategy",
+        "trust",
+        "--mu",
+        "0.5",
+    )
     codes = finish([server, *clients], timeout=600)
     assert codes == [0, 0, 0, 0], (tmp_path / "run-server.log").read_text()[-3000:]
     recs = rounds(out)
@@ -60,19 +77,63 @@ def test_contrastive_under_secure_robust_aligns_to_the_blind_decrypted_mean_dire
     logs.mkdir()
     kh_address, address = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     keyholder = subprocess.Popen(
-        [*keyholder_cmd(), "--listen", kh_address, "--private-key", str(keys / "private.key"),
-         "--certificates", str(certs / "ca.pem"), str(certs / "server.pem"), str(certs / "server.key"),
-         "--aggregator-cert", str(certs / "aggregator.pem"), "--max-clients", "4", "--sketch-rows", "8"],
-        stdout=open(tmp_path / "keyholder.log", "w"), stderr=subprocess.STDOUT, env=ENV)
+        [
+            *keyholder_cmd(),
+            "--listen",
+            kh_address,
+            "--private-key",
+            str(keys / "private.key"),
+            "--certificates",
+            str(certs / "ca.pem"),
+            str(certs / "server.pem"),
+            str(certs / "server.key"),
+            "--aggregator-cert",
+            str(certs / "aggregator.pem"),
+            "--max-clients",
+            "4",
+            "--sketch-rows",
+            "8",
+        ],
+        stdout=open(tmp_path / "keyholder.log", "w"),
+        stderr=subprocess.STDOUT,
+        env=ENV,
+    )
     procs = [keyholder]
     try:
-        server = start_server(address, run, "--strategy", "secure-robust", "--public-key", str(keys / "public.key"),
-                              "--keyholder", kh_address, "--keyholder-certificates", str(certs / "ca.pem"),
-                              str(certs / "aggregator.pem"), str(certs / "aggregator.key"), "--sketch-rows", "8",
-                              "--model", "contrastive", "--rounds", "2", "--min-clients", "3", "--local-epochs", "2",
-                              "--wait-timeout", "120", "--round-timeout", "300")
-        clients = [start_client(address, shard, f"node{i}", logs, "--public-key", str(keys / "public.key"),
-                                "--connect-timeout", "120") for i, shard in enumerate(shards)]
+        server = start_server(
+            address,
+            run,
+            "--strategy",
+            "secure-robust",
+            "--public-key",
+            str(keys / "public.key"),
+            "--keyholder",
+            kh_address,
+            "--keyholder-certificates",
+            str(certs / "ca.pem"),
+            str(certs / "aggregator.pem"),
+            str(certs / "aggregator.key"),
+            "--sketch-rows",
+            "8",
+            "--model",
+            "contrastive",
+            "--rounds",
+            "2",
+            "--min-clients",
+            "3",
+            "--local-epochs",
+            "2",
+            "--wait-timeout",
+            "120",
+            "--round-timeout",
+            "300",
+        )
+        clients = [
+            start_client(
+                address, shard, f"node{i}", logs, "--public-key", str(keys / "public.key"), "--connect-timeout", "120"
+            )
+            for i, shard in enumerate(shards)
+        ]
         procs += [server, *clients]
         codes = finish([server, *clients], timeout=600)
         assert codes == [0, 0, 0, 0], (tmp_path / "run-server.log").read_text()[-3000:]

@@ -1,4 +1,5 @@
 """--rounds auto: the stopping rule on the federated validation losses."""
+
 from __future__ import annotations
 
 import pytest
@@ -17,7 +18,7 @@ def test_stops_after_patience_rounds_without_a_relative_improvement():
 
 def test_slow_steady_improvement_keeps_going_and_a_plateau_followed_by_a_drop_is_not_the_end():
     rule = StopRule(patience=5, min_delta=0.005, max_rounds=100)
-    steady = [1.0 * 0.994 ** k for k in range(30)]  # 0.6 % per round: always an improvement
+    steady = [1.0 * 0.994**k for k in range(30)]  # 0.6 % per round: always an improvement
     assert stop_reason(steady, rule) is None
     plateau = [1.0, 0.6, 0.4, 0.398, 0.397, 0.396, 0.395, 0.2]  # flat for 4 rounds, then a drop
     assert stop_reason(plateau, rule) is None
@@ -52,8 +53,20 @@ def test_a_real_federation_with_rounds_auto_stops_by_the_rule_and_reports_why(tm
     out, logs = tmp_path / "run", tmp_path / "logs"
     logs.mkdir()
     address = f"127.0.0.1:{free_port()}"
-    server = start_server(address, out, "--rounds", "auto", "--patience", "2", "--min-delta", "0.05",
-                          "--max-rounds", "25", "--min-clients", "2")
+    server = start_server(
+        address,
+        out,
+        "--rounds",
+        "auto",
+        "--patience",
+        "2",
+        "--min-delta",
+        "0.05",
+        "--max-rounds",
+        "25",
+        "--min-clients",
+        "2",
+    )
     clients = [start_client(address, tmp_path / "plant" / f"node_0{k}.csv", f"n{k}", logs) for k in (1, 2)]
     assert finish([server, *clients]) == [0, 0, 0], (tmp_path / "run-server.log").read_text()[-2000:]
     losses = [r["loss"] for r in rounds(out)]

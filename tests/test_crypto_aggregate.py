@@ -1,4 +1,5 @@
 """Encrypt -> weighted homomorphic sum -> decrypt: exact integer sums, mean within the error bound."""
+
 import math
 import os
 import signal
@@ -33,19 +34,22 @@ def keys():
     max_weight=st.sampled_from([1, 3, 40]),
     saturate=st.booleans(),
 )
-def test_decrypted_weighted_sum_is_the_exact_integer_sum(keys, n_clients, bits, count, weights_seed, max_weight,
-                                                         saturate):
+def test_decrypted_weighted_sum_is_the_exact_integer_sum(
+    keys, n_clients, bits, count, weights_seed, max_weight, saturate
+):
     pub, priv = keys
     rng = np.random.default_rng(weights_seed)
     weights = [int(w) for w in rng.integers(1, max_weight + 1, n_clients)]
     layout = slot_layout(pub, bits, sum(weights))
-    top = 2 ** bits - 1
-    qs = [np.full(count, top, np.uint64) if saturate else rng.integers(0, top + 1, count, dtype=np.uint64)
-          for _ in range(n_clients)]
+    top = 2**bits - 1
+    qs = [
+        np.full(count, top, np.uint64) if saturate else rng.integers(0, top + 1, count, dtype=np.uint64)
+        for _ in range(n_clients)
+    ]
     ciphertexts = [encrypt_blocks(pub, pack(q, layout), workers=1) for q in qs]
     aggregate = weighted_sum(pub, ciphertexts, weights, max_total_weight=layout.max_sum)
     slot_sums = unpack(LocalDecryptor(priv).decrypt_blocks(aggregate), layout, count)
-    expected = sum(w * q.astype(object) for w, q in zip(weights, qs))
+    expected = sum(w * q.astype(object) for w, q in zip(weights, qs, strict=True))
     np.testing.assert_array_equal(slot_sums.astype(object), expected)
 
 
@@ -68,8 +72,10 @@ def test_decrypted_mean_is_within_the_documented_bound(keys, stochastic):
     assert [m.shape for m in mean] == shapes and all(m.dtype == np.float32 for m in mean)
     total = sum(weights)
     for i in range(len(shapes)):
-        exact = sum(w * u[i] for w, u in zip(weights, updates)) / total
-        clipped_mass = sum(w * np.abs(u[i] - np.clip(u[i], -clip, clip)) for w, u in zip(weights, updates)) / total
+        exact = sum(w * u[i] for w, u in zip(weights, updates, strict=True)) / total
+        clipped_mass = (
+            sum(w * np.abs(u[i] - np.clip(u[i], -clip, clip)) for w, u in zip(weights, updates, strict=True)) / total
+        )
         bound = quantization_error_bound(clip, bits, stochastic) + clipped_mass + 1e-6  # + float32 output rounding
         assert (np.abs(mean[i] - exact) <= bound).all()
 

@@ -1,4 +1,5 @@
 """Wire format: round trip, and every kind of bad input raises its specific CiphertextError subclass."""
+
 import struct
 
 import numpy as np
@@ -32,27 +33,28 @@ def layout(key):
 
 @pytest.fixture(scope="module")
 def message(key, layout):
-    q = np.random.default_rng(0).integers(0, 2 ** 16, COUNT, dtype=np.uint64)
+    q = np.random.default_rng(0).integers(0, 2**16, COUNT, dtype=np.uint64)
     return encode_message(key, encrypt_blocks(key, pack(q, layout), workers=1), layout, COUNT)
 
 
 def with_block(key, message, index, value):
     width = ciphertext_bytes(key)
     start = HEADER_BYTES + index * width
-    return message[:start] + value.to_bytes(width, "big") + message[start + width:]
+    return message[:start] + value.to_bytes(width, "big") + message[start + width :]
 
 
 def with_header(message, **fields):
     names = ["magic", "version", "reserved", "fingerprint", "key_bits", "bits", "headroom", "count", "blocks"]
     fmt = struct.Struct(">4sBB8sHBBII")
-    values = dict(zip(names, fmt.unpack_from(message)))
+    values = dict(zip(names, fmt.unpack_from(message), strict=True))
     values.update(fields)
-    return fmt.pack(*(values[n] for n in names)) + message[fmt.size:]
+    return fmt.pack(*(values[n] for n in names)) + message[fmt.size :]
 
 
 def test_round_trip(key, layout, message):
-    ciphertexts, got_layout, count = decode_message(key, message, expected_blocks=layout.blocks_for(COUNT),
-                                                    expected_layout=layout, expected_count=COUNT)
+    ciphertexts, got_layout, count = decode_message(
+        key, message, expected_blocks=layout.blocks_for(COUNT), expected_layout=layout, expected_count=COUNT
+    )
     assert got_layout == layout and count == COUNT and len(ciphertexts) == layout.blocks_for(COUNT)
     assert len(message) == message_bytes(key, layout, COUNT)
     assert message[6:14].hex() == key_fingerprint(key)
@@ -80,19 +82,22 @@ def test_not_bytes(key):
         decode_message(key, [1, 2, 3])
 
 
-@pytest.mark.parametrize("fields, error, match", [
-    (dict(magic=b"PK\x03\x04"), MessageFormatError, "magic"),
-    (dict(version=2), MessageFormatError, "version"),
-    (dict(reserved=1), MessageFormatError, "reserved"),
-    (dict(fingerprint=b"\0" * 8), KeyMismatchError, "different|encrypted under key"),
-    (dict(key_bits=2048), LayoutMismatchError, "2048-bit key"),
-    (dict(bits=0), MessageFormatError, "invalid slot layout"),
-    (dict(bits=40), MessageFormatError, "invalid slot layout"),
-    (dict(count=0), LayoutMismatchError, "zero values"),
-    (dict(count=COUNT * 10), LayoutMismatchError, "need"),
-    (dict(blocks=1), LayoutMismatchError, "need"),
-    (dict(headroom=3), LayoutMismatchError, "need"),  # more slots per block: block count no longer matches
-])
+@pytest.mark.parametrize(
+    "fields, error, match",
+    [
+        (dict(magic=b"PK\x03\x04"), MessageFormatError, "magic"),
+        (dict(version=2), MessageFormatError, "version"),
+        (dict(reserved=1), MessageFormatError, "reserved"),
+        (dict(fingerprint=b"\0" * 8), KeyMismatchError, "different|encrypted under key"),
+        (dict(key_bits=2048), LayoutMismatchError, "2048-bit key"),
+        (dict(bits=0), MessageFormatError, "invalid slot layout"),
+        (dict(bits=40), MessageFormatError, "invalid slot layout"),
+        (dict(count=0), LayoutMismatchError, "zero values"),
+        (dict(count=COUNT * 10), LayoutMismatchError, "need"),
+        (dict(blocks=1), LayoutMismatchError, "need"),
+        (dict(headroom=3), LayoutMismatchError, "need"),  # more slots per block: block count no longer matches
+    ],
+)
 def test_bad_header_fields(key, message, fields, error, match):
     with pytest.raises(error, match=match):
         decode_message(key, with_header(message, **fields))
@@ -117,7 +122,7 @@ def test_unexpected_layout_count_or_block_count(key, layout, message):
 def test_invalid_ciphertext_values(key, message, bad):
     value = {
         "zero": 0,
-        "n_square": key.n ** 2,
+        "n_square": key.n**2,
         "max": 256 ** ciphertext_bytes(key) - 1,
         "multiple_of_p": key.n,  # gcd(c, n) = n
     }[bad]

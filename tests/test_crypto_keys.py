@@ -1,4 +1,5 @@
 """Key files: JSON round trip, 0600 private key, the public-only loader, fingerprints, `fedad keygen`."""
+
 import json
 import stat
 
@@ -72,15 +73,18 @@ def test_private_key_loader_refuses_a_public_key_and_checks_factors(tmp_path, ke
         load_private_key(bad)
 
 
-@pytest.mark.parametrize("content, message", [
-    ("not json at all", "not JSON"),
-    ("[1, 2]", "not a fedad Paillier key file"),
-    ('{"kind": "ssh-rsa", "n": "ff"}', "not a fedad Paillier key file"),
-    ('{"kind": "fedad-paillier-public"}', "'n' must be a hex string"),
-    ('{"kind": "fedad-paillier-public", "n": "xyz"}', "'n' must be a hex string"),
-    ('{"kind": "fedad-paillier-public", "n": "' + format(3 * 5 * 7 * 11, "x") + '"}', "at least 1024 bits"),
-    ('{"kind": "fedad-paillier-public", "n": "' + format(1 << 1500, "x") + '"}', "odd modulus"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("not json at all", "not JSON"),
+        ("[1, 2]", "not a fedad Paillier key file"),
+        ('{"kind": "ssh-rsa", "n": "ff"}', "not a fedad Paillier key file"),
+        ('{"kind": "fedad-paillier-public"}', "'n' must be a hex string"),
+        ('{"kind": "fedad-paillier-public", "n": "xyz"}', "'n' must be a hex string"),
+        ('{"kind": "fedad-paillier-public", "n": "' + format(3 * 5 * 7 * 11, "x") + '"}', "at least 1024 bits"),
+        ('{"kind": "fedad-paillier-public", "n": "' + format(1 << 1500, "x") + '"}', "odd modulus"),
+    ],
+)
 def test_malformed_key_files_raise_fedad_error(tmp_path, content, message):
     path = tmp_path / "public.key"
     path.write_text(content)

@@ -1,4 +1,5 @@
 """Quantization, slot layout and packing: pure integer arithmetic, no keys."""
+
 import time
 
 import numpy as np
@@ -20,14 +21,14 @@ from fedad.common.crypto.packing import (
 def reference_pack(q, layout):
     """Slow, obviously-correct packing: slot i of a block at bit i*s."""
     s, L = layout.slot_bits, layout.slots_per_block
-    return [sum(int(v) << (i * s) for i, v in enumerate(q[j:j + L])) for j in range(0, len(q), L)]
+    return [sum(int(v) << (i * s) for i, v in enumerate(q[j : j + L])) for j in range(0, len(q), L)]
 
 
 def test_headroom_is_ceil_log2_of_bound_plus_one():
     assert [SlotLayout.headroom_for(w) for w in (1, 2, 3, 4, 7, 8, 1000, 1023, 1024)] == [1, 2, 2, 3, 3, 4, 10, 10, 11]
     for w in range(1, 300):
         h = SlotLayout.headroom_for(w)
-        assert w < 2 ** h and (h == 1 or w >= 2 ** (h - 1))
+        assert w < 2**h and (h == 1 or w >= 2 ** (h - 1))
 
 
 def test_layout_geometry_matches_the_documented_numbers():
@@ -37,14 +38,17 @@ def test_layout_geometry_matches_the_documented_numbers():
     assert layout.blocks_for(102) == 1 and layout.blocks_for(103) == 2
 
 
-@pytest.mark.parametrize("kwargs", [
-    dict(bits=0, headroom_bits=4, key_bits=2048),
-    dict(bits=33, headroom_bits=4, key_bits=2048),
-    dict(bits=16, headroom_bits=-1, key_bits=2048),
-    dict(bits=32, headroom_bits=33, key_bits=2048),
-    dict(bits=16, headroom_bits=4, key_bits=20),
-    dict(bits=16.0, headroom_bits=4, key_bits=2048),
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(bits=0, headroom_bits=4, key_bits=2048),
+        dict(bits=33, headroom_bits=4, key_bits=2048),
+        dict(bits=16, headroom_bits=-1, key_bits=2048),
+        dict(bits=32, headroom_bits=33, key_bits=2048),
+        dict(bits=16, headroom_bits=4, key_bits=20),
+        dict(bits=16.0, headroom_bits=4, key_bits=2048),
+    ],
+)
 def test_invalid_layouts_raise(kwargs):
     with pytest.raises(PackingError):
         SlotLayout(**kwargs)
@@ -62,7 +66,7 @@ def test_invalid_layouts_raise(kwargs):
 )
 def test_pack_matches_reference_and_unpack_inverts(bits, headroom, key_bits, count, seed):
     layout = SlotLayout(bits, headroom, key_bits)
-    q = np.random.default_rng(seed).integers(0, 2 ** bits, size=count, dtype=np.uint64)
+    q = np.random.default_rng(seed).integers(0, 2**bits, size=count, dtype=np.uint64)
     blocks = pack(q, layout)
     assert blocks == reference_pack(q, layout)
     assert all(b.bit_length() <= key_bits - 2 for b in blocks)
@@ -82,13 +86,15 @@ def test_weighted_sum_of_packed_blocks_never_carries_between_slots(bits, weights
     """The headroom argument on plaintexts: sum_k w_k * P_k unpacks to the exact slot sums."""
     layout = SlotLayout.for_max_sum(bits, sum(weights) + extra_bound, 1024)
     rng = np.random.default_rng(seed)
-    top = 2 ** bits - 1
-    qs = [np.full(count, top, np.uint64) if saturate else rng.integers(0, top + 1, count, dtype=np.uint64)
-          for _ in weights]
+    top = 2**bits - 1
+    qs = [
+        np.full(count, top, np.uint64) if saturate else rng.integers(0, top + 1, count, dtype=np.uint64)
+        for _ in weights
+    ]
     packed = [pack(q, layout) for q in qs]
-    summed = [sum(w * p[i] for w, p in zip(weights, packed)) for i in range(len(packed[0]))]
+    summed = [sum(w * p[i] for w, p in zip(weights, packed, strict=True)) for i in range(len(packed[0]))]
     assert all(b.bit_length() <= 1022 for b in summed)  # below n for any 1024-bit key
-    expected = sum(int(w) * q.astype(object) for w, q in zip(weights, qs))
+    expected = sum(int(w) * q.astype(object) for w, q in zip(weights, qs, strict=True))
     np.testing.assert_array_equal(unpack(summed, layout, count).astype(object), expected)
 
 
@@ -147,7 +153,7 @@ def test_unpack_detects_malformed_blocks():
 
 def test_pack_and_unpack_of_50k_values_is_fast():
     layout = SlotLayout.for_max_sum(16, 1000, 2048)
-    q = np.random.default_rng(0).integers(0, 2 ** 16, 50_000, dtype=np.uint64)
+    q = np.random.default_rng(0).integers(0, 2**16, 50_000, dtype=np.uint64)
     best = float("inf")
     for _ in range(3):
         start = time.perf_counter()

@@ -1,4 +1,5 @@
 """Loaders: generic CSV/Parquet, SKAB, KDD Cup 99, TON_IoT, format detection and one-line errors."""
+
 from __future__ import annotations
 
 import gzip
@@ -30,10 +31,16 @@ def write(path: Path, text: str, encoding: str = "utf-8") -> Path:
 
 # ------------------------------------------------------------------------------------------------ generic CSV
 
+
 @pytest.mark.parametrize("sep", [",", ";", "\t"])
 def test_csv_separators_are_sniffed(tmp_path, sep):
-    path = write(tmp_path / "d.csv", sep.join(["timestamp", "a", "b", "label"]) + "\n"
-                 + "\n".join(sep.join(r) for r in [["10", "1.5", "2", "0"], ["20", "3", "", "1"]]) + "\n")
+    path = write(
+        tmp_path / "d.csv",
+        sep.join(["timestamp", "a", "b", "label"])
+        + "\n"
+        + "\n".join(sep.join(r) for r in [["10", "1.5", "2", "0"], ["20", "3", "", "1"]])
+        + "\n",
+    )
     assert sniff_separator(path) == sep
     data = load_dataset(path)
     assert isinstance(data, Dataset) and len(data) == 2
@@ -56,8 +63,9 @@ def test_csv_explicit_separator_columns_and_features(tmp_path):
 
 
 def test_csv_bom_crlf_decimal_commas_and_unlabelled(tmp_path):
-    path = write(tmp_path / "eu.csv",
-                 "\ufeffdatetime;temp;flow\r\n2024-01-01 10:00;20,5;3\r\n2024-01-01 10:01;21;4,25\r\n")
+    path = write(
+        tmp_path / "eu.csv", "\ufeffdatetime;temp;flow\r\n2024-01-01 10:00;20,5;3\r\n2024-01-01 10:01;21;4,25\r\n"
+    )
     data = load_dataset(path)
     assert data.feature_names == ["temp", "flow"] and data.y is None
     np.testing.assert_array_equal(data.X, [[20.5, 3.0], [21.0, 4.25]])
@@ -136,8 +144,9 @@ def test_check_min_rows():
 
 # -------------------------------------------------------------------------------------------- named formats
 
-SKAB_HEADER = ("datetime;Accelerometer1RMS;Accelerometer2RMS;Current;Pressure;Temperature;Thermocouple;Voltage;"
-               "Volume Flow RateRMS")
+SKAB_HEADER = (
+    "datetime;Accelerometer1RMS;Accelerometer2RMS;Current;Pressure;Temperature;Thermocouple;Voltage;Volume Flow RateRMS"
+)
 
 
 def skab_file(path: Path, rows: int, labelled: bool = True, start: int = 0) -> Path:
@@ -167,8 +176,10 @@ def test_skab_file_and_directory(tmp_path):
     assert everything.y.tolist() == [0, 0, 0, 1, 0, 1, 0]
 
 
-KDD_TAIL = ("0,0,0,0,0,0,0,0,0,0,{c},{c},0.00,0.00,0.00,0.00,1.00,0.00,0.00,{h},{h},1.00,0.00,{r},"
-            "0.00,0.00,0.00,0.00,0.00")  # num_compromised ... dst_host_srv_rerror_rate
+KDD_TAIL = (
+    "0,0,0,0,0,0,0,0,0,0,{c},{c},0.00,0.00,0.00,0.00,1.00,0.00,0.00,{h},{h},1.00,0.00,{r},"
+    "0.00,0.00,0.00,0.00,0.00"
+)  # num_compromised ... dst_host_srv_rerror_rate
 KDD_ROWS = [
     "0,tcp,http,SF,181,5450,0,0,0,0,0,1," + KDD_TAIL.format(c=8, h=9, r="0.11") + ",normal.",
     "0,icmp,ecr_i,SF,1032,0,0,0,0,0,0,0," + KDD_TAIL.format(c=511, h=255, r="1.00") + ",smurf.",
@@ -185,7 +196,7 @@ def test_kdd_one_hot_labels_and_stable_columns(tmp_path):
     n_onehot = sum(len(v) for v in KDD_CATEGORIES.values())
     assert data.X.shape == (3, 41 - 3 + n_onehot)
     assert data.y.tolist() == [0, 1, 1]
-    row = dict(zip(data.feature_names, data.X[0]))
+    row = dict(zip(data.feature_names, data.X[0], strict=True))
     assert row["protocol_type_tcp"] == 1 and row["service_http"] == 1 and row["flag_SF"] == 1
     assert row["protocol_type_udp"] == 0 and row["src_bytes"] == 181
     assert data.X[2, [i for i, n in enumerate(data.feature_names) if n.startswith("service_")]].sum() == 0
@@ -198,7 +209,10 @@ def test_kdd_one_hot_labels_and_stable_columns(tmp_path):
     assert cats["service"] == ["ecr_i", "http", "new_service"]
     small = load_dataset(path, categories=cats)
     assert [n for n in small.feature_names if n.startswith("service_")] == [
-        "service_ecr_i", "service_http", "service_new_service"]
+        "service_ecr_i",
+        "service_http",
+        "service_new_service",
+    ]
     assert small.X[2, small.feature_names.index("service_new_service")] == 1
 
 
@@ -213,10 +227,12 @@ def test_kdd_column_names_from_columns_txt(tmp_path):
 
 
 def test_ton_iot_bom_crlf_stripping_and_states(tmp_path):
-    text = ("\ufeffdate,time,door_state,sphone_signal,label,type\r\n"
-            "25-Apr-19, 14:42:33 ,closed,0,1,ddos\r\n"
-            "25-Apr-19, 14:42:38 , Open ,true,0,normal\r\n"
-            "25-Apr-19,9:01:02,CLOSED,false,0,normal\r\n")
+    text = (
+        "\ufeffdate,time,door_state,sphone_signal,label,type\r\n"
+        "25-Apr-19, 14:42:33 ,closed,0,1,ddos\r\n"
+        "25-Apr-19, 14:42:38 , Open ,true,0,normal\r\n"
+        "25-Apr-19,9:01:02,CLOSED,false,0,normal\r\n"
+    )
     path = write(tmp_path / "Train_Test_IoT_Garage_Door.csv", text)
     assert detect_format(path) == "ton_iot"
     data = load_dataset(path)
@@ -228,6 +244,7 @@ def test_ton_iot_bom_crlf_stripping_and_states(tmp_path):
 
 
 # ----------------------------------------------------------------------------------- real data (skip if absent)
+
 
 def test_real_skab(datasets_dir):
     root = datasets_dir / "skab"
@@ -248,8 +265,15 @@ def test_real_kdd_test_set(datasets_dir):
     assert data.X[:, data.feature_names.index("protocol_type_icmp")].sum() == 164_969
 
 
-TON_ROWS = {"Fridge": 39_944, "GPS_Tracker": 38_960, "Garage_Door": 39_587, "Modbus": 31_106,
-            "Motion_Light": 39_488, "Thermostat": 32_774, "Weather": 39_260}
+TON_ROWS = {
+    "Fridge": 39_944,
+    "GPS_Tracker": 38_960,
+    "Garage_Door": 39_587,
+    "Modbus": 31_106,
+    "Motion_Light": 39_488,
+    "Thermostat": 32_774,
+    "Weather": 39_260,
+}
 
 
 def test_real_ton_iot(datasets_dir):
@@ -284,6 +308,7 @@ def test_large_csv_is_read_in_blocks_with_the_same_result(tmp_path, monkeypatch)
 
 # --------------------------------------------------------------------------- fail fast and loudly (issue 12)
 
+
 @pytest.mark.parametrize("fmt", ["auto", "csv"])
 def test_headerless_csv_is_refused_not_read_wrong(tmp_path, fmt):
     # a header-less file with a text column: pandas would take row 1 as the header and drop 'tcp'/'udp'
@@ -306,8 +331,10 @@ def test_nsl_kdd_43_column_layout_loads_with_format_kdd(tmp_path):
         data = load_dataset(path, format=fmt)
         assert data.y.tolist() == [0, 1, 1]
         assert "difficulty" not in data.feature_names and "label" not in data.feature_names
-        assert data.feature_names == load_dataset(write(tmp_path / "k99.csv", "\n".join(KDD_ROWS) + "\n"),
-                                                  format="kdd").feature_names
+        assert (
+            data.feature_names
+            == load_dataset(write(tmp_path / "k99.csv", "\n".join(KDD_ROWS) + "\n"), format="kdd").feature_names
+        )
         assert data.X[0, data.feature_names.index("src_bytes")] == 181
     bad = write(tmp_path / "short.txt", "0,tcp,http,SF,181\n")
     with pytest.raises(FedadError, match="KDD Cup 99 file has 42"):

@@ -1,5 +1,6 @@
 """fedad demo end to end (real processes on 127.0.0.1): the documented model command works, baselines talk and
 are reused."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,13 @@ DEMO = ("--clients", "3", "--rounds", "2", "--records", "6000", "--local-epochs"
 
 
 def _demo(out) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fedad.common.cli", "demo", *DEMO, "--out", str(out)],
-                          capture_output=True, text=True, env=ENV, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "fedad.common.cli", "demo", *DEMO, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=900,
+    )
 
 
 def test_demo_writes_the_documented_models_and_reuses_its_baselines(tmp_path):
@@ -29,9 +35,24 @@ def test_demo_writes_the_documented_models_and_reuses_its_baselines(tmp_path):
     # the documented command (README, fedad demo --help): fedad score --model DIR/models/node_01 --data ...
     assert "fedad score --model" in first.stdout
     scores = tmp_path / "scores.csv"
-    p = subprocess.run([sys.executable, "-m", "fedad.common.cli", "score", "--model", str(out / "models" / "node_01"),
-                        "--data", str(out / "data" / "node_01.parquet"), "--out", str(scores)],
-                       capture_output=True, text=True, env=ENV, timeout=300)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fedad.common.cli",
+            "score",
+            "--model",
+            str(out / "models" / "node_01"),
+            "--data",
+            str(out / "data" / "node_01.parquet"),
+            "--out",
+            str(scores),
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+    )
     assert p.returncode == 0, p.stderr
     assert len(pd.read_csv(scores)) == len(pd.read_parquet(out / "data" / "node_01.parquet"))
     assert sorted(d.name for d in (out / "models").iterdir()) == ["node_01", "node_02", "node_03"]

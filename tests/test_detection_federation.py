@@ -7,6 +7,7 @@ its training part never shows (75 % of its normal test rows score above any thre
 validation rows, its own included), which no static threshold can fix: the adaptive stream rule
 (`fedad score --rule adaptive`) is the tool for such sites.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,9 @@ def test_federation_on_the_plant_detects_with_f1_at_least_0_8(tmp_path, seed):
     out = tmp_path / "run"
     address = f"127.0.0.1:{free_port()}"
     clients = [start_client(address, p, p.stem, logs) for p in sorted(plant.glob("node_*.csv"))]
-    server = start_server(address, out, "--rounds", "4", "--min-clients", "3", "--local-epochs", "3",
-                          "--seed", str(seed))
+    server = start_server(
+        address, out, "--rounds", "4", "--min-clients", "3", "--local-epochs", "3", "--seed", str(seed)
+    )
     codes = finish([server, *clients], timeout=600)
     assert codes == [0, 0, 0, 0], (tmp_path / "run-server.log").read_text()[-3000:]
     report = json.loads((out / "report.json").read_text())

@@ -1,4 +1,5 @@
 """AutoencoderDetector: fit/score/predict, thresholds, save/load round trip, errors, detection quality."""
+
 import json
 
 import numpy as np

@@ -4,6 +4,7 @@ Needs no engine: compose files are checked with `docker compose config` (skipped
 the entrypoint's own checks and plant.py's summary run on the host. Tests that need a running engine and a
 built image skip cleanly without them. The real 10-node plant runs in CI: deploy/ci-cluster.sh.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,13 @@ def _docker_env() -> dict[str, str] | None:
     candidates = [base]
     cfg = Path(os.environ.get("FEDAD_DOCKER_DIR", "/tmp/fedad-docker")) / "cfg"
     if (cfg / "config.json").is_file():
-        candidates.append({**base, "DOCKER_CONFIG": str(cfg),
-                           "DOCKER_HOST": base.get("DOCKER_HOST", f"unix://{cfg.parent}/docker.sock")})
+        candidates.append(
+            {
+                **base,
+                "DOCKER_CONFIG": str(cfg),
+                "DOCKER_HOST": base.get("DOCKER_HOST", f"unix://{cfg.parent}/docker.sock"),
+            }
+        )
     for env in candidates:
         try:
             r = subprocess.run(["docker", "compose", "version"], env=env, capture_output=True, timeout=20)
@@ -47,8 +53,9 @@ needs_compose = pytest.mark.skipif(DOCKER_ENV is None, reason="no `docker compos
 
 
 def compose(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(["docker", "compose", *args], cwd=ROOT, env=DOCKER_ENV, capture_output=True, text=True,
-                          timeout=60, check=check)
+    return subprocess.run(
+        ["docker", "compose", *args], cwd=ROOT, env=DOCKER_ENV, capture_output=True, text=True, timeout=60, check=check
+    )
 
 
 def config(*args: str) -> dict:
@@ -62,8 +69,10 @@ def volumes(service: dict) -> dict[str, str]:
 
 # ------------------------------------------------------------------------------ compose file (no engine)
 @needs_compose
-@pytest.mark.parametrize("files", [(), ("--profile", "attack"),
-                                   ("-f", "docker-compose.yml", "-f", "deploy/compose.gpu.yml", "--profile", "attack")])
+@pytest.mark.parametrize(
+    "files",
+    [(), ("--profile", "attack"), ("-f", "docker-compose.yml", "-f", "deploy/compose.gpu.yml", "--profile", "attack")],
+)
 def test_compose_config_is_valid(files):
     r = compose(*files, "config", "-q", check=False)
     assert r.returncode == 0, r.stderr
@@ -96,7 +105,8 @@ def test_the_server_can_never_read_the_private_key_and_publishes_8080_on_localho
     assert "paillier-private" not in sources and not any(s.startswith("shard-") for s in sources)
     assert volumes(server)["/keys"] == "paillier-public" and volumes(server)["/tls"] == "tls-server"
     assert [(str(p["target"]), str(p.get("published")), p.get("host_ip")) for p in server["ports"]] == [
-        ("8080", "8080", "127.0.0.1")]
+        ("8080", "8080", "127.0.0.1")
+    ]
     assert server["environment"]["FEDAD_TLS"] == "1"
     # only the key job and the nodes mount the (paillier) private key's volume
     holders = {n for n, s in services.items() if "paillier-private" in volumes(s).values()}
@@ -154,8 +164,15 @@ def test_attack_profile_turns_three_nodes_into_attackers_on_their_shards():
 @needs_compose
 def test_strategy_and_friends_come_from_the_environment():
     env = {**DOCKER_ENV, "FEDAD_STRATEGY": "robust", "FEDAD_ROUNDS": "7", "FEDAD_MODEL": "lstm", "FEDAD_ATTACK": "ipm"}
-    r = subprocess.run(["docker", "compose", "--profile", "attack", "config", "--format", "json"], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=60, check=True)
+    r = subprocess.run(
+        ["docker", "compose", "--profile", "attack", "config", "--format", "json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     services = json.loads(r.stdout)["services"]
     server = services["server"]["environment"]
     assert (server["FEDAD_STRATEGY"], server["FEDAD_ROUNDS"], server["FEDAD_MODEL"]) == ("robust", "7", "lstm")
@@ -164,8 +181,15 @@ def test_strategy_and_friends_come_from_the_environment():
 
 
 def _env_config(env: dict[str, str], *args: str) -> dict:
-    r = subprocess.run(["docker", "compose", *args, "config", "--format", "json"], cwd=ROOT,
-                       env={**DOCKER_ENV, **env}, capture_output=True, text=True, timeout=60, check=True)
+    r = subprocess.run(
+        ["docker", "compose", *args, "config", "--format", "json"],
+        cwd=ROOT,
+        env={**DOCKER_ENV, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     return json.loads(r.stdout)["services"]
 
 
@@ -178,8 +202,12 @@ def test_secure_robust_private_key_is_mounted_on_the_keyholder_only(profiles):
     # the private key's volume: written by the keys job, mounted (read-only) by the key holder, nobody else
     assert {n for n, s in services.items() if "keyholder-private" in volumes(s).values()} == {"keys", "keyholder"}
     kh = services["keyholder"]
-    assert volumes(kh) == {"/keys": "keyholder-private", "/tls": "keyholder-tls", "/audit": "keyholder-audit",
-                           "/state": "server-state"}
+    assert volumes(kh) == {
+        "/keys": "keyholder-private",
+        "/tls": "keyholder-tls",
+        "/audit": "keyholder-audit",
+        "/state": "server-state",
+    }
     ro = {v["target"] for v in kh["volumes"] if v.get("read_only")}
     assert ro == {"/keys", "/tls", "/state"}
     assert "ports" not in kh  # reachable on the compose network only
@@ -201,7 +229,11 @@ def test_secure_robust_private_key_is_mounted_on_the_keyholder_only(profiles):
     assert "8090" in " ".join(kh["healthcheck"]["test"])
     for name in nodes:  # the nodes: their shard, the TLS CA, their own TLS identity, /keys (public.key only)
         assert set(volumes(services[name]).values()) - {"collusion"} == {
-            f"shard-{int(name.split('-')[1]):02d}", "tls-ca", f"tls-{name}", "paillier-private"}, name
+            f"shard-{int(name.split('-')[1]):02d}",
+            "tls-ca",
+            f"tls-{name}",
+            "paillier-private",
+        }, name
         assert services[name]["environment"]["FEDAD_STRATEGY"] == "secure-robust"
     assert volumes(services["summary"])["/audit"] == "keyholder-audit"
 
@@ -255,14 +287,22 @@ def test_dockerfile_takes_its_base_as_an_argument_and_installs_offline_from_a_wh
 
 
 @pytest.mark.skipif(Path("/data").exists() or Path("/results").exists(), reason="host has /data or /results")
-@pytest.mark.parametrize("role,env,message", [
-    ("client", {"FEDAD_NAME": "n1"}, "no data file in /data"),
-    ("client", {}, "FEDAD_NAME is not set"),
-    ("server", {}, "results directory /results"),
-])
+@pytest.mark.parametrize(
+    "role,env,message",
+    [
+        ("client", {"FEDAD_NAME": "n1"}, "no data file in /data"),
+        ("client", {}, "FEDAD_NAME is not set"),
+        ("server", {}, "results directory /results"),
+    ],
+)
 def test_entrypoint_bad_configuration_is_one_clear_line_and_exit_2(role, env, message):
-    r = subprocess.run(["bash", str(DEPLOY / "entrypoint.sh"), role], capture_output=True, text=True, timeout=30,
-                       env={"PATH": os.environ["PATH"], **env})
+    r = subprocess.run(
+        ["bash", str(DEPLOY / "entrypoint.sh"), role],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": os.environ["PATH"], **env},
+    )
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and " ERROR [" in lines[0] and message in lines[0], r.stderr
@@ -270,9 +310,13 @@ def test_entrypoint_bad_configuration_is_one_clear_line_and_exit_2(role, env, me
 
 # ------------------------------------------------------ entrypoint: the command lines it builds (dry run, no engine)
 def _entrypoint(role: str, root: Path, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(DEPLOY / "entrypoint.sh"), role], capture_output=True, text=True, timeout=30,
-                          env={"PATH": os.environ["PATH"], "FEDAD_ENTRYPOINT_ROOT": str(root),
-                               "FEDAD_ENTRYPOINT_DRY_RUN": "1", **env})
+    return subprocess.run(
+        ["bash", str(DEPLOY / "entrypoint.sh"), role],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": os.environ["PATH"], "FEDAD_ENTRYPOINT_ROOT": str(root), "FEDAD_ENTRYPOINT_DRY_RUN": "1", **env},
+    )
 
 
 def _files(root: Path, *paths: str) -> Path:
@@ -289,19 +333,28 @@ def _argv(r: subprocess.CompletedProcess, root: Path) -> list[str]:
 
 def _option(argv: list[str], name: str, n: int = 1) -> list[str]:
     i = argv.index(name)
-    return argv[i + 1:i + 1 + n]
+    return argv[i + 1 : i + 1 + n]
 
 
 def test_entrypoint_secure_robust_server_gets_the_keyholder_and_the_public_key_only(tmp_path):
     (tmp_path / "results").mkdir()
-    _files(tmp_path, "keys/public.key", "aggregator-tls/ca.pem", "aggregator-tls/aggregator.pem",
-           "aggregator-tls/aggregator.key")
-    argv = _argv(_entrypoint("server", tmp_path, FEDAD_STRATEGY="secure-robust", FEDAD_KEYHOLDER="keyholder:8090"),
-                 tmp_path)
+    _files(
+        tmp_path,
+        "keys/public.key",
+        "aggregator-tls/ca.pem",
+        "aggregator-tls/aggregator.pem",
+        "aggregator-tls/aggregator.key",
+    )
+    argv = _argv(
+        _entrypoint("server", tmp_path, FEDAD_STRATEGY="secure-robust", FEDAD_KEYHOLDER="keyholder:8090"), tmp_path
+    )
     assert argv[0] == "fedad-server" and _option(argv, "--strategy") == ["secure-robust"]
     assert _option(argv, "--keyholder") == ["keyholder:8090"]
     assert _option(argv, "--keyholder-certificates", 3) == [
-        "/aggregator-tls/ca.pem", "/aggregator-tls/aggregator.pem", "/aggregator-tls/aggregator.key"]
+        "/aggregator-tls/ca.pem",
+        "/aggregator-tls/aggregator.pem",
+        "/aggregator-tls/aggregator.key",
+    ]
     assert _option(argv, "--public-key") == ["/keys/public.key"] and "--sketch-rows" not in argv  # fedad's default
     assert "--private-key" not in argv
     argv = _argv(_entrypoint("server", tmp_path, FEDAD_STRATEGY="secure-robust", FEDAD_SKETCH_ROWS="12"), tmp_path)
@@ -349,8 +402,13 @@ def test_entrypoint_tls_is_mutual_node_presents_its_own_certificate(tmp_path):
 
 
 def test_entrypoint_sign_needs_a_request_and_the_plant_ca(tmp_path):
-    r = subprocess.run(["bash", str(DEPLOY / "entrypoint.sh"), "sign", str(tmp_path / "none.csr")],
-                       capture_output=True, text=True, timeout=30, env={"PATH": os.environ["PATH"]})
+    r = subprocess.run(
+        ["bash", str(DEPLOY / "entrypoint.sh"), "sign", str(tmp_path / "none.csr")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": os.environ["PATH"]},
+    )
     assert r.returncode == 2 and "usage: sign" in r.stderr
 
 
@@ -386,20 +444,27 @@ def _fake_run(out: Path, flags: dict | None = None) -> None:
             rec["flags"] = flags
         rounds.append(rec)
     (out / "rounds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rounds))
-    report = {"strategy": "robust", "model": "dense", "seconds": 12.5, "rounds": rounds,
-              "metrics": {"precision": 0.8, "recall": 0.7, "f1": 0.75, "roc_auc": 0.9, "far": 0.01},
-              "refused": {"client-11": "its data has 3 features"}, "failures": []}
+    report = {
+        "strategy": "robust",
+        "model": "dense",
+        "seconds": 12.5,
+        "rounds": rounds,
+        "metrics": {"precision": 0.8, "recall": 0.7, "f1": 0.75, "roc_auc": 0.9, "far": 0.01},
+        "refused": {"client-11": "its data has 3 features"},
+        "failures": [],
+    }
     (out / "report.json").write_text(json.dumps(report))
 
 
 def _plant(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(DEPLOY / "plant.py"), *args], capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run([sys.executable, str(DEPLOY / "plant.py"), *args], capture_output=True, text=True, timeout=60)
 
 
 def test_summary_names_refused_and_flagged_nodes(tmp_path):
-    _fake_run(tmp_path, flags={"attacker-10": {"flagged": True, "reasons": ["cosine"]},
-                               "client-1": {"flagged": False, "z": 0.3}})
+    _fake_run(
+        tmp_path,
+        flags={"attacker-10": {"flagged": True, "reasons": ["cosine"]}, "client-1": {"flagged": False, "z": 0.3}},
+    )
     r = _plant("summary", "--results", str(tmp_path))
     assert r.returncode == 0, r.stderr
     assert "REFUSED node client-11: its data has 3 features" in r.stdout
@@ -412,10 +477,20 @@ def test_summary_names_refused_and_flagged_nodes(tmp_path):
 def test_summary_counts_flagged_rounds_like_report_json_and_names_quarantine(tmp_path):
     _fake_run(tmp_path)
     quarantined = {"flagged": False, "excluded": True, "weight": 0.0, "reason": "quarantined (flagged in 3 rounds)"}
-    rounds = [{"round": r, "clients": ["client-1", "attacker-10"], "loss": 1.0, "failed": [], "rejected": {},
-               "flags": {"attacker-10": {"flagged": True, "excluded": True, "reason": "cosine"} if r <= 3
-                         else quarantined, "client-1": {"flagged": False, "excluded": False, "reason": None}}}
-              for r in range(1, 6)]
+    rounds = [
+        {
+            "round": r,
+            "clients": ["client-1", "attacker-10"],
+            "loss": 1.0,
+            "failed": [],
+            "rejected": {},
+            "flags": {
+                "attacker-10": {"flagged": True, "excluded": True, "reason": "cosine"} if r <= 3 else quarantined,
+                "client-1": {"flagged": False, "excluded": False, "reason": None},
+            },
+        }
+        for r in range(1, 6)
+    ]
     (tmp_path / "rounds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rounds))
     r = _plant("summary", "--results", str(tmp_path))
     assert r.returncode == 0, r.stderr
@@ -425,11 +500,37 @@ def test_summary_counts_flagged_rounds_like_report_json_and_names_quarantine(tmp
 def test_check_passes_and_fails_on_the_right_things(tmp_path):
     _fake_run(tmp_path, flags={"attacker-10": True})
     names = ",".join([f"client-{i}" for i in range(1, 10)] + ["attacker-10"])
-    ok = _plant("check", "--results", str(tmp_path), "--rounds", "2", "--clients", names, "--min-f1", "0.5",
-                "--refused", "client-11", "--flagged", "attacker-10", "--max-false-flags", "0")
+    ok = _plant(
+        "check",
+        "--results",
+        str(tmp_path),
+        "--rounds",
+        "2",
+        "--clients",
+        names,
+        "--min-f1",
+        "0.5",
+        "--refused",
+        "client-11",
+        "--flagged",
+        "attacker-10",
+        "--max-false-flags",
+        "0",
+    )
     assert ok.returncode == 0, ok.stderr
-    bad = _plant("check", "--results", str(tmp_path), "--rounds", "3", "--clients", names + ",client-10",
-                 "--min-f1", "0.9", "--flagged", "attacker-10,client-2")
+    bad = _plant(
+        "check",
+        "--results",
+        str(tmp_path),
+        "--rounds",
+        "3",
+        "--clients",
+        names + ",client-10",
+        "--min-f1",
+        "0.9",
+        "--flagged",
+        "attacker-10,client-2",
+    )
     assert bad.returncode == 1
     for text in ("2 rounds, expected 3", "missing ['client-10']", "final F1 0.75", "not flagged: ['client-2']"):
         assert text in bad.stderr, bad.stderr
@@ -442,8 +543,10 @@ def _audit_log(path: Path, rounds: int = 2, refused: bool = False, sessions: int
         lines.append({"op": "start", "time": 1})
         for r in range(1, rounds + 1):
             lines.append({"op": "begin", "round": r, "final": False, "budget": {"sketch": 80}})
-            lines += [{"op": "decrypt", "round": r, "kind": k, "blocks": n}
-                      for k, n in (("sketch", 80), ("embedding", 10), ("aggregate", 28))]
+            lines += [
+                {"op": "decrypt", "round": r, "kind": k, "blocks": n}
+                for k, n in (("sketch", 80), ("embedding", 10), ("aggregate", 28))
+            ]
         lines.append({"op": "begin", "round": rounds + 1, "final": True, "budget": {"histogram": 19}})
         lines.append({"op": "decrypt", "round": rounds + 1, "kind": "histogram", "blocks": 19})
     if refused:
@@ -458,8 +561,10 @@ def test_summary_copies_this_runs_keyholder_audit_under_secure_robust(tmp_path):
     _audit_log(tmp_path / "audit.jsonl")
     r = _plant("summary", "--results", str(tmp_path), "--audit", str(tmp_path / "audit.jsonl"))
     assert r.returncode == 0, r.stderr
-    assert "key holder: rounds 1-2 + final round 3 opened, 255 blocks decrypted (aggregate 56, embedding 20, " \
-           "histogram 19, sketch 160), 0 requests refused" in r.stdout
+    assert (
+        "key holder: rounds 1-2 + final round 3 opened, 255 blocks decrypted (aggregate 56, embedding 20, "
+        "histogram 19, sketch 160), 0 requests refused" in r.stdout
+    )
     copied = (tmp_path / "keyholder-audit.jsonl").read_text().splitlines()
     assert len(copied) == 1 + 2 * 4 + 2  # the last session only
     ok = _plant("check", "--results", str(tmp_path), "--keyholder-rounds", "2")
@@ -500,10 +605,20 @@ IMAGE = _image()
 
 @pytest.mark.skipif(IMAGE is None, reason="no Docker engine or no fedad image (docker compose build)")
 def test_image_node_without_a_shard_exits_2_with_a_clear_message():
-    r = subprocess.run(["docker", "run", "--rm", "-e", "FEDAD_NAME=n1", IMAGE, "client"], env=DOCKER_ENV,
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        ["docker", "run", "--rm", "-e", "FEDAD_NAME=n1", IMAGE, "client"],
+        env=DOCKER_ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2
     assert "ERROR [client n1] no data file in /data" in r.stderr
-    r = subprocess.run(["docker", "run", "--rm", IMAGE, "fedad-server", "--help"], env=DOCKER_ENV,
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        ["docker", "run", "--rm", IMAGE, "fedad-server", "--help"],
+        env=DOCKER_ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0 and "fedad-server" in r.stdout

@@ -1,4 +1,5 @@
 """Evaluation helpers and `fedad evaluate` end to end on a small CSV."""
+
 import json
 
 import numpy as np
@@ -7,7 +8,12 @@ import pytest
 
 from fedad.common.baselines import IQRDetector, PCADetector
 from fedad.common.evaluation import (
-    detector_outputs, evaluate_detectors, format_table, plot_roc, roc_curves, write_metrics,
+    detector_outputs,
+    evaluate_detectors,
+    format_table,
+    plot_roc,
+    roc_curves,
+    write_metrics,
 )
 from fedad.common.metrics import METRIC_KEYS
 
@@ -73,8 +79,20 @@ def test_evaluate_command_end_to_end(tmp_path, trained_model, capsys):
     data = tmp_path / "plant.csv"
     _plant(seed=2).to_csv(data, index=False)
     out = tmp_path / "eval"
-    rc = _cli(["evaluate", "--model", str(trained_model), "--data", str(data), "--label-column", "label",
-               "--baselines", "--out", str(out)])
+    rc = _cli(
+        [
+            "evaluate",
+            "--model",
+            str(trained_model),
+            "--data",
+            str(data),
+            "--label-column",
+            "label",
+            "--baselines",
+            "--out",
+            str(out),
+        ]
+    )
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     for word in ("precision", "recall", "F1", "ROC-AUC", "PR-AUC", "FAR", "MAR", "autoencoder", "iforest"):
@@ -86,8 +104,20 @@ def test_evaluate_command_end_to_end(tmp_path, trained_model, capsys):
     # with --train-data the whole of --data is the test set
     train = tmp_path / "train.csv"
     _plant(seed=3, anomalies=False).to_csv(train, index=False)
-    rc = _cli(["evaluate", "--model", str(trained_model), "--data", str(data), "--baselines",
-               "--train-data", str(train), "--out", str(tmp_path / "eval2")])
+    rc = _cli(
+        [
+            "evaluate",
+            "--model",
+            str(trained_model),
+            "--data",
+            str(data),
+            "--baselines",
+            "--train-data",
+            str(train),
+            "--out",
+            str(tmp_path / "eval2"),
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     assert set(json.loads((tmp_path / "eval2" / "metrics.json").read_text())) == set(metrics)
 
@@ -115,8 +145,20 @@ def test_unlabelled_train_data_is_refused_before_loading(tmp_path, trained_model
     train = tmp_path / "train.csv"  # no label column, and rows that would not even load: only the header is read
     train.write_text("timestamp,s1,s2,s3,s4\n" + "x,y,z,w,v\n" * 50)
     out = tmp_path / "eval"
-    rc = _cli(["evaluate", "--model", str(trained_model), "--data", str(data), "--baselines", "--train-data",
-               str(train), "--out", str(out)])
+    rc = _cli(
+        [
+            "evaluate",
+            "--model",
+            str(trained_model),
+            "--data",
+            str(data),
+            "--baselines",
+            "--train-data",
+            str(train),
+            "--out",
+            str(out),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "--train-data" in err and "no label column found in its header" in err
     assert not out.exists()

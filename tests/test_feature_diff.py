@@ -1,4 +1,5 @@
 """describe_feature_difference: which columns are missing, extra, renamed or reordered."""
+
 from __future__ import annotations
 
 from fedad.common.feature_diff import describe_feature_difference

@@ -1,4 +1,5 @@
 """The federation's feature schema is the operator's (--features, --features-from), never a first-come majority."""
+
 from __future__ import annotations
 
 import logging
@@ -14,9 +15,16 @@ HONEST, SYBIL = ("a", "b", "c"), ("x", "y")
 
 def _server(tmp_path, features=None, features_from=None) -> FedadServer:
     noop = lambda r: {}  # noqa: E731
-    return FedadServer(strategy=FedAvg(fit_config=noop, evaluate_config=noop),
-                       spec=FederationSpec(feature_names=features), out_dir=tmp_path, min_clients=1,
-                       wait_timeout=1.0, resume=False, log=logging.getLogger("test"), features_from=features_from)
+    return FedadServer(
+        strategy=FedAvg(fit_config=noop, evaluate_config=noop),
+        spec=FederationSpec(feature_names=features),
+        out_dir=tmp_path,
+        min_clients=1,
+        wait_timeout=1.0,
+        resume=False,
+        log=logging.getLogger("test"),
+        features_from=features_from,
+    )
 
 
 def _reports(*pairs):

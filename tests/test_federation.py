@@ -1,4 +1,5 @@
 """Integration tests: fedad-server and fedad-client as separate processes over real gRPC on 127.0.0.1."""
+
 from __future__ import annotations
 
 import json
@@ -7,7 +8,6 @@ import signal
 import numpy as np
 import pandas as pd
 import pytest
-
 from procs import finish, free_port, rounds, start_client, start_server, wait_for
 
 pytestmark = pytest.mark.integration
@@ -33,8 +33,10 @@ def test_three_clients_train_a_useful_global_model(plant, tmp_path):
     address = f"127.0.0.1:{free_port()}"
     # clients first: start order must not matter
     node_model = tmp_path / "node0-model"
-    clients = [start_client(address, plant[i], f"node{i}", logs, *(["--model-out", str(node_model)] if i == 0 else []))
-               for i in range(3)]
+    clients = [
+        start_client(address, plant[i], f"node{i}", logs, *(["--model-out", str(node_model)] if i == 0 else []))
+        for i in range(3)
+    ]
     server = start_server(address, out, "--rounds", "4", "--min-clients", "3", "--local-epochs", "4")
     codes = finish([server, *clients])
     assert codes == [0, 0, 0, 0], (tmp_path / "run-server.log").read_text()[-3000:]
@@ -72,8 +74,9 @@ def test_killed_client_is_recorded_and_the_run_completes(plant, tmp_path):
     address = f"127.0.0.1:{free_port()}"
     server = start_server(address, out, "--rounds", "6", "--min-clients", "3", "--local-epochs", "6")
     clients = [start_client(address, plant[i], f"node{i}", logs) for i in range(4)]
-    wait_for(lambda: any(len(r["clients"]) == 4 for r in rounds(out)), 180, "a round with all 4 clients",
-             [server, *clients])
+    wait_for(
+        lambda: any(len(r["clients"]) == 4 for r in rounds(out)), 180, "a round with all 4 clients", [server, *clients]
+    )
     clients[3].send_signal(signal.SIGKILL)
     codes = finish([server, *clients[:3]])
     assert codes == [0, 0, 0, 0], (tmp_path / "run-server.log").read_text()[-3000:]
@@ -136,8 +139,9 @@ def test_client_with_wrong_features_is_refused_and_the_run_goes_on(plant, tmp_pa
     address = f"127.0.0.1:{free_port()}"
     # 3 good nodes and 1 bad one; the operator fixed the columns (--features): whether the bad one is in the
     # statistics phase or joins later (checked on admission), it is refused and the run goes on with the 3 good ones
-    server = start_server(address, out, "--rounds", "3", "--min-clients", "3", "--wait-timeout", "120",
-                          "--features", str(features))
+    server = start_server(
+        address, out, "--rounds", "3", "--min-clients", "3", "--wait-timeout", "120", "--features", str(features)
+    )
     procs = [start_client(address, bad, "badnode", logs)]
     procs += [start_client(address, plant[i], f"node{i}", logs) for i in range(3)]
     codes = finish([server, *procs])
@@ -159,8 +163,23 @@ def test_unreachable_server_gives_a_clear_error(plant, tmp_path):
     from procs import ENV
 
     port = free_port()
-    p = subprocess.run([sys.executable, "-m", "fedad.client.main", "--server", f"127.0.0.1:{port}", "--data",
-                        str(plant[0]), "--connect-timeout", "3"], capture_output=True, text=True, env=ENV, timeout=60)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fedad.client.main",
+            "--server",
+            f"127.0.0.1:{port}",
+            "--data",
+            str(plant[0]),
+            "--connect-timeout",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=60,
+    )
     assert p.returncode == 1
     assert f"could not reach the fedad server at 127.0.0.1:{port} within 3 s" in p.stderr
     assert "Traceback" not in p.stderr

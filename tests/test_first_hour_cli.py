@@ -1,4 +1,5 @@
 """What a new user meets first on the command line: checks up front, --version, fast --help, file modes."""
+
 from __future__ import annotations
 
 import os
@@ -48,8 +49,16 @@ def test_a_port_in_use_is_reported_before_listening(tmp_path):
     assert "listening on" not in p.stderr and not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("cmd", [("fedad.common.cli",), ("fedad.common.cli", "train"), ("fedad.server.main",),
-                                 ("fedad.client.main",), ("fedad.server.keyholder",)])
+@pytest.mark.parametrize(
+    "cmd",
+    [
+        ("fedad.common.cli",),
+        ("fedad.common.cli", "train"),
+        ("fedad.server.main",),
+        ("fedad.client.main",),
+        ("fedad.server.keyholder",),
+    ],
+)
 def test_every_cli_has_version(cmd):
     from fedad.common.config import version
 
@@ -59,8 +68,10 @@ def test_every_cli_has_version(cmd):
 
 @pytest.mark.parametrize("sub", ["train", "score"])
 def test_train_and_score_help_do_not_import_torch(sub):
-    code = (f"import argparse, importlib, sys; m = importlib.import_module('fedad.common.commands.{sub}'); "
-            "m.add_arguments(argparse.ArgumentParser()); print('torch' in sys.modules)")
+    code = (
+        f"import argparse, importlib, sys; m = importlib.import_module('fedad.common.commands.{sub}'); "
+        "m.add_arguments(argparse.ArgumentParser()); print('torch' in sys.modules)"
+    )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=120)
     assert p.returncode == 0 and p.stdout.strip() == "False", p.stdout + p.stderr
     assert _run("fedad.common.cli", sub, "--help").returncode == 0
@@ -118,8 +129,19 @@ def test_train_says_how_many_values_it_imputes(tmp_path):
     df.loc[df.index[df["label"] == 0][:7], "voltage"] = np.nan  # normal rows: the ones training sees
     data = tmp_path / "gaps.csv"
     df.to_csv(data, index=False)
-    p = _run("fedad.common.cli", "train", "--data", str(data), "--epochs", "1", "--out", str(tmp_path / "m"),
-             "--device", "cpu", timeout=300)
+    p = _run(
+        "fedad.common.cli",
+        "train",
+        "--data",
+        str(data),
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path / "m"),
+        "--device",
+        "cpu",
+        timeout=300,
+    )
     assert p.returncode == 0, p.stderr
     assert "7 missing values (NaN) in 7 rows, columns voltage (7): imputed with knn" in p.stderr, p.stderr
     assert pd.read_csv(data)["voltage"].isna().sum() == 7

@@ -1,5 +1,6 @@
 """Pins the Flower internals fedad's transport relies on (server/transport.py); a Flower upgrade that moves or
 changes one of them fails here first, with the name of what changed."""
+
 from __future__ import annotations
 
 import inspect

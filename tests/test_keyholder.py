@@ -12,6 +12,7 @@
 
 1024-bit keys (tests only); the privacy of blinding is tested in tests/test_blind_decryption.py.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from procs import ENV, free_port
 
 from fedad.common.commands.certs import make_certificates
 from fedad.common.crypto.codec import ciphertext_bytes
@@ -30,11 +32,18 @@ from fedad.common.crypto.encryption import encrypt_blocks
 from fedad.common.crypto.keys import generate_keypair, key_bytes, key_fingerprint, save_keypair
 from fedad.common.crypto.statistics import counts_layout, decrypt_counts, encrypt_counts, sum_counts
 from fedad.common.federated_stats import N_BINS
-from fedad.server.keyholder import (BEGIN, DECRYPT, Budget, KeyHolder, Refusal, certificate_fingerprint, frame,
-                                    start_server, unframe)
+from fedad.server.keyholder import (
+    BEGIN,
+    DECRYPT,
+    Budget,
+    KeyHolder,
+    Refusal,
+    certificate_fingerprint,
+    frame,
+    start_server,
+    unframe,
+)
 from fedad.server.keyholder_client import BlindDecryptor, KeyHolderClient, KeyHolderError
-
-from procs import ENV, free_port
 
 BUDGET = Budget(max_clients=3, sketch_rows=4, embedding_blocks=1, max_aggregate_blocks=20)
 
@@ -109,8 +118,11 @@ def test_policy_in_process(keys, tmp_path):
         holder.decrypt({"key": fp, "round": 1, "kind": "sketch"}, encrypt(pub, [1]))
     assert r.value.code == "FAILED_PRECONDITION"
     assert holder.begin({"key": fp, "round": 1, "clients": 2, "aggregate_blocks": 15}) == {
-        "sketch": 8, "embedding": 2, "aggregate": 15}
-    values = [0, 1, 2 ** 500, pub.n - 1, 12345, 7, 8, 9]
+        "sketch": 8,
+        "embedding": 2,
+        "aggregate": 15,
+    }
+    values = [0, 1, 2**500, pub.n - 1, 12345, 7, 8, 9]
     assert holder.decrypt({"key": fp, "round": 1, "kind": "sketch"}, encrypt(pub, values)) == values
     assert holder.current.left == {"sketch": 0, "embedding": 2, "aggregate": 15}
     for header, cts, code in [
@@ -147,7 +159,7 @@ def test_begin_and_decrypt_over_grpc(served):
     pub, c = served.pub, served.client()
     assert c.begin_round(served.fp, 1, 3, aggregate_blocks=17) == {"sketch": 12, "embedding": 3, "aggregate": 17}
     rng = np.random.default_rng(0)
-    sketch = [int(v) for v in rng.integers(0, 2 ** 62, 12)]
+    sketch = [int(v) for v in rng.integers(0, 2**62, 12)]
     assert served.decrypt(c, 1, "sketch", encrypt(pub, sketch[:5])) == sketch[:5]  # a budget spent in parts
     assert served.decrypt(c, 1, "sketch", encrypt(pub, sketch[5:])) == sketch[5:]
     assert served.decrypt(c, 1, "embedding", encrypt(pub, [0, 1, pub.n - 1])) == [0, 1, pub.n - 1]
@@ -284,14 +296,14 @@ def test_the_audit_log_records_every_request(served):
     pub, c = served.pub, served.client()
     cts = encrypt(pub, range(5))
     calls = [
-        (True, lambda: served.decrypt(c, 1, "sketch", cts[:1])),                   # no round open
+        (True, lambda: served.decrypt(c, 1, "sketch", cts[:1])),  # no round open
         (False, lambda: c.begin_round(served.fp, 1, 1, aggregate_blocks=13)),
         (False, lambda: served.decrypt(c, 1, "sketch", cts[:4])),
-        (True, lambda: served.decrypt(c, 1, "sketch", cts[:1])),                   # beyond the budget
-        (True, lambda: served.decrypt(c, 1, "histogram", cts[:1])),                # not in this round
-        (True, lambda: served.decrypt(c, 1, "aggregate", [0])),                    # malformed
-        (True, lambda: c.begin_round(served.fp, 1, 1, aggregate_blocks=13)),        # replayed round
-        (True, lambda: c.begin_round("f" * 16, 2, 1, aggregate_blocks=13)),         # another key
+        (True, lambda: served.decrypt(c, 1, "sketch", cts[:1])),  # beyond the budget
+        (True, lambda: served.decrypt(c, 1, "histogram", cts[:1])),  # not in this round
+        (True, lambda: served.decrypt(c, 1, "aggregate", [0])),  # malformed
+        (True, lambda: c.begin_round(served.fp, 1, 1, aggregate_blocks=13)),  # replayed round
+        (True, lambda: c.begin_round("f" * 16, 2, 1, aggregate_blocks=13)),  # another key
         (False, lambda: served.decrypt(c, 1, "aggregate", cts[:3])),
         (False, lambda: c.begin_round(served.fp, 2, 1, final=True)),
     ]
@@ -304,8 +316,18 @@ def test_the_audit_log_records_every_request(served):
     lines = served.audit_lines()
     assert len(lines) == len(calls)
     assert [("refused" in e) for e in lines] == [refused for refused, _ in calls]
-    assert [e["op"] for e in lines] == ["decrypt", "begin", "decrypt", "decrypt", "decrypt", "decrypt", "begin",
-                                        "begin", "decrypt", "begin"]
+    assert [e["op"] for e in lines] == [
+        "decrypt",
+        "begin",
+        "decrypt",
+        "decrypt",
+        "decrypt",
+        "decrypt",
+        "begin",
+        "begin",
+        "decrypt",
+        "begin",
+    ]
     assert lines[2] == {"time": lines[2]["time"], "op": "decrypt", "round": 1, "kind": "sketch", "blocks": 4}
     assert lines[1]["budget"] == {"sketch": 4, "embedding": 1, "aggregate": 13} and lines[1]["final"] is False
     assert lines[-1]["final"] is True and lines[-1]["budget"] == {"histogram": served.holder.histogram_blocks()}
@@ -327,8 +349,7 @@ def certs(tmp_path_factory):
 def test_only_the_pinned_aggregator_is_served(keys, certs, tmp_path):
     pinned = certificate_fingerprint(certs["aggregator.pem"])
     assert pinned != certificate_fingerprint(certs["intruder.pem"])
-    served = Served(keys, tmp_path / "audit.jsonl", (certs["ca.pem"], certs["server.pem"], certs["server.key"]),
-                    pinned)
+    served = Served(keys, tmp_path / "audit.jsonl", (certs["ca.pem"], certs["server.pem"], certs["server.key"]), pinned)
     try:
         intruder = served.client((certs["ca.pem"], certs["intruder.pem"], certs["intruder.key"]))
         code, why = refusal(intruder.begin_round, served.fp, 1, 1, aggregate_blocks=12)
@@ -347,8 +368,11 @@ def test_only_the_pinned_aggregator_is_served(keys, certs, tmp_path):
             plain.begin_round(served.fp, 1, 1, aggregate_blocks=12)
         assert served.holder.last_round == 0
         aggregator = served.client((certs["ca.pem"], certs["aggregator.pem"], certs["aggregator.key"]))
-        assert aggregator.begin_round(served.fp, 1, 1, aggregate_blocks=12) == {"sketch": 4, "embedding": 1,
-                                                                                "aggregate": 12}
+        assert aggregator.begin_round(served.fp, 1, 1, aggregate_blocks=12) == {
+            "sketch": 4,
+            "embedding": 1,
+            "aggregate": 12,
+        }
         assert served.decrypt(aggregator, 1, "sketch", encrypt(served.pub, [9, 8])) == [9, 8]
         lines = served.audit_lines()
         denied = [e for e in lines if e["op"] == "connect"]
@@ -374,18 +398,35 @@ def key_files(keys, tmp_path_factory):
 NEEDS_TLS = "needs --certificates CA CERT KEY and --aggregator-cert PEM"
 
 
-@pytest.mark.parametrize("extra,message", [
-    ([], NEEDS_TLS),
-    (["--certificates", "ca.pem", "server.pem", "server.key"], NEEDS_TLS),
-    (["--aggregator-cert", "aggregator.pem"], NEEDS_TLS),
-    (["--insecure", "--certificates", "ca.pem", "server.pem", "server.key"], "--insecure cannot be combined"),
-    (["--insecure", "--aggregator-cert", "aggregator.pem"], "--insecure cannot be combined"),
-])
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        ([], NEEDS_TLS),
+        (["--certificates", "ca.pem", "server.pem", "server.key"], NEEDS_TLS),
+        (["--aggregator-cert", "aggregator.pem"], NEEDS_TLS),
+        (["--insecure", "--certificates", "ca.pem", "server.pem", "server.key"], "--insecure cannot be combined"),
+        (["--insecure", "--aggregator-cert", "aggregator.pem"], "--insecure cannot be combined"),
+    ],
+)
 def test_cli_refuses_to_run_without_tls_and_a_pin_unless_insecure(key_files, tmp_path, extra, message):
     _, private = key_files
-    p = subprocess.run([*keyholder_cmd(), "--private-key", str(private), "--listen", f"127.0.0.1:{free_port()}",
-                        "--ready-file", str(tmp_path / "ready"), *extra], capture_output=True, text=True, env=ENV,
-                       timeout=60, cwd=tmp_path)
+    p = subprocess.run(
+        [
+            *keyholder_cmd(),
+            "--private-key",
+            str(private),
+            "--listen",
+            f"127.0.0.1:{free_port()}",
+            "--ready-file",
+            str(tmp_path / "ready"),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert p.returncode == 2, p.stderr
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and ": error: " in lines[0] and message in lines[0], p.stderr
@@ -401,8 +442,13 @@ def test_cli_refuses_bad_keys_and_a_missing_pin(key_files, certs, tmp_path):
         (["--private-key", str(private), "--insecure", "--max-clients", "0"], "--max-clients must be at least 1"),
         (["--private-key", str(private), *tls, "--aggregator-cert", str(d / "missing.pem")], "file not found"),
     ]:
-        p = subprocess.run([*keyholder_cmd(), "--listen", f"127.0.0.1:{free_port()}", *extra], capture_output=True,
-                           text=True, env=ENV, timeout=60)
+        p = subprocess.run(
+            [*keyholder_cmd(), "--listen", f"127.0.0.1:{free_port()}", *extra],
+            capture_output=True,
+            text=True,
+            env=ENV,
+            timeout=60,
+        )
         assert p.returncode == 2, p.stderr
         assert len(p.stderr.strip().splitlines()) == 1 and message in p.stderr, p.stderr
 

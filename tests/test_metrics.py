@@ -1,4 +1,5 @@
 """Metrics against hand-computed cases and against scikit-learn."""
+
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score, roc_curve
@@ -73,8 +74,8 @@ def test_histogram_auc_equals_sklearn_on_integer_scores():
     assert np.trapezoid(tpr, fpr) == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
     sk_fpr, sk_tpr, _ = roc_curve(y, scores, drop_intermediate=False)
     # every sklearn point is on the histogram curve (empty bins only repeat points)
-    pts = set(zip(np.round(fpr, 12), np.round(tpr, 12)))
-    assert set(zip(np.round(sk_fpr, 12), np.round(sk_tpr, 12))) <= pts
+    pts = set(zip(np.round(fpr, 12), np.round(tpr, 12), strict=True))
+    assert set(zip(np.round(sk_fpr, 12), np.round(sk_tpr, 12), strict=True)) <= pts
 
 
 def test_histogram_auc_edge_cases():

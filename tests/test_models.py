@@ -1,4 +1,5 @@
 """Every autoencoder: output shapes, a scores-identical save/load round trip, and the registry's errors."""
+
 import pytest
 import torch
 

@@ -1,5 +1,6 @@
 """Trusted edge nodes over real gRPC with real certificates: mutual TLS, names bound to certificates,
 revocation, expiry, one connection per name; without TLS: name validation and the operator's feature schema."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -18,8 +19,9 @@ SCRIPTED = str(Path(__file__).with_name("scripted_client.py"))
 
 
 def fedad(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    p = subprocess.run([sys.executable, "-m", "fedad.common.cli", *args], capture_output=True, text=True, env=ENV,
-                       cwd=cwd)
+    p = subprocess.run(
+        [sys.executable, "-m", "fedad.common.cli", *args], capture_output=True, text=True, env=ENV, cwd=cwd
+    )
     assert p.returncode == 0, p.stderr
     return p
 
@@ -62,53 +64,124 @@ def _expired_certificate(certs: Path, out: Path) -> tuple[Path, Path]:
 
 def test_mutual_tls_refuses_impostors_and_revoked_nodes_and_admits_a_late_enrolled_node(plant, tmp_path):
     certs, other = tmp_path / "certs", tmp_path / "other-ca"
-    fedad("certs", "--out", str(certs), "--host", "localhost", *[a for n in ("node_01", "node_02", "node_03",
-                                                                              "node_04") for a in ("--client", n)])
+    fedad(
+        "certs",
+        "--out",
+        str(certs),
+        "--host",
+        "localhost",
+        *[a for n in ("node_01", "node_02", "node_03", "node_04") for a in ("--client", n)],
+    )
     fedad("certs", "--out", str(other), "--host", "localhost", "--client", "node_03")
     # node_05 enrolls the real way: its key never leaves it; the CA signs its request
     edge = tmp_path / "edge05"
     fedad("enroll", "--name", "node_05", "--out", str(edge))
-    fedad("certs", "sign", "--csr", str(edge / "node_05.csr"), "--ca-dir", str(certs), "--name", "node_05",
-          "--days", "30")
+    fedad(
+        "certs", "sign", "--csr", str(edge / "node_05.csr"), "--ca-dir", str(certs), "--name", "node_05", "--days", "30"
+    )
     expired_pem, expired_key = _expired_certificate(certs, tmp_path / "expired")
     ca = str(certs / "ca.pem")
 
     def tls(name: str, where: Path = certs) -> list[str]:
-        return ["--root-certificates", ca, "--tls-certificate", str(where / f"{name}.pem"),
-                "--tls-key", str(where / f"{name}.key")]
+        return [
+            "--root-certificates",
+            ca,
+            "--tls-certificate",
+            str(where / f"{name}.pem"),
+            "--tls-key",
+            str(where / f"{name}.key"),
+        ]
 
     port = free_port()
     address = f"localhost:{port}"
     logs, out, revoked = tmp_path / "logs", tmp_path / "run", tmp_path / "revoked.txt"
     for d in (logs, logs / "impostor", logs / "twin"):
         d.mkdir()
-    server = start_server(f"127.0.0.1:{port}", out, "--rounds", "8", "--min-clients", "2", "--local-epochs", "1",
-                          "--certificates", ca, str(certs / "server.pem"), str(certs / "server.key"),
-                          "--revoked", str(revoked))
+    server = start_server(
+        f"127.0.0.1:{port}",
+        out,
+        "--rounds",
+        "8",
+        "--min-clients",
+        "2",
+        "--local-epochs",
+        "1",
+        "--certificates",
+        ca,
+        str(certs / "server.pem"),
+        str(certs / "server.key"),
+        "--revoked",
+        str(revoked),
+    )
     short = ("--connect-timeout", "8")
     procs = {
         # node_02 is honest but slow (3 s more per round): it paces the rounds so that the test can act mid-run
-        "node_02": scripted(address, plant[1], "node_02", logs / "node_02.log", "--fit-sleep", "3", "--tls", ca,
-                            str(certs / "node_02.pem"), str(certs / "node_02.key")),
+        "node_02": scripted(
+            address,
+            plant[1],
+            "node_02",
+            logs / "node_02.log",
+            "--fit-sleep",
+            "3",
+            "--tls",
+            ca,
+            str(certs / "node_02.pem"),
+            str(certs / "node_02.key"),
+        ),
         "node_03": start_client(address, plant[2], "node_03", logs, *tls("node_03")),
         "node_04": start_client(address, plant[3], "node_04", logs, *tls("node_04")),
         # holds node_01's certificate and key, claims to be node_02
         "impostor": start_client(address, plant[0], "node_02", logs / "impostor", *tls("node_01")),
         "no-cert": start_client(address, plant[5], "nocert", logs, "--root-certificates", ca, *short),
-        "other-ca": start_client(address, plant[5], "otherca", logs, "--root-certificates", ca, "--tls-certificate",
-                                 str(other / "node_03.pem"), "--tls-key", str(other / "node_03.key"), *short),
-        "expired": start_client(address, plant[5], "node_06", logs, "--root-certificates", ca, "--tls-certificate",
-                                str(expired_pem), "--tls-key", str(expired_key), *short),
+        "other-ca": start_client(
+            address,
+            plant[5],
+            "otherca",
+            logs,
+            "--root-certificates",
+            ca,
+            "--tls-certificate",
+            str(other / "node_03.pem"),
+            "--tls-key",
+            str(other / "node_03.key"),
+            *short,
+        ),
+        "expired": start_client(
+            address,
+            plant[5],
+            "node_06",
+            logs,
+            "--root-certificates",
+            ca,
+            "--tls-certificate",
+            str(expired_pem),
+            "--tls-key",
+            str(expired_key),
+            *short,
+        ),
     }
     everyone = [server, *procs.values()]
     wait_for(lambda: len(rounds(out)) >= 1, 240, "round 1", everyone)
     # mid-run: a second process with node_03's certificate, the late node_05, and node_04 revoked
     procs["twin"] = start_client(address, plant[5], "node_03", logs / "twin", *tls("node_03"))
-    procs["node_05"] = start_client(address, plant[4], "node_05", logs, "--root-certificates", ca,
-                                    "--tls-certificate", str(edge / "node_05.pem"), "--tls-key",
-                                    str(edge / "node_05.key"))
-    wait_for(lambda: any("node_04" in r["clients"] for r in rounds(out)), 240, "a round with node_04",
-             [server, *procs.values()])
+    procs["node_05"] = start_client(
+        address,
+        plant[4],
+        "node_05",
+        logs,
+        "--root-certificates",
+        ca,
+        "--tls-certificate",
+        str(edge / "node_05.pem"),
+        "--tls-key",
+        str(edge / "node_05.key"),
+    )
+    wait_for(
+        lambda: any("node_04" in r["clients"] for r in rounds(out)),
+        240,
+        "a round with node_04",
+        [server, *procs.values()],
+    )
     revoked.write_text("# revoked by the operator\nnode_04\n")
     at_revocation = len(rounds(out))
     codes = dict(zip(["server", *procs], finish([server, *procs.values()], timeout=400), strict=True))
@@ -155,11 +228,13 @@ def test_without_tls_names_are_validated_and_the_schema_is_the_operators(plant, 
     address = f"127.0.0.1:{free_port()}"
     # three sybils with their own columns connect first; the operator's --features decides, not the count
     sybils = [start_client(address, bad, f"sybil_{i}", logs) for i in range(3)]
-    server = start_server(address, out, "--rounds", "2", "--min-clients", "2", "--local-epochs", "1",
-                          "--features", str(features))
-    forged = [scripted(address, plant[4], "node_09\n10:00:00 INFO [server] round 9/9 (FORGED LINE)",
-                       logs / "forged.log"),
-              scripted(address, plant[5], "../../../../tmp/x", logs / "path.log")]
+    server = start_server(
+        address, out, "--rounds", "2", "--min-clients", "2", "--local-epochs", "1", "--features", str(features)
+    )
+    forged = [
+        scripted(address, plant[4], "node_09\n10:00:00 INFO [server] round 9/9 (FORGED LINE)", logs / "forged.log"),
+        scripted(address, plant[5], "../../../../tmp/x", logs / "path.log"),
+    ]
     wait_for(lambda: (out / "rounds.jsonl").exists(), 240, "the statistics phase", [server, *sybils, *forged])
     honest = [start_client(address, plant[i], f"node_0{i + 1}", logs) for i in range(2)]
     codes = finish([server, *honest, *sybils, *forged], timeout=400)

@@ -1,4 +1,5 @@
 """Node names: one pattern wherever a name arrives (CLI, certificate, client message)."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,8 +14,26 @@ def test_valid_names(name):
     assert check_node_name(name) == name
 
 
-@pytest.mark.parametrize("name", ["", "X" * 65, "node 01", "node_09\n10:00 INFO forged", "../../../../tmp/x", "a/b",
-                                  "..", ".", "node\r", "nöde", "node\x00", "tab\there", None, 7, b"node_01"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        "X" * 65,
+        "node 01",
+        "node_09\n10:00 INFO forged",
+        "../../../../tmp/x",
+        "a/b",
+        "..",
+        ".",
+        "node\r",
+        "nöde",
+        "node\x00",
+        "tab\there",
+        None,
+        7,
+        b"node_01",
+    ],
+)
 def test_invalid_names(name):
     assert not is_valid_node_name(name)
     with pytest.raises(FedadError) as err:

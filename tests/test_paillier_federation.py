@@ -9,6 +9,7 @@
 1024-bit keys (tests only). The crypto arithmetic itself (exact integer sums, the de-quantization error
 bound) is tested in tests/test_crypto_aggregate.py.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from procs import ENV, finish, free_port, rounds, start_client, start_server, wait_for
 
 pytestmark = pytest.mark.integration
@@ -48,8 +48,13 @@ def plant(tmp_path_factory):
 def keygen(out: Path, cli: bool = False) -> tuple[Path, Path]:
     """A 1024-bit pair in ``out``: through the real CLI (fedad keygen), or in-process (faster, same files)."""
     if cli:
-        p = subprocess.run([sys.executable, "-m", "fedad.common.cli", "keygen", "--bits", "1024", "--out", str(out)],
-                           capture_output=True, text=True, env=ENV, timeout=120)
+        p = subprocess.run(
+            [sys.executable, "-m", "fedad.common.cli", "keygen", "--bits", "1024", "--out", str(out)],
+            capture_output=True,
+            text=True,
+            env=ENV,
+            timeout=120,
+        )
         assert p.returncode == 0, p.stderr
         return out / "public.key", out / "private.key"
     from fedad.common.crypto.keys import generate_keypair, save_keypair
@@ -73,7 +78,7 @@ def tracebacks(text: str) -> list[str]:
         if line.startswith("Traceback"):
             end = next((j for j in range(i + 1, len(lines)) if lines[j] and not lines[j][0].isspace()), len(lines) - 1)
             if lines[end] != GRPC_RETRY_NOISE:
-                blocks.append("\n".join(lines[i:end + 1]))
+                blocks.append("\n".join(lines[i : end + 1]))
     return blocks
 
 
@@ -82,9 +87,23 @@ def test_server_refuses_a_private_key(tmp_path):
     out = tmp_path / "run"
     script = Path(sys.executable).with_name("fedad-server")  # the installed command, as an operator runs it
     cmd = [str(script)] if script.is_file() else [sys.executable, "-m", "fedad.server.main"]
-    p = subprocess.run([*cmd, "--strategy", "paillier", "--public-key", str(private), "--address",
-                        f"127.0.0.1:{free_port()}", "--out", str(out)], capture_output=True, text=True, env=ENV,
-                       timeout=120)
+    p = subprocess.run(
+        [
+            *cmd,
+            "--strategy",
+            "paillier",
+            "--public-key",
+            str(private),
+            "--address",
+            f"127.0.0.1:{free_port()}",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=120,
+    )
     assert p.returncode == 2, p.stderr
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1, p.stderr
@@ -97,13 +116,28 @@ def test_server_refuses_a_private_key(tmp_path):
 def _clients(plant, run: Path, address: str, *client_args: str) -> list[subprocess.Popen]:
     logs = run.with_name(run.name + "-logs")
     logs.mkdir()
-    return [start_client(address, shard, f"node{i}", logs, "--connect-timeout", "180", *client_args)
-            for i, shard in enumerate(plant)]
+    return [
+        start_client(address, shard, f"node{i}", logs, "--connect-timeout", "180", *client_args)
+        for i, shard in enumerate(plant)
+    ]
 
 
 def _server(plant, run: Path, address: str, *strategy_args: str) -> subprocess.Popen:
-    return start_server(address, run, "--rounds", str(F1_ROUNDS), "--min-clients", str(len(plant)),
-                        "--local-epochs", "2", "--seed", "0", "--wait-timeout", "180", *strategy_args)
+    return start_server(
+        address,
+        run,
+        "--rounds",
+        str(F1_ROUNDS),
+        "--min-clients",
+        str(len(plant)),
+        "--local-epochs",
+        "2",
+        "--seed",
+        "0",
+        "--wait-timeout",
+        "180",
+        *strategy_args,
+    )
 
 
 def _report(run: Path, procs: list[subprocess.Popen]) -> dict:
@@ -126,19 +160,27 @@ def test_paillier_federation_matches_fedavg_without_a_private_key_on_the_server(
     plain_run, enc_run = tmp_path / "fedavg", tmp_path / "paillier"
     enc_address, plain_address = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     enc_clients = _clients(plant, enc_run, enc_address, "--private-key", str(client_keys / "private.key"))
-    plain_procs = [_server(plant, plain_run, plain_address, "--strategy", "fedavg"),
-                   *_clients(plant, plain_run, plain_address)]
+    plain_procs = [
+        _server(plant, plain_run, plain_address, "--strategy", "fedavg"),
+        *_clients(plant, plain_run, plain_address),
+    ]
     # every Paillier client has loaded its key before that server exists; then no private key is left on disk
     logs = enc_run.with_name(enc_run.name + "-logs")
-    wait_for(lambda: all("Paillier mode" in (logs / f"node{i}.log").read_text() for i in range(len(plant))),
-             120, "clients to load private.key", [*enc_clients, *plain_procs])
+    wait_for(
+        lambda: all("Paillier mode" in (logs / f"node{i}.log").read_text() for i in range(len(plant))),
+        120,
+        "clients to load private.key",
+        [*enc_clients, *plain_procs],
+    )
     shutil.rmtree(client_keys)
     assert not any(p.name == "private.key" for p in tmp_path.rglob("*"))
     enc_server = _server(plant, enc_run, enc_address, "--strategy", "paillier", "--public-key", str(public))
     plain = _report(plain_run, plain_procs)
     enc = _report(enc_run, [enc_server, *enc_clients])
-    print(f"F1 fedavg {plain['metrics']['f1']:.4f}, paillier {enc['metrics']['f1']:.4f}; thresholds "
-          f"{plain['threshold']:.4g} vs {enc['threshold']:.4g}")
+    print(
+        f"F1 fedavg {plain['metrics']['f1']:.4f}, paillier {enc['metrics']['f1']:.4f}; thresholds "
+        f"{plain['threshold']:.4g} vs {enc['threshold']:.4g}"
+    )
 
     assert enc["strategy"] == "paillier" and len(enc["rounds"]) == F1_ROUNDS
     # the same model (threshold-free) and the same rule on the same summed histogram; the plaintext server then
@@ -166,17 +208,52 @@ def test_bad_encrypted_updates_are_rejected_and_the_round_goes_on(plant, tmp_pat
     logs.mkdir()
     address = f"127.0.0.1:{free_port()}"
     n_rounds = len(REJECTION_REASONS) + 2  # the bad client joins in round 1 or 2 and sends one kind per round
-    server = start_server(address, run, "--strategy", "paillier", "--public-key", str(public), "--rounds",
-                          str(n_rounds), "--min-clients", "3", "--local-epochs", "1", "--wait-timeout", "120")
-    bad = subprocess.Popen([sys.executable, str(BAD_CLIENT), "--server", address, "--data", str(plant[3]),
-                            "--name", "mallory", "--private-key", str(private), "--other-key", str(other_public),
-                            "--wait-for", str(go)],
-                           stdout=open(logs / "mallory.log", "w"), stderr=subprocess.STDOUT, env=ENV)
+    server = start_server(
+        address,
+        run,
+        "--strategy",
+        "paillier",
+        "--public-key",
+        str(public),
+        "--rounds",
+        str(n_rounds),
+        "--min-clients",
+        "3",
+        "--local-epochs",
+        "1",
+        "--wait-timeout",
+        "120",
+    )
+    bad = subprocess.Popen(
+        [
+            sys.executable,
+            str(BAD_CLIENT),
+            "--server",
+            address,
+            "--data",
+            str(plant[3]),
+            "--name",
+            "mallory",
+            "--private-key",
+            str(private),
+            "--other-key",
+            str(other_public),
+            "--wait-for",
+            str(go),
+        ],
+        stdout=open(logs / "mallory.log", "w"),
+        stderr=subprocess.STDOUT,
+        env=ENV,
+    )
     honest = [start_client(address, plant[i], f"node{i}", logs, "--private-key", str(private)) for i in range(3)]
     # --min-clients 3 counts usable updates: the three honest clients must all be in from the start, so the
     # bad one connects after the statistics phase and is admitted as a newcomer at the next round
-    wait_for(lambda: "federated scaler from 3 clients" in server_log(run), 120, "the statistics phase",
-             [server, bad, *honest])
+    wait_for(
+        lambda: "federated scaler from 3 clients" in server_log(run),
+        120,
+        "the statistics phase",
+        [server, bad, *honest],
+    )
     go.touch()
     codes = finish([server, *honest, bad])
     text = server_log(run)
@@ -190,7 +267,7 @@ def test_bad_encrypted_updates_are_rejected_and_the_round_goes_on(plant, tmp_pat
     from paillier_bad_client import KINDS
 
     assert tuple(REJECTION_REASONS) == KINDS
-    bad_rounds = recs[joined[0] - 1:joined[0] - 1 + len(KINDS)]
+    bad_rounds = recs[joined[0] - 1 : joined[0] - 1 + len(KINDS)]
     for r, (kind, reason) in zip(bad_rounds, REJECTION_REASONS.items(), strict=True):
         assert set(r["rejected"]) == {"mallory"}, (kind, r["rejected"])
         why = r["rejected"]["mallory"]

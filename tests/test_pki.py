@@ -1,4 +1,5 @@
 """The plant CA: enrollment (key + request), signing, one-step client certificates, revocation lists, the gate."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -62,15 +63,27 @@ def test_enroll_then_sign_gives_a_client_certificate_for_the_node_name(ca_dir, t
     assert "serial 0x" in p.stdout and "valid 30 days" in p.stdout
     # the CA side never overwrites silently either, and refuses a request for another name than expected
     assert fedad("certs", "sign", "--csr", str(csr), "--ca-dir", str(ca_dir)).returncode == 2
-    wrong = fedad("certs", "sign", "--csr", str(csr), "--ca-dir", str(ca_dir), "--name", "node_08",
-                  "--out", str(tmp_path / "x.pem"))
+    wrong = fedad(
+        "certs",
+        "sign",
+        "--csr",
+        str(csr),
+        "--ca-dir",
+        str(ca_dir),
+        "--name",
+        "node_08",
+        "--out",
+        str(tmp_path / "x.pem"),
+    )
     assert wrong.returncode == 2 and "not 'node_08'" in wrong.stderr
 
 
 def test_bad_names_are_refused_by_every_tool(ca_dir, tmp_path):
-    for args in (("enroll", "--name", "../x", "--out", str(tmp_path)),
-                 ("enroll", "--name", "a\nb", "--out", str(tmp_path)),
-                 ("certs", "--out", str(tmp_path / "c"), "--client", "bad name")):
+    for args in (
+        ("enroll", "--name", "../x", "--out", str(tmp_path)),
+        ("enroll", "--name", "a\nb", "--out", str(tmp_path)),
+        ("certs", "--out", str(tmp_path / "c"), "--client", "bad name"),
+    ):
         p = fedad(*args)
         assert p.returncode == 2 and "not a valid node name" in p.stderr, p.stderr
     assert not any(tmp_path.iterdir())
@@ -117,8 +130,9 @@ def _info(name="node_01", serial=0xABC, days_left=10.0):
 def test_validity_window():
     assert _info().validity_problem() is None
     assert "expired" in _info(days_left=-1).validity_problem()
-    future = CertificateInfo("n", 1, dt.datetime.now(dt.UTC) + dt.timedelta(days=1),
-                             dt.datetime.now(dt.UTC) + dt.timedelta(days=2))
+    future = CertificateInfo(
+        "n", 1, dt.datetime.now(dt.UTC) + dt.timedelta(days=1), dt.datetime.now(dt.UTC) + dt.timedelta(days=2)
+    )
     assert "not valid before" in future.validity_problem()
 
 
@@ -154,13 +168,34 @@ def test_client_checks_its_certificate_and_key_before_connecting(ca_dir, tmp_pat
     data.write_text("a,b\n1,2\n")
 
     def client(*args):
-        return subprocess.run([sys.executable, "-m", "fedad.client.main", "--server", "127.0.0.1:1", "--data",
-                               str(data), "--connect-timeout", "1", *args], capture_output=True, text=True, env=ENV,
-                              timeout=120)
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "fedad.client.main",
+                "--server",
+                "127.0.0.1:1",
+                "--data",
+                str(data),
+                "--connect-timeout",
+                "1",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            env=ENV,
+            timeout=120,
+        )
 
     ca = str(ca_dir / "ca.pem")
-    wrong_key = client("--root-certificates", ca, "--tls-certificate", str(ca_dir / "node_11.pem"),
-                       "--tls-key", str(ca_dir / "node_12.key"))
+    wrong_key = client(
+        "--root-certificates",
+        ca,
+        "--tls-certificate",
+        str(ca_dir / "node_11.pem"),
+        "--tls-key",
+        str(ca_dir / "node_12.key"),
+    )
     assert wrong_key.returncode == 2 and "is not the key of" in wrong_key.stderr
     no_ca = client("--tls-certificate", str(ca_dir / "node_11.pem"), "--tls-key", str(ca_dir / "node_11.key"))
     assert no_ca.returncode == 2 and "--root-certificates" in no_ca.stderr

@@ -13,19 +13,29 @@ node's data does not matter (0.772 vs 0.780) and where FedAvg under the same att
 0.39, so the F1 check separates a defended run from an undefended one. The in-process bench
 (bench/poisoning.py) covers the other attacks and strategies with 10 clients.
 """
+
 from __future__ import annotations
 
 import json
 
 import pytest
-
 from procs import finish, free_port, rounds, start_client, start_server
 
 pytestmark = pytest.mark.integration
 
 N_CLIENTS, ATTACKER, ROUNDS, PLANT_SEED = 5, "node4", 4, 6
-SERVER_ARGS = ("--strategy", "robust", "--rounds", str(ROUNDS), "--min-clients", str(N_CLIENTS),
-               "--local-epochs", "2", "--seed", "0")
+SERVER_ARGS = (
+    "--strategy",
+    "robust",
+    "--rounds",
+    str(ROUNDS),
+    "--min-clients",
+    str(N_CLIENTS),
+    "--local-epochs",
+    "2",
+    "--seed",
+    "0",
+)
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +55,11 @@ def _start(shards, tmp_path, name, attack: bool) -> list:
     extra = ("--malicious", ATTACKER) if attack else ()
     procs = [start_server(address, tmp_path / name, *SERVER_ARGS, *extra)]
     for i, shard in enumerate(shards):
-        args = ("--attack", "sign_flip", "--model-out", str(tmp_path / f"{name}-attacker-model")) \
-            if attack and f"node{i}" == ATTACKER else ()
+        args = (
+            ("--attack", "sign_flip", "--model-out", str(tmp_path / f"{name}-attacker-model"))
+            if attack and f"node{i}" == ATTACKER
+            else ()
+        )
         procs.append(start_client(address, shard, f"node{i}", logs, *args))
     return procs
 
@@ -119,8 +132,9 @@ def test_a_quarantined_node_says_so_and_still_writes_its_model(runs):
     node_log = (out.parent / "attacked-logs" / f"{ATTACKER}.log").read_text()
     summary = {s["client"]: s for s in json.loads((out / "report.json").read_text())["flags"]["summary"]}
     assert summary[ATTACKER]["flagged_rounds"] >= 3
-    quarantined_in = next(r["round"] for r in rounds(out) if "quarantined from now on" in
-                          (r["flags"][ATTACKER]["reason"] or ""))
+    quarantined_in = next(
+        r["round"] for r in rounds(out) if "quarantined from now on" in (r["flags"][ATTACKER]["reason"] or "")
+    )
     assert f"quarantined by the server in round {quarantined_in}" in node_log, node_log[-2000:]
     assert f"client {ATTACKER} is quarantined from now on" in log
     from fedad.common.detector import AutoencoderDetector

@@ -1,4 +1,5 @@
 """Peaks-over-threshold thresholds (fedad.common.pot) and the threshold rules (fedad.common.threshold_rule)."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -86,7 +86,7 @@ def test_scaler_from_merged_stats_equals_sklearn_on_concatenation(scaler, refere
     shards = [_data(n, seed=i, shift=3.0 * i) for i, n in enumerate((50, 120, 7))]
     whole = np.concatenate(shards)
     clients = [Preprocessor(scaler=scaler, impute=None).fit_local(s) for s in shards]
-    merged = ScalerStats.merge([c.local_scaler_stats(s) for c, s in zip(clients, shards)])
+    merged = ScalerStats.merge([c.local_scaler_stats(s) for c, s in zip(clients, shards, strict=True)])
     for c in clients:
         c.set_scaler_stats(merged)
     expected = reference().fit(whole).transform(whole)
@@ -274,8 +274,14 @@ def test_bad_input_errors():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(scaler="robust"), dict(detrend="linear"), dict(denoise_window=0), dict(clip_quantile=0.5),
-     dict(knn_neighbors=2.5), dict(impute="mean")],
+    [
+        dict(scaler="robust"),
+        dict(detrend="linear"),
+        dict(denoise_window=0),
+        dict(clip_quantile=0.5),
+        dict(knn_neighbors=2.5),
+        dict(impute="mean"),
+    ],
 )
 def test_bad_parameters(kwargs):
     with pytest.raises(FedadError):

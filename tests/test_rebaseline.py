@@ -1,4 +1,5 @@
 """fedad.common.rebaseline: drifting sensors, max-feature scores, the streaming re-baselining rule."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -45,7 +46,7 @@ def test_rebaseline_ends_the_episode_after_the_return():
     assert static.events == [] and static.alarms[950:].mean() > 0.9  # the new level alarms forever
     assert res.alarms[640:900].mean() > 0.9  # the disturbance is detected
     assert len(res.events) == 1 and 900 <= res.events[0] < 940  # re-baselined at the return
-    assert res.alarms[res.events[0] + 1:].sum() == 0  # the new normal level no longer alarms
+    assert res.alarms[res.events[0] + 1 :].sum() == 0  # the new normal level no longer alarms
     assert res.alarms[:400].sum() == 0 and res.alarms[400:600].mean() < 0.05
 
 
@@ -69,7 +70,7 @@ def test_rebaseline_keeps_model_when_refit_fails():
     res = rebaseline_scores(X, fit, train_rows=400, smooth=30)
     assert len(res.events) == 1
     end = res.events[0] + 1 + 120  # the collection rows are judged normal, then the old model goes on
-    assert res.alarms[res.events[0] + 1:end].sum() == 0 and res.alarms[end:].mean() > 0.9
+    assert res.alarms[res.events[0] + 1 : end].sum() == 0 and res.alarms[end:].mean() > 0.9
     with pytest.raises(FedadError):
         rebaseline_scores(X, zscore_fit, train_rows=0)
 
@@ -84,8 +85,8 @@ def test_feature_residuals_and_max_feature_score():
         R = feature_residuals(det, X)
         assert R.shape == X.shape and (R >= 0).all()
         if model == "dense":  # mean squared residual is the detector's own score
-            np.testing.assert_allclose((R ** 2).mean(1), det.decision_function(X), rtol=1e-4, atol=1e-6)
-        score = max_feature_score(lambda Z: feature_residuals(det, Z), X)
+            np.testing.assert_allclose((R**2).mean(1), det.decision_function(X), rtol=1e-4, atol=1e-6)
+        score = max_feature_score(lambda Z, det=det: feature_residuals(det, Z), X)
         Y = X.copy()
         Y[-1, 2] += 50.0
         s = score(Y)

@@ -1,4 +1,5 @@
 """The run's report: flag table, per-round flag lines, trust.png levels, ROC with operating points."""
+
 from __future__ import annotations
 
 import json
@@ -11,11 +12,20 @@ REASON = "quarantined (flagged in 3 rounds): distance z 12.4 above 3.5, cosine z
 def _rounds() -> list[dict]:
     out = []
     for r in (1, 2, 3):
-        flags = {"honest": {"client": "honest", "weight": 1.0, "flagged": False, "reason": None},
-                 "evil1": {"client": "evil1", "weight": 0.0, "flagged": r < 3, "reason": "cosine" if r < 3 else REASON},
-                 "evil2": {"client": "evil2", "weight": 0.0, "flagged": True, "reason": REASON}}
-        out.append({"round": r, "flags": flags, "flagged": ["evil1", "evil2"] if r < 3 else ["evil2"],
-                    "flag_precision": 1.0 if r < 3 else None, "flag_recall": 1.0})
+        flags = {
+            "honest": {"client": "honest", "weight": 1.0, "flagged": False, "reason": None},
+            "evil1": {"client": "evil1", "weight": 0.0, "flagged": r < 3, "reason": "cosine" if r < 3 else REASON},
+            "evil2": {"client": "evil2", "weight": 0.0, "flagged": True, "reason": REASON},
+        }
+        out.append(
+            {
+                "round": r,
+                "flags": flags,
+                "flagged": ["evil1", "evil2"] if r < 3 else ["evil2"],
+                "flag_precision": 1.0 if r < 3 else None,
+                "flag_recall": 1.0,
+            }
+        )
     return out
 
 
@@ -32,8 +42,12 @@ def test_a_line_per_round_names_who_was_flagged():
     line = rep.format_round_flags(rounds[0])
     assert line.startswith("round 1: flagged evil1 (cosine), evil2 (quarantined")
     assert "precision/recall 1.00/1.00" in line
-    quiet = {"round": 4, "flags": {"a": {"flagged": False, "reason": None}}, "flag_precision": None,
-             "flag_recall": None}
+    quiet = {
+        "round": 4,
+        "flags": {"a": {"flagged": False, "reason": None}},
+        "flag_precision": None,
+        "flag_recall": None,
+    }
     assert rep.format_round_flags(quiet) == "round 4: flagged nobody; flag precision/recall n/a/n/a"
     assert rep.format_round_flags({"round": 1}) is None
 
@@ -52,8 +66,11 @@ def test_roc_shows_the_operating_point_and_the_baselines(tmp_path):
     pos, neg = np.zeros(50, np.int64), np.zeros(50, np.int64)
     pos[40:] = 10
     neg[:45] = 100
-    report = {"metrics": {"far": 0.02, "recall": 0.9}, "roc": rep.roc_from_histograms(pos, neg),
-              "baselines": {"centralized": {"far": 0.03, "recall": 0.8}, "local_only": None}}
+    report = {
+        "metrics": {"far": 0.02, "recall": 0.9},
+        "roc": rep.roc_from_histograms(pos, neg),
+        "baselines": {"centralized": {"far": 0.03, "recall": 0.8}, "local_only": None},
+    }
     json.dumps(report)  # the curve goes into report.json
     assert rep.operating_points(report) == {"federated at its threshold": (0.02, 0.9), "centralized": (0.03, 0.8)}
     rep.plot_report_roc(tmp_path, report)
@@ -74,8 +91,10 @@ def test_every_panel_of_clients_png_has_a_y_axis_label(tmp_path, monkeypatch):
         return save(self, fname, *args, **kwargs)
 
     monkeypatch.setattr(Figure, "savefig", spy)
-    per_client = [{"client": "a", "train_loss": 0.5, "seconds": 1.0},
-                  {"client": "b", "train_loss": 0.4, "seconds": 2.0}]
+    per_client = [
+        {"client": "a", "train_loss": 0.5, "seconds": 1.0},
+        {"client": "b", "train_loss": 0.4, "seconds": 2.0},
+    ]
     rounds = [{"round": r, "loss": 0.5 / r, "train_loss": 0.4 / r, "per_client": per_client} for r in (1, 2)]
     rep.plot_rounds(tmp_path, rounds)
     assert len(labels["clients.png"]) == 2 and all(labels["clients.png"]), labels

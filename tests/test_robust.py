@@ -1,10 +1,14 @@
 """Deviation flags, trust weights, trust history and quarantine on hand-made update sets, plus a numpy-only
 simulation of 10 non-IID clients with 3 attackers per attack (no Flower)."""
+
 import json
 import re
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from fedad.client.attacks.registry import make_attack
 from fedad.common.errors import FedadError
 from fedad.server.aggregation import weighted_mean
@@ -22,8 +26,6 @@ from fedad.server.defence.trust import (
     rescale_updates,
     trust_weights,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 D = 200
 
@@ -96,8 +98,14 @@ def test_one_outlier_among_equal_updates_is_flagged_with_a_reason():
     assert all(r is None for i, r in enumerate(report.reasons) if i != 3)
 
 
-@pytest.mark.parametrize("factor, word", [(10.0, r"norm ratio (9\.\d+|10\.\d) .*z=\+"),
-                                          (0.0, r"norm ratio 0 .*z=-"), (0.2, r"norm ratio 0\.(19|2)\d* .*z=-")])
+@pytest.mark.parametrize(
+    "factor, word",
+    [
+        (10.0, r"norm ratio (9\.\d+|10\.\d) .*z=\+"),
+        (0.0, r"norm ratio 0 .*z=-"),
+        (0.2, r"norm ratio 0\.(19|2)\d* .*z=-"),
+    ],
+)
 def test_scaled_or_zero_update_is_flagged_by_norm_ratio(factor, word):
     _, u = _benign(10)
     u[0] = factor * u[0]
@@ -159,7 +167,7 @@ def test_three_clients_with_one_sign_flip():
 def test_flags_do_not_depend_on_client_order_or_update_scale(seed, scale, attackers):
     rng = np.random.default_rng(seed)
     _, u = _benign(10, noise=0.5, seed=seed)
-    u[10 - attackers:] *= -1.0
+    u[10 - attackers :] *= -1.0
     perm = rng.permutation(10)
     base = flag_deviating_updates(u).flagged
     assert np.array_equal(flag_deviating_updates(u[perm]).flagged, base[perm])
@@ -195,8 +203,13 @@ def test_embedding_trust():
 
 
 def test_trust_weights_combine_multiplicatively_and_normalise():
-    w = trust_weights(np.array([1.0, 0.5, 0.0]), np.array([1.0, 1.0, 1.0]), np.array([1.0, 0.5, 1.0]),
-                      np.array([10, 10, 10]), sample_cap=None)
+    w = trust_weights(
+        np.array([1.0, 0.5, 0.0]),
+        np.array([1.0, 1.0, 1.0]),
+        np.array([1.0, 0.5, 1.0]),
+        np.array([10, 10, 10]),
+        sample_cap=None,
+    )
     np.testing.assert_allclose(w, [0.8, 0.2, 0.0])
     assert trust_weights(np.zeros(3), None, None, np.ones(3)).tolist() == [0.0] * 3
 
@@ -295,8 +308,9 @@ def test_robust_strategy_with_embeddings_history_and_quarantine():
     for rnd in range(3):
         updates = list(u)
         updates[6] = -u[6]  # attacker in every round
-        res = aggregate_round("robust", _names(8), updates, [10] * 8, embeddings=emb, history=hist,
-                              quarantine=quarantine)
+        res = aggregate_round(
+            "robust", _names(8), updates, [10] * 8, embeddings=emb, history=hist, quarantine=quarantine
+        )
         rec = {r["client"]: r for r in res.records}
         if rnd < 2:
             assert res.flagged == {"node_06"}
@@ -375,7 +389,7 @@ def simulate_round(attack, seed, n=N_CLIENTS, m=N_MALICIOUS, d=DIM):
         att = make_attack(attack, seed=seed, **({"num_clients": n} if attack == "alie" else {}))
         colluders = [honest[i] for i in malicious]
         for j, i in enumerate(malicious):
-            known = [colluders[j]] + colluders[:j] + colluders[j + 1:] if att.needs_benign else None
+            known = [colluders[j]] + colluders[:j] + colluders[j + 1 :] if att.needs_benign else None
             sent[i] = att.poison_update(honest[i], known, np.random.default_rng([seed, i]))
             claimed[i] = att.poison_num_examples(int(counts[i]))
     names = _names(n)

@@ -3,6 +3,7 @@
 A site with 500 rows runs a handful of local steps per round and one with 20000 rows hundreds, so honest
 update norms differ by 10x and more; flags must not follow size (issue 12: honest small sites quarantined).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -54,7 +55,7 @@ def test_attackers_are_still_flagged_even_when_they_claim_a_large_count(attack):
     counts = np.array([*SIZES, 5000, 5000])
     u = _honest(rng, counts)
     bad = {"scaling": 10.0 * u[-1], "sign_flip": -u[-1], "zero": 0.0 * u[-1]}[attack]
-    for claim in (5000, 20000, 10 ** 6):  # the attacker's example count is its own word
+    for claim in (5000, 20000, 10**6):  # the attacker's example count is its own word
         v, c = u.copy(), counts.astype(float).copy()
         v[-1], c[-1] = bad, claim
         report = flag_deviating_updates(v, FlagConfig(), counts=c)
@@ -79,8 +80,9 @@ def test_real_updates_of_unequal_honest_sites_clean_run_no_quarantine(seed):
     from fedad.server.defence.trust import TrustHistory
 
     sites = [Site(dataset_from_frame(generate_node(k, n, seed), f"n{k}")) for k, n in enumerate(SIZES, 1)]
-    spec = FederationSpec(model="dense", preprocessing={"scaler": "standard"}, seed=seed,
-                          feature_names=sites[0].data.feature_names)
+    spec = FederationSpec(
+        model="dense", preprocessing={"scaler": "standard"}, seed=seed, feature_names=sites[0].data.feature_names
+    )
     for s in sites:
         s.configure(spec, "spec")
         s.set_scaler(None, b"site")
@@ -95,7 +97,8 @@ def test_real_updates_of_unequal_honest_sites_clean_run_no_quarantine(seed):
             counts.append(out["examples"])
             updates.append(np.concatenate([w.ravel() for w in compute_update(out["weights"], weights)]))
             embeddings.append(s.mean_embedding(weights))
-        result = aggregate_round("robust", names, updates, counts, embeddings=embeddings, history=history,
-                                 quarantine=quarantine)
+        result = aggregate_round(
+            "robust", names, updates, counts, embeddings=embeddings, history=history, quarantine=quarantine
+        )
         weights = apply_update(weights, result.update)
     assert not quarantine.quarantined, quarantine.flag_counts

@@ -1,4 +1,5 @@
 """Record scores from per-feature errors normalised by their training error scale (fedad.common.scoring)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,7 +28,7 @@ def test_normalisation_makes_a_noisy_feature_count_like_a_quiet_one():
     rng = np.random.default_rng(0)
     train = np.square(rng.normal(size=(5000, 2)) * [0.01, 10.0])  # feature 1 reconstructs 1000x worse
     scales = feature_scales(train)
-    quiet_off = np.square(np.array([[0.1, 10.0]]))   # 10 sd off on the quiet feature
+    quiet_off = np.square(np.array([[0.1, 10.0]]))  # 10 sd off on the quiet feature
     noisy_off = np.square(np.array([[0.01, 100.0]]))  # 10 sd off on the noisy one
     for how in ("max", "mean", "topk"):
         a, b = aggregate_errors(quiet_off, scales, how), aggregate_errors(noisy_off, scales, how)

@@ -9,6 +9,7 @@
 
 The encrypted path of the same round is checked against these functions in tests/test_blind_decryption.py.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,6 +18,8 @@ import sys
 
 import numpy as np
 import pytest
+from procs import ENV
+
 from fedad.common.crypto.embedding import EMBEDDING_BITS, dequantize_embedding, embedding_layout, quantize_embedding
 from fedad.common.crypto.packing import pack, quantize, unpack
 from fedad.common.crypto.sketch import SketchPlan, secure_layout, sketch_quantized
@@ -32,7 +35,6 @@ from fedad.server.defence.sketch_round import (
     update_from_mean,
 )
 from fedad.server.defence.trust import TrustHistory
-from procs import ENV
 
 D = 2_164  # the dense autoencoder of the 12-sensor plant
 CLIP, BITS, ROWS = 0.5, 16, 8
@@ -54,7 +56,7 @@ def test_integer_coefficients_are_proportional_and_within_the_total(seed):
     assert WEIGHT_TOTAL - len(ints) < sum(ints) <= WEIGHT_TOTAL
     exact = WEIGHT_TOTAL * coefs / coefs.sum()
     assert np.all(np.array(ints) <= exact + 1e-9) and np.all(exact - np.array(ints) < 1.0)
-    assert all(a == 0 for a, c in zip(ints, coefs) if c == 0.0)
+    assert all(a == 0 for a, c in zip(ints, coefs, strict=True) if c == 0.0)
     # ordered like the coefficients
     order = np.argsort(coefs, kind="stable")
     assert list(np.array(ints)[order]) == sorted(ints)
@@ -73,16 +75,22 @@ def test_integer_coefficients_edge_cases():
 
 
 def test_coefficients_are_weight_times_rescale():
-    records = [{"weight": 0.5, "rescale": 2.0}, {"weight": 0.25, "rescale": None}, {"weight": 0.25},
-               {"weight": 0.0, "rescale": 3.0}, {"weight": 0.1, "rescale": 0.0}]
+    records = [
+        {"weight": 0.5, "rescale": 2.0},
+        {"weight": 0.25, "rescale": None},
+        {"weight": 0.25},
+        {"weight": 0.0, "rescale": 3.0},
+        {"weight": 0.1, "rescale": 0.0},
+    ]
     np.testing.assert_allclose(coefficients(records), [1.0, 0.25, 0.25, 0.0, 0.0])
     # C x (sum a_k u_k / sum a_k) is the weighted sum sum c_k u_k up to the integer rounding
     rng = np.random.default_rng(0)
     u = rng.normal(size=(3, 50))
-    coefs = coefficients([{"weight": 0.2, "rescale": 1.5}, {"weight": 0.3, "rescale": 0.5},
-                          {"weight": 0.5, "rescale": 1.0}])
+    coefs = coefficients(
+        [{"weight": 0.2, "rescale": 1.5}, {"weight": 0.3, "rescale": 0.5}, {"weight": 0.5, "rescale": 1.0}]
+    )
     ints, big = integer_coefficients(coefs)
-    approx = update_from_mean(sum(a * v for a, v in zip(ints, u)) / sum(ints), big)
+    approx = update_from_mean(sum(a * v for a, v in zip(ints, u, strict=True)) / sum(ints), big)
     np.testing.assert_allclose(approx, coefs @ u, atol=3 * np.abs(u).max() * len(ints) / WEIGHT_TOTAL)
 
 
@@ -103,9 +111,21 @@ def honest_updates(rng, n: int, scale: float = 2e-3) -> list[np.ndarray]:
 
 def simulate(updates, names, rng, history=None, quarantine=None, embeddings=None):
     layout = secure_layout(2048, BITS, D, WEIGHT_TOTAL)
-    return simulate_round("robust", names, updates, [1000.0] * len(names), embeddings, clip=CLIP, bits=BITS,
-                          layout=layout, rows=ROWS, seed=rng.bytes(32), history=history or TrustHistory(),
-                          quarantine=quarantine or Quarantine(3), rng=rng)
+    return simulate_round(
+        "robust",
+        names,
+        updates,
+        [1000.0] * len(names),
+        embeddings,
+        clip=CLIP,
+        bits=BITS,
+        layout=layout,
+        rows=ROWS,
+        seed=rng.bytes(32),
+        history=history or TrustHistory(),
+        quarantine=quarantine or Quarantine(3),
+        rng=rng,
+    )
 
 
 def cosine(a, b) -> float:
@@ -133,8 +153,9 @@ def test_simulate_round_flags_sign_flip_and_scaling_attackers(seed):
     assert cosine(update, mean) > 0.9
     assert 0.5 < np.linalg.norm(update) / np.linalg.norm(mean) < 1.5
     # the same round on the plaintext updates flags the same clients
-    plain = aggregate_round("robust", names, [*honest, flip, scaled], [1000.0] * 9,
-                            history=TrustHistory(), quarantine=Quarantine(3))
+    plain = aggregate_round(
+        "robust", names, [*honest, flip, scaled], [1000.0] * 9, history=TrustHistory(), quarantine=Quarantine(3)
+    )
     assert plain.flagged == result.flagged
 
 
@@ -221,8 +242,9 @@ def test_zero_embedding_stays_near_zero():
 
 
 def certs_cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fedad.common.cli", "certs", *args], capture_output=True, text=True,
-                          env=ENV, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "fedad.common.cli", "certs", *args], capture_output=True, text=True, env=ENV, timeout=60
+    )
 
 
 def test_certs_writes_a_ca_signed_client_certificate(tmp_path):
@@ -234,8 +256,16 @@ def test_certs_writes_a_ca_signed_client_certificate(tmp_path):
     assert p.returncode == 0, p.stderr
     assert "aggregator.pem, aggregator.key" in p.stdout
     names = {f.name for f in out.iterdir()}
-    assert names == {"ca.pem", "ca.key", "server.pem", "server.key", "aggregator.pem", "aggregator.key",
-                     "site_2-b.pem", "site_2-b.key"}
+    assert names == {
+        "ca.pem",
+        "ca.key",
+        "server.pem",
+        "server.key",
+        "aggregator.pem",
+        "aggregator.key",
+        "site_2-b.pem",
+        "site_2-b.key",
+    }
     assert (out / "aggregator.key").stat().st_mode & 0o777 == 0o600
     assert (out / "aggregator.pem").stat().st_mode & 0o777 == 0o644
     ca = x509.load_pem_x509_certificate((out / "ca.pem").read_bytes())

@@ -13,6 +13,7 @@ them sending sign-flipped updates:
 
 1024-bit keys (tests only).
 """
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from procs import ENV, finish, free_port, rounds, start_client, start_server
 
 pytestmark = pytest.mark.integration
@@ -33,8 +33,9 @@ ATTACKER = "node_04"
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    p = subprocess.run([sys.executable, "-m", "fedad.common.cli", *args], capture_output=True, text=True, env=ENV,
-                       timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-m", "fedad.common.cli", *args], capture_output=True, text=True, env=ENV, timeout=120
+    )
     assert p.returncode == 0, p.stderr
     return p
 
@@ -57,28 +58,101 @@ def test_secure_robust_federation_flags_the_attacker_through_a_pinned_key_holder
     audit, ready = tmp_path / "audit.jsonl", tmp_path / "keyholder.ready"
     kh_address, address = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     keyholder = subprocess.Popen(
-        [*keyholder_cmd(), "--listen", kh_address, "--private-key", str(keys / "private.key"),
-         "--certificates", str(certs / "ca.pem"), str(certs / "server.pem"), str(certs / "server.key"),
-         "--aggregator-cert", str(certs / "aggregator.pem"), "--audit", str(audit), "--ready-file", str(ready),
-         "--max-clients", "6", "--sketch-rows", str(ROWS)],
-        stdout=open(tmp_path / "keyholder.log", "w"), stderr=subprocess.STDOUT, env=ENV)
+        [
+            *keyholder_cmd(),
+            "--listen",
+            kh_address,
+            "--private-key",
+            str(keys / "private.key"),
+            "--certificates",
+            str(certs / "ca.pem"),
+            str(certs / "server.pem"),
+            str(certs / "server.key"),
+            "--aggregator-cert",
+            str(certs / "aggregator.pem"),
+            "--audit",
+            str(audit),
+            "--ready-file",
+            str(ready),
+            "--max-clients",
+            "6",
+            "--sketch-rows",
+            str(ROWS),
+        ],
+        stdout=open(tmp_path / "keyholder.log", "w"),
+        stderr=subprocess.STDOUT,
+        env=ENV,
+    )
     procs = [keyholder]
     try:
-        server = start_server(address, run, "--strategy", "secure-robust", "--public-key", str(keys / "public.key"),
-                              "--keyholder", kh_address, "--keyholder-certificates", str(certs / "ca.pem"),
-                              str(certs / "aggregator.pem"), str(certs / "aggregator.key"), "--sketch-rows", str(ROWS),
-                              "--malicious", ATTACKER, "--rounds", str(N_ROUNDS), "--min-clients", "4",
-                              "--local-epochs", "3", "--seed", "0", "--wait-timeout", "120", "--round-timeout", "180")
-        clients = [start_client(address, shards[name], name, logs, "--public-key", str(keys / "public.key"),
-                                "--connect-timeout", "120", *(["--attack", "sign-flip"] if name == ATTACKER else []))
-                   for name in NODES]
+        server = start_server(
+            address,
+            run,
+            "--strategy",
+            "secure-robust",
+            "--public-key",
+            str(keys / "public.key"),
+            "--keyholder",
+            kh_address,
+            "--keyholder-certificates",
+            str(certs / "ca.pem"),
+            str(certs / "aggregator.pem"),
+            str(certs / "aggregator.key"),
+            "--sketch-rows",
+            str(ROWS),
+            "--malicious",
+            ATTACKER,
+            "--rounds",
+            str(N_ROUNDS),
+            "--min-clients",
+            "4",
+            "--local-epochs",
+            "3",
+            "--seed",
+            "0",
+            "--wait-timeout",
+            "120",
+            "--round-timeout",
+            "180",
+        )
+        clients = [
+            start_client(
+                address,
+                shards[name],
+                name,
+                logs,
+                "--public-key",
+                str(keys / "public.key"),
+                "--connect-timeout",
+                "120",
+                *(["--attack", "sign-flip"] if name == ATTACKER else []),
+            )
+            for name in NODES
+        ]
         # a paillier-mode node (it holds the private key) connects alongside: whichever phase it first gets a
         # config in (statistics, or validation as a newcomer), it must refuse to take part and exit
         wrong = subprocess.Popen(
-            [sys.executable, "-m", "fedad.client.main", "--server", address, "--data", str(shards["node_01"]),
-             "--name", "paillier-node", "--device", "cpu", "--private-key", str(keys / "private.key"),
-             "--connect-timeout", "120"], stdout=subprocess.DEVNULL, stderr=open(tmp_path / "wrong.err", "w"),
-            env=ENV)
+            [
+                sys.executable,
+                "-m",
+                "fedad.client.main",
+                "--server",
+                address,
+                "--data",
+                str(shards["node_01"]),
+                "--name",
+                "paillier-node",
+                "--device",
+                "cpu",
+                "--private-key",
+                str(keys / "private.key"),
+                "--connect-timeout",
+                "120",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(tmp_path / "wrong.err", "w"),
+            env=ENV,
+        )
         procs += [server, *clients, wrong]
         codes = finish([server, *clients, wrong], timeout=300)
         text = (tmp_path / "run-server.log").read_text()
@@ -92,8 +166,9 @@ def test_secure_robust_federation_flags_the_attacker_through_a_pinned_key_holder
     # the wrong client: non-zero exit, one clear reason, no traceback; the run went on without it
     err = (tmp_path / "wrong.err").read_text()
     assert codes[5] == 2, err[-2000:]
-    assert ("this node is set up for paillier but the server runs secure-robust; refusing to send its update"
-            in err), err[-2000:]
+    assert "this node is set up for paillier but the server runs secure-robust; refusing to send its update" in err, (
+        err[-2000:]
+    )
     assert "Traceback" not in err
     failures = json.loads((run / "report.json").read_text())["failures"]
     assert len(failures) == 1 and failures[0]["phase"] in ("stats", "val", "fit"), failures  # its exit, seen there

@@ -1,5 +1,6 @@
 """secure-robust hardening after review: sketch rows bounded by the blocks, lenient decoding of what clients
 could corrupt (padding slots, out-of-range values), no single-client aggregate, budget checked up front."""
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -7,6 +8,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import test_blind_decryption as tb
+from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
+
 from fedad.common.crypto.keys import generate_keypair, key_fingerprint, save_keypair
 from fedad.common.crypto.packing import SlotLayout, pack
 from fedad.common.errors import FedadError
@@ -14,7 +17,6 @@ from fedad.server.defence.sketch_round import lenient_slots, mean_from_slots
 from fedad.server.keyholder import Budget, KeyHolder, Refusal
 from fedad.server.keyholder_client import BlindDecryptor
 from fedad.server.strategies.secure_robust import SecureRobust
-from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +45,16 @@ class InProcessKeyHolder:
 
 def strategy_for(pub, priv, rows=tb.ROWS, budget=None, **kwargs):
     holder = KeyHolder(priv, budget or Budget(max_clients=5, sketch_rows=rows))
-    strategy = SecureRobust(public_key=pub, decryptor=BlindDecryptor(pub, InProcessKeyHolder(holder)),
-                            sketch_rows=rows, bits=tb.BITS, clip=tb.CLIP, fit_config=lambda r: {},
-                            evaluate_config=lambda r: {}, **kwargs)
+    strategy = SecureRobust(
+        public_key=pub,
+        decryptor=BlindDecryptor(pub, InProcessKeyHolder(holder)),
+        sketch_rows=rows,
+        bits=tb.BITS,
+        clip=tb.CLIP,
+        fit_config=lambda r: {},
+        evaluate_config=lambda r: {},
+        **kwargs,
+    )
     strategy.n_values = int(sum(int(np.prod(s)) for s in tb.SHAPES))
     return strategy, holder
 
@@ -101,7 +110,7 @@ def test_one_kept_client_is_never_decrypted_alone(keys):
     glob, results = _round(strategy, path / "public.key")
     params, _ = strategy.aggregate_fit(1, results[:1], [])  # a single client: its aggregate would be its update
     assert "global model unchanged" in strategy.last_summary["aggregate_skipped"]
-    assert all(np.array_equal(a, b) for a, b in zip(parameters_to_ndarrays(params), glob))
+    assert all(np.array_equal(a, b) for a, b in zip(parameters_to_ndarrays(params), glob, strict=True))
     assert "aggregate" not in strategy.last_summary["keyholder_blocks"]
     assert holder.current.left["aggregate"] == strategy.layout.blocks_for(strategy.n_values)  # nothing spent
 

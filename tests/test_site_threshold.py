@@ -1,4 +1,5 @@
 """--threshold-scope site: each node's threshold comes from its own validation scores only."""
+
 from __future__ import annotations
 
 import logging
@@ -43,16 +44,22 @@ def _thresholds(site: Site, spec: FederationSpec, others: list[Site], sent: floa
         FedadClient(other, "other", logging.getLogger("test")).evaluate(weights, {**config, "phase": "threshold"})
     client.evaluate(weights, {**config, "phase": "threshold"})
     _, _, m = client.evaluate(weights, {**config, "phase": "test", "threshold": sent})
-    expected = threshold_by_rule(site.record_scores(weights, site.split.val), spec.threshold_rule,
-                                 spec.threshold_quantile, spec.target_far)
+    expected = threshold_by_rule(
+        site.record_scores(weights, site.split.val), spec.threshold_rule, spec.threshold_quantile, spec.target_far
+    )
     assert m["threshold"] == pytest.approx(expected)
     return m["threshold"]
 
 
 @pytest.mark.parametrize("rule", ["quantile", "pot"])
 def test_site_threshold_never_sees_another_sites_scores(rule):
-    spec = FederationSpec(feature_names=["a", "b", "c"], preprocessing={"scaler": "standard"}, threshold_rule=rule,
-                          threshold_scope="site", score="max")
+    spec = FederationSpec(
+        feature_names=["a", "b", "c"],
+        preprocessing={"scaler": "standard"},
+        threshold_rule=rule,
+        threshold_scope="site",
+        score="max",
+    )
     alone = _thresholds(_site(1.0, 0), spec, [], sent=1e9)
     crowd = _thresholds(_site(1.0, 0), spec, [_site(1000.0, 1), _site(0.001, 2)], sent=-1.0)
     assert alone == crowd  # neither the server's number nor other nodes' data moved it

@@ -10,10 +10,12 @@
 
 1024-bit keys (tests only).
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from fedad.common.crypto.encryption import encrypt_blocks
 from fedad.common.crypto.exceptions import PackingError
 from fedad.common.crypto.keys import generate_keypair
@@ -104,8 +106,10 @@ def test_offsets_cancel_a_constant_update_has_a_zero_sketch(keys, n_values):
     rng = np.random.default_rng(n_values)
     delta = rng.integers(-300, 301, n_values)
     a = (pad_value(layout) + delta).astype(np.uint64)
-    np.testing.assert_array_equal(sketch_quantized(a, plan, layout), plan.signs() @ np.pad(
-        delta, (0, plan.n_blocks * layout.slots_per_block - n_values)).reshape(plan.n_blocks, -1))
+    np.testing.assert_array_equal(
+        sketch_quantized(a, plan, layout),
+        plan.signs() @ np.pad(delta, (0, plan.n_blocks * layout.slots_per_block - n_values)).reshape(plan.n_blocks, -1),
+    )
 
 
 def test_sketches_are_linear_in_the_update(keys):
@@ -148,7 +152,7 @@ def test_plan_is_a_deterministic_function_of_the_seed():
         a = SketchPlan.draw(seed(n_blocks), n_blocks, 8)
         assert a == SketchPlan.draw(seed(n_blocks), n_blocks, 8)
         assert a.rows == 8 and a.n_blocks == n_blocks and a.half == n_blocks // 2
-        for plus, minus in zip(a.plus, a.minus):
+        for plus, minus in zip(a.plus, a.minus, strict=True):
             assert len(plus) == len(minus) == n_blocks // 2
             assert not set(plus) & set(minus)
             assert set(plus) | set(minus) <= set(range(n_blocks))
@@ -165,8 +169,15 @@ def test_plan_is_a_deterministic_function_of_the_seed():
     assert set().union(*plan.plus, *plan.minus) == set(range(57))
 
 
-@pytest.mark.parametrize("args,match", [((b"\0" * 31, 10, 2), "seed"), ((b"\0" * 33, 10, 2), "seed"),
-                                        ((b"\0" * 32, 1, 2), "at least 2 blocks"), ((b"\0" * 32, 10, 0), "rows")])
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        ((b"\0" * 31, 10, 2), "seed"),
+        ((b"\0" * 33, 10, 2), "seed"),
+        ((b"\0" * 32, 1, 2), "at least 2 blocks"),
+        ((b"\0" * 32, 10, 0), "rows"),
+    ],
+)
 def test_plan_refuses_bad_parameters(args, match):
     with pytest.raises(PackingError, match=match):
         SketchPlan.draw(*args)
@@ -213,7 +224,8 @@ def test_a_value_above_the_quantization_range_is_caught(keys):
     for block, slot in ((plan.plus[0][0], 3), (plan.minus[0][0], 0), (plan.plus[2][-1], layout.slots_per_block - 1)):
         forged = list(honest)
         forged[block] = (honest[block] & ~(((1 << layout.slot_bits) - 1) << (slot * layout.slot_bits))) | (
-            big << (slot * layout.slot_bits))
+            big << (slot * layout.slot_bits)
+        )
         with pytest.raises(PackingError, match="out of range|bits"):
             encrypted_sketch(keys, q, plan, layout, forged)
     # the check itself, on a hand-built row: one slot at 2 O + 1 (every other row fine)
@@ -253,8 +265,13 @@ def test_norms_and_cosines_survive_in_sketch_space():
     for trial in range(6):
         plan = SketchPlan.draw(seed(1000 + trial), n_blocks, rows)
         base = rng.normal(0.0, 2e-3, n_values)
-        updates = {"same": base, "correlated": base + rng.normal(0.0, 2e-3, n_values),
-                   "unrelated": rng.normal(0.0, 2e-3, n_values), "flipped": -base, "scaled": 5 * base}
+        updates = {
+            "same": base,
+            "correlated": base + rng.normal(0.0, 2e-3, n_values),
+            "unrelated": rng.normal(0.0, 2e-3, n_values),
+            "flipped": -base,
+            "scaled": 5 * base,
+        }
         q = {k: quantize(u, clip, bits, rng)[0] for k, u in updates.items()}
         centred = {k: (v.astype(np.float64) - ((1 << bits) - 1) / 2) for k, v in q.items()}
         sk = {k: sketch_vector(sketch_quantized(v, plan, layout), clip, bits) for k, v in q.items()}

@@ -1,4 +1,5 @@
 """The adaptive stream rule as a product option (fedad.common.stream_rule, fedad score --rule adaptive)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -57,10 +58,44 @@ def test_fedad_score_rule_adaptive_and_a_model_without_stream_state(tmp_path, de
     train, _ = _rig()
     pd.DataFrame(train, columns=cols).to_csv(tmp_path / "train.csv", index=False)
     pd.DataFrame(stream, columns=cols).to_csv(tmp_path / "stream.csv", index=False)
-    assert main(["train", "--data", str(tmp_path / "train.csv"), "--out", str(tmp_path / "m"), "--device", "cpu",
-                 "--epochs", "30", "--batch-size", "32"]) == 0
-    assert main(["score", "--model", str(tmp_path / "m"), "--data", str(tmp_path / "stream.csv"), "--out",
-                 str(tmp_path / "s.csv"), "--rule", "adaptive", "--smooth", "20", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(tmp_path / "train.csv"),
+                "--out",
+                str(tmp_path / "m"),
+                "--device",
+                "cpu",
+                "--epochs",
+                "30",
+                "--batch-size",
+                "32",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "score",
+                "--model",
+                str(tmp_path / "m"),
+                "--data",
+                str(tmp_path / "stream.csv"),
+                "--out",
+                str(tmp_path / "s.csv"),
+                "--rule",
+                "adaptive",
+                "--smooth",
+                "20",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     out = pd.read_csv(tmp_path / "s.csv")
     assert list(out.columns) == ["score", "is_anomaly"] and len(out) == len(stream)
     assert out["is_anomaly"].iloc[330:500].mean() > 0.8 and out["is_anomaly"].iloc[:250].mean() < 0.05

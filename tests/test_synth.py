@@ -1,4 +1,5 @@
 """Synthetic plant: shape, determinism, anomaly episodes, non-IID nodes, physics, files and the CLI."""
+
 from __future__ import annotations
 
 import json
@@ -94,10 +95,11 @@ def test_bad_arguments(kwargs):
 
 
 def test_nodes_are_non_iid():
-    means = np.array([generate_node(k, 4000, seed=0, anomaly_rate=0.0)[list(SENSORS)].mean().to_numpy()
-                      for k in range(1, 5)])
+    means = np.array(
+        [generate_node(k, 4000, seed=0, anomaly_rate=0.0)[list(SENSORS)].mean().to_numpy() for k in range(1, 5)]
+    )
     spread = means.std(axis=0) / means.mean(axis=0)
-    assert (spread > 0.02).sum() >= 8, dict(zip(SENSORS, spread.round(3)))
+    assert (spread > 0.02).sum() >= 8, dict(zip(SENSORS, spread.round(3), strict=True))
 
 
 def test_normal_data_is_low_dimensional_and_physical(node1):
@@ -137,12 +139,14 @@ def test_regime_violations_stay_inside_each_marginal_range(node1):
     normal = X[frame["label"].to_numpy() == 0]
     low, high = np.quantile(normal, 0.01, axis=0), np.quantile(normal, 0.99, axis=0)
     checked = 0
-    for start, length, kind, detail in zip(episodes.start, episodes.length, episodes.kind, episodes.detail):
+    for start, length, kind, detail in zip(
+        episodes.start, episodes.length, episodes.kind, episodes.detail, strict=True
+    ):
         if ANOMALY_KINDS[kind] != "regime":
             continue
         for part in detail.split(","):
             j = SENSORS.index(part.split(":")[0])
-            values = X[start:start + length, j]
+            values = X[start : start + length, j]
             assert ((values >= low[j]) & (values <= high[j])).all(), (detail, values, low[j], high[j])
             checked += 1
     assert checked > 0
@@ -201,10 +205,15 @@ def test_write_plant_replaces_an_earlier_plant(tmp_path):
     assert json.loads((tmp_path / "manifest.json").read_text())["nodes"] == 2
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(nodes=0), "nodes"), (dict(records=2, nodes=3), "records"), (dict(formats=("xlsx",)), "format"),
-    (dict(anomaly_rate=0.9), "anomaly rate"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(nodes=0), "nodes"),
+        (dict(records=2, nodes=3), "records"),
+        (dict(formats=("xlsx",)), "format"),
+        (dict(anomaly_rate=0.9), "anomaly rate"),
+    ],
+)
 def test_write_plant_bad_input_writes_nothing(tmp_path, kwargs, message):
     args = dict(nodes=2, records=100, seed=0) | kwargs
     with pytest.raises(FedadError, match=message):
@@ -228,10 +237,15 @@ def test_cli_synth(tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "node_01.csv", "node_02.csv"]
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--nodes", "0"], "--nodes"), (["--nodes", "5", "--records", "4"], "--records"),
-    (["--format", "csv,xml"], "--format"), (["--anomaly-rate", "0.7"], "--anomaly-rate"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--nodes", "0"], "--nodes"),
+        (["--nodes", "5", "--records", "4"], "--records"),
+        (["--format", "csv,xml"], "--format"),
+        (["--anomaly-rate", "0.7"], "--anomaly-rate"),
+    ],
+)
 def test_cli_synth_bad_input(tmp_path, capsys, argv, message):
     assert main(["data", "synth", "--out", str(tmp_path / "x"), "--records", "100", *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -32,8 +32,10 @@ def test_threshold_far_drives_and_bounds_false_alarms():
     assert np.mean(scores > threshold_from_scores(scores, far=0.05)) == pytest.approx(0.05, abs=1e-3)
 
 
-@pytest.mark.parametrize("kwargs", [dict(quantile=0.0), dict(quantile=1.5), dict(far=1.0), dict(far=-0.1),
-                                    dict(quantile=True), dict(far="0.1")])
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(quantile=0.0), dict(quantile=1.5), dict(far=1.0), dict(far=-0.1), dict(quantile=True), dict(far="0.1")],
+)
 def test_threshold_bad_fractions(kwargs):
     with pytest.raises(FedadError):
         threshold_from_scores([1.0, 2.0], **kwargs)

@@ -1,4 +1,5 @@
 """The robust global threshold from the nodes' histograms (fedad.common.threshold_combine)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,8 +19,7 @@ def _honest(n_nodes: int = 5, rows: int = 3000, seed: int = 0) -> dict[str, np.n
 def test_honest_nodes_get_the_pooled_threshold(rule):
     scores = _honest()
     res = combine_histograms({k: (histogram(v), len(v)) for k, v in scores.items()}, BIN_EDGES, rule)
-    pooled = threshold_from_histogram_by_rule(np.sum([histogram(v) for v in scores.values()], axis=0), BIN_EDGES,
-                                              rule)
+    pooled = threshold_from_histogram_by_rule(np.sum([histogram(v) for v in scores.values()], axis=0), BIN_EDGES, rule)
     assert res.threshold == pytest.approx(pooled) and not res.dropped
     assert set(res.node_thresholds) == set(scores)
 

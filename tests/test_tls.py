@@ -1,4 +1,5 @@
 """TLS over real gRPC: `fedad certs` makes a CA, a server certificate and node certificates; TLS is mutual."""
+
 from __future__ import annotations
 
 import json
@@ -17,12 +18,33 @@ def test_tls_federation_and_a_client_without_the_ca(tmp_path):
     write_plant(tmp_path / "plant", nodes=2, records=20_000, seed=4, formats=("csv",))
     shards = sorted((tmp_path / "plant").glob("node_*.csv"))
     certs = tmp_path / "certs"
-    p = subprocess.run([sys.executable, "-m", "fedad.common.cli", "certs", "--out", str(certs), "--host", "localhost",
-                        "--client", "node_01", "--client", "node_02"], capture_output=True, text=True, env=ENV)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fedad.common.cli",
+            "certs",
+            "--out",
+            str(certs),
+            "--host",
+            "localhost",
+            "--client",
+            "node_01",
+            "--client",
+            "node_02",
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+    )
     assert p.returncode == 0, p.stderr
     assert (certs / "server.key").stat().st_mode & 0o777 == 0o600
-    again = subprocess.run([sys.executable, "-m", "fedad.common.cli", "certs", "--out", str(certs)],
-                           capture_output=True, text=True, env=ENV)
+    again = subprocess.run(
+        [sys.executable, "-m", "fedad.common.cli", "certs", "--out", str(certs)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+    )
     assert again.returncode == 2 and "--force" in again.stderr
 
     port = free_port()
@@ -30,28 +52,91 @@ def test_tls_federation_and_a_client_without_the_ca(tmp_path):
     logs = tmp_path / "logs"
     logs.mkdir()
     out = tmp_path / "run"
-    server = start_server(f"127.0.0.1:{port}", out, "--rounds", "2", "--min-clients", "2", "--certificates",
-                          str(certs / "ca.pem"), str(certs / "server.pem"), str(certs / "server.key"))
+    server = start_server(
+        f"127.0.0.1:{port}",
+        out,
+        "--rounds",
+        "2",
+        "--min-clients",
+        "2",
+        "--certificates",
+        str(certs / "ca.pem"),
+        str(certs / "server.pem"),
+        str(certs / "server.key"),
+    )
     # no CA: the client says the server speaks TLS and what to pass (not "could not reach"), exit 2
-    plain = subprocess.run([sys.executable, "-m", "fedad.client.main", "--server", address, "--data", str(shards[0]),
-                            "--connect-timeout", "60", "--device", "cpu"], capture_output=True, text=True, env=ENV,
-                           timeout=120)
+    plain = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fedad.client.main",
+            "--server",
+            address,
+            "--data",
+            str(shards[0]),
+            "--connect-timeout",
+            "60",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=120,
+    )
     assert plain.returncode == 2, plain.stderr
     assert f"the server at {address} speaks TLS: pass --root-certificates" in plain.stderr
     assert "could not reach" not in plain.stderr and "Traceback" not in plain.stderr
     # the CA alone is not enough any more: TLS is mutual, a node needs a client certificate, and is told so
-    ca_only = subprocess.run([sys.executable, "-m", "fedad.client.main", "--server", address, "--data", str(shards[0]),
-                              "--root-certificates", str(certs / "ca.pem"), "--connect-timeout", "60",
-                              "--device", "cpu"],
-                             capture_output=True, text=True, env=ENV, timeout=120)
+    ca_only = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fedad.client.main",
+            "--server",
+            address,
+            "--data",
+            str(shards[0]),
+            "--root-certificates",
+            str(certs / "ca.pem"),
+            "--connect-timeout",
+            "60",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=120,
+    )
     assert ca_only.returncode == 2, ca_only.stderr
     assert "asks for a client certificate: pass --tls-certificate" in ca_only.stderr
     # --name defaults to the certificate's subject
-    clients = [subprocess.Popen([sys.executable, "-m", "fedad.client.main", "--server", address, "--data", str(s),
-                                 "--device", "cpu", "--root-certificates", str(certs / "ca.pem"), "--tls-certificate",
-                                 str(certs / f"{s.stem}.pem"), "--tls-key", str(certs / f"{s.stem}.key")],
-                                stdout=open(logs / f"{s.stem}.log", "w"), stderr=subprocess.STDOUT, env=ENV)
-               for s in shards]
+    clients = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "fedad.client.main",
+                "--server",
+                address,
+                "--data",
+                str(s),
+                "--device",
+                "cpu",
+                "--root-certificates",
+                str(certs / "ca.pem"),
+                "--tls-certificate",
+                str(certs / f"{s.stem}.pem"),
+                "--tls-key",
+                str(certs / f"{s.stem}.key"),
+            ],
+            stdout=open(logs / f"{s.stem}.log", "w"),
+            stderr=subprocess.STDOUT,
+            env=ENV,
+        )
+        for s in shards
+    ]
     assert finish([server, *clients]) == [0, 0, 0], (tmp_path / "run-server.log").read_text()[-2000:]
     report = json.loads((out / "report.json").read_text())
     assert [r["clients"] for r in report["rounds"]] == [["node_01", "node_02"]] * 2
@@ -66,16 +151,37 @@ def test_a_tls_client_at_a_plaintext_server_is_told_so(tmp_path):
 
     write_plant(tmp_path / "plant", nodes=1, records=4_000, seed=4, formats=("csv",))
     certs = tmp_path / "certs"
-    subprocess.run([sys.executable, "-m", "fedad.common.cli", "certs", "--out", str(certs)], check=True, env=ENV,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "fedad.common.cli", "certs", "--out", str(certs)],
+        check=True,
+        env=ENV,
+        capture_output=True,
+    )
     address = f"127.0.0.1:{free_port()}"
     out = tmp_path / "run"
     server = start_server(address, out, "--rounds", "1", "--min-clients", "1", "--wait-timeout", "120")
     try:
-        p = subprocess.run([sys.executable, "-m", "fedad.client.main", "--server", address, "--data",
-                            str(tmp_path / "plant" / "node_01.csv"), "--root-certificates", str(certs / "ca.pem"),
-                            "--connect-timeout", "60", "--device", "cpu"], capture_output=True, text=True, env=ENV,
-                           timeout=120)
+        p = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "fedad.client.main",
+                "--server",
+                address,
+                "--data",
+                str(tmp_path / "plant" / "node_01.csv"),
+                "--root-certificates",
+                str(certs / "ca.pem"),
+                "--connect-timeout",
+                "60",
+                "--device",
+                "cpu",
+            ],
+            capture_output=True,
+            text=True,
+            env=ENV,
+            timeout=120,
+        )
     finally:
         server.kill()
         server.wait()

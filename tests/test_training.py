@@ -1,4 +1,5 @@
 """The training loop learns, stops early, is deterministic; weights and devices behave."""
+
 import numpy as np
 import pytest
 import torch
@@ -6,7 +7,12 @@ import torch
 from fedad.common.errors import FedadError
 from fedad.common.models import build_model
 from fedad.common.training import (
-    get_weights, mean_embedding, reconstruction_errors, resolve_device, set_weights, train_model,
+    get_weights,
+    mean_embedding,
+    reconstruction_errors,
+    resolve_device,
+    set_weights,
+    train_model,
 )
 
 torch.set_num_threads(1)
@@ -60,7 +66,7 @@ def test_training_is_deterministic(name):
         hist = train_model(model, X[:150], X[150:], epochs=3, batch_size=32, device="cpu", seed=7)
         results.append((hist["train_loss"], get_weights(model)))
     assert results[0][0] == results[1][0]
-    for a, b in zip(results[0][1], results[1][1]):
+    for a, b in zip(results[0][1], results[1][1], strict=True):
         np.testing.assert_array_equal(a, b)
 
 

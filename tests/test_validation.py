@@ -1,5 +1,6 @@
 """The validation layer for what nodes send (server/validation.py), FedAvg's norm bound, lenient Paillier
 decoding and the key holder's run-wide caps: plain functions, no Flower, no processes."""
+
 from __future__ import annotations
 
 import json
@@ -43,17 +44,20 @@ def test_real_accepts_ints_and_floats():
     assert check.real(3, "x") == 3.0 and check.real(np.float32(0.5), "x") == 0.5
 
 
-@pytest.mark.parametrize("value, why", [
-    (json.dumps(["a", "b"]), None),
-    ("not json", "not JSON"),
-    (json.dumps({"a": 1}), "list of"),
-    (json.dumps([]), "list of"),
-    (json.dumps(["a", 3]), "must be a string"),
-    (json.dumps(["a", "a"]), "repeats"),
-    (json.dumps(["x" * 500]), "printable characters"),
-    (["a"], "JSON string"),
-    (json.dumps([f"f{i}" for i in range(check.MAX_FEATURES + 1)]), "JSON string|list of"),
-])
+@pytest.mark.parametrize(
+    "value, why",
+    [
+        (json.dumps(["a", "b"]), None),
+        ("not json", "not JSON"),
+        (json.dumps({"a": 1}), "list of"),
+        (json.dumps([]), "list of"),
+        (json.dumps(["a", 3]), "must be a string"),
+        (json.dumps(["a", "a"]), "repeats"),
+        (json.dumps(["x" * 500]), "printable characters"),
+        (["a"], "JSON string"),
+        (json.dumps([f"f{i}" for i in range(check.MAX_FEATURES + 1)]), "JSON string|list of"),
+    ],
+)
 def test_feature_list(value, why):
     if why is None:
         assert check.feature_list(value) == ("a", "b")
@@ -85,14 +89,17 @@ def test_tensors_accept_float32_and_float64_only():
             check.tensors([np.ones((3, 2), dtype), np.zeros(2, dtype)], SHAPES)
 
 
-@pytest.mark.parametrize("spoil, why", [
-    (lambda w: w[:1], "number of arrays"),
-    (lambda w: [w[0].reshape(2, 3), w[1]], "shape"),
-    (lambda w: [w[0], np.array([np.nan, 0], np.float32)], "non-finite"),
-    (lambda w: [w[0] * 3e38, w[1]], "magnitude"),  # finite float32 values near the top of the range
-    (lambda w: [w[0] * 1e6, w[1]], "magnitude"),
-    (lambda w: ["x", w[1]], "not an array"),
-])
+@pytest.mark.parametrize(
+    "spoil, why",
+    [
+        (lambda w: w[:1], "number of arrays"),
+        (lambda w: [w[0].reshape(2, 3), w[1]], "shape"),
+        (lambda w: [w[0], np.array([np.nan, 0], np.float32)], "non-finite"),
+        (lambda w: [w[0] * 3e38, w[1]], "magnitude"),  # finite float32 values near the top of the range
+        (lambda w: [w[0] * 1e6, w[1]], "magnitude"),
+        (lambda w: ["x", w[1]], "not an array"),
+    ],
+)
 def test_tensors_refuse_bad_updates(spoil, why):
     with pytest.raises(check.InvalidMessage, match=why):
         check.tensors(spoil(good_weights()), SHAPES)
@@ -143,15 +150,23 @@ def test_fit_result_caps_the_claimed_count_at_the_declared_one():
 def test_evaluate_result_checks_every_phase():
     h = np.zeros(N_BINS, np.int64)
     h[3] = 40
-    d = check.evaluate_result("threshold", 0.5, 40, {"hist": encode_histogram(h)}, n_bins=N_BINS, encrypted=False,
-                              max_blob=1 << 20)
+    d = check.evaluate_result(
+        "threshold", 0.5, 40, {"hist": encode_histogram(h)}, n_bins=N_BINS, encrypted=False, max_blob=1 << 20
+    )
     assert d["hist"].sum() == 40
     with pytest.raises(check.InvalidMessage, match="must be bytes"):
         check.evaluate_result("threshold", 0.5, 40, {}, n_bins=N_BINS, encrypted=False, max_blob=1 << 20)
     pos, neg = np.zeros(N_BINS, np.int64), np.zeros(N_BINS, np.int64)
     pos[5], neg[1] = 3, 7
-    m = {"tp": 2, "fn": 1, "fp": 1, "tn": 6, "threshold": 0.2, "pos_hist": encode_histogram(pos),
-         "neg_hist": encode_histogram(neg)}
+    m = {
+        "tp": 2,
+        "fn": 1,
+        "fp": 1,
+        "tn": 6,
+        "threshold": 0.2,
+        "pos_hist": encode_histogram(pos),
+        "neg_hist": encode_histogram(neg),
+    }
     d = check.evaluate_result("test", 0.1, 10, m, n_bins=N_BINS, encrypted=False, max_blob=1 << 20)
     assert d["tp"] == 2 and d["threshold"] == 0.2
     with pytest.raises(check.InvalidMessage, match="do not sum"):
@@ -206,8 +221,10 @@ def test_fedavg_refuses_or_clips_an_update_over_the_norm_ratio():
     weights["bad"] = [np.full(4, 5.0, np.float32)]
 
     def results():
-        return [(Proxy(n), FitRes(Status(Code.OK, ""), ndarrays_to_parameters(w), 100, {"name": n}))
-                for n, w in weights.items()]
+        return [
+            (Proxy(n), FitRes(Status(Code.OK, ""), ndarrays_to_parameters(w), 100, {"name": n}))
+            for n, w in weights.items()
+        ]
 
     for action in ("refuse", "clip"):
         s = FedAvg(fit_config=lambda r: {}, evaluate_config=lambda r: {}, norm_action=action)
@@ -272,8 +289,12 @@ def test_keyholder_caps_rounds_at_the_declared_count_and_spaces_them():
         slept.append(s)
         now[0] += s
 
-    holder = KeyHolder(priv, Budget(max_clients=2, sketch_rows=2, max_aggregate_blocks=10, max_rounds=50,
-                                    min_round_interval=1.0), clock=lambda: now[0], sleep=sleep)
+    holder = KeyHolder(
+        priv,
+        Budget(max_clients=2, sketch_rows=2, max_aggregate_blocks=10, max_rounds=50, min_round_interval=1.0),
+        clock=lambda: now[0],
+        sleep=sleep,
+    )
     key = holder.fingerprint
 
     def begin(rnd, **kw):

@@ -1,4 +1,5 @@
 """ALIE, "A Little Is Enough" (Baruch et al., NeurIPS'19): small shifts inside the benign spread."""
+
 from __future__ import annotations
 
 import math
@@ -30,8 +31,14 @@ class ALIE(Attack):
     needs_benign = True
     scale_param = "z"
 
-    def __init__(self, num_clients: int | None = None, num_malicious: int | None = None, z: float | None = None,
-                 start_round: int = 1, seed: int = 0):
+    def __init__(
+        self,
+        num_clients: int | None = None,
+        num_malicious: int | None = None,
+        z: float | None = None,
+        start_round: int = 1,
+        seed: int = 0,
+    ):
         super().__init__(start_round, seed)
         if z is None and num_clients is None:
             raise FedadError("ALIE needs num_clients (the federation's size) or an explicit z (--attack-scale)")

@@ -6,6 +6,7 @@ then (for colluding attacks, ``needs_benign``) shares its honest update through 
 ``fedad.client.attacks.collusion.CollusionChannel``, then ``poison_weights`` (or ``poison_update`` on the
 flat vector) and ``poison_num_examples`` before answering the server. Only used for security testing.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -28,7 +29,7 @@ def unflat_like(vector: np.ndarray, like: Sequence[np.ndarray]) -> list[np.ndarr
     out, offset = [], 0
     for a in like:
         a = np.asarray(a)
-        out.append(np.asarray(vector[offset:offset + a.size]).reshape(a.shape).astype(a.dtype))
+        out.append(np.asarray(vector[offset : offset + a.size]).reshape(a.shape).astype(a.dtype))
         offset += a.size
     if offset != np.size(vector):
         raise ValueError(f"vector of length {np.size(vector)} does not fill arrays of {offset} values")
@@ -65,8 +66,9 @@ class Attack:
         """Training samples the client trains on; honest: unchanged."""
         return X
 
-    def poison_update(self, update: np.ndarray, benign: list[np.ndarray] | None,
-                      rng: np.random.Generator) -> np.ndarray:
+    def poison_update(
+        self, update: np.ndarray, benign: list[np.ndarray] | None, rng: np.random.Generator
+    ) -> np.ndarray:
         """Flat update sent to the server; honest: unchanged."""
         return np.asarray(update, dtype=np.float64)
 
@@ -74,9 +76,13 @@ class Attack:
         """Example count claimed to the server; honest: unchanged."""
         return int(num_examples)
 
-    def poison_weights(self, server_round: int, global_weights: Sequence[np.ndarray],
-                       new_weights: Sequence[np.ndarray], benign: list[np.ndarray] | None = None
-                       ) -> list[np.ndarray]:
+    def poison_weights(
+        self,
+        server_round: int,
+        global_weights: Sequence[np.ndarray],
+        new_weights: Sequence[np.ndarray],
+        benign: list[np.ndarray] | None = None,
+    ) -> list[np.ndarray]:
         """New weights to send: global + poisoned update (unchanged before ``start_round``)."""
         if not self.is_active(server_round) or len(global_weights) == 0:
             return list(new_weights)

@@ -5,6 +5,7 @@ then renamed, so a reader never sees half a file) and waits, up to ``timeout`` s
 colluders' files of the same round. What has arrived by then is returned: partial knowledge, never the
 honest clients' updates. The server and honest clients never see this directory.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,8 +34,15 @@ class CollusionChannel:
     ``expected`` is either the number of colluders (this one included) or their names.
     """
 
-    def __init__(self, directory: str | os.PathLike, server_round: int, name: str,
-                 expected: int | Sequence[str], timeout: float = 30.0, poll_interval: float = 0.05):
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        server_round: int,
+        name: str,
+        expected: int | Sequence[str],
+        timeout: float = 30.0,
+        poll_interval: float = 0.05,
+    ):
         self.name = _check_name(name)
         self.round_dir = Path(directory) / f"round_{int(server_round):06d}"
         if isinstance(expected, (int, np.integer)):

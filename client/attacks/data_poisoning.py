@@ -3,6 +3,7 @@
 The update is left unchanged: the attack lives entirely in the training set, so the update is an ordinary
 gradient-descent result on other data. That makes it the hardest attack for deviation tests.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,8 +27,15 @@ class DataPoisoning(Attack):
     name = "data_poisoning"
     scale_param = "shift"
 
-    def __init__(self, mode: str = "mixed", shift: float = 3.0, noise: float = 1.0, keep_normal: bool = True,
-                 start_round: int = 1, seed: int = 0):
+    def __init__(
+        self,
+        mode: str = "mixed",
+        shift: float = 3.0,
+        noise: float = 1.0,
+        keep_normal: bool = True,
+        start_round: int = 1,
+        seed: int = 0,
+    ):
         super().__init__(start_round, seed)
         if mode not in MODES:
             raise FedadError(f"unknown data poisoning mode {mode!r}: choose one of {', '.join(MODES)}")

@@ -1,4 +1,5 @@
 """Gaussian attack: send pure noise N(0, s^2 I), s set relative to the client's own honest update norm."""
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """IPM, inner-product manipulation (Xie et al., UAI'20): send -eps x the benign mean."""
+
 from __future__ import annotations
 
 import numpy as np

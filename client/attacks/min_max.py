@@ -5,6 +5,7 @@ min-max: max_i ||mal - b_i|| <= max_(i,j) ||b_i - b_j||;
 min-sum: sum_i ||mal - b_i||^2 <= max_i sum_j ||b_i - b_j||^2,
 over the benign updates b the colluders know (their own honest updates).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -40,8 +41,15 @@ def within_benign(mal: np.ndarray, b: np.ndarray, objective: str) -> bool:
     return float(_sq_dists(mal, b).sum()) <= float(pair.sum(axis=1).max())
 
 
-def largest_gamma(mu: np.ndarray, p: np.ndarray, b: np.ndarray, objective: str = "max",
-                  gamma_init: float = 10.0, tol: float = 1e-5, max_steps: int = 100) -> float:
+def largest_gamma(
+    mu: np.ndarray,
+    p: np.ndarray,
+    b: np.ndarray,
+    objective: str = "max",
+    gamma_init: float = 10.0,
+    tol: float = 1e-5,
+    max_steps: int = 100,
+) -> float:
     """Binary search (as in the paper) for the largest gamma keeping mu + gamma * p within the benign cloud."""
     gamma, step, best = float(gamma_init), float(gamma_init) / 2.0, 0.0
     for _ in range(max_steps):
@@ -64,12 +72,17 @@ class MinMax(Attack):
     scale_param = "gamma_init"
     objective = "max"
 
-    def __init__(self, perturbation: str = "std", gamma_init: float = 10.0, tol: float = 1e-5,
-                 start_round: int = 1, seed: int = 0):
+    def __init__(
+        self,
+        perturbation: str = "std",
+        gamma_init: float = 10.0,
+        tol: float = 1e-5,
+        start_round: int = 1,
+        seed: int = 0,
+    ):
         super().__init__(start_round, seed)
         if perturbation not in PERTURBATIONS:
-            raise FedadError(f"unknown min-max perturbation {perturbation!r}: choose one of "
-                             f"{', '.join(PERTURBATIONS)}")
+            raise FedadError(f"unknown min-max perturbation {perturbation!r}: choose one of {', '.join(PERTURBATIONS)}")
         self.perturbation, self.gamma_init, self.tol = perturbation, float(gamma_init), float(tol)
         self.last_gamma: float | None = None
 

@@ -1,4 +1,5 @@
 """Attack registry: ``ATTACK_NAMES`` and ``make_attack`` (one attack class per file)."""
+
 from __future__ import annotations
 
 from fedad.client.attacks.alie import ALIE

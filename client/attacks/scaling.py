@@ -1,4 +1,5 @@
 """Scaling (boosting) attack: send lambda x the honest update (lambda = n approximates model replacement)."""
+
 from __future__ import annotations
 
 import numpy as np

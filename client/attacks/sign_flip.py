@@ -1,4 +1,5 @@
 """Sign-flip attack: send -k x the honest update (k = 1; larger k combines it with scaling)."""
+
 from __future__ import annotations
 
 import numpy as np

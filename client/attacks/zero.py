@@ -1,4 +1,5 @@
 """Zero / free-rider attack: send no change (the unchanged global model) while claiming many examples."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -8,6 +8,7 @@ compose and the aggregator's certificate for the key holder); on a real plant th
 `fedad enroll` on the node, then `fedad certs sign` here. With an existing ca.pem + ca.key in --out,
 --client only adds the new client certificates.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -23,12 +24,20 @@ FILES = ("ca.pem", "ca.key", "server.pem", "server.key")
 
 def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, help="directory for ca.pem, ca.key, server.pem, server.key")
-    parser.add_argument("--host", action="append", default=None,
-                        help="host name or IP the server is reached at (repeatable; default: localhost, "
-                        "127.0.0.1, server)")
-    parser.add_argument("--client", action="append", default=None, metavar="NAME",
-                        help="also write NAME.pem and NAME.key: a CA-signed client certificate with subject NAME "
-                        "(repeatable; a node name, or e.g. aggregator for fedad-keyholder's pinned client)")
+    parser.add_argument(
+        "--host",
+        action="append",
+        default=None,
+        help="host name or IP the server is reached at (repeatable; default: localhost, 127.0.0.1, server)",
+    )
+    parser.add_argument(
+        "--client",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="also write NAME.pem and NAME.key: a CA-signed client certificate with subject NAME "
+        "(repeatable; a node name, or e.g. aggregator for fedad-keyholder's pinned client)",
+    )
     parser.add_argument("--days", type=int, default=365, help="validity in days of every certificate written")
     parser.add_argument("--force", action="store_true", help="overwrite existing files (a new CA)")
 
@@ -72,20 +81,36 @@ def make_certificates(out: Path, hosts: list[str], days: int = 365, clients: Seq
 
     now = dt.datetime.now(dt.UTC)
     ca_key = new_key()
-    ca = (x509.CertificateBuilder().subject_name(subject_name("fedad CA")).issuer_name(subject_name("fedad CA"))
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now - CLOCK_SKEW).not_valid_after(now + dt.timedelta(days=days))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .sign(ca_key, hashes.SHA256()))
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(subject_name("fedad CA"))
+        .issuer_name(subject_name("fedad CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - CLOCK_SKEW)
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
     key = new_key()
-    cert = (x509.CertificateBuilder().subject_name(subject_name(hosts[0])).issuer_name(ca.subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - CLOCK_SKEW).not_valid_after(now + dt.timedelta(days=days))
-            .add_extension(x509.SubjectAlternativeName([_san(h) for h in hosts]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .sign(ca_key, hashes.SHA256()))
-    blobs = {"ca.pem": cert_pem(ca), "ca.key": key_pem(ca_key),
-             "server.pem": cert_pem(cert), "server.key": key_pem(key)}
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject_name(hosts[0]))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - CLOCK_SKEW)
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName([_san(h) for h in hosts]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    blobs = {
+        "ca.pem": cert_pem(ca),
+        "ca.key": key_pem(ca_key),
+        "server.pem": cert_pem(cert),
+        "server.key": key_pem(key),
+    }
     blobs.update(_client_blobs(clients, ca, ca_key, days))
     return _write(out, blobs)
 

@@ -6,6 +6,7 @@ usable only for TLS client authentication, valid for --days. The server then kno
 example:
   fedad certs sign --csr node_07.csr --ca-dir certs --name node_07 --days 365      # writes node_07.pem
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -43,7 +44,9 @@ def run(args) -> int:
     if out.exists() and not args.force:
         raise FedadError(f"{out} already exists; use --force to replace it")
     write_public(out, cert_pem(cert))
-    print(f"wrote {out}: client certificate for {info.name}, serial 0x{info.serial:x}, valid {args.days} days "
-          f"until {info.not_after:%Y-%m-%d %H:%M} UTC (revoke with a line '{info.name}' or '0x{info.serial:x}' in "
-          f"the server's --revoked file)")
+    print(
+        f"wrote {out}: client certificate for {info.name}, serial 0x{info.serial:x}, valid {args.days} days "
+        f"until {info.not_after:%Y-%m-%d %H:%M} UTC (revoke with a line '{info.name}' or '0x{info.serial:x}' in "
+        f"the server's --revoked file)"
+    )
     return 0

@@ -5,6 +5,7 @@ Writes NAME.key (0600, stays on this node) and NAME.csr (send it to the operator
   fedad-client --root-certificates ca.pem --tls-certificate NAME.pem --tls-key NAME.key ...
 Existing files are never overwritten unless --force is given.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,8 +16,12 @@ from fedad.common.node_names import check_node_name
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--name", required=True, help="this node's name: 1-64 letters, digits, _ . - (the "
-                        "certificate's subject; the server knows the node by it)")
+    parser.add_argument(
+        "--name",
+        required=True,
+        help="this node's name: 1-64 letters, digits, _ . - (the "
+        "certificate's subject; the server knows the node by it)",
+    )
     parser.add_argument("--out", default=".", help="directory for NAME.key and NAME.csr")
     parser.add_argument("--force", action="store_true", help="replace an existing key and request")
 
@@ -35,6 +40,8 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     write_private(key_path, key_pem(key))
     write_public(csr_path, csr_pem(csr))
-    print(f"wrote {key_path} (private, 0600: keep it on this node) and {csr_path}: send {csr_path.name} to the "
-          f"plant operator (fedad certs sign --csr {csr_path.name} --ca-dir CA_DIR)")
+    print(
+        f"wrote {key_path} (private, 0600: keep it on this node) and {csr_path}: send {csr_path.name} to the "
+        f"plant operator (fedad certs sign --csr {csr_path.name} --ca-dir CA_DIR)"
+    )
     return 0

@@ -14,6 +14,7 @@ as the model:
     detector (the model included) is evaluated on the trailing TEST_FRACTION of rows only. When the model
     was trained on this same file with the same --test-fraction, that tail is data it never saw.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,22 +31,40 @@ FORMATS = ("auto", "csv", "parquet", "skab", "kdd", "ton_iot")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `fedad evaluate`."""
-    parser.add_argument("--model", required=True, metavar="MODEL_DIR",
-                        help="directory written by `fedad train` (detector.json + model.pt)")
+    parser.add_argument(
+        "--model",
+        required=True,
+        metavar="MODEL_DIR",
+        help="directory written by `fedad train` (detector.json + model.pt)",
+    )
     parser.add_argument("--data", required=True, metavar="PATH", help="labelled data file to evaluate on")
-    parser.add_argument("--label-column", default=None, metavar="COL",
-                        help="column with 0/1 labels (1 = anomaly); when not given, a column named 'label', or the "
-                        "format's own label (skab: anomaly, kdd/ton_iot: label)")
+    parser.add_argument(
+        "--label-column",
+        default=None,
+        metavar="COL",
+        help="column with 0/1 labels (1 = anomaly); when not given, a column named 'label', or the "
+        "format's own label (skab: anomaly, kdd/ton_iot: label)",
+    )
     parser.add_argument("--format", default="auto", choices=FORMATS, help="format of --data and --train-data")
     parser.add_argument("--sep", default=None, help="CSV field separator; sniffed from the header when not given")
-    parser.add_argument("--baselines", action="store_true",
-                        help="also fit and evaluate IQR, Isolation Forest, One-Class SVM and PCA on the same split")
-    parser.add_argument("--train-data", default=None, metavar="PATH",
-                        help="with --baselines: file whose normal rows fit the baselines (then all of --data "
-                        "is the test set)")
-    parser.add_argument("--test-fraction", type=float, default=0.2,
-                        help="with --baselines and no --train-data: trailing fraction of --data that is "
-                        "the test set; the normal rows before it fit the baselines")
+    parser.add_argument(
+        "--baselines",
+        action="store_true",
+        help="also fit and evaluate IQR, Isolation Forest, One-Class SVM and PCA on the same split",
+    )
+    parser.add_argument(
+        "--train-data",
+        default=None,
+        metavar="PATH",
+        help="with --baselines: file whose normal rows fit the baselines (then all of --data is the test set)",
+    )
+    parser.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.2,
+        help="with --baselines and no --train-data: trailing fraction of --data that is "
+        "the test set; the normal rows before it fit the baselines",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the randomised baselines")
     parser.add_argument("--out", default="evaluation", metavar="DIR", help="directory for metrics.json and roc.png")
 
@@ -54,7 +73,12 @@ def run(args: argparse.Namespace) -> int:
     """Load, check, score, then print the table and write the files (only once everything succeeded)."""
     from fedad.common.baselines import BASELINES
     from fedad.common.evaluation import (
-        detector_outputs, format_table, metrics_for_outputs, plot_roc, roc_curves, write_metrics,
+        detector_outputs,
+        format_table,
+        metrics_for_outputs,
+        plot_roc,
+        roc_curves,
+        write_metrics,
     )
 
     model_dir = Path(args.model)
@@ -87,8 +111,9 @@ def run(args: argparse.Namespace) -> int:
             split = split_site(X, y, test_fraction=args.test_fraction, val_fraction=0.2)
             fit_X = np.concatenate([split.train, split.val])
             X, y = split.test, split.test_labels
-            where = (f"normal rows of the first {len(data.X) - len(X)} rows of {args.data}; "
-                     f"test = its last {len(X)} rows")
+            where = (
+                f"normal rows of the first {len(data.X) - len(X)} rows of {args.data}; test = its last {len(X)} rows"
+            )
         if len(fit_X) < 10:
             raise FedadError(f"only {len(fit_X)} normal rows to fit the baselines on; need at least 10")
         if len(X) == 0:

@@ -6,6 +6,7 @@ fedad-keyholder under --strategy secure-robust (clients then get public.key); th
 if handed it. Key sizes: 2048 bits (default), 3072 bits (stronger, slower), 1024 bits for tests only
 (below current recommendations). Existing keys are never overwritten without --force.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,10 +26,15 @@ from fedad.common.errors import FedadError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``fedad keygen``."""
-    parser.add_argument("--out", required=True, metavar="DIR",
-                        help="directory for public.key and private.key (created if missing)")
-    parser.add_argument("--bits", type=int, default=DEFAULT_KEY_BITS,
-                        help=f"modulus size in bits: one of {', '.join(map(str, KEY_BITS))} (1024: tests only)")
+    parser.add_argument(
+        "--out", required=True, metavar="DIR", help="directory for public.key and private.key (created if missing)"
+    )
+    parser.add_argument(
+        "--bits",
+        type=int,
+        default=DEFAULT_KEY_BITS,
+        help=f"modulus size in bits: one of {', '.join(map(str, KEY_BITS))} (1024: tests only)",
+    )
     parser.add_argument("--force", action="store_true", help="replace an existing key pair in DIR")
 
 
@@ -45,7 +51,9 @@ def run(args: argparse.Namespace) -> int:
     pub_path, priv_path = save_keypair(args.out, public_key, private_key, force=args.force)
     print(f"done in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     print(f"public key:  {pub_path}  (for the aggregator)")
-    print(f"private key: {priv_path}  (mode 0600; the clients under --strategy paillier, only fedad-keyholder "
-          "under secure-robust; never the server)")
+    print(
+        f"private key: {priv_path}  (mode 0600; the clients under --strategy paillier, only fedad-keyholder "
+        "under secure-robust; never the server)"
+    )
     print(f"fingerprint: {key_fingerprint(public_key)}")
     return 0

@@ -10,6 +10,7 @@ and after an abrupt change ends an alarm the model is re-fitted on the next --co
 decision uses no later row. The data must have the model's feature columns (matched by name; extra
 columns are ignored). The file is written to a temporary name and renamed when complete.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,27 +26,43 @@ from fedad.common.errors import FedadError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `fedad score`."""
-    parser.add_argument("--model", required=True, metavar="MODEL_DIR",
-                        help="directory written by `fedad train` (detector.json + model.pt)")
+    parser.add_argument(
+        "--model",
+        required=True,
+        metavar="MODEL_DIR",
+        help="directory written by `fedad train` (detector.json + model.pt)",
+    )
     add_data_arguments(parser)
     parser.add_argument("--out", required=True, metavar="SCORES.csv", help="output CSV: score,is_anomaly per row")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
-    parser.add_argument("--rule", default="threshold", choices=("threshold", "adaptive"),
-                        help="alarm rule: the model's threshold per row, or the adaptive streaming rule")
+    parser.add_argument(
+        "--rule",
+        default="threshold",
+        choices=("threshold", "adaptive"),
+        help="alarm rule: the model's threshold per row, or the adaptive streaming rule",
+    )
     from fedad.common.stream_rule import AdaptiveParams
 
     d = AdaptiveParams()
     ad = parser.add_argument_group("adaptive rule (--rule adaptive)")
     ad.add_argument("--smooth", type=int, default=d.smooth, help="rows per trailing mean of scores")
-    ad.add_argument("--threshold-scale", type=float, default=d.threshold_scale,
-                    help="threshold = median + this x (max - median) of the training rows' trailing means")
+    ad.add_argument(
+        "--threshold-scale",
+        type=float,
+        default=d.threshold_scale,
+        help="threshold = median + this x (max - median) of the training rows' trailing means",
+    )
     ad.add_argument("--change-window", type=int, default=d.change_window, help="rows per mean compared for a change")
     ad.add_argument("--change-sds", type=float, default=d.change_sds, help="change size, training std units")
     ad.add_argument("--drop", type=float, default=d.drop, help="fall of the mean score that ends an alarm")
     ad.add_argument("--collect", type=int, default=d.collect, help="rows judged normal and re-fitted on")
-    ad.add_argument("--drift-ratio", type=float, default=d.drift_ratio,
-                    help="leave out features whose 60-row rolling mean in the training rows varies by at least "
-                         "this share of their std (>1: keep all)")
+    ad.add_argument(
+        "--drift-ratio",
+        type=float,
+        default=d.drift_ratio,
+        help="leave out features whose 60-row rolling mean in the training rows varies by at least "
+        "this share of their std (>1: keep all)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,28 +78,39 @@ def run(args: argparse.Namespace) -> int:
     if out.is_dir():
         raise FedadError(f"--out {out} is a directory; give a file name")
     detector = AutoencoderDetector.load(args.model, device=args.device)
-    data = load_dataset(args.data, format=args.format, label_column=args.label_column,
-                        time_column=args.time_column, sep=args.sep)
+    data = load_dataset(
+        args.data, format=args.format, label_column=args.label_column, time_column=args.time_column, sep=args.sep
+    )
     X = model_columns(detector.feature_names_, data.X, list(data.feature_names), args.data)
     if args.rule == "adaptive":
         from fedad.common.stream_rule import AdaptiveParams, adaptive_alarms
 
-        params = AdaptiveParams(smooth=args.smooth, threshold_scale=args.threshold_scale,
-                                change_window=args.change_window, change_sds=args.change_sds, drop=args.drop,
-                                collect=args.collect, drift_ratio=args.drift_ratio)
+        params = AdaptiveParams(
+            smooth=args.smooth,
+            threshold_scale=args.threshold_scale,
+            change_window=args.change_window,
+            change_sds=args.change_sds,
+            drop=args.drop,
+            collect=args.collect,
+            drift_ratio=args.drift_ratio,
+        )
         if min(params.smooth, params.change_window, params.collect) < 1:
             raise FedadError("--smooth, --change-window and --collect must be at least 1")
         res = adaptive_alarms(detector, X, params)
         write_scores(out, res.scores, res.alarms)
-        print(f"scored {len(X)} rows with the adaptive rule: {int(res.alarms.sum())} alarms "
-              f"({res.alarms.mean():.2%}), {len(res.events)} re-baseline(s); wrote {out}")
+        print(
+            f"scored {len(X)} rows with the adaptive rule: {int(res.alarms.sum())} alarms "
+            f"({res.alarms.mean():.2%}), {len(res.events)} re-baseline(s); wrote {out}"
+        )
         return 0
     scores = detector.decision_function(X)
     flags = (scores > detector.threshold_).astype(np.int8)
     write_scores(out, scores, flags)
-    print(f"scored {len(scores)} rows ({detector.score} score): {int(flags.sum())} anomalies ({flags.mean():.2%}) "
-          f"above threshold {detector.threshold_:.6g} ({detector.threshold_rule} rule, expected false-alarm rate "
-          f"{detector.expected_far_:.3g}); wrote {out}")
+    print(
+        f"scored {len(scores)} rows ({detector.score} score): {int(flags.sum())} anomalies ({flags.mean():.2%}) "
+        f"above threshold {detector.threshold_:.6g} ({detector.threshold_rule} rule, expected false-alarm rate "
+        f"{detector.expected_far_:.3g}); wrote {out}"
+    )
     return 0
 
 
@@ -93,8 +121,7 @@ def model_columns(model_names: list[str], X: np.ndarray, names: list[str], sourc
     missing = [f for f in model_names if f not in names]
     if missing:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-        raise FedadError(f"{source} has {len(names)} features but the model takes {len(model_names)}; "
-                         f"missing: {shown}")
+        raise FedadError(f"{source} has {len(names)} features but the model takes {len(model_names)}; missing: {shown}")
     return X[:, [names.index(f) for f in model_names]]
 
 

@@ -7,6 +7,7 @@ are split evenly over the nodes: node_01.csv / node_01.parquet, ... Same seed, s
 
 example: fedad data synth --nodes 10 --records 1000000 --out data/plant
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,21 +21,31 @@ from fedad.common.synth import FORMATS, write_plant
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nodes", type=int, default=10, help="number of nodes (one file per node and format)")
     parser.add_argument("--records", type=int, default=1_000_000, help="records in all, split evenly over the nodes")
-    parser.add_argument("--out", default="data/plant", metavar="DIR",
-                        help="output directory (created; node files and manifest.json in it are replaced)")
+    parser.add_argument(
+        "--out",
+        default="data/plant",
+        metavar="DIR",
+        help="output directory (created; node files and manifest.json in it are replaced)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same plant")
-    parser.add_argument("--anomaly-rate", type=float, default=0.05,
-                        help="share of records in anomaly episodes (0 to 0.5)")
-    parser.add_argument("--format", default=",".join(FORMATS), metavar="LIST",
-                        help=f"comma-separated output formats ({', '.join(FORMATS)})")
+    parser.add_argument(
+        "--anomaly-rate", type=float, default=0.05, help="share of records in anomaly episodes (0 to 0.5)"
+    )
+    parser.add_argument(
+        "--format",
+        default=",".join(FORMATS),
+        metavar="LIST",
+        help=f"comma-separated output formats ({', '.join(FORMATS)})",
+    )
 
 
 def _formats(text: str) -> tuple[str, ...]:
     formats = tuple(f.strip().lower() for f in str(text).split(",") if f.strip())
     unknown = [f for f in formats if f not in FORMATS]
     if not formats or unknown:
-        raise FedadError(f"--format: unknown format(s) {', '.join(unknown) or repr(text)}; "
-                         f"choose from {', '.join(FORMATS)}")
+        raise FedadError(
+            f"--format: unknown format(s) {', '.join(unknown) or repr(text)}; choose from {', '.join(FORMATS)}"
+        )
     return formats
 
 
@@ -47,13 +58,25 @@ def run(args: argparse.Namespace) -> int:
         raise FedadError(f"--anomaly-rate must be between 0 and 0.5, got {args.anomaly_rate}")
     formats = _formats(args.format)
     began = time.perf_counter()
-    print(f"synth: {args.records} records over {args.nodes} nodes, seed {args.seed} -> {args.out}",
-          file=sys.stderr, flush=True)
-    manifest = write_plant(args.out, args.nodes, args.records, args.seed, formats=formats,
-                           anomaly_rate=args.anomaly_rate,
-                           progress=lambda line: print(f"synth: {line}", file=sys.stderr, flush=True))
+    print(
+        f"synth: {args.records} records over {args.nodes} nodes, seed {args.seed} -> {args.out}",
+        file=sys.stderr,
+        flush=True,
+    )
+    manifest = write_plant(
+        args.out,
+        args.nodes,
+        args.records,
+        args.seed,
+        formats=formats,
+        anomaly_rate=args.anomaly_rate,
+        progress=lambda line: print(f"synth: {line}", file=sys.stderr, flush=True),
+    )
     anomalous = sum(node["anomalous_rows"] for node in manifest["node_files"].values())
-    print(f"synth: done in {time.perf_counter() - began:.1f} s, {anomalous} anomalous records",
-          file=sys.stderr, flush=True)
+    print(
+        f"synth: done in {time.perf_counter() - began:.1f} s, {anomalous} anomalous records",
+        file=sys.stderr,
+        flush=True,
+    )
     print(args.out)
     return 0

@@ -14,14 +14,15 @@ Progress (epochs, losses) goes to stderr. MODEL_DIR receives detector.json (para
 state, threshold, feature names) and model.pt (the weights), written to a temporary directory first and
 then renamed into place.
 """
+
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
 
-from fedad.common.errors import FedadError
 from fedad.common.contrastive_options import add_contrastive_options, contrastive_sizes
+from fedad.common.errors import FedadError
 from fedad.common.models.names import DEFAULT_WINDOW, MODEL_NAMES
 
 FORMATS = ("auto", "csv", "parquet", "skab", "kdd", "ton_iot")
@@ -30,12 +31,21 @@ FORMATS = ("auto", "csv", "parquet", "skab", "kdd", "ton_iot")
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """Options that say how to read a data file (shared with `fedad score`)."""
     parser.add_argument("--data", required=True, metavar="PATH", help="data file (CSV or Parquet)")
-    parser.add_argument("--format", default="auto", choices=FORMATS,
-                        help="data format; auto picks by file extension and columns")
-    parser.add_argument("--label-column", default=None, metavar="COL",
-                        help="column with 0/1 labels (1 = anomaly); default: a column named 'label' if present")
-    parser.add_argument("--time-column", default=None, metavar="COL",
-                        help="time column (not a feature); default: one named timestamp/time/datetime/date")
+    parser.add_argument(
+        "--format", default="auto", choices=FORMATS, help="data format; auto picks by file extension and columns"
+    )
+    parser.add_argument(
+        "--label-column",
+        default=None,
+        metavar="COL",
+        help="column with 0/1 labels (1 = anomaly); default: a column named 'label' if present",
+    )
+    parser.add_argument(
+        "--time-column",
+        default=None,
+        metavar="COL",
+        help="time column (not a feature); default: one named timestamp/time/datetime/date",
+    )
     parser.add_argument("--sep", default=None, help="CSV field separator (default: sniffed)")
 
 
@@ -45,18 +55,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     windows = ", ".join(f"{m} {w}" for m, w in DEFAULT_WINDOW.items())
     model = parser.add_argument_group("model and training")
     model.add_argument("--model", default="dense", choices=MODEL_NAMES, help="autoencoder architecture")
-    model.add_argument("--window", type=int, default=None, metavar="W",
-                       help=f"records per sample; default per model ({windows})")
+    model.add_argument(
+        "--window", type=int, default=None, metavar="W", help=f"records per sample; default per model ({windows})"
+    )
     model.add_argument("--epochs", type=int, default=50, metavar="E", help="maximum training epochs")
     model.add_argument("--batch-size", type=int, default=256, metavar="B", help="samples per optimiser step")
     model.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     model.add_argument("--weight-decay", type=float, default=1e-5, help="Adam weight decay (L2)")
-    model.add_argument("--patience", type=int, default=5,
-                       help="stop after this many epochs without a lower validation loss (0: never)")
-    model.add_argument("--val-fraction", type=float, default=0.2,
-                       help="last fraction of the normal training rows used for validation and the threshold")
-    model.add_argument("--test-fraction", type=float, default=0.0,
-                       help="trailing fraction of all rows left out of training (for `fedad evaluate`)")
+    model.add_argument(
+        "--patience", type=int, default=5, help="stop after this many epochs without a lower validation loss (0: never)"
+    )
+    model.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.2,
+        help="last fraction of the normal training rows used for validation and the threshold",
+    )
+    model.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.0,
+        help="trailing fraction of all rows left out of training (for `fedad evaluate`)",
+    )
     add_contrastive_options(model)
     model.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     model.add_argument("--seed", type=int, default=0, help="seed of weight initialisation and batch order")
@@ -64,34 +84,68 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from fedad.common.threshold_rule import DEFAULT_RULE, THRESHOLD_RULES
 
     thresh = parser.add_argument_group("score and threshold")
-    thresh.add_argument("--score", default=DEFAULT_SCORE, choices=SCORES,
-                        help="record score from the per-feature errors normalised by their training scale")
-    thresh.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, metavar="K",
-                        help="features averaged by --score topk")
-    thresh.add_argument("--threshold-rule", default=DEFAULT_RULE, choices=THRESHOLD_RULES,
-                        help="pot: generalised Pareto tail at risk --target-far; quantile: --threshold-quantile")
-    thresh.add_argument("--threshold-quantile", type=float, default=0.99, metavar="Q",
-                        help="quantile rule: threshold = this quantile of the validation scores")
-    thresh.add_argument("--target-far", type=float, default=None, metavar="F",
-                        help="target false-alarm rate: the pot rule's risk (default 0.01); quantile rule: 1 - F")
+    thresh.add_argument(
+        "--score",
+        default=DEFAULT_SCORE,
+        choices=SCORES,
+        help="record score from the per-feature errors normalised by their training scale",
+    )
+    thresh.add_argument(
+        "--top-k", type=int, default=DEFAULT_TOP_K, metavar="K", help="features averaged by --score topk"
+    )
+    thresh.add_argument(
+        "--threshold-rule",
+        default=DEFAULT_RULE,
+        choices=THRESHOLD_RULES,
+        help="pot: generalised Pareto tail at risk --target-far; quantile: --threshold-quantile",
+    )
+    thresh.add_argument(
+        "--threshold-quantile",
+        type=float,
+        default=0.99,
+        metavar="Q",
+        help="quantile rule: threshold = this quantile of the validation scores",
+    )
+    thresh.add_argument(
+        "--target-far",
+        type=float,
+        default=None,
+        metavar="F",
+        help="target false-alarm rate: the pot rule's risk (default 0.01); quantile rule: 1 - F",
+    )
     pre = parser.add_argument_group("preprocessing (fitted on the training rows)")
     pre.add_argument("--scaler", default="standard", choices=("standard", "minmax", "none"), help="feature scaling")
-    pre.add_argument("--detrend", default="none", choices=("none", "diff", "ma"),
-                     help="remove trends: first difference or moving average")
+    pre.add_argument(
+        "--detrend",
+        default="none",
+        choices=("none", "diff", "ma"),
+        help="remove trends: first difference or moving average",
+    )
     pre.add_argument("--denoise", default="none", choices=("none", "ma", "median"), help="causal smoothing filter")
     pre.add_argument("--impute", default="knn", choices=("knn", "none"), help="fill missing values (KNN)")
-    pre.add_argument("--clip-quantile", type=float, default=None, metavar="Q",
-                     help="clip each feature to its [Q, 1-Q] training quantiles")
+    pre.add_argument(
+        "--clip-quantile",
+        type=float,
+        default=None,
+        metavar="Q",
+        help="clip each feature to its [Q, 1-Q] training quantiles",
+    )
     parser.add_argument("--out", default="model", metavar="MODEL_DIR", help="model directory to write")
 
 
 def preprocessing_options(args: argparse.Namespace) -> dict:
     """The Preprocessor keyword arguments that the options select."""
+
     def step(value: str | None) -> str | None:
         return None if value in (None, "none") else value
 
-    return {"scaler": args.scaler, "detrend": step(args.detrend), "denoise": step(args.denoise),
-            "impute": step(args.impute), "clip_quantile": args.clip_quantile}
+    return {
+        "scaler": args.scaler,
+        "detrend": step(args.detrend),
+        "denoise": step(args.denoise),
+        "impute": step(args.impute),
+        "clip_quantile": args.clip_quantile,
+    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -103,8 +157,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise FedadError(f"--out {out} exists and is not a directory")
-    data = load_dataset(args.data, format=args.format, label_column=args.label_column,
-                        time_column=args.time_column, sep=args.sep)
+    data = load_dataset(
+        args.data, format=args.format, label_column=args.label_column, time_column=args.time_column, sep=args.sep
+    )
     X = data.X
     n = len(X)
     n_test = int(round(n * args.test_fraction))
@@ -131,20 +186,34 @@ def run(args: argparse.Namespace) -> int:
         print(f"epoch {epoch:>3}/{epochs}  train_loss {train_loss:.6f}  val_loss {val_loss:.6f}", file=sys.stderr)
 
     detector = AutoencoderDetector(
-        model=args.model, window=args.window, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        weight_decay=args.weight_decay, patience=args.patience, val_fraction=args.val_fraction,
-        threshold_quantile=args.threshold_quantile, target_far=args.target_far, score=args.score, top_k=args.top_k,
-        threshold_rule=args.threshold_rule, device=args.device,
-        seed=args.seed, preprocessing=preprocessing_options(args), model_sizes=contrastive_sizes(args) or None,
+        model=args.model,
+        window=args.window,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        patience=args.patience,
+        val_fraction=args.val_fraction,
+        threshold_quantile=args.threshold_quantile,
+        target_far=args.target_far,
+        score=args.score,
+        top_k=args.top_k,
+        threshold_rule=args.threshold_rule,
+        device=args.device,
+        seed=args.seed,
+        preprocessing=preprocessing_options(args),
+        model_sizes=contrastive_sizes(args) or None,
     )
     detector.fit(X, feature_names=data.feature_names, progress=progress)
     detector.save(out)
     hist = detector.history_
     n_params = sum(p.numel() for p in detector.model_.parameters())
-    print(f"saved {out}/: {args.model} autoencoder, window {detector.window_}, {n_params} parameters, "
-          f"{hist['epochs']} epochs (best {hist['best_epoch']}), {args.score} score, threshold "
-          f"{detector.threshold_:.6g} ({args.threshold_rule} rule, expected false-alarm rate "
-          f"{detector.expected_far_:.3g})")
+    print(
+        f"saved {out}/: {args.model} autoencoder, window {detector.window_}, {n_params} parameters, "
+        f"{hist['epochs']} epochs (best {hist['best_epoch']}), {args.score} score, threshold "
+        f"{detector.threshold_:.6g} ({args.threshold_rule} rule, expected false-alarm rate "
+        f"{detector.expected_far_:.3g})"
+    )
     return 0
 
 

@@ -4,6 +4,7 @@ blind(c) = c * Enc(r) mod n^2 with r uniform in [0, n) and a fresh obfuscator: i
 which is uniform whatever m is, so the key holder learns nothing; ``unblind`` subtracts r mod n. The fresh
 obfuscator also makes the blinded ciphertext unlinkable to the one the aggregator holds.
 """
+
 from __future__ import annotations
 
 import secrets
@@ -32,4 +33,4 @@ def unblind(public_key, plaintexts: Sequence[int], masks: Sequence[int]) -> list
     if len(plaintexts) != len(masks):
         raise ValueError(f"{len(plaintexts)} plaintexts for {len(masks)} masks")
     n = int(public_key.n)
-    return [(int(p) - int(r)) % n for p, r in zip(plaintexts, masks)]
+    return [(int(p) - int(r)) % n for p, r in zip(plaintexts, masks, strict=True)]

@@ -15,6 +15,7 @@
 No pickle: ``decode_message`` checks every field where the bytes arrive and raises a specific
 ``CiphertextError`` subclass, so the server can reject one client and continue with the rest.
 """
+
 from __future__ import annotations
 
 import struct
@@ -70,8 +71,9 @@ def encode_message(public_key, blocks: Sequence[int], layout: SlotLayout, count:
     if len(blocks) != layout.blocks_for(count):
         raise LayoutMismatchError(f"{count} values need {layout.blocks_for(count)} blocks, got {len(blocks)}")
     fingerprint = bytes.fromhex(key_fingerprint(public_key))
-    header = _HEADER.pack(MAGIC, VERSION, 0, fingerprint, layout.key_bits, layout.bits,
-                          layout.headroom_bits, count, len(blocks))
+    header = _HEADER.pack(
+        MAGIC, VERSION, 0, fingerprint, layout.key_bits, layout.bits, layout.headroom_bits, count, len(blocks)
+    )
     width = ciphertext_bytes(public_key)
     parts = [header]
     for i, c in enumerate(blocks):
@@ -80,9 +82,14 @@ def encode_message(public_key, blocks: Sequence[int], layout: SlotLayout, count:
     return b"".join(parts)
 
 
-def decode_message(public_key, data: bytes, expected_blocks: int | None = None, *,
-                   expected_layout: SlotLayout | None = None,
-                   expected_count: int | None = None) -> tuple[list[int], SlotLayout, int]:
+def decode_message(
+    public_key,
+    data: bytes,
+    expected_blocks: int | None = None,
+    *,
+    expected_layout: SlotLayout | None = None,
+    expected_count: int | None = None,
+) -> tuple[list[int], SlotLayout, int]:
     """Parse and validate a message; returns (ciphertexts, layout, count).
 
     Raises MessageFormatError (truncated, bad magic/version/lengths), KeyMismatchError (other key),
@@ -132,7 +139,7 @@ def decode_message(public_key, data: bytes, expected_blocks: int | None = None, 
     ciphertexts = []
     for i in range(n_blocks):
         start = HEADER_BYTES + i * width
-        c = int.from_bytes(data[start:start + width], "big")
+        c = int.from_bytes(data[start : start + width], "big")
         check_ciphertext(public_key, c, i)
         ciphertexts.append(c)
     return ciphertexts, layout, count

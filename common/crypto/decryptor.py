@@ -3,6 +3,7 @@
 Today clients hold private.key and decrypt locally (``LocalDecryptor``). A later key-holder service
 implements the same protocol over the network; callers (``update.decrypt_mean``) do not change.
 """
+
 from __future__ import annotations
 
 from typing import Protocol, runtime_checkable

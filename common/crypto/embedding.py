@@ -3,6 +3,7 @@
 Embedding trust (seed paper 001) uses only the embedding's direction, so nothing is lost by normalising on
 the client; the key holder's blind decryption then gives the aggregator this one vector per client per round.
 """
+
 from __future__ import annotations
 
 import numpy as np

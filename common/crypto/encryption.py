@@ -4,6 +4,7 @@ With g = n + 1, g^m mod n^2 = 1 + m*n, so c = (1 + m*n) * r^n mod n^2: one multi
 obfuscator r^n is known (see obfuscation.py). Decrypting prod_k c_k^(w_k) mod n^2 gives sum_k w_k m_k
 mod n, which the slot layout keeps below n.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -13,8 +14,13 @@ import gmpy2
 from fedad.common.crypto.obfuscation import precompute_obfuscators
 
 
-def encrypt_blocks(public_key, blocks: Sequence[int], workers: int | None = None,
-                   obfuscators: list[int] | None = None, private_key=None) -> list[int]:
+def encrypt_blocks(
+    public_key,
+    blocks: Sequence[int],
+    workers: int | None = None,
+    obfuscators: list[int] | None = None,
+    private_key=None,
+) -> list[int]:
     """Encrypt plaintext blocks (each 0 <= m < n), every one with a fresh obfuscator r^n mod n^2.
 
     Obfuscators are computed on ``workers`` cores (None: all) -- faster from the factors when the
@@ -37,8 +43,12 @@ def encrypt_blocks(public_key, blocks: Sequence[int], workers: int | None = None
     return out
 
 
-def weighted_sum(public_key, ciphertexts_per_client: Sequence[Sequence[int]], weights: Sequence[int],
-                 max_total_weight: int | None = None) -> list[int]:
+def weighted_sum(
+    public_key,
+    ciphertexts_per_client: Sequence[Sequence[int]],
+    weights: Sequence[int],
+    max_total_weight: int | None = None,
+) -> list[int]:
     """Blockwise prod_k C_k^(w_k) mod n^2: an encryption of sum_k w_k m_k. Weights are ints >= 0.
 
     ``max_total_weight`` (the layout's ``max_sum``) guards the slot headroom: a larger sum of weights
@@ -65,7 +75,7 @@ def weighted_sum(public_key, ciphertexts_per_client: Sequence[Sequence[int]], we
     n = gmpy2.mpz(public_key.n)
     n_square = n * n
     acc = [gmpy2.mpz(1)] * n_blocks
-    for cts, w in zip(ciphertexts_per_client, int_weights):
+    for cts, w in zip(ciphertexts_per_client, int_weights, strict=True):
         if w == 0:
             continue
         for i, c in enumerate(cts):

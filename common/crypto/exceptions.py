@@ -3,6 +3,7 @@
 All are ``ValueError`` subclasses (bad data, not bad code). The aggregator catches ``CiphertextError``
 around one client's message, rejects that client and goes on with the others.
 """
+
 from __future__ import annotations
 
 

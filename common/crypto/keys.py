@@ -6,6 +6,7 @@ private.key ``{"kind": "fedad-paillier-private", "n": ..., "p": ..., "q": ...}``
 The aggregator loads keys through ``load_public_key``, which refuses a private key, so the server can
 never be started holding the means to decrypt a single client's update.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -56,12 +57,17 @@ def public_key_to_json(public_key: PublicKey) -> str:
 
 def private_key_to_json(private_key: PrivateKey) -> str:
     """The private.key file content (n, p, q)."""
-    return json.dumps({
-        "kind": PRIVATE_KIND,
-        "n": format(private_key.public_key.n, "x"),
-        "p": format(private_key.p, "x"),
-        "q": format(private_key.q, "x"),
-    }) + "\n"
+    return (
+        json.dumps(
+            {
+                "kind": PRIVATE_KIND,
+                "n": format(private_key.public_key.n, "x"),
+                "p": format(private_key.p, "x"),
+                "q": format(private_key.q, "x"),
+            }
+        )
+        + "\n"
+    )
 
 
 def _atomic_write(path: Path, text: str, mode: int) -> None:
@@ -92,8 +98,9 @@ def check_keypair_targets(out_dir: str | os.PathLike, force: bool = False) -> tu
     return pub_path, priv_path
 
 
-def save_keypair(out_dir: str | os.PathLike, public_key: PublicKey, private_key: PrivateKey,
-                 force: bool = False) -> tuple[Path, Path]:
+def save_keypair(
+    out_dir: str | os.PathLike, public_key: PublicKey, private_key: PrivateKey, force: bool = False
+) -> tuple[Path, Path]:
     """Write public.key (0644) and private.key (0600) into out_dir; refuses to overwrite without force."""
     pub_path, priv_path = check_keypair_targets(out_dir, force)
     Path(out_dir).mkdir(parents=True, exist_ok=True)

@@ -11,15 +11,15 @@ and asks for the faster factored path -- and return fixed-width big-endian bytes
 from the OS CSPRNG (``secrets``) themselves, so workers never share random state. Workers are started
 with the "forkserver" method where available: safe even when the parent runs gRPC or torch threads.
 """
-from __future__ import annotations
 
-from collections.abc import Callable
+from __future__ import annotations
 
 import atexit
 import multiprocessing
 import os
 import secrets
 import threading
+from collections.abc import Callable
 from concurrent.futures import CancelledError, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from functools import partial
@@ -118,7 +118,7 @@ def can_use_factors(private_key) -> bool:
 
 
 def _split_bytes(data: bytes, width: int) -> list[int]:
-    return [int.from_bytes(data[i:i + width], "big") for i in range(0, len(data), width)]
+    return [int.from_bytes(data[i : i + width], "big") for i in range(0, len(data), width)]
 
 
 def _get_pool(workers: int) -> ProcessPoolExecutor:
@@ -155,8 +155,7 @@ def resolve_workers(workers: int | None) -> int:
     return available_cores() if workers is None else max(1, int(workers))
 
 
-def precompute_obfuscators(public_key, count: int, workers: int | None = None,
-                           private_key=None) -> list[int]:
+def precompute_obfuscators(public_key, count: int, workers: int | None = None, private_key=None) -> list[int]:
     """``count`` fresh obfuscators for ``public_key``, computed on up to ``workers`` cores (None: all).
 
     A client that holds the matching ``private_key`` may pass it: the obfuscators then come from the

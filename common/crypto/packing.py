@@ -11,6 +11,7 @@ The h headroom bits let the server add plaintexts with integer multipliers summi
 a slot then holds at most (2^h - 1) * (2^b - 1) < 2^s, and the whole block stays below
 2^(key_bits - 2) < n. See docs/paillier.md for the arithmetic and the error bound.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -94,9 +95,7 @@ def _check_clip(clip: float) -> float:
     return clip
 
 
-def quantize(
-    x: np.ndarray, clip: float, bits: int, rng: np.random.Generator | None = None
-) -> tuple[np.ndarray, int]:
+def quantize(x: np.ndarray, clip: float, bits: int, rng: np.random.Generator | None = None) -> tuple[np.ndarray, int]:
     """Clip x to [-clip, clip] and offset-quantize to uint64 in [0, 2^bits - 1]; returns (q, n_clipped).
 
     Deterministic round-to-nearest when ``rng`` is None, else stochastic rounding (unbiased).
@@ -159,7 +158,7 @@ def pack(q: np.ndarray, layout: SlotLayout) -> list[int]:
     block_bytes = np.packbits(block_bits, axis=1, bitorder="little")
     row = block_bytes.shape[1]
     buf = block_bytes.tobytes()
-    return [int.from_bytes(buf[i * row:(i + 1) * row], "little") for i in range(n_blocks)]
+    return [int.from_bytes(buf[i * row : (i + 1) * row], "little") for i in range(n_blocks)]
 
 
 def unpack(blocks: list[int], layout: SlotLayout, count: int) -> np.ndarray:
@@ -208,4 +207,4 @@ def unpack_lenient(blocks: list[int], layout: SlotLayout, count: int) -> np.ndar
     n = len(blocks)
     if n != layout.blocks_for(int(count)):
         raise PackingError(f"{count} values need {layout.blocks_for(int(count))} blocks, got {n}")
-    return unpack([int(b) & mask for b in blocks], layout, n * layout.slots_per_block)[:int(count)]
+    return unpack([int(b) & mask for b in blocks], layout, n * layout.slots_per_block)[: int(count)]

@@ -18,6 +18,7 @@ The last block is usually partial: its padding slots hold 0, not a quantized val
 sketch therefore fills them with 2^(b-1), the quantized zero (``pad_value``), homomorphically in
 ``sketch_ciphertexts`` and in the clear in ``sketch_quantized``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -66,7 +67,7 @@ class SketchPlan:
         for _ in range(int(rows)):
             order = rng.permutation(int(n_blocks))
             plus.append(tuple(sorted(int(j) for j in order[:t])))
-            minus.append(tuple(sorted(int(j) for j in order[t:2 * t])))
+            minus.append(tuple(sorted(int(j) for j in order[t : 2 * t])))
         return cls(bytes(seed), int(n_blocks), tuple(plus), tuple(minus))
 
     @property
@@ -82,7 +83,7 @@ class SketchPlan:
     def signs(self) -> np.ndarray:
         """The (m, B) sign matrix: +1 on S+, -1 on S-, 0 elsewhere."""
         s = np.zeros((self.rows, self.n_blocks), dtype=np.int64)
-        for r, (p, q) in enumerate(zip(self.plus, self.minus)):
+        for r, (p, q) in enumerate(zip(self.plus, self.minus, strict=True)):
             s[r, list(p)] = 1
             s[r, list(q)] = -1
         return s
@@ -94,8 +95,10 @@ class SketchPlan:
     def check(self, layout: SlotLayout) -> None:
         """Raise PackingError when 2t exceeds the layout's headroom (slots could carry into each other)."""
         if 2 * self.half > layout.max_sum:
-            raise PackingError(f"a sketch over 2 x {self.half} blocks needs headroom for {2 * self.half}, the "
-                               f"layout has {layout.max_sum}")
+            raise PackingError(
+                f"a sketch over 2 x {self.half} blocks needs headroom for {2 * self.half}, the "
+                f"layout has {layout.max_sum}"
+            )
 
 
 def pad_value(layout: SlotLayout) -> int:
@@ -103,8 +106,7 @@ def pad_value(layout: SlotLayout) -> int:
     return 1 << (layout.bits - 1)
 
 
-def sketch_ciphertexts(public_key, blocks: list[int], plan: SketchPlan, layout: SlotLayout,
-                       count: int) -> list[int]:
+def sketch_ciphertexts(public_key, blocks: list[int], plan: SketchPlan, layout: SlotLayout, count: int) -> list[int]:
     """m ciphertexts, row r encrypting sum_(S+) P_j - sum_(S-) P_j + O per slot (see module doc); ``count``
     is the number of values packed (the last block's padding slots are filled with ``pad_value``)."""
     if len(blocks) != plan.n_blocks:
@@ -121,7 +123,7 @@ def sketch_ciphertexts(public_key, blocks: list[int], plan: SketchPlan, layout: 
     pad = sum(pad_value(layout) << (i * layout.slot_bits) for i in range(used, layout.slots_per_block))
     cts[-1] = cts[-1] * (1 + gmpy2.mpz(pad) * n) % n_square
     out = []
-    for plus, minus in zip(plan.plus, plan.minus):
+    for plus, minus in zip(plan.plus, plan.minus, strict=True):
         num, den = enc_offset, gmpy2.mpz(1)
         for j in plus:
             num = num * cts[j] % n_square

@@ -5,6 +5,7 @@ resolution, negative values as n - |m|) in one ciphertext; histograms are small 
 packed 32 bits + headroom per slot like model updates. The server multiplies ciphertexts (adds plaintexts)
 and never decrypts; clients decrypt the sums through a ``Decryptor``.
 """
+
 from __future__ import annotations
 
 import struct
@@ -44,15 +45,18 @@ def decode_fixed_point(public_key, data: bytes, expected_count: int | None = Non
     if magic != _FP_MAGIC or bits != FIXED_POINT_BITS:
         raise MessageFormatError("not a fedad encrypted-statistics message")
     if fingerprint.hex() != key_fingerprint(public_key):
-        raise KeyMismatchError(f"statistics encrypted under key {fingerprint.hex()}, this run uses "
-                               f"{key_fingerprint(public_key)}")
+        raise KeyMismatchError(
+            f"statistics encrypted under key {fingerprint.hex()}, this run uses {key_fingerprint(public_key)}"
+        )
     if expected_count is not None and count != expected_count:
         raise LayoutMismatchError(f"{count} encrypted statistics, expected {expected_count}")
     width = ciphertext_bytes(public_key)
     if len(data) != _FP_HEADER.size + count * width:
         raise MessageFormatError(f"encrypted statistics of {len(data)} bytes do not hold {count} ciphertexts")
-    cts = [int.from_bytes(data[_FP_HEADER.size + i * width:_FP_HEADER.size + (i + 1) * width], "big")
-           for i in range(count)]
+    cts = [
+        int.from_bytes(data[_FP_HEADER.size + i * width : _FP_HEADER.size + (i + 1) * width], "big")
+        for i in range(count)
+    ]
     for i, c in enumerate(cts):
         check_ciphertext(public_key, c, i)
     return cts
@@ -64,7 +68,7 @@ def sum_fixed_point(public_key, messages: Sequence[bytes], expected_count: int) 
     nsq = gmpy2.mpz(public_key.nsquare)
     acc = [gmpy2.mpz(1)] * expected_count
     for cts in per_client:
-        acc = [a * c % nsq for a, c in zip(acc, cts)]
+        acc = [a * c % nsq for a, c in zip(acc, cts, strict=True)]
     width = ciphertext_bytes(public_key)
     head = _FP_HEADER.pack(_FP_MAGIC, bytes.fromhex(key_fingerprint(public_key)), FIXED_POINT_BITS, expected_count)
     return head + b"".join(int(c).to_bytes(width, "big") for c in acc)
@@ -89,8 +93,9 @@ def encrypt_counts(public_key, counts: np.ndarray, max_clients: int, private_key
     if q.size and int(q.max()) >= 1 << COUNT_BITS:
         raise ValueError("a count does not fit in 32 bits")
     layout = counts_layout(public_key, max_clients)
-    return encode_message(public_key, encrypt_blocks(public_key, pack(q, layout), workers=1,
-                                                     private_key=private_key), layout, q.size)
+    return encode_message(
+        public_key, encrypt_blocks(public_key, pack(q, layout), workers=1, private_key=private_key), layout, q.size
+    )
 
 
 def sum_counts(public_key, messages: Sequence[bytes], max_clients: int, count: int) -> bytes:
@@ -100,8 +105,9 @@ def sum_counts(public_key, messages: Sequence[bytes], max_clients: int, count: i
     return encode_message(public_key, weighted_sum(public_key, cts, [1] * len(cts), layout.max_sum), layout, count)
 
 
-def decrypt_counts(decryptor: Decryptor, data: bytes, max_clients: int, count: int,
-                   lenient: bool = False) -> np.ndarray:
+def decrypt_counts(
+    decryptor: Decryptor, data: bytes, max_clients: int, count: int, lenient: bool = False
+) -> np.ndarray:
     """Summed counts from a packed count message (``lenient``: out-of-range contributions cut, not fatal)."""
     layout = counts_layout(decryptor.public_key, max_clients)
     cts, _, _ = decode_message(decryptor.public_key, data, expected_layout=layout, expected_count=count)

@@ -6,6 +6,7 @@ clip range R, bits b) in the round config; each client builds ``slot_layout(pub,
 ``weighted_sum`` with integer weights summing to W <= W_bound and sends the aggregate back; clients
 call ``decrypt_mean(decryptor, aggregate, W, shapes, R, b)``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -48,15 +49,23 @@ def split_vector(vector: np.ndarray, shapes: Sequence[tuple[int, ...]], dtype=np
     if sum(sizes) != vector.size:
         raise PackingError(f"shapes hold {sum(sizes)} values, the vector has {vector.size}")
     out, start = [], 0
-    for shape, size in zip(shapes, sizes):
-        out.append(vector[start:start + size].reshape(shape).astype(dtype))
+    for shape, size in zip(shapes, sizes, strict=True):
+        out.append(vector[start : start + size].reshape(shape).astype(dtype))
         start += size
     return out
 
 
-def encrypt_update(public_key, arrays: Sequence[np.ndarray], clip: float, bits: int, layout: SlotLayout,
-                   rng: np.random.Generator | None = None, workers: int | None = None,
-                   obfuscators: list[int] | None = None, private_key=None) -> bytes:
+def encrypt_update(
+    public_key,
+    arrays: Sequence[np.ndarray],
+    clip: float,
+    bits: int,
+    layout: SlotLayout,
+    rng: np.random.Generator | None = None,
+    workers: int | None = None,
+    obfuscators: list[int] | None = None,
+    private_key=None,
+) -> bytes:
     """Clip, quantize (stochastic when ``rng`` is given), pack, encrypt and serialise one client's update.
 
     ``obfuscators`` (precomputed, consumed) or ``private_key`` (the client's own: faster obfuscators)
@@ -65,14 +74,24 @@ def encrypt_update(public_key, arrays: Sequence[np.ndarray], clip: float, bits: 
     if layout.bits != bits:
         raise PackingError(f"layout packs {layout.bits}-bit values but bits={bits}")
     q, _ = quantize(flatten_arrays(arrays), clip, bits, rng)
-    ciphertexts = encrypt_blocks(public_key, pack(q, layout), workers=workers, obfuscators=obfuscators,
-                                 private_key=private_key)
+    ciphertexts = encrypt_blocks(
+        public_key, pack(q, layout), workers=workers, obfuscators=obfuscators, private_key=private_key
+    )
     return encode_message(public_key, ciphertexts, layout, q.size)
 
 
-def decrypt_mean(decryptor: Decryptor, aggregate: bytes | Sequence[int], total_weight: int,
-                 shapes: Sequence[tuple[int, ...]], clip: float, bits: int, *,
-                 layout: SlotLayout | None = None, dtype=np.float32, lenient: bool = False) -> list[np.ndarray]:
+def decrypt_mean(
+    decryptor: Decryptor,
+    aggregate: bytes | Sequence[int],
+    total_weight: int,
+    shapes: Sequence[tuple[int, ...]],
+    clip: float,
+    bits: int,
+    *,
+    layout: SlotLayout | None = None,
+    dtype=np.float32,
+    lenient: bool = False,
+) -> list[np.ndarray]:
     """Weighted mean arrays from an encrypted aggregate (message bytes, or ciphertext blocks + ``layout``).
 
     ``total_weight`` is W = sum of the integer weights the server applied. ``lenient``: out-of-range
@@ -80,8 +99,9 @@ def decrypt_mean(decryptor: Decryptor, aggregate: bytes | Sequence[int], total_w
     """
     count = sum(int(np.prod(s, dtype=np.int64)) for s in shapes)
     if isinstance(aggregate, (bytes, bytearray, memoryview)):
-        ciphertexts, layout, _ = decode_message(decryptor.public_key, bytes(aggregate), expected_layout=layout,
-                                                expected_count=count)
+        ciphertexts, layout, _ = decode_message(
+            decryptor.public_key, bytes(aggregate), expected_layout=layout, expected_count=count
+        )
     else:
         if layout is None:
             raise PackingError("decrypting raw ciphertext blocks needs their layout")

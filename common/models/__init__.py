@@ -1,4 +1,5 @@
 """Autoencoder models, one per file, chosen by name (see ``registry``); torch is imported on first use."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,8 +1,8 @@
 """The autoencoder interface every fedad model implements; training loops live in ``fedad.common.training``."""
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-
 from typing import Any
 
 import torch

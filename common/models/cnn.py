@@ -1,4 +1,5 @@
 """1-D convolutional autoencoder: convolutions over time on windows ``(B, W, d)``."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -13,7 +14,7 @@ from fedad.common.models.base import Autoencoder
 def conv_stack(sizes: Sequence[int], kernel_size: int, last_activation: bool) -> nn.Sequential:
     """Length-preserving Conv1d layers through channel ``sizes`` with ReLU between them."""
     layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         layers.append(nn.Conv1d(a, b, kernel_size, padding=kernel_size // 2))
         if last_activation or i < len(sizes) - 2:
             layers.append(nn.ReLU(inplace=True))
@@ -27,7 +28,11 @@ class CNNAutoencoder(Autoencoder):
     sequence = True
 
     def __init__(
-        self, n_features: int, window: int = 16, channels: Sequence[int] = (32, 16), kernel_size: int = 3,
+        self,
+        n_features: int,
+        window: int = 16,
+        channels: Sequence[int] = (32, 16),
+        kernel_size: int = 3,
         latent_dim: int = 8,
     ) -> None:
         super().__init__(n_features, window, latent_dim)

@@ -15,6 +15,7 @@ training data: ``calibrate`` computes centre and medians on normal training samp
 so they are saved with the weights. The default ``dist_weight`` is 0 (reconstruction error only): on the
 validation draw the centre distance lowered ROC-AUC (docs/contrastive.md); 0.25 is the measured alternative.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -46,13 +47,28 @@ class ContrastiveAutoencoder(Autoencoder):
     center: torch.Tensor  # buffers, declared for type checkers
     score_scale: torch.Tensor
 
-    def __init__(self, n_features: int, window: int = 1, hidden: Sequence[int] = (32, 16), latent_dim: int = 8,
-                 proj_dim: int = 16, tau: float = 0.5, lam: float = 1.0, mu: float = 0.1, dist_weight: float = 0.0,
-                 jitter: float = 0.1, scale: float = 0.1, mask: float = 0.1, shift: int = 2) -> None:
+    def __init__(
+        self,
+        n_features: int,
+        window: int = 1,
+        hidden: Sequence[int] = (32, 16),
+        latent_dim: int = 8,
+        proj_dim: int = 16,
+        tau: float = 0.5,
+        lam: float = 1.0,
+        mu: float = 0.1,
+        dist_weight: float = 0.0,
+        jitter: float = 0.1,
+        scale: float = 0.1,
+        mask: float = 0.1,
+        shift: int = 2,
+    ) -> None:
         super().__init__(n_features, window, latent_dim)
         if tau <= 0 or lam < 0 or mu < 0 or not 0.0 <= dist_weight <= 1.0 or proj_dim < 1:
-            raise ValueError(f"need tau > 0, lam >= 0, mu >= 0, 0 <= dist_weight <= 1, proj_dim >= 1; got tau={tau} "
-                             f"lam={lam} mu={mu} dist_weight={dist_weight} proj_dim={proj_dim}")
+            raise ValueError(
+                f"need tau > 0, lam >= 0, mu >= 0, 0 <= dist_weight <= 1, proj_dim >= 1; got tau={tau} "
+                f"lam={lam} mu={mu} dist_weight={dist_weight} proj_dim={proj_dim}"
+            )
         self.sequence = window > 1
         self.hidden = tuple(int(h) for h in hidden)
         self.proj_dim = int(proj_dim)
@@ -96,7 +112,7 @@ class ContrastiveAutoencoder(Autoencoder):
         z = self.encoder(torch.cat([x, v1, v2]).flatten(1))
         z0 = z[:b]
         recon = F.mse_loss(self.decoder(z0).view_as(x), x)
-        nce = info_nce(self.projector(z[b:2 * b]), self.projector(z[2 * b:]), self.tau) if b > 1 else recon * 0
+        nce = info_nce(self.projector(z[b : 2 * b]), self.projector(z[2 * b :]), self.tau) if b > 1 else recon * 0
         if self.global_embedding is not None and self.mu > 0:
             mean, g = z0.mean(0), self.global_embedding.to(z0.device)
             if self.align_direction:
@@ -131,6 +147,16 @@ class ContrastiveAutoencoder(Autoencoder):
         return (1.0 - w) * err / self.score_scale[0] + w * dist / self.score_scale[1]
 
     def config(self) -> dict[str, Any]:
-        return {"hidden": list(self.hidden), "latent_dim": self.latent_dim, "proj_dim": self.proj_dim,
-                "tau": self.tau, "lam": self.lam, "mu": self.mu, "dist_weight": self.dist_weight,
-                "jitter": self.jitter, "scale": self.scale, "mask": self.mask, "shift": self.shift}
+        return {
+            "hidden": list(self.hidden),
+            "latent_dim": self.latent_dim,
+            "proj_dim": self.proj_dim,
+            "tau": self.tau,
+            "lam": self.lam,
+            "mu": self.mu,
+            "dist_weight": self.dist_weight,
+            "jitter": self.jitter,
+            "scale": self.scale,
+            "mask": self.mask,
+            "shift": self.shift,
+        }

@@ -1,4 +1,5 @@
 """Dense (fully connected) autoencoder: the small, fast model that is federated by default."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -13,7 +14,7 @@ from fedad.common.models.base import Autoencoder
 def mlp(sizes: Sequence[int]) -> nn.Sequential:
     """Linear layers through ``sizes`` with ReLU between them (none after the last)."""
     layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2:
             layers.append(nn.ReLU(inplace=True))

@@ -1,4 +1,5 @@
 """GRU sequence-to-sequence autoencoder over windows ``(B, W, d)``."""
+
 from __future__ import annotations
 
 from torch import nn

@@ -1,4 +1,5 @@
 """Model names and default windows, importable without torch (for fast ``--help`` and option checks)."""
+
 from __future__ import annotations
 
 MODEL_NAMES: tuple[str, ...] = ("dense", "lstm", "gru", "cnn", "vae", "contrastive")

@@ -1,4 +1,5 @@
 """Sequence-to-sequence recurrent autoencoder shared by the LSTM and GRU models."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -17,7 +18,12 @@ class RecurrentAutoencoder(Autoencoder):
     rnn_type: type[nn.LSTM] | type[nn.GRU] = nn.LSTM
 
     def __init__(
-        self, n_features: int, window: int = 16, hidden: int = 32, latent_dim: int = 8, num_layers: int = 1,
+        self,
+        n_features: int,
+        window: int = 16,
+        hidden: int = 32,
+        latent_dim: int = 8,
+        num_layers: int = 1,
     ) -> None:
         super().__init__(n_features, window, latent_dim)
         self.hidden = int(hidden)

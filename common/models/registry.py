@@ -1,4 +1,5 @@
 """Models by name: ``build_model("dense", n_features)``; the names the CLI and the federation accept."""
+
 from __future__ import annotations
 
 from typing import Any

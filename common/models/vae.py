@@ -1,4 +1,5 @@
 """Dense variational autoencoder; scores with the decoder mean of the latent mean (no sampling)."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -20,7 +21,11 @@ class VariationalAutoencoder(Autoencoder):
     """
 
     def __init__(
-        self, n_features: int, window: int = 1, hidden: Sequence[int] = (32, 16), latent_dim: int = 8,
+        self,
+        n_features: int,
+        window: int = 1,
+        hidden: Sequence[int] = (32, 16),
+        latent_dim: int = 8,
         beta: float = 0.1,
     ) -> None:
         super().__init__(n_features, window, latent_dim)

@@ -1,4 +1,5 @@
 """Thresholds of the deviation flags and parameters of the trust weights."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

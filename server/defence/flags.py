@@ -1,18 +1,22 @@
 """Flags: clients whose update deviates from the majority, or near-duplicates of another client."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
+
 from fedad.server.defence.config import FlagConfig
 from fedad.server.defence.scoring import BAD_SIDE, deviation_z_scores, size_factors, update_scores
 
 
 def past_threshold(z: Mapping[str, np.ndarray], threshold: float) -> dict[str, np.ndarray]:
     """Per z-score, which clients pass ``threshold`` in its bad direction."""
-    return {name: np.abs(z[name]) > threshold if side == 0 else side * z[name] > threshold
-            for name, side in BAD_SIDE.items()}
+    return {
+        name: np.abs(z[name]) > threshold if side == 0 else side * z[name] > threshold
+        for name, side in BAD_SIDE.items()
+    }
 
 
 def near_duplicates(closeness: np.ndarray, config: FlagConfig = FlagConfig()) -> np.ndarray:
@@ -23,8 +27,12 @@ def near_duplicates(closeness: np.ndarray, config: FlagConfig = FlagConfig()) ->
     return close
 
 
-def flag_reasons(scores: Mapping[str, np.ndarray], z: Mapping[str, np.ndarray], duplicates: np.ndarray,
-                 config: FlagConfig = FlagConfig()) -> list[str | None]:
+def flag_reasons(
+    scores: Mapping[str, np.ndarray],
+    z: Mapping[str, np.ndarray],
+    duplicates: np.ndarray,
+    config: FlagConfig = FlagConfig(),
+) -> list[str | None]:
     """Human-readable reason per client for every score past its threshold, or None when it passes."""
     n = len(scores["distance"])
     if n < config.min_clients:
@@ -40,11 +48,15 @@ def flag_reasons(scores: Mapping[str, np.ndarray], z: Mapping[str, np.ndarray], 
         if past["z_distance"][i]:
             parts.append(f"distance {scores['distance'][i]:.3g} to median update (z={z['z_distance'][i]:.1f})")
         if past["z_spread"][i]:
-            parts.append(f"deviation aligned with the coordinate-wise spread: cosine {scores['spread'][i]:+.2f} "
-                         f"(z={z['z_spread'][i]:+.1f})")
+            parts.append(
+                f"deviation aligned with the coordinate-wise spread: cosine {scores['spread'][i]:+.2f} "
+                f"(z={z['z_spread'][i]:+.1f})"
+            )
         if duplicates[i]:
-            parts.append(f"near-duplicate of another update (nearest distance "
-                         f"{scores['closeness'][i]:.3f} x the median nearest distance)")
+            parts.append(
+                f"near-duplicate of another update (nearest distance "
+                f"{scores['closeness'][i]:.3f} x the median nearest distance)"
+            )
         factor = float(scores["size_factor"][i]) if "size_factor" in scores else 1.0
         if parts and abs(factor - 1.0) > 1e-6:
             parts.append(f"scores of its update divided by {factor:.3g} for its example count")
@@ -62,8 +74,9 @@ class FlagReport:
     reasons: list[str | None]
 
 
-def flag_deviating_updates(updates: np.ndarray, config: FlagConfig = FlagConfig(),
-                           counts: np.ndarray | None = None) -> FlagReport:
+def flag_deviating_updates(
+    updates: np.ndarray, config: FlagConfig = FlagConfig(), counts: np.ndarray | None = None
+) -> FlagReport:
     """Score every update against the majority and flag those that deviate (seed paper 000).
 
     With ``counts`` (each client's example count) and ``config.size_aware``, every update is first divided
@@ -79,8 +92,9 @@ def flag_deviating_updates(updates: np.ndarray, config: FlagConfig = FlagConfig(
     n = updates.shape[0]
     factors = np.ones(n)
     if counts is not None and config.size_aware:
-        factors = size_factors(np.linalg.norm(updates, axis=1), np.asarray(counts), config.size_ratio_cap,
-                               config.size_ratio_floor)
+        factors = size_factors(
+            np.linalg.norm(updates, axis=1), np.asarray(counts), config.size_ratio_cap, config.size_ratio_floor
+        )
         updates = updates / factors[:, None]
     scores = update_scores(updates)
     scores["size_factor"] = factors

@@ -1,4 +1,5 @@
 """Quarantine: clients flagged in too many rounds are excluded from then on."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
@@ -32,11 +33,14 @@ class Quarantine:
 
     def to_dict(self) -> dict:
         """JSON-able state for checkpoints."""
-        return {"max_flags": self.max_flags, "flag_counts": dict(sorted(self.flag_counts.items())),
-                "quarantined": sorted(self.quarantined)}
+        return {
+            "max_flags": self.max_flags,
+            "flag_counts": dict(sorted(self.flag_counts.items())),
+            "quarantined": sorted(self.quarantined),
+        }
 
     @classmethod
-    def from_dict(cls, d: Mapping) -> "Quarantine":
+    def from_dict(cls, d: Mapping) -> Quarantine:
         """Rebuild from ``to_dict`` output; FedadError on a malformed checkpoint."""
         try:
             q = cls(int(d["max_flags"]))

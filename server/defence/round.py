@@ -1,4 +1,5 @@
 """One round of ``flag``, ``trust`` or ``robust`` aggregation over flat updates (``aggregate_round``)."""
+
 from __future__ import annotations
 
 import math
@@ -6,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from fedad.common.errors import FedadError
 from fedad.server.aggregation import coordinate_median, stack_updates, validate_vector, weighted_mean
 from fedad.server.defence.config import FlagConfig, TrustConfig
@@ -49,11 +51,32 @@ def _num(x) -> float | None:
 
 
 def _empty_record(name: str, num_examples: float | None) -> dict:
-    keys = ("distance", "cosine", "norm_ratio", "norm", "spread", "closeness", "size_factor", "z_distance",
-            "z_cosine", "z_norm", "z_spread",
-            "embedding_trust", "direction_trust", "history", "rescale")
-    return {"client": name, "num_examples": num_examples, **{k: None for k in keys},
-            "weight": 0.0, "flagged": False, "excluded": True, "reason": None}
+    keys = (
+        "distance",
+        "cosine",
+        "norm_ratio",
+        "norm",
+        "spread",
+        "closeness",
+        "size_factor",
+        "z_distance",
+        "z_cosine",
+        "z_norm",
+        "z_spread",
+        "embedding_trust",
+        "direction_trust",
+        "history",
+        "rescale",
+    )
+    return {
+        "client": name,
+        "num_examples": num_examples,
+        **{k: None for k in keys},
+        "weight": 0.0,
+        "flagged": False,
+        "excluded": True,
+        "reason": None,
+    }
 
 
 def _most_common_length(updates: Sequence[np.ndarray | None]) -> int:
@@ -69,13 +92,19 @@ def _count_problem(count) -> str | None:
     return None if ok else f"invalid example count {count!r}"
 
 
-def _screen(names: Sequence[str], updates: Sequence[np.ndarray | None], num_examples: Sequence[float], dim: int,
-            rejected: Mapping[str, str], quarantine: Quarantine | None) -> tuple[list[dict], list[int]]:
+def _screen(
+    names: Sequence[str],
+    updates: Sequence[np.ndarray | None],
+    num_examples: Sequence[float],
+    dim: int,
+    rejected: Mapping[str, str],
+    quarantine: Quarantine | None,
+) -> tuple[list[dict], list[int]]:
     """Empty records for every client, rejected/quarantined ones filled in; indices of the valid ones."""
     records: list[dict] = []
     valid: list[int] = []
     seen: set[str] = set()
-    for i, (name, update, count) in enumerate(zip(names, updates, num_examples)):
+    for i, (name, update, count) in enumerate(zip(names, updates, num_examples, strict=True)):
         record = _empty_record(str(name), _num(count) if _count_problem(count) is None else None)
         reason: str | None
         if update is None:
@@ -127,8 +156,7 @@ def aggregate_round(
         raise ValueError("names, updates, num_examples (and embeddings) must have the same length")
     dim = _most_common_length(updates) if dim is None else int(dim)
     excluding = strategy != "trust"
-    records, valid = _screen(names, updates, num_examples, dim, dict(rejected or {}),
-                             quarantine if excluding else None)
+    records, valid = _screen(names, updates, num_examples, dim, dict(rejected or {}), quarantine if excluding else None)
     history = history if strategy != "flag" and trust_config.use_history else None
 
     total = np.zeros(dim)
@@ -148,8 +176,13 @@ def aggregate_round(
             total = weighted_mean(matrix[keep], counts[keep])
         elif keep.size:
             total, weights[keep] = _trust_aggregate(
-                matrix[keep], counts[keep], [records[valid[j]] for j in keep],
-                None if embeddings is None else [embeddings[valid[j]] for j in keep], history, trust_config)
+                matrix[keep],
+                counts[keep],
+                [records[valid[j]] for j in keep],
+                None if embeddings is None else [embeddings[valid[j]] for j in keep],
+                history,
+                trust_config,
+            )
         share = weights / weights.sum() if weights.sum() > 0 else weights
         for j, i in enumerate(valid):
             records[i].update(weight=float(share[j]), excluded=bool(share[j] <= 0.0))
@@ -164,9 +197,14 @@ def aggregate_round(
     return RoundResult(total, records)
 
 
-def _trust_aggregate(matrix: np.ndarray, counts: np.ndarray, records: list[dict],
-                     embeddings: list[np.ndarray | None] | None, history: TrustHistory | None,
-                     config: TrustConfig) -> tuple[np.ndarray, np.ndarray]:
+def _trust_aggregate(
+    matrix: np.ndarray,
+    counts: np.ndarray,
+    records: list[dict],
+    embeddings: list[np.ndarray | None] | None,
+    history: TrustHistory | None,
+    config: TrustConfig,
+) -> tuple[np.ndarray, np.ndarray]:
     """Trust-weighted mean of rescaled updates; fills the trust fields of ``records``."""
     reference = coordinate_median(matrix)
     direction = direction_trust(matrix, reference)
@@ -197,6 +235,8 @@ def _embedding_trust_or_zero(embeddings: list[np.ndarray | None]) -> np.ndarray:
     ok = [e is not None and np.size(e) == k and bool(np.all(np.isfinite(e))) for e in embeddings]
     trust = np.zeros(len(embeddings))
     if any(ok):
-        rows = np.vstack([np.asarray(e, dtype=np.float64).ravel() for e, good in zip(embeddings, ok) if good])
+        rows = np.vstack(
+            [np.asarray(e, dtype=np.float64).ravel() for e, good in zip(embeddings, ok, strict=True) if good]
+        )
         trust[np.array(ok)] = embedding_trust(rows)
     return trust

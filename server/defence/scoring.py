@@ -1,9 +1,11 @@
 """Per-client deviation scores against the median update and their MAD-based robust z-scores."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
 
 import numpy as np
+
 from fedad.server.aggregation import coordinate_median
 from fedad.server.defence.config import FlagConfig
 
@@ -11,8 +13,9 @@ MAD_TO_SIGMA = 1.4826  # MAD * 1.4826 estimates the standard deviation of a norm
 _TINY = 1e-12
 
 
-def robust_z_scores(values: np.ndarray, floor: float = 0.0, reference: np.ndarray | None = None,
-                    floor_below: float | None = None) -> np.ndarray:
+def robust_z_scores(
+    values: np.ndarray, floor: float = 0.0, reference: np.ndarray | None = None, floor_below: float | None = None
+) -> np.ndarray:
     """MAD z-scores (x - median) / (1.4826 * max(MAD, floor)), median and MAD over the ``reference`` rows.
 
     ``floor_below`` (default ``floor``) replaces the floor for values below the median.
@@ -81,8 +84,9 @@ def theil_sen_slope(x: np.ndarray, y: np.ndarray) -> float | None:
     return float(np.median((y[j] - y[i])[ok] / dx[ok])) if ok.any() else None
 
 
-def size_factors(norms: np.ndarray, counts: np.ndarray, ratio_cap: float = 4.0,
-                 ratio_floor: float = 100.0) -> np.ndarray:
+def size_factors(
+    norms: np.ndarray, counts: np.ndarray, ratio_cap: float = 4.0, ratio_floor: float = 100.0
+) -> np.ndarray:
     """Update size each client's example count predicts, relative to the median count: (count ratio) ** slope.
 
     The slope is the Theil-Sen fit of log norm on log count over the clients with a positive norm and count,
@@ -93,8 +97,9 @@ def size_factors(norms: np.ndarray, counts: np.ndarray, ratio_cap: float = 4.0,
     usable = (norms > 0.0) & (counts > 0.0) & np.isfinite(norms) & np.isfinite(counts)
     if int(usable.sum()) < 3:
         return np.ones(norms.size)
-    ratio = np.clip(np.where(counts > 0.0, counts, np.nan) / float(np.median(counts[usable])), 1.0 / ratio_floor,
-                    ratio_cap)
+    ratio = np.clip(
+        np.where(counts > 0.0, counts, np.nan) / float(np.median(counts[usable])), 1.0 / ratio_floor, ratio_cap
+    )
     slope = theil_sen_slope(np.log(ratio[usable]), np.log(norms[usable]))
     if slope is None:
         return np.ones(norms.size)
@@ -127,8 +132,9 @@ def update_scores(updates: np.ndarray) -> dict[str, np.ndarray]:
 BAD_SIDE = {"z_distance": 1, "z_cosine": -1, "z_norm": 0, "z_spread": -1}
 
 
-def z_score_inputs(scores: Mapping[str, np.ndarray], config: FlagConfig = FlagConfig()
-                   ) -> dict[str, tuple[np.ndarray, float]]:
+def z_score_inputs(
+    scores: Mapping[str, np.ndarray], config: FlagConfig = FlagConfig()
+) -> dict[str, tuple[np.ndarray, float]]:
     """The values each z-score is computed on, with their MAD floor (the norm's low side: ``log_norm_floor_low``).
 
     Distance and norm ratio are taken in logs (their benign spread is multiplicative); the distance gets
@@ -140,15 +146,20 @@ def z_score_inputs(scores: Mapping[str, np.ndarray], config: FlagConfig = FlagCo
     return {
         "z_distance": (np.log(np.asarray(scores["distance"]) + offset + _TINY), config.log_distance_floor),
         "z_cosine": (np.asarray(scores["cosine"], dtype=np.float64), config.cosine_floor),
-        "z_norm": (np.log(np.maximum(np.asarray(scores["norm_ratio"], dtype=np.float64), _TINY)),
-                   config.log_norm_floor),
+        "z_norm": (
+            np.log(np.maximum(np.asarray(scores["norm_ratio"], dtype=np.float64), _TINY)),
+            config.log_norm_floor,
+        ),
         "z_spread": (np.asarray(scores["spread"], dtype=np.float64), config.spread_floor),
     }
 
 
-def deviation_z_scores(scores: Mapping[str, np.ndarray], config: FlagConfig = FlagConfig(),
-                       reference: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def deviation_z_scores(
+    scores: Mapping[str, np.ndarray], config: FlagConfig = FlagConfig(), reference: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
     """Robust z-scores of (log) distance, cosine, log norm ratio and spread alignment, median/MAD over ``reference``."""
     below = {"z_norm": config.log_norm_floor_low}
-    return {name: robust_z_scores(values, floor, reference, below.get(name))
-            for name, (values, floor) in z_score_inputs(scores, config).items()}
+    return {
+        name: robust_z_scores(values, floor, reference, below.get(name))
+        for name, (values, floor) in z_score_inputs(scores, config).items()
+    }

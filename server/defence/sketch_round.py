@@ -8,11 +8,13 @@ into the integer ciphertext exponents of the encrypted weighted sum, and ``updat
 decrypted mean back. ``simulate_round`` is the same round computed on the quantized integers in the clear
 (what the decryptions return, exactly): the benchmark's fast path, checked against real ciphertexts in tests.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+
 from fedad.common.crypto.embedding import dequantize_embedding, quantize_embedding
 from fedad.common.crypto.packing import SlotLayout, dequantize_mean, quantize, unpack
 from fedad.common.crypto.sketch import SketchPlan, sketch_quantized
@@ -34,24 +36,42 @@ def sketch_vector(sketch: np.ndarray, clip: float, bits: int) -> np.ndarray:
     return np.asarray(sketch, dtype=np.float64).ravel() * quantization_step(clip, bits)
 
 
-def score_sketches(mode: str, names: Sequence[str], sketches: Sequence[np.ndarray | None],
-                   num_examples: Sequence[float], *, embeddings: Sequence[np.ndarray | None] | None,
-                   rejected: Mapping[str, str], history: TrustHistory, quarantine: Quarantine,
-                   flag_config: FlagConfig = FlagConfig(), trust_config: TrustConfig = TrustConfig()) -> RoundResult:
+def score_sketches(
+    mode: str,
+    names: Sequence[str],
+    sketches: Sequence[np.ndarray | None],
+    num_examples: Sequence[float],
+    *,
+    embeddings: Sequence[np.ndarray | None] | None,
+    rejected: Mapping[str, str],
+    history: TrustHistory,
+    quarantine: Quarantine,
+    flag_config: FlagConfig = FlagConfig(),
+    trust_config: TrustConfig = TrustConfig(),
+) -> RoundResult:
     """Flags, trust and weights of one round from the clients' flat sketch vectors (None: rejected).
 
     The returned ``update`` is in sketch space and unused; the weights are in ``records``.
     """
     dim = max((np.size(s) for s in sketches if s is not None), default=0)
-    return aggregate_round(mode, names, sketches, num_examples, dim=dim, embeddings=embeddings, rejected=rejected,
-                           history=history, quarantine=quarantine, flag_config=flag_config,
-                           trust_config=trust_config)
+    return aggregate_round(
+        mode,
+        names,
+        sketches,
+        num_examples,
+        dim=dim,
+        embeddings=embeddings,
+        rejected=rejected,
+        history=history,
+        quarantine=quarantine,
+        flag_config=flag_config,
+        trust_config=trust_config,
+    )
 
 
 def coefficients(records: Sequence[dict]) -> np.ndarray:
     """Each client's coefficient in the aggregate update sum_k c_k u_k: its weight x its norm rescale factor."""
-    return np.array([float(r["weight"]) * (1.0 if r.get("rescale") is None else float(r["rescale"]))
-                     for r in records])
+    return np.array([float(r["weight"]) * (1.0 if r.get("rescale") is None else float(r["rescale"])) for r in records])
 
 
 def integer_coefficients(coefs: np.ndarray, total: int = WEIGHT_TOTAL) -> tuple[list[int], float]:
@@ -74,7 +94,7 @@ def lenient_slots(plaintexts: Sequence[int], layout: SlotLayout, count: int) -> 
     the strict ``unpack`` would refuse the whole aggregate for it. A block wider than its slots (an
     overflow) still raises ValueError.
     """
-    return unpack(list(plaintexts), layout, len(plaintexts) * layout.slots_per_block)[:int(count)]
+    return unpack(list(plaintexts), layout, len(plaintexts) * layout.slots_per_block)[: int(count)]
 
 
 def mean_from_slots(slot_sums: np.ndarray, total_weight: int, clip: float, bits: int) -> np.ndarray:
@@ -88,11 +108,24 @@ def update_from_mean(mean: np.ndarray, scale: float) -> np.ndarray:
     return np.asarray(mean, dtype=np.float64) * float(scale)
 
 
-def simulate_round(mode: str, names: Sequence[str], updates: Sequence[np.ndarray], num_examples: Sequence[float],
-                   embeddings: Sequence[np.ndarray] | None, *, clip: float, bits: int, layout: SlotLayout,
-                   rows: int, seed: bytes, history: TrustHistory, quarantine: Quarantine,
-                   rng: np.random.Generator, flag_config: FlagConfig = FlagConfig(),
-                   trust_config: TrustConfig = TrustConfig()) -> tuple[np.ndarray, RoundResult]:
+def simulate_round(
+    mode: str,
+    names: Sequence[str],
+    updates: Sequence[np.ndarray],
+    num_examples: Sequence[float],
+    embeddings: Sequence[np.ndarray] | None,
+    *,
+    clip: float,
+    bits: int,
+    layout: SlotLayout,
+    rows: int,
+    seed: bytes,
+    history: TrustHistory,
+    quarantine: Quarantine,
+    rng: np.random.Generator,
+    flag_config: FlagConfig = FlagConfig(),
+    trust_config: TrustConfig = TrustConfig(),
+) -> tuple[np.ndarray, RoundResult]:
     """One secure-robust round on plaintext integers: exactly what the encrypted path decrypts.
 
     Clients quantize their updates (stochastic rounding from ``rng``) and embeddings; the aggregator sees
@@ -103,10 +136,20 @@ def simulate_round(mode: str, names: Sequence[str], updates: Sequence[np.ndarray
     plan = SketchPlan.draw(seed, layout.blocks_for(qs[0].size), rows)
     sketches = [sketch_vector(sketch_quantized(q, plan, layout), clip, bits) for q in qs]
     embs = None if embeddings is None else [dequantize_embedding(quantize_embedding(e, rng)) for e in embeddings]
-    result = score_sketches(mode, names, sketches, num_examples, embeddings=embs, rejected={}, history=history,
-                            quarantine=quarantine, flag_config=flag_config, trust_config=trust_config)
+    result = score_sketches(
+        mode,
+        names,
+        sketches,
+        num_examples,
+        embeddings=embs,
+        rejected={},
+        history=history,
+        quarantine=quarantine,
+        flag_config=flag_config,
+        trust_config=trust_config,
+    )
     ints, scale = integer_coefficients(coefficients(result.records))
     if sum(ints) == 0:
         return np.zeros(qs[0].size), result
-    slot_sums = np.sum([a * q for a, q in zip(ints, qs) if a], axis=0)
+    slot_sums = np.sum([a * q for a, q in zip(ints, qs, strict=True) if a], axis=0)
     return update_from_mean(mean_from_slots(slot_sums, sum(ints), clip, bits), scale), result

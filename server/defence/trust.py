@@ -1,10 +1,12 @@
 """Trust weights (direction, embedding, history, capped counts) and the per-client trust history."""
+
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+
 from fedad.common.errors import FedadError
 from fedad.server.defence.scoring import cosine_to
 
@@ -43,8 +45,13 @@ def cap_sample_counts(num_examples: np.ndarray, cap: float | None) -> np.ndarray
     return np.minimum(counts, cap * float(np.median(counts)))
 
 
-def trust_weights(direction: np.ndarray, embedding: np.ndarray | None, history: np.ndarray | None,
-                  num_examples: np.ndarray, sample_cap: float | None = 4.0) -> np.ndarray:
+def trust_weights(
+    direction: np.ndarray,
+    embedding: np.ndarray | None,
+    history: np.ndarray | None,
+    num_examples: np.ndarray,
+    sample_cap: float | None = 4.0,
+) -> np.ndarray:
     """Aggregation weights embedding x direction x history x capped count, normalised to sum 1 (or all 0)."""
     w = np.asarray(direction, dtype=np.float64) * cap_sample_counts(num_examples, sample_cap)
     if embedding is not None:
@@ -109,7 +116,7 @@ class TrustHistory:
         return {"decay": self.decay, "initial": self.initial, "values": dict(sorted(self.values.items()))}
 
     @classmethod
-    def from_dict(cls, d: Mapping) -> "TrustHistory":
+    def from_dict(cls, d: Mapping) -> TrustHistory:
         """Rebuild from ``to_dict`` output; FedadError on a malformed checkpoint."""
         try:
             history = cls(float(d["decay"]), float(d["initial"]))

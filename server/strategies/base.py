@@ -2,6 +2,7 @@
 
 Concrete strategies (one file each) only say how accepted updates become the new global weights.
 """
+
 from __future__ import annotations
 
 from abc import abstractmethod
@@ -23,8 +24,8 @@ from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import Strategy
 
 from fedad.common.node_names import is_valid_node_name
-from fedad.server import validation as check
 from fedad.common.wire import WireError, decode_array
+from fedad.server import validation as check
 from fedad.server.aggregation import global_embedding, validate_update
 
 ConfigFn = Callable[[int], dict[str, Scalar]]
@@ -53,13 +54,14 @@ class FedadStrategy(Strategy):
 
     name = "base"
 
-    def __init__(self, *, fit_config: ConfigFn, evaluate_config: ConfigFn,
-                 initial_parameters: Parameters | None = None) -> None:
+    def __init__(
+        self, *, fit_config: ConfigFn, evaluate_config: ConfigFn, initial_parameters: Parameters | None = None
+    ) -> None:
         super().__init__()
         self.fit_config, self.evaluate_config = fit_config, evaluate_config
         self.initial_parameters = initial_parameters
-        self.excluded: set[str] = set()   # client names kept out of rounds (refused, quarantined)
-        self.names: dict[str, str] = {}   # Flower cid -> client name, learned from results
+        self.excluded: set[str] = set()  # client names kept out of rounds (refused, quarantined)
+        self.names: dict[str, str] = {}  # Flower cid -> client name, learned from results
         self.global_weights: list[np.ndarray] | None = None
         self.last_rejections: dict[str, str] = {}
         self.last_clipped: dict[str, str] = {}
@@ -122,8 +124,9 @@ class FedadStrategy(Strategy):
             self.global_embedding = g
 
     @abstractmethod
-    def aggregate_updates(self, server_round: int, accepted: list[tuple[str, list[np.ndarray], int, dict]]
-                          ) -> list[np.ndarray]:
+    def aggregate_updates(
+        self, server_round: int, accepted: list[tuple[str, list[np.ndarray], int, dict]]
+    ) -> list[np.ndarray]:
         """New global weights from accepted (name, weights, examples, metrics); one per strategy file."""
 
     def configure_evaluate(self, server_round: int, parameters: Parameters, client_manager: ClientManager):

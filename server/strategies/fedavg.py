@@ -5,6 +5,7 @@ update whose L2 norm exceeds ``max_update_norm_ratio`` x the median norm of the 
 refused (``norm_action="refuse"``, the default) or scaled down to that bound (``"clip"``); ratio 0 turns
 the bound off.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -39,8 +40,10 @@ class FedAvg(FedadStrategy):
                 kept.append((apply_update(glob, clip_to_norm(u, bound)), n))
                 self.last_clipped[name] = f"update norm {norm:.3g} clipped to {bound:.3g}"
             else:
-                self.last_rejections[name] = (f"update norm {norm:.3g} is over {self.max_update_norm_ratio:g}x the "
-                                              f"median of the others ({bound:.3g})")
+                self.last_rejections[name] = (
+                    f"update norm {norm:.3g} is over {self.max_update_norm_ratio:g}x the "
+                    f"median of the others ({bound:.3g})"
+                )
         if not kept:
             return [np.asarray(g).copy() for g in glob]
         return weighted_average(kept)

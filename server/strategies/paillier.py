@@ -5,6 +5,7 @@ prod_k C_k^(w_k) with integer weights w_k from sample counts (ciphertext exponen
 client without anyone re-encrypting) and sends that encrypted aggregate back; clients decrypt and divide by
 W = sum w_k. The server holds only public.key and only ever stores encrypted aggregates.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -40,15 +41,21 @@ class PaillierFedAvg(FedadStrategy):
         super().__init__(**kwargs)
         self.public_key, self.bits, self.clip, self.max_weight = public_key, int(bits), float(clip), int(max_weight)
         self.fingerprint = key_fingerprint(public_key)
-        self.n_values: int | None = None    # model parameter count, set by the server from the initial model
+        self.n_values: int | None = None  # model parameter count, set by the server from the initial model
         self.total_weight: int | None = None  # W of the current encrypted aggregate (None: plaintext initial model)
         self.max_clients = 1
 
     def secure_config(self) -> dict[str, Scalar]:
         """What clients need to encrypt, and to decrypt the current global model."""
-        cfg: dict[str, Scalar] = {"secure": "paillier", "key": self.fingerprint, "bits": self.bits, "clip": self.clip,
-                                  "max_weight": self.max_weight, "max_clients": self.max_clients,
-                                  "max_sum": self.max_weight * self.max_clients}
+        cfg: dict[str, Scalar] = {
+            "secure": "paillier",
+            "key": self.fingerprint,
+            "bits": self.bits,
+            "clip": self.clip,
+            "max_weight": self.max_weight,
+            "max_clients": self.max_clients,
+            "max_sum": self.max_weight * self.max_clients,
+        }
         if self.total_weight is not None:
             cfg["encrypted_global"] = True
             cfg["total_weight"] = self.total_weight
@@ -64,8 +71,12 @@ class PaillierFedAvg(FedadStrategy):
         """Raise when an answer is not one well-formed encrypted message of this round's layout."""
         layout = slot_layout(self.public_key, self.bits, self.max_weight * self.max_clients)
         try:
-            decode_message(self.public_key, message_from_parameters(res.parameters), expected_layout=layout,
-                           expected_count=self.n_values)
+            decode_message(
+                self.public_key,
+                message_from_parameters(res.parameters),
+                expected_layout=layout,
+                expected_count=self.n_values,
+            )
         except Exception as exc:  # noqa: BLE001 - the same reason aggregate_fit would give
             raise ValueError(f"bad encrypted update: {exc}") from None
 

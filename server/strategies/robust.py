@@ -1,5 +1,6 @@
 """``robust`` = ``flag`` then ``trust``: deviating clients are flagged and left out, the rest are trust-weighted.
 The recommended mode for plants with untrusted nodes."""
+
 from __future__ import annotations
 
 from fedad.server.strategies.robust_base import RobustStrategy

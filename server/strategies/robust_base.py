@@ -2,9 +2,12 @@
 
 The math (scores, flags, trust weights, history, quarantine) is plain numpy in ``fedad.server.defence.round``.
 """
+
 from __future__ import annotations
 
 import numpy as np
+from flwr.common import Parameters, Scalar, ndarrays_to_parameters, parameters_to_ndarrays
+
 from fedad.common.wire import WireError, decode_array
 from fedad.server.aggregation import apply_update, compute_update, validate_update
 from fedad.server.defence.config import FlagConfig, TrustConfig
@@ -13,7 +16,6 @@ from fedad.server.defence.quarantine import Quarantine
 from fedad.server.defence.round import aggregate_round
 from fedad.server.defence.trust import TrustHistory
 from fedad.server.strategies.base import FedadStrategy, client_name
-from flwr.common import Parameters, Scalar, ndarrays_to_parameters, parameters_to_ndarrays
 
 
 class RobustStrategy(FedadStrategy):
@@ -21,8 +23,15 @@ class RobustStrategy(FedadStrategy):
 
     mode = "robust"
 
-    def __init__(self, *, malicious: tuple[str, ...] = (), quarantine_after: int = 3,
-                 flag_config: FlagConfig = FlagConfig(), trust_config: TrustConfig = TrustConfig(), **kwargs) -> None:
+    def __init__(
+        self,
+        *,
+        malicious: tuple[str, ...] = (),
+        quarantine_after: int = 3,
+        flag_config: FlagConfig = FlagConfig(),
+        trust_config: TrustConfig = TrustConfig(),
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self.malicious = set(malicious)
         self.flag_config, self.trust_config = flag_config, trust_config
@@ -72,10 +81,19 @@ class RobustStrategy(FedadStrategy):
         self.last_rejections = invalid
         if not names:
             return None, {}
-        result = aggregate_round(self.mode, names, updates, counts, dim=dim,
-                                 embeddings=embeddings if self.mode != "flag" else None, rejected=invalid,
-                                 history=self.history, quarantine=self.quarantine,
-                                 flag_config=self.flag_config, trust_config=self.trust_config)
+        result = aggregate_round(
+            self.mode,
+            names,
+            updates,
+            counts,
+            dim=dim,
+            embeddings=embeddings if self.mode != "flag" else None,
+            rejected=invalid,
+            history=self.history,
+            quarantine=self.quarantine,
+            flag_config=self.flag_config,
+            trust_config=self.trust_config,
+        )
         self.last_client_reports = {r["client"]: r for r in result.records}
         caught = result.flagged | (self.quarantine.quarantined & set(names))
         self.last_summary = {"flagged": sorted(result.flagged), "kept": result.kept}

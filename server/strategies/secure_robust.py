@@ -6,12 +6,15 @@ them and the embeddings blind-decrypted by fedad-keyholder, scores and flags the
 (``fedad.server.defence.sketch_round``), forms the encrypted weighted sum of the kept clients with integer
 exponents and has only that aggregate blind-decrypted. It never holds the private key.
 """
+
 from __future__ import annotations
 
 import secrets
 import time
 
 import numpy as np
+from flwr.common import Parameters, Scalar, ndarrays_to_parameters
+
 from fedad.common.crypto.codec import decode_message
 from fedad.common.crypto.embedding import dequantize_embedding, embedding_layout
 from fedad.common.crypto.encryption import weighted_sum
@@ -35,7 +38,6 @@ from fedad.server.defence.sketch_round import (
 from fedad.server.strategies.base import client_name
 from fedad.server.strategies.paillier import message_from_parameters
 from fedad.server.strategies.robust_base import RobustStrategy
-from flwr.common import Parameters, Scalar, ndarrays_to_parameters
 
 
 class SecureRobust(RobustStrategy):
@@ -45,8 +47,17 @@ class SecureRobust(RobustStrategy):
     encrypted = True
     plaintext_model = True  # the aggregate is decrypted (blindly): the global model is plaintext
 
-    def __init__(self, *, public_key, decryptor, sketch_rows: int = 16, bits: int = 16, clip: float = 0.5,
-                 min_kept: int = 2, **kwargs) -> None:
+    def __init__(
+        self,
+        *,
+        public_key,
+        decryptor,
+        sketch_rows: int = 16,
+        bits: int = 16,
+        clip: float = 0.5,
+        min_kept: int = 2,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self.public_key, self.decryptor = public_key, decryptor
         self.fingerprint = key_fingerprint(public_key)
@@ -65,8 +76,13 @@ class SecureRobust(RobustStrategy):
 
     def secure_config(self) -> dict[str, Scalar]:
         """What clients need to encrypt: key, quantization, slot headroom; the histogram's client bound."""
-        cfg: dict[str, Scalar] = {"secure": "secure-robust", "key": self.fingerprint, "bits": self.bits,
-                                  "clip": self.clip, "max_clients": self.max_clients}
+        cfg: dict[str, Scalar] = {
+            "secure": "secure-robust",
+            "key": self.fingerprint,
+            "bits": self.bits,
+            "clip": self.clip,
+            "max_clients": self.max_clients,
+        }
         if self.n_values is not None:
             cfg["headroom"] = self.layout.headroom_bits
         return cfg
@@ -81,8 +97,12 @@ class SecureRobust(RobustStrategy):
 
     def _decode(self, res, layout) -> tuple[list[int], tuple[int, int] | None]:
         """(update ciphertexts, (embedding ciphertext, its value count) or None); ValueError on anything malformed."""
-        cts, _, _ = decode_message(self.public_key, message_from_parameters(res.parameters), expected_layout=layout,
-                                   expected_count=self.n_values)
+        cts, _, _ = decode_message(
+            self.public_key,
+            message_from_parameters(res.parameters),
+            expected_layout=layout,
+            expected_count=self.n_values,
+        )
         if res.num_examples <= 0:
             raise ValueError(f"claims {res.num_examples} examples")
         emb = (res.metrics or {}).get("embedding_enc")
@@ -131,16 +151,19 @@ class SecureRobust(RobustStrategy):
         need = {"sketch": len(live) * self.rows, "embedding": len(live), "aggregate": n_blocks}
         short = [f"{k}: {need[k]} needed, {budget.get(k, 0)} allowed" for k in need if budget.get(k, 0) < need[k]]
         if short:
-            raise FedadError(f"the key holder's budget is too small for round {server_round} ({'; '.join(short)}): "
-                             f"start fedad-keyholder with --sketch-rows >= {self.rows} and --max-clients >= "
-                             f"{len(live)}")
+            raise FedadError(
+                f"the key holder's budget is too small for round {server_round} ({'; '.join(short)}): "
+                f"start fedad-keyholder with --sketch-rows >= {self.rows} and --max-clients >= "
+                f"{len(live)}"
+            )
         if live:
-            rows = [c for i in live for c in sketch_ciphertexts(self.public_key, blocks[i], plan, layout,
-                                                                self.n_values)]
+            rows = [
+                c for i in live for c in sketch_ciphertexts(self.public_key, blocks[i], plan, layout, self.n_values)
+            ]
             plain = d.as_kind("sketch").decrypt_blocks(rows)
             for k, i in enumerate(live):
                 try:
-                    sketch = decode_sketch(plain[k * self.rows:(k + 1) * self.rows], plan, layout)
+                    sketch = decode_sketch(plain[k * self.rows : (k + 1) * self.rows], plan, layout)
                     sketches[i] = sketch_vector(sketch, self.clip, self.bits)
                 except ValueError as exc:
                     sketches[i], rejected[names[i]] = None, f"malformed sketch (values out of range): {exc}"
@@ -148,22 +171,36 @@ class SecureRobust(RobustStrategy):
             if with_emb and self.mode != "flag":
                 plain = d.as_kind("embedding").decrypt_blocks([emb_blocks[i][0] for i in with_emb])
                 el = embedding_layout(layout.key_bits)
-                for i, value in zip(with_emb, plain):
+                for i, value in zip(with_emb, plain, strict=True):
                     try:
                         embeddings[i] = dequantize_embedding(unpack([value], el, emb_blocks[i][1]))
                     except ValueError:
                         embeddings[i] = None  # malformed embedding: trust 0
         self.last_rejections = dict(rejected)
         t2 = time.perf_counter()
-        result = score_sketches(self.mode, names, sketches, counts, embeddings=embeddings, rejected=rejected,
-                                history=self.history, quarantine=self.quarantine, flag_config=self.flag_config,
-                                trust_config=self.trust_config)
+        result = score_sketches(
+            self.mode,
+            names,
+            sketches,
+            counts,
+            embeddings=embeddings,
+            rejected=rejected,
+            history=self.history,
+            quarantine=self.quarantine,
+            flag_config=self.flag_config,
+            trust_config=self.trust_config,
+        )
         self.last_client_reports = {r["client"]: r for r in result.records}
         caught = result.flagged | (self.quarantine.quarantined & set(names))
         ints, scale = integer_coefficients(coefficients(result.records))
         kept = [(blocks[i], a) for i, a in enumerate(ints) if a > 0 and blocks[i] is not None]
-        self.last_summary = {"flagged": sorted(result.flagged), "kept": result.kept, "sketch_seed": plan.seed.hex(),
-                             "sketch_rows": self.rows, "leakage": leakage(self.rows, layout, self.n_values)}
+        self.last_summary = {
+            "flagged": sorted(result.flagged),
+            "kept": result.kept,
+            "sketch_seed": plan.seed.hex(),
+            "sketch_rows": self.rows,
+            "leakage": leakage(self.rows, layout, self.n_values),
+        }
         if self.malicious:
             p, r = flag_precision_recall(caught, self.malicious & set(names))
             self.last_summary.update(flag_precision=p, flag_recall=r)
@@ -171,22 +208,35 @@ class SecureRobust(RobustStrategy):
             self.last_summary["keyholder_blocks"] = dict(d.requested)
             return None, {}
         if len(kept) < self.min_kept:  # the "aggregate" would be one client's whole update: do not decrypt it
-            self.last_summary.update(keyholder_blocks=dict(d.requested), aggregate_skipped=(
-                f"{len(kept)} client(s) kept, fewer than {self.min_kept}: global model unchanged this round"))
+            self.last_summary.update(
+                keyholder_blocks=dict(d.requested),
+                aggregate_skipped=(
+                    f"{len(kept)} client(s) kept, fewer than {self.min_kept}: global model unchanged this round"
+                ),
+            )
             return ndarrays_to_parameters(self.global_weights), {}
         t3 = time.perf_counter()
         aggregate = weighted_sum(self.public_key, [b for b, _ in kept], [a for _, a in kept], layout.max_sum)
         try:
             slots = lenient_slots(d.as_kind("aggregate").decrypt_blocks(aggregate), layout, self.n_values)
         except ValueError as exc:  # a kept client packed values that overflowed a whole block
-            self.last_summary.update(keyholder_blocks=dict(d.requested), aggregate_skipped=(
-                f"malformed aggregate ({exc}): a kept client packed out-of-range values; global model unchanged"))
+            self.last_summary.update(
+                keyholder_blocks=dict(d.requested),
+                aggregate_skipped=(
+                    f"malformed aggregate ({exc}): a kept client packed out-of-range values; global model unchanged"
+                ),
+            )
             return ndarrays_to_parameters(self.global_weights), {}
         mean = mean_from_slots(slots, sum(a for _, a in kept), self.clip, self.bits)
         t4 = time.perf_counter()
         self.last_summary["keyholder_blocks"] = dict(d.requested)
-        self.last_summary["secure_seconds"] = {"decode": t1 - t0, "sketch_and_embeddings": t2 - t1,
-                                               "score": t3 - t2, "aggregate": t4 - t3, "blind_decrypt": d.seconds}
+        self.last_summary["secure_seconds"] = {
+            "decode": t1 - t0,
+            "sketch_and_embeddings": t2 - t1,
+            "score": t3 - t2,
+            "aggregate": t4 - t3,
+            "blind_decrypt": d.seconds,
+        }
         update = update_from_mean(mean, scale)
         kept_names = set(result.kept)  # the blind-decrypted embeddings of the kept clients, averaged
         self.note_embeddings([e if n in kept_names else None for n, e in zip(names, embeddings, strict=True)], counts)
@@ -201,8 +251,9 @@ class SecureRobust(RobustStrategy):
             plain = self.decryptor.as_kind("histogram").decrypt_blocks(cts)
             return lenient_slots(plain, layout, n_bins).astype(np.int64)
         except ValueError as exc:
-            raise FedadError(f"the summed validation histogram is malformed ({exc}): a client packed "
-                             "out-of-range counts") from None
+            raise FedadError(
+                f"the summed validation histogram is malformed ({exc}): a client packed out-of-range counts"
+            ) from None
 
     def check_settings(self) -> None:
         """Refuse sketch rows that would let the aggregator solve for the updates (FedadError).
@@ -212,9 +263,11 @@ class SecureRobust(RobustStrategy):
         """
         n_blocks = self.layout.blocks_for(self.n_values)
         if self.rows > n_blocks - 2:
-            raise FedadError(f"--sketch-rows {self.rows} is too many for this model: its update spans {n_blocks} "
-                             f"blocks, and m >= {n_blocks - 1} rows would reveal the update; use at most "
-                             f"{max(1, n_blocks - 2)} (or a smaller key)")
+            raise FedadError(
+                f"--sketch-rows {self.rows} is too many for this model: its update spans {n_blocks} "
+                f"blocks, and m >= {n_blocks - 1} rows would reveal the update; use at most "
+                f"{max(1, n_blocks - 2)} (or a smaller key)"
+            )
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "n_values": self.n_values, "max_clients": self.max_clients}

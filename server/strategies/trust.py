@@ -1,6 +1,7 @@
 """``trust`` (seed paper 001): every update is kept but weighted by embedding trust 1/(1+||z_i - g||^2),
 FLTrust-style direction trust (cosine to the median update, clipped at 0, norms equalised) and a per-client
 trust history across rounds (``fedad.server.defence.trust.trust_weights``)."""
+
 from __future__ import annotations
 
 from fedad.server.strategies.robust_base import RobustStrategy
