@@ -21,6 +21,7 @@ from fedad.common.federated_stats import (
     rule_threshold,
 )
 from fedad.common.federation_spec import FederationSpec
+from fedad.common.preprocessing import ScalerStats
 from fedad.common.threshold_rule import threshold_by_rule
 from fedad.common.wire import WireError, decode_array, decode_json, encode_array, encode_json
 
@@ -52,7 +53,7 @@ class FedadClient(flwr.client.NumPyClient):
         self.model_out = model_out
         self.quarantined: int | None = None  # the round the server quarantined this node in, once it says so
         self.contact = Contact()
-        self._scaler_cache: tuple[bytes, object] | None = None
+        self._scaler_cache: tuple[bytes, ScalerStats] | None = None
         self._global_cache: tuple[bytes, list[np.ndarray]] | None = None  # one decryption per aggregate
         self._site_threshold: float | None = None  # --threshold-scope site: from this node's own scores only
 
@@ -110,7 +111,7 @@ class FedadClient(flwr.client.NumPyClient):
     def _weights(self) -> list[np.ndarray]:
         from fedad.common.training import get_weights
 
-        return get_weights(self.site.model)
+        return get_weights(self.site.configured_model())
 
     def fit(self, parameters, config):
         self.contact.seen = True
@@ -122,7 +123,7 @@ class FedadClient(flwr.client.NumPyClient):
         spec = self._spec(config)
         if phase == "stats":
             stats = self.site.scaler_stats()
-            metrics = {"name": self.name, "features": encode_json(self.site.data.feature_names)}
+            metrics: dict[str, Any] = {"name": self.name, "features": encode_json(self.site.data.feature_names)}
             if self.secure is not None:
                 metrics["stats_enc"] = self.secure.encrypt_stats(stats)
             else:

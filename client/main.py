@@ -20,9 +20,13 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fedad.common.config import ArgumentParser, HelpFormatter, add_config_option, parse_args, run_cli
 from fedad.common.errors import FedadError
+
+if TYPE_CHECKING:
+    from fedad.client.secure import PublicKeyClient, SecureClient
 
 FORMATS = ("auto", "csv", "parquet", "skab", "kdd", "ton_iot")
 
@@ -281,7 +285,7 @@ def run(args) -> int:
         f"test set {args.test_data}" if test_data is not None else "test set: tail of --data",
         "labelled" if site.split.test_labels is not None else "unlabelled",
     )
-    secure = None
+    secure: PublicKeyClient | SecureClient | None = None
     if args.public_key:
         from fedad.client.secure import PublicKeyClient
 

@@ -12,12 +12,14 @@ import numpy as np
 
 from fedad.common.errors import FedadError
 from fedad.common.federation_spec import FederationSpec
+from fedad.common.models.base import EmbeddingAligned
 from fedad.common.preprocessing import Preprocessor, ScalerStats, sliding_windows, window_scores_to_records
 from fedad.common.scoring import aggregate_errors, feature_errors, feature_scales
 from fedad.common.split import Split, split_site
 
 if TYPE_CHECKING:
     from fedad.common.data import Dataset
+    from fedad.common.models.base import Autoencoder
 
 
 class Site:
@@ -59,11 +61,24 @@ class Site:
             self.split = Split(train=self.split.train, val=self.split.val, test=test_data.X, test_labels=test_data.y)
         self._spec_key: str | None = None
         self._scaler_key: bytes | None = None
-        self.model = None
+        self.model: Autoencoder | None = None  # built by ``configure`` from the federation's spec
+        # set by ``configure`` and ``set_scaler``, before any phase that uses them
+        self.spec: FederationSpec
+        self.pre: Preprocessor
+        self.train_samples: np.ndarray
+        self.val_samples: np.ndarray
+        # (scaler key, weights hash) -> feature scales of the last ``feature_scales`` call
+        self._scales: tuple[tuple[bytes | None, int], np.ndarray] | None = None
 
     @property
     def n_features(self) -> int:
         return self.data.X.shape[1]
+
+    def configured_model(self) -> Autoencoder:
+        """The model ``configure`` built (FedadError before the federation's spec has arrived)."""
+        if self.model is None:
+            raise FedadError("no model yet: the federation's spec has not arrived")
+        return self.model
 
     def check_features(self, spec: FederationSpec) -> None:
         """Refuse a federation whose model takes other features than this site's data has."""
@@ -97,7 +112,10 @@ class Site:
         """Adopt the scaler (global, or this site's own under site scaling); transform the local splits once."""
         if key == self._scaler_key:
             return
-        self.pre.set_scaler_stats(self.scaler_stats() if self.spec.scaling == "site" else stats)
+        chosen = self.scaler_stats() if self.spec.scaling == "site" else stats
+        if chosen is None:
+            raise FedadError("global scaling needs the federation's scaler statistics; none were given")
+        self.pre.set_scaler_stats(chosen)
         w = self.spec.window
         self.train_samples = self._samples(self.split.train, w)
         self.val_samples = self._samples(self.split.val, w)
@@ -118,16 +136,17 @@ class Site:
         """Local training from the global weights (aligned to ``global_embedding`` where the model has that term)."""
         from fedad.common.training import get_weights, set_weights, train_model
 
+        model = self.configured_model()
         if weights:
-            set_weights(self.model, weights)
-        if hasattr(self.model, "set_global_embedding"):
+            set_weights(model, weights)
+        if isinstance(model, EmbeddingAligned):  # the same test as hasattr(model, "set_global_embedding")
             try:
-                self.model.set_global_embedding(global_embedding, direction_only)
+                model.set_global_embedding(global_embedding, direction_only)
             except ValueError as exc:
                 raise FedadError(f"bad global embedding from the server: {exc}") from None
         t0 = time.perf_counter()
         hist = train_model(
-            self.model,
+            model,
             self.train_samples,
             None,
             epochs=epochs,
@@ -139,7 +158,7 @@ class Site:
             seed=round_seed,
         )
         return {
-            "weights": get_weights(self.model),
+            "weights": get_weights(model),
             "train_loss": float(hist["train_loss"][-1]),
             "seconds": time.perf_counter() - t0,
             "examples": len(self.train_samples),
@@ -149,8 +168,9 @@ class Site:
         """Adopt the global weights for scoring, with score statistics fitted on this site's training data."""
         from fedad.common.training import calibrate, set_weights
 
-        set_weights(self.model, weights)
-        calibrate(self.model, self.train_samples, self.device)
+        model = self.configured_model()
+        set_weights(model, weights)
+        calibrate(model, self.train_samples, self.device)
 
     def record_scores(self, weights: list[np.ndarray], rows: np.ndarray) -> np.ndarray:
         """Per-record anomaly scores of ``rows`` under the given global weights and the spec's ``score``
@@ -158,12 +178,13 @@ class Site:
         from fedad.common.training import reconstruction_errors
 
         self._load(weights)
+        model = self.configured_model()
         samples = self._samples(rows, self.spec.window)
         if self.spec.score == "mse":
-            s = reconstruction_errors(self.model, samples, self.device)
+            s = reconstruction_errors(model, samples, self.device)
         else:
             s = aggregate_errors(
-                feature_errors(self.model, samples, self.device),
+                feature_errors(model, samples, self.device),
                 self.feature_scales(weights),
                 self.spec.score,
                 self.spec.top_k,
@@ -173,9 +194,10 @@ class Site:
     def feature_scales(self, weights: list[np.ndarray]) -> np.ndarray:
         """RMS reconstruction error per feature of this site's training samples under ``weights`` (cached)."""
         key = (self._scaler_key, hash(tuple(w.tobytes() for w in weights)))
-        if getattr(self, "_scales", None) is None or self._scales[0] != key:
+        if self._scales is None or self._scales[0] != key:
             self._load(weights)  # weights and this site's score calibration (contrastive), never weights alone
-            self._scales = (key, feature_scales(feature_errors(self.model, self.train_samples, self.device)))
+            errors = feature_errors(self.configured_model(), self.train_samples, self.device)
+            self._scales = (key, feature_scales(errors))
         return self._scales[1]
 
     def val_loss(self, weights: list[np.ndarray]) -> float:
@@ -183,7 +205,7 @@ class Site:
         from fedad.common.training import reconstruction_errors
 
         self._load(weights)
-        return float(np.mean(reconstruction_errors(self.model, self.val_samples, self.device)))
+        return float(np.mean(reconstruction_errors(self.configured_model(), self.val_samples, self.device)))
 
     def save_model(self, path, weights: list[np.ndarray], threshold: float):
         """This site's deployable model: the global weights and threshold with this site's preprocessing."""
@@ -202,7 +224,7 @@ class Site:
             model_sizes=dict(self.spec.sizes),
         )
         self._load(weights)  # the saved centre and scales are this site's
-        det.model_, det.preprocessor_, det.device_ = self.model, self.pre, self.device
+        det.model_, det.preprocessor_, det.device_ = self.configured_model(), self.pre, self.device
         det.n_features_ = det.n_features_in_ = self.n_features
         det.feature_names_, det.threshold_, det.history_ = list(self.data.feature_names), float(threshold), {}
         det.feature_scales_ = self.feature_scales(weights)
@@ -212,5 +234,6 @@ class Site:
         """Mean latent code of the local training data under the global encoder (for trust weighting)."""
         from fedad.common.training import mean_embedding, set_weights
 
-        set_weights(self.model, weights)
-        return mean_embedding(self.model, self.train_samples, self.device)
+        model = self.configured_model()
+        set_weights(model, weights)
+        return mean_embedding(model, self.train_samples, self.device)

@@ -571,7 +571,7 @@ def dataset_from_frame(
             raise FedadError(
                 f"{source}: feature column(s) not found: {_column_list(missing)} (columns: {_column_list(columns)})"
             )
-        names = [_find_column(frame, f) for f in wanted]
+        names = [c for f in wanted if (c := _find_column(frame, f)) is not None]  # all found: none missing
         textual = [c for c in names if not _is_numeric(frame[c]) and frame[c].notna().any()]
         if textual:
             raise FedadError(f"{source}: non-numeric feature column(s): {_column_list(textual)}")

@@ -12,6 +12,7 @@ import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -20,7 +21,16 @@ from fedad.common.metrics import METRIC_KEYS, detection_metrics
 Outputs = dict[str, tuple[np.ndarray, np.ndarray]]  # name -> (scores, 0/1 predictions)
 
 
-def detector_outputs(detectors: Mapping[str, object], X: np.ndarray) -> Outputs:
+class Detector(Protocol):
+    """What an evaluation needs of a fitted detector (``threshold_``, where present, is read instead of
+    ``predict``)."""
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray: ...
+
+    def predict(self, X: np.ndarray) -> np.ndarray: ...
+
+
+def detector_outputs(detectors: Mapping[str, Detector], X: np.ndarray) -> Outputs:
     """Scores and 0/1 predictions of every fitted detector on X (each scored once)."""
     out: Outputs = {}
     for name, det in detectors.items():
@@ -38,7 +48,7 @@ def metrics_for_outputs(y: np.ndarray, outputs: Outputs) -> dict[str, dict[str, 
 
 
 def evaluate_detectors(
-    detectors: Mapping[str, object], X: np.ndarray, y: np.ndarray
+    detectors: Mapping[str, Detector], X: np.ndarray, y: np.ndarray
 ) -> dict[str, dict[str, float | None]]:
     """{name: {precision, recall, f1, roc_auc, pr_auc, far, mar}} of fitted detectors on labelled rows."""
     return metrics_for_outputs(np.asarray(y), detector_outputs(detectors, X))

@@ -22,11 +22,15 @@ import time
 from argparse import ArgumentTypeError
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fedad.common.config import ArgumentParser, HelpFormatter, add_config_option, parse_args, run_cli
 from fedad.common.contrastive_options import add_contrastive_options
 from fedad.common.errors import FedadError
 from fedad.server.convergence import DEFAULT_MAX_ROUNDS, DEFAULT_MIN_DELTA, DEFAULT_PATIENCE, StopRule
+
+if TYPE_CHECKING:
+    from fedad.server.strategies.base import ConfigFn
 
 STRATEGIES = ("fedavg", "paillier", "trust", "flag", "robust", "secure-robust")
 MODELS = ("dense", "lstm", "gru", "cnn", "vae", "contrastive")
@@ -328,7 +332,7 @@ def build_spec(args):
 
 
 def build_strategy(args):
-    noop = lambda r: {}  # noqa: E731 - replaced by the server's configs
+    noop: ConfigFn = lambda r: {}  # noqa: E731 - replaced by the server's configs
     if args.strategy == "paillier":
         from fedad.common.crypto.keys import load_public_key
         from fedad.server.strategies.paillier import PaillierFedAvg

@@ -25,6 +25,8 @@ def make_attack(name: str, scale: float | None = None, start_round: int = 1, see
     if cls is None:
         raise FedadError(f"unknown attack {name!r}: choose one of {', '.join(ATTACK_NAMES)}")
     if scale is not None:
+        if cls.scale_param is None:  # every registered attack names one; a new one without it takes no scale
+            raise FedadError(f"attack {name!r} takes no scale")
         params[cls.scale_param] = float(scale)
     try:
         return cls(start_round=start_round, seed=seed, **params)

@@ -73,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     """Load, check, score, then print the table and write the files (only once everything succeeded)."""
     from fedad.common.baselines import BASELINES
     from fedad.common.evaluation import (
+        Detector,
         detector_outputs,
         format_table,
         metrics_for_outputs,
@@ -99,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     data = _load_labelled(args.data, args, "--data")
     X, y = _model_columns(detector, data, args.data), data.y
 
-    detectors: dict[str, object] = {"autoencoder": detector}
+    detectors: dict[str, Detector] = {"autoencoder": detector}
     if args.baselines:
         if args.train_data is not None:
             train = _load_labelled(args.train_data, args, "--train-data")

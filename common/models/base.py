@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+
+@runtime_checkable
+class EmbeddingAligned(Protocol):
+    """A model with an alignment term (``isinstance`` checks only that it has ``set_global_embedding``)."""
+
+    def set_global_embedding(self, g: np.ndarray | torch.Tensor | None, direction_only: bool = False) -> None: ...
 
 
 class Autoencoder(nn.Module, ABC):
