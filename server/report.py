@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -50,9 +51,14 @@ def plot_rounds(out: Path, rounds: list[dict]) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(r, [x["loss"] if x["loss"] is not None else np.nan for x in rounds], "o-", label="global val loss")
     ax.plot(r, [x["train_loss"] for x in rounds], "s--", label="mean local train loss")
-    ax.set_xlabel("round"), ax.set_ylabel("reconstruction MSE"), ax.set_yscale("log"), ax.legend()
+    ax.set_xlabel("round")
+    ax.set_ylabel("reconstruction MSE")
+    ax.set_yscale("log")
+    ax.legend()
     ax.set_title("loss per round")
-    fig.tight_layout(), fig.savefig(out / "loss.png", dpi=100), plt.close(fig)
+    fig.tight_layout()
+    fig.savefig(out / "loss.png", dpi=100)
+    plt.close(fig)
 
     names = sorted({c["client"] for x in rounds for c in x.get("per_client", [])})
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
@@ -60,11 +66,15 @@ def plot_rounds(out: Path, rounds: list[dict]) -> None:
         pts = [(x["round"], c) for x in rounds for c in x.get("per_client", []) if c["client"] == name]
         a1.plot([p[0] for p in pts], [p[1]["train_loss"] for p in pts], ".-", label=name)
         a2.plot([p[0] for p in pts], [p[1]["seconds"] for p in pts], ".-", label=name)
-    a1.set_title("local train loss per client"), a1.set_yscale("log"), a1.set_xlabel("round")
+    a1.set_title("local train loss per client")
+    a1.set_yscale("log")
+    a1.set_xlabel("round")
     a1.set_ylabel("local train loss (reconstruction MSE)")
     a2.set_title("local training seconds per client"), a2.set_xlabel("round"), a2.set_ylabel("seconds")
     a1.legend(fontsize=7, ncol=2)
-    fig.tight_layout(), fig.savefig(out / "clients.png", dpi=100), plt.close(fig)
+    fig.tight_layout()
+    fig.savefig(out / "clients.png", dpi=100)
+    plt.close(fig)
 
 
 def roc_from_histograms(pos: np.ndarray, neg: np.ndarray) -> dict | None:
@@ -105,7 +115,8 @@ def plot_report_roc(out: Path, report: dict) -> None:
 
 def write_flag_report(out: Path, rounds: list[dict]) -> list[dict]:
     """flags.jsonl (one line per round and client: scores, trust weight, flagged, reason) and a summary."""
-    lines, summary = [], {}
+    lines: list[str] = []
+    summary: dict[str, dict[str, Any]] = {}  # client -> its rounds, flagged rounds, weights and last reason
     for r in rounds:
         for name, rec in sorted((r.get("flags") or {}).items()):
             lines.append(json.dumps({"round": r["round"], **rec}, default=_jsonable))
@@ -225,4 +236,6 @@ def plot_trust(out: Path, rounds: list[dict]) -> None:
         + ("\nweight 0: drawn just below 0, one level per client" if offsets else "")
     )
     ax.set_title("trust per client"), ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout(), fig.savefig(out / "trust.png", dpi=100), plt.close(fig)
+    fig.tight_layout()
+    fig.savefig(out / "trust.png", dpi=100)
+    plt.close(fig)

@@ -58,8 +58,9 @@ def configure_flower_logging(tag: str) -> None:
     for handler in FLOWER_LOGGER.handlers:
         handler.addFilter(_DropNoise())
         formatter = handler.formatter
-        if formatter is not None and getattr(formatter, "_fmt", None):
-            formatter._fmt = formatter._fmt.replace("%(message)s", f"[{tag}] flwr: %(message)s")
+        fmt = getattr(formatter, "_fmt", None)
+        if formatter is not None and fmt:
+            formatter._fmt = fmt.replace("%(message)s", f"[{tag}] flwr: %(message)s")
 
 
 def _quiet_grpc_thread_errors() -> None:
