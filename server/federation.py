@@ -40,7 +40,7 @@ from fedad.server.admission import AdmittedClients, drop_connection
 from fedad.server.client_calls import ClientCallFailed, call_clients
 from fedad.server.convergence import StopRule, stop_reason
 from fedad.server.report import format_round_flags
-from fedad.server.strategies.base import FedadStrategy, client_name
+from fedad.server.strategies.base import BlindStrategy, FedadStrategy, SecureStrategy, client_name
 
 CHECKPOINT_DIR = "checkpoint"
 DIVERGENCE = 4.0  # Paillier: a new global model whose median validation loss rises this many times is refused
@@ -153,6 +153,24 @@ class FedadServer(Server):
         strategy.fit_config = self._fit_config
         strategy.evaluate_config = lambda r: self._config("val", r)
 
+    def _secure(self) -> SecureStrategy:
+        """The strategy of an encrypted run (``self.encrypted``): its public key and the values clients encrypt."""
+        if not isinstance(self.strategy, SecureStrategy):
+            raise TypeError(f"{self.strategy!r} says it is encrypted but has no public key and settings")
+        return self.strategy
+
+    def _blind(self) -> BlindStrategy:
+        """The strategy of a blind-decrypting run (``self.blind``: secure-robust)."""
+        if not isinstance(self.strategy, BlindStrategy):
+            raise TypeError(f"{self.strategy!r} says its model is plaintext but cannot decrypt a histogram")
+        return self.strategy
+
+    def _features(self) -> list[str]:
+        """The federation's features, fixed by the statistics phase (or the operator) before any model exists."""
+        if self.spec.feature_names is None:
+            raise RuntimeError("the federation's features are not fixed yet (statistics phase first)")
+        return self.spec.feature_names
+
     # ---------------------------------------------------------------- configs sent to clients
     def _config(self, phase: str, rnd: int, **extra) -> dict:
         spec = self.spec.to_dict()
@@ -160,7 +178,7 @@ class FedadServer(Server):
             spec["feature_names"] = None
         cfg = {"phase": phase, "round": rnd, "spec": encode_json(spec), **extra}
         if self.encrypted:
-            cfg.update(self.strategy.secure_config())
+            cfg.update(self._secure().secure_config())
         if self.scaler_bytes and self.spec.scaling == "global":  # site scaling: nodes use their own statistics
             cfg["scaler_enc" if self.encrypted else "scaler"] = self.scaler_bytes
         return cfg
@@ -281,7 +299,7 @@ class FedadServer(Server):
                 )
                 declared = check.count(declared, "the declared row count", low=1, high=self.max_examples)
                 if self.encrypted:
-                    decode_fixed_point(self.strategy.public_key, res.metrics["stats_enc"], 1 + 2 * len(feats))
+                    decode_fixed_point(self._secure().public_key, res.metrics["stats_enc"], 1 + 2 * len(feats))
                     stats = res.metrics["stats_enc"]
                 else:
                     stats = check.scaler_stats(res.metrics["stats"], len(feats), max_count=self.max_examples)
@@ -347,7 +365,7 @@ class FedadServer(Server):
             return
         self.spec.feature_names = list(expected)
         if self.encrypted:  # the server only multiplies ciphertexts; clients decrypt the summed statistics
-            self.scaler_bytes = sum_fixed_point(self.strategy.public_key, kept, 1 + 2 * len(expected))
+            self.scaler_bytes = sum_fixed_point(self._secure().public_key, kept, 1 + 2 * len(expected))
             self.log.info("federated scaler from %d clients (encrypted sums), %d features", len(kept), len(expected))
             return
         self.scaler = ScalerStats.merge(kept)
@@ -363,7 +381,7 @@ class FedadServer(Server):
         """Clients that connected (or reconnected) after the statistics phase get their features checked."""
         new = self._unasked()
         if new:
-            kept = self._admit(self._collect_stats(new, timeout), tuple(self.spec.feature_names), timeout)
+            kept = self._admit(self._collect_stats(new, timeout), tuple(self._features()), timeout)
             self.log.info("admitted %d newly connected client(s)", len(kept))
 
     def _vet(self, results: list, timeout: float | None) -> list:
@@ -413,12 +431,12 @@ class FedadServer(Server):
         from fedad.common.training import get_weights
 
         torch.manual_seed(self.spec.seed)
-        model = build_model(self.spec.model, len(self.spec.feature_names), window=self.spec.window, **self.spec.sizes)
+        model = build_model(self.spec.model, len(self._features()), window=self.spec.window, **self.spec.sizes)
         weights = get_weights(model)
         # an honest update is the model's float64 size at most (Paillier packs ~7 bytes per value): x2 headroom
         self.max_update_bytes = 2 * 8 * int(sum(w.size for w in weights)) + (1 << 16)
         if self.encrypted:
-            self.strategy.n_values = int(sum(w.size for w in weights))
+            self._secure().n_values = int(sum(w.size for w in weights))
             try:
                 getattr(self.strategy, "check_settings", lambda: None)()
             except FedadError as exc:
@@ -497,7 +515,7 @@ class FedadServer(Server):
                 )
                 new = self.parameters
         down = {ins_proxy.cid: _payload_bytes(ins.parameters, ins.config) for ins_proxy, ins in instructions}
-        per_client = []
+        per_client: list[dict[str, Any]] = []
         ok = {proxy.cid for proxy, _ in good}
         for proxy, res in results:
             name = self.strategy.names.get(proxy.cid, f"cid-{proxy.cid[:8]}")
@@ -520,7 +538,7 @@ class FedadServer(Server):
                 self.log.error(
                     "round %d: new global model refused (%s); keeping the previous one", rnd, aggregate_refused
                 )
-                self.parameters, self.strategy.total_weight = previous  # type: ignore[attr-defined]
+                self.parameters, self.strategy.total_weight = previous  # type: ignore[attr-defined]  # Paillier-only attribute (this branch)
                 loss = self.rounds[-1]["loss"] if self.rounds else loss
         counted = [c for c in per_client if c["examples"] > 0 and np.isfinite(c["train_loss"])]
         total = sum(c["examples"] for c in counted) or 1
@@ -644,10 +662,11 @@ class FedadServer(Server):
         results = self._vet(results, timeout)
         answers = self._screen_evaluate("threshold", rnd, results)
         if self.encrypted:  # summed encrypted histogram goes back; each client decrypts it and sets the threshold
+            secure = self._secure()
             msgs = []
             for proxy, _, d in answers:
                 try:  # a malformed ciphertext message refuses that node's histogram, not the run
-                    sum_counts(self.strategy.public_key, [d["hist_enc"]], self.strategy.max_clients, N_BINS)
+                    sum_counts(secure.public_key, [d["hist_enc"]], secure.max_clients, N_BINS)
                     msgs.append(d["hist_enc"])
                 except Exception as exc:  # noqa: BLE001
                     name = self.strategy.names.get(proxy.cid, proxy.cid[:8])
@@ -661,10 +680,10 @@ class FedadServer(Server):
                     )
             if not msgs:
                 raise FederationFailed("no client sent validation scores for the threshold")
-            hist_sum = sum_counts(self.strategy.public_key, msgs, self.strategy.max_clients, N_BINS)
+            hist_sum = sum_counts(secure.public_key, msgs, secure.max_clients, N_BINS)
             if self.blind:  # secure-robust: the key holder blind-decrypts the sum, the server sets the threshold
                 try:
-                    counts = self.strategy.decrypt_histogram(hist_sum, rnd + 1, len(msgs), N_BINS)
+                    counts = self._blind().decrypt_histogram(hist_sum, rnd + 1, len(msgs), N_BINS)
                 except FedadError as exc:
                     raise FederationFailed(f"threshold: {exc}") from None
                 threshold = rule_threshold(counts, self.spec)
@@ -744,10 +763,16 @@ class FedadServer(Server):
         tmp = ck / ".weights.tmp.npz"
         np.savez(tmp, *weights)
         os.replace(tmp, ck / "weights.npz")
+        if self.encrypted:
+            scaler = None
+        elif self.scaler is None:
+            raise RuntimeError("no federated scaler to checkpoint (the statistics phase sets it before any round)")
+        else:
+            scaler = self.scaler.to_dict()
         state = {
             "round": rnd,
             "spec": self.spec.to_dict(),
-            "scaler": None if self.encrypted else self.scaler.to_dict(),
+            "scaler": scaler,
             "scaler_enc": self.scaler_bytes.hex() if self.encrypted else None,
             "strategy": self.strategy.state_dict(),
             "rounds": self.rounds,

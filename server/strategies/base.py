@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from flwr.common import (
@@ -49,6 +50,31 @@ def embedding_of(metrics: dict) -> np.ndarray | None:
         return None
 
 
+@runtime_checkable
+class SecureStrategy(Protocol):
+    """What the server reads of a strategy with ``encrypted = True`` (Paillier, secure-robust)."""
+
+    public_key: Any  # a phe PaillierPublicKey (phe ships no types)
+    n_values: int | None  # the model's parameter count, set by the server from the initial model
+    max_clients: int
+
+    def secure_config(self) -> dict[str, Scalar]: ...
+
+
+@runtime_checkable
+class BlindStrategy(SecureStrategy, Protocol):
+    """An encrypted strategy with a plaintext global model (``plaintext_model = True``: secure-robust)."""
+
+    def decrypt_histogram(self, data: bytes, rnd: int, clients: int, n_bins: int) -> np.ndarray: ...
+
+
+def value_count(n_values: int | None) -> int:
+    """An encrypted strategy's ``n_values``, which the server sets from the initial model before any round."""
+    if n_values is None:
+        raise RuntimeError("the model's parameter count is not set yet (the server sets it from the initial model)")
+    return n_values
+
+
 class FedadStrategy(Strategy):
     """Base adapter between Flower's calls and fedad's aggregation functions."""
 
@@ -70,6 +96,12 @@ class FedadStrategy(Strategy):
 
     def __repr__(self) -> str:
         return f"fedad:{self.name}"
+
+    def round_weights(self) -> list[np.ndarray]:
+        """This round's global weights (``configure_fit`` sets them before ``aggregate_fit`` reads them)."""
+        if self.global_weights is None:
+            raise RuntimeError(f"{self!r}: no global weights yet (aggregate_fit before configure_fit)")
+        return self.global_weights
 
     def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
         return self.initial_parameters

@@ -15,7 +15,7 @@ from fedad.common.crypto.codec import decode_message, encode_message
 from fedad.common.crypto.encryption import weighted_sum
 from fedad.common.crypto.keys import key_fingerprint
 from fedad.common.crypto.update import integer_weights, slot_layout
-from fedad.server.strategies.base import FedadStrategy, client_name
+from fedad.server.strategies.base import FedadStrategy, client_name, value_count
 
 
 def ciphertext_parameters(message: bytes) -> Parameters:
@@ -83,7 +83,9 @@ class PaillierFedAvg(FedadStrategy):
     def aggregate_fit(self, server_round: int, results, failures) -> tuple[Parameters | None, dict[str, Scalar]]:
         layout = slot_layout(self.public_key, self.bits, self.max_weight * self.max_clients)
         self.last_rejections, self.last_client_reports = {}, {}
-        names, blocks, counts = [], [], []
+        names: list[str] = []
+        blocks: list[list[int]] = []
+        counts: list[int] = []
         for proxy, res in results:
             name = client_name(res, proxy)
             self.names[proxy.cid] = name
@@ -95,13 +97,15 @@ class PaillierFedAvg(FedadStrategy):
             except Exception as exc:  # noqa: BLE001 - anything a peer sends wrong rejects that peer only
                 self.last_rejections[name] = f"bad encrypted update: {exc}"
                 continue
-            names.append(name), blocks.append(cts), counts.append(int(res.num_examples))
+            names.append(name)
+            blocks.append(cts)
+            counts.append(int(res.num_examples))
         if not blocks:
             return None, {}
         weights = integer_weights(counts, self.max_weight)
         aggregate = weighted_sum(self.public_key, blocks, weights, layout.max_sum)
         self.total_weight = sum(weights)
-        return ciphertext_parameters(encode_message(self.public_key, aggregate, layout, self.n_values)), {}
+        return ciphertext_parameters(encode_message(self.public_key, aggregate, layout, value_count(self.n_values))), {}
 
     def aggregate_updates(self, server_round: int, accepted) -> list[np.ndarray]:
         """Unused: aggregation happens on ciphertexts in ``aggregate_fit``."""

@@ -55,24 +55,31 @@ class RobustStrategy(FedadStrategy):
             decode_array(emb)
 
     def aggregate_fit(self, server_round: int, results, failures) -> tuple[Parameters | None, dict[str, Scalar]]:
-        shapes = [w.shape for w in self.global_weights]
+        global_weights = self.round_weights()
+        shapes = [w.shape for w in global_weights]
         dim = int(sum(np.prod(s) for s in shapes))
-        names, updates, counts, embeddings, invalid = [], [], [], [], {}
+        names: list[str] = []
+        updates: list[np.ndarray | None] = []  # None: rejected (reason in invalid)
+        counts: list[float] = []
+        embeddings: list[np.ndarray | None] = []
+        invalid: dict[str, str] = {}
         for proxy, res in results:
             name = client_name(res, proxy)
             self.names[proxy.cid] = name
             names.append(name)
             counts.append(float(res.num_examples))
+            update: np.ndarray | None = None
             try:
                 weights = parameters_to_ndarrays(res.parameters)
                 reason = validate_update(weights, shapes)
             except Exception as exc:  # noqa: BLE001 - undecodable tensors from a peer
-                weights, reason = None, f"undecodable update: {exc}"
+                reason = f"undecodable update: {exc}"
+            else:
+                if not reason:
+                    update = compute_update(weights, global_weights)
             if reason:
                 invalid[name] = reason
-                updates.append(None)
-            else:
-                updates.append(compute_update(weights, self.global_weights))
+            updates.append(update)
             emb = (res.metrics or {}).get("embedding")
             try:
                 embeddings.append(None if emb is None else decode_array(emb))
@@ -104,7 +111,7 @@ class RobustStrategy(FedadStrategy):
             return None, {}
         kept = set(result.kept)
         self.note_embeddings([e if n in kept else None for n, e in zip(names, embeddings, strict=True)], counts)
-        return ndarrays_to_parameters(apply_update(self.global_weights, result.update)), {}
+        return ndarrays_to_parameters(apply_update(global_weights, result.update)), {}
 
     def untrusted(self) -> set[str]:
         return set(self.quarantine.quarantined)

@@ -19,7 +19,7 @@ from fedad.common.crypto.codec import decode_message
 from fedad.common.crypto.embedding import dequantize_embedding, embedding_layout
 from fedad.common.crypto.encryption import weighted_sum
 from fedad.common.crypto.keys import key_fingerprint
-from fedad.common.crypto.packing import unpack
+from fedad.common.crypto.packing import SlotLayout, unpack
 from fedad.common.crypto.sketch import SketchPlan, decode_sketch, leakage, secure_layout, sketch_ciphertexts
 from fedad.common.crypto.statistics import counts_layout
 from fedad.common.errors import FedadError
@@ -35,7 +35,7 @@ from fedad.server.defence.sketch_round import (
     sketch_vector,
     update_from_mean,
 )
-from fedad.server.strategies.base import client_name
+from fedad.server.strategies.base import client_name, value_count
 from fedad.server.strategies.paillier import message_from_parameters
 from fedad.server.strategies.robust_base import RobustStrategy
 
@@ -71,8 +71,8 @@ class SecureRobust(RobustStrategy):
         return "secure-robust"
 
     @property
-    def layout(self):
-        return secure_layout(self.public_key.n.bit_length(), self.bits, self.n_values, WEIGHT_TOTAL)
+    def layout(self) -> SlotLayout:
+        return secure_layout(self.public_key.n.bit_length(), self.bits, value_count(self.n_values), WEIGHT_TOTAL)
 
     def secure_config(self) -> dict[str, Scalar]:
         """What clients need to encrypt: key, quantization, slot headroom; the histogram's client bound."""
@@ -92,7 +92,9 @@ class SecureRobust(RobustStrategy):
         self.max_clients = max(1, len(clients))  # before the config is built: it names max_clients
         instructions = super().configure_fit(server_round, parameters, client_manager)
         # blinding needs one obfuscator per decrypted block: compute them while the clients train
-        self.decryptor.reserve.refill(self.max_clients * (self.rows + 1) + self.layout.blocks_for(self.n_values))
+        self.decryptor.reserve.refill(
+            self.max_clients * (self.rows + 1) + self.layout.blocks_for(value_count(self.n_values))
+        )
         return instructions
 
     def _decode(self, res, layout) -> tuple[list[int], tuple[int, int] | None]:
@@ -123,8 +125,13 @@ class SecureRobust(RobustStrategy):
     def aggregate_fit(self, server_round: int, results, failures) -> tuple[Parameters | None, dict[str, Scalar]]:
         t0 = time.perf_counter()
         layout = self.layout
-        n_blocks = layout.blocks_for(self.n_values)
-        names, counts, blocks, emb_blocks, rejected = [], [], [], [], {}
+        n_values = value_count(self.n_values)
+        n_blocks = layout.blocks_for(n_values)
+        names: list[str] = []
+        counts: list[float] = []
+        blocks: list[list[int] | None] = []  # None: rejected
+        emb_blocks: list[tuple[int, int] | None] = []
+        rejected: dict[str, str] = {}
         for proxy, res in results:
             name = client_name(res, proxy)
             self.names[proxy.cid] = name
@@ -140,7 +147,12 @@ class SecureRobust(RobustStrategy):
         if not names:
             return None, {}
         # only clients that are neither rejected nor quarantined are sketched (and charged to the key holder)
-        live = [i for i, n in enumerate(names) if blocks[i] is not None and not self.quarantine.is_quarantined(n)]
+        live_blocks = {
+            i: b
+            for i, (n, b) in enumerate(zip(names, blocks, strict=True))
+            if b is not None and not self.quarantine.is_quarantined(n)
+        }
+        live = list(live_blocks)
         plan = SketchPlan.draw(secrets.token_bytes(32), n_blocks, self.rows)  # drawn after every ciphertext is in
         dim = self.rows * layout.slots_per_block
         sketches: list[np.ndarray | None] = [None if b is None else np.zeros(dim) for b in blocks]
@@ -158,7 +170,7 @@ class SecureRobust(RobustStrategy):
             )
         if live:
             rows = [
-                c for i in live for c in sketch_ciphertexts(self.public_key, blocks[i], plan, layout, self.n_values)
+                c for i in live for c in sketch_ciphertexts(self.public_key, live_blocks[i], plan, layout, n_values)
             ]
             plain = d.as_kind("sketch").decrypt_blocks(rows)
             for k, i in enumerate(live):
@@ -167,13 +179,14 @@ class SecureRobust(RobustStrategy):
                     sketches[i] = sketch_vector(sketch, self.clip, self.bits)
                 except ValueError as exc:
                     sketches[i], rejected[names[i]] = None, f"malformed sketch (values out of range): {exc}"
-            with_emb = [i for i in live if emb_blocks[i] is not None and sketches[i] is not None]
+            emb_of = {i: e for i in live if (e := emb_blocks[i]) is not None and sketches[i] is not None}
+            with_emb = list(emb_of)
             if with_emb and self.mode != "flag":
-                plain = d.as_kind("embedding").decrypt_blocks([emb_blocks[i][0] for i in with_emb])
+                plain = d.as_kind("embedding").decrypt_blocks([emb_of[i][0] for i in with_emb])
                 el = embedding_layout(layout.key_bits)
                 for i, value in zip(with_emb, plain, strict=True):
                     try:
-                        embeddings[i] = dequantize_embedding(unpack([value], el, emb_blocks[i][1]))
+                        embeddings[i] = dequantize_embedding(unpack([value], el, emb_of[i][1]))
                     except ValueError:
                         embeddings[i] = None  # malformed embedding: trust 0
         self.last_rejections = dict(rejected)
@@ -193,13 +206,13 @@ class SecureRobust(RobustStrategy):
         self.last_client_reports = {r["client"]: r for r in result.records}
         caught = result.flagged | (self.quarantine.quarantined & set(names))
         ints, scale = integer_coefficients(coefficients(result.records))
-        kept = [(blocks[i], a) for i, a in enumerate(ints) if a > 0 and blocks[i] is not None]
+        kept = [(b, a) for i, a in enumerate(ints) if a > 0 and (b := blocks[i]) is not None]
         self.last_summary = {
             "flagged": sorted(result.flagged),
             "kept": result.kept,
             "sketch_seed": plan.seed.hex(),
             "sketch_rows": self.rows,
-            "leakage": leakage(self.rows, layout, self.n_values),
+            "leakage": leakage(self.rows, layout, n_values),
         }
         if self.malicious:
             p, r = flag_precision_recall(caught, self.malicious & set(names))
@@ -214,11 +227,11 @@ class SecureRobust(RobustStrategy):
                     f"{len(kept)} client(s) kept, fewer than {self.min_kept}: global model unchanged this round"
                 ),
             )
-            return ndarrays_to_parameters(self.global_weights), {}
+            return ndarrays_to_parameters(self.round_weights()), {}
         t3 = time.perf_counter()
         aggregate = weighted_sum(self.public_key, [b for b, _ in kept], [a for _, a in kept], layout.max_sum)
         try:
-            slots = lenient_slots(d.as_kind("aggregate").decrypt_blocks(aggregate), layout, self.n_values)
+            slots = lenient_slots(d.as_kind("aggregate").decrypt_blocks(aggregate), layout, n_values)
         except ValueError as exc:  # a kept client packed values that overflowed a whole block
             self.last_summary.update(
                 keyholder_blocks=dict(d.requested),
@@ -226,7 +239,7 @@ class SecureRobust(RobustStrategy):
                     f"malformed aggregate ({exc}): a kept client packed out-of-range values; global model unchanged"
                 ),
             )
-            return ndarrays_to_parameters(self.global_weights), {}
+            return ndarrays_to_parameters(self.round_weights()), {}
         mean = mean_from_slots(slots, sum(a for _, a in kept), self.clip, self.bits)
         t4 = time.perf_counter()
         self.last_summary["keyholder_blocks"] = dict(d.requested)
@@ -240,7 +253,7 @@ class SecureRobust(RobustStrategy):
         update = update_from_mean(mean, scale)
         kept_names = set(result.kept)  # the blind-decrypted embeddings of the kept clients, averaged
         self.note_embeddings([e if n in kept_names else None for n, e in zip(names, embeddings, strict=True)], counts)
-        return ndarrays_to_parameters(apply_update(self.global_weights, update)), {}
+        return ndarrays_to_parameters(apply_update(self.round_weights(), update)), {}
 
     def decrypt_histogram(self, data: bytes, rnd: int, clients: int, n_bins: int) -> np.ndarray:
         """The summed threshold histogram, blind-decrypted in the key holder's final round."""
@@ -261,7 +274,7 @@ class SecureRobust(RobustStrategy):
         Every row has t plus and t minus signs, so the rows' rank is at most B - 1 per slot: at m >= B - 1 a
         slot's B values are known up to one number. m <= B - 2 is required.
         """
-        n_blocks = self.layout.blocks_for(self.n_values)
+        n_blocks = self.layout.blocks_for(value_count(self.n_values))
         if self.rows > n_blocks - 2:
             raise FedadError(
                 f"--sketch-rows {self.rows} is too many for this model: its update spans {n_blocks} "
