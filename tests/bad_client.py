@@ -156,9 +156,8 @@ def main(argv=None) -> int:
             self.fits += 1
             if fit_kinds == ["replay"]:
                 kind = "replay"
-            elif fit_kinds:  # one per server round in order, then the last one for good (a late start skips some)
-                step = int(config.get("round", 0)) - args.start_round + 1
-                kind = fit_kinds[min(max(step, 1), len(fit_kinds)) - 1]
+            elif fit_kinds:  # one per round in order, then the last one for good
+                kind = fit_kinds[min(self.fits, len(fit_kinds)) - 1]
             else:
                 return weights, examples, metrics
             log.warning("round %s: misbehaving (%s)", config.get("round"), kind)

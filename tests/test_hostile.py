@@ -102,6 +102,7 @@ def test_every_bad_kind_is_refused_and_the_honest_run_is_unharmed(plant, tmp_pat
         bad(address, "no-hist,count-string", "trent", plant[5], h, *wait),
         bad(address, "features", "eve", plant[6], h, *wait),
         bad(address, "big", "bigfoot", plant[3], h, *wait),
+        bad(address, "hist-poison", "liar", plant[4], h, *wait),
         bad(address, "idle", "idle", None, h, "--connections", "10", "--hold", "900", *wait),
     ]
     wait_for(
@@ -109,7 +110,7 @@ def test_every_bad_kind_is_refused_and_the_honest_run_is_unharmed(plant, tmp_pat
             all("not reachable yet" in (h / f"{n}.log").read_text() for n in HONEST)
             and all(
                 "misbehaving client" in (h / f"{n}.log").read_text()
-                for n in ("mallory", "replayer", "trent", "eve", "bigfoot")
+                for n in ("mallory", "replayer", "trent", "eve", "bigfoot", "liar")
             )
         ),
         600,
@@ -158,6 +159,11 @@ def test_every_bad_kind_is_refused_and_the_honest_run_is_unharmed(plant, tmp_pat
     # bigfoot's 40 MB tensor is over the message limit derived from the model: refused by gRPC, never aggregated
     assert all("bigfoot" not in r["clients"] for r in recs)
     assert "larger than max" in (h / "bigfoot.log").read_text()
+    # the liar's invented histogram (all its weight in the top bin) cannot move the global threshold past the
+    # honest nodes' own thresholds: the pooled value is clamped to the 2nd-lowest..2nd-highest node threshold
+    nodes = report["detection"]["node_thresholds"]
+    assert "liar" in nodes or "liar" in report["detection"]["dropped"], report["detection"]
+    assert report["detection"]["threshold"] <= max(nodes[n] for n in HONEST), report["detection"]
     # the attackers cost the honest nodes' detection nothing: F1 at most 0.02 below the clean run's (the bad
     # nodes' honest parts, their first round and their small test shards, may move it either way a little)
     f1, f1_clean = honest_f1(report), honest_f1(clean)
@@ -200,7 +206,9 @@ def test_paillier_out_of_range_ciphertexts_do_not_crash_honest_nodes(plant, tmp_
     assert [r["round"] for r in recs] == [1, 2, 3]
     # round 1: valid ciphertexts of out-of-range values are aggregated; honest nodes decode leniently
     # round 2: all weights at the clip value with a huge count: the count is capped at what it declared
-    assert "mallory" in recs[1].get("capped_examples", {}), recs[1]
+    # (mallory's own rounds: under load it may connect after round 1 has started)
+    joined = [r for r in recs if "mallory" in r["clients"]]
+    assert len(joined) >= 2 and "mallory" in joined[1].get("capped_examples", {}), joined
     for name in HONEST:
         assert "Traceback" not in (logs / f"{name}.log").read_text()
     report = json.loads((run / "report.json").read_text())
