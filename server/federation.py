@@ -538,7 +538,7 @@ class FedadServer(Server):
                 self.log.error(
                     "round %d: new global model refused (%s); keeping the previous one", rnd, aggregate_refused
                 )
-                self.parameters, self.strategy.total_weight = previous  # type: ignore[attr-defined]  # Paillier-only attribute (this branch)
+                self.parameters, self.strategy.total_weight = previous  # type: ignore[attr-defined]  # Paillier's (this branch)
                 loss = self.rounds[-1]["loss"] if self.rounds else loss
         counted = [c for c in per_client if c["examples"] > 0 and np.isfinite(c["train_loss"])]
         total = sum(c["examples"] for c in counted) or 1

@@ -23,6 +23,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
+from typing import Protocol
 
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
@@ -289,6 +290,14 @@ def max_message_bytes(model: str, window: int, sizes: dict, n_features: int | No
     return int(MESSAGE_BASE + MESSAGE_HEADROOM * 8 * n_values)
 
 
+class ContactFlag(Protocol):
+    """Whether the server has talked to the client since the last (re)connection (``FedadClient.contact``)."""
+
+    def __call__(self) -> bool: ...
+
+    def reset(self) -> None: ...
+
+
 class ServerUnreachable(Exception):
     """The server could not be reached within the connection timeout."""
 
@@ -298,7 +307,7 @@ def connect(
     client,
     root_certificates: bytes | None,
     connect_timeout: float,
-    has_contact: Callable[[], bool],
+    has_contact: ContactFlag,
     log: logging.Logger,
     diagnose: Callable[[], None] | None = None,
 ) -> None:
@@ -340,7 +349,7 @@ def connect(
             if has_contact():
                 log.warning("connection to %s lost (%s); reconnecting", address, code.name)
                 deadline = time.monotonic() + connect_timeout
-                has_contact.reset()  # type: ignore[attr-defined]
+                has_contact.reset()
                 delay = 0.5
             if time.monotonic() >= deadline:
                 raise ServerUnreachable(

@@ -39,7 +39,7 @@ class RobustStrategy(FedadStrategy):
         self.last_summary: dict = {}
 
     @property
-    def name(self) -> str:  # type: ignore[override]
+    def name(self) -> str:  # type: ignore[override]  # a property over the base class attribute name
         return self.mode
 
     @property

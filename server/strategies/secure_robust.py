@@ -67,7 +67,7 @@ class SecureRobust(RobustStrategy):
         self.max_clients = 1
 
     @property
-    def name(self) -> str:  # type: ignore[override]
+    def name(self) -> str:  # type: ignore[override]  # a property over the base class attribute name
         return "secure-robust"
 
     @property
