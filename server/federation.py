@@ -137,6 +137,7 @@ class FedadServer(Server):
         self.current_round = 0
         self.gate = gate  # mutual TLS: a NodeGate (revocations, expiry); every proxy then carries .identity
         self.features_from = features_from  # the node whose features are the federation's (operator's choice)
+        self.pending: list[tuple] = []  # statistics reports waiting for the --features-from node (not admitted)
         self.asked: set[str] = set()  # Flower cids asked for statistics (an idle one is asked once, then dropped)
         self.admission_timeout, self.max_examples = float(admission_timeout), int(max_examples)
         self.declared: dict[str, int] = {}  # training rows each node declared at the statistics phase
@@ -354,9 +355,18 @@ class FedadServer(Server):
 
     def _stats_phase(self, timeout: float | None) -> None:
         """Federated scaler: the operator's feature set (see ``_schema``), clients send sums instead of rows."""
-        reports = self._collect_stats(self._unasked(), timeout)
+        live = self._client_manager.all()
+        reports = [r for r in self.pending if r[0].cid in live] + self._collect_stats(self._unasked(), timeout)
+        self.pending = []
         if not reports:  # every connection so far was refused or silent: wait for others (bounded by --wait-timeout)
             self.log.warning("no client sent usable statistics yet; waiting for others")
+            return
+        if self.features_from and all(name != self.features_from for _, name, _, _ in reports):
+            # the operator's designated node decides the schema: the others wait (not admitted) until it reports
+            self.pending = reports
+            self.log.info(
+                "waiting for %s (--features-from) before admitting %d node(s)", self.features_from, len(reports)
+            )
             return
         expected = self._schema(reports)
         kept = self._admit(reports, expected, timeout)
