@@ -3,7 +3,8 @@
 Scores every row of --data with the autoencoder detector saved by `fedad train`, thresholds with the
 model's own threshold, and prints precision, recall, F1, ROC-AUC, PR-AUC, FAR (false alarm rate) and MAR
 (missed alarm rate) as a table on stdout. Writes OUT/metrics.json ({name: {precision, recall, f1,
-roc_auc, pr_auc, far, mar}}; the model is named "autoencoder") and OUT/roc.png.
+roc_auc, pr_auc, far, mar}}; the model is named "autoencoder", or "ensemble" for a model trained with
+`fedad train --model ensemble`) and OUT/roc.png.
 
 With --baselines, IQR, Isolation Forest, One-Class SVM and PCA are fitted and scored on the same split
 as the model:
@@ -35,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model",
         required=True,
         metavar="MODEL_DIR",
-        help="directory written by `fedad train` (detector.json + model.pt)",
+        help="directory written by `fedad train` (detector.json + model.pt, or an ensemble's ensemble.json)",
     )
     parser.add_argument("--data", required=True, metavar="PATH", help="labelled data file to evaluate on")
     parser.add_argument(
@@ -100,7 +101,10 @@ def run(args: argparse.Namespace) -> int:
     data = _load_labelled(args.data, args, "--data")
     X, y = _model_columns(detector, data, args.data), data.y
 
-    detectors: dict[str, Detector] = {"autoencoder": detector}
+    from fedad.common.ensemble import EnsembleDetector
+
+    name = "ensemble" if isinstance(detector, EnsembleDetector) else "autoencoder"
+    detectors: dict[str, Detector] = {name: detector}
     if args.baselines:
         if args.train_data is not None:
             train = _load_labelled(args.train_data, args, "--train-data")
@@ -148,10 +152,10 @@ def _check_file(path: str, option: str) -> None:
 
 
 def _load_detector(model_dir: Path):
-    from fedad.common.detector import AutoencoderDetector
+    from fedad.common.ensemble import load_model
 
     try:
-        return AutoencoderDetector.load(model_dir)
+        return load_model(model_dir)
     except FedadError:
         raise
     except (OSError, ValueError, KeyError, RuntimeError) as exc:

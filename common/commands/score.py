@@ -8,7 +8,9 @@ that follows the training rows, score is log(1 + max over non-drifting features 
 a row alarms when the trailing mean of the last --smooth scores exceeds a threshold from the training rows,
 and after an abrupt change ends an alarm the model is re-fitted on the next --collect rows; a row's
 decision uses no later row. The data must have the model's feature columns (matched by name; extra
-columns are ignored). The file is written to a temporary name and renamed when complete.
+columns are ignored). An ensemble (`fedad train --model ensemble`) scores with the mean of its members'
+rank-normalised scores and its own threshold (--rule threshold only). The file is written to a temporary
+name and renamed when complete.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model",
         required=True,
         metavar="MODEL_DIR",
-        help="directory written by `fedad train` (detector.json + model.pt)",
+        help="directory written by `fedad train` (detector.json + model.pt, or an ensemble's ensemble.json)",
     )
     add_data_arguments(parser)
     parser.add_argument("--out", required=True, metavar="SCORES.csv", help="output CSV: score,is_anomaly per row")
@@ -68,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Load the model and the data, score, then write the CSV."""
     from fedad.common.data import load_dataset
-    from fedad.common.detector import AutoencoderDetector
+    from fedad.common.ensemble import EnsembleDetector, load_model
 
     if not Path(args.model).is_dir():
         raise FedadError(f"model directory not found: {args.model}")
@@ -77,7 +79,10 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.is_dir():
         raise FedadError(f"--out {out} is a directory; give a file name")
-    detector = AutoencoderDetector.load(args.model, device=args.device)
+    detector = load_model(args.model, device=args.device)
+    ensemble = isinstance(detector, EnsembleDetector)
+    if ensemble and args.rule == "adaptive":
+        raise FedadError("--rule adaptive needs an autoencoder model; this model is an ensemble (use --rule threshold)")
     data = load_dataset(
         args.data, format=args.format, label_column=args.label_column, time_column=args.time_column, sep=args.sep
     )
@@ -106,8 +111,9 @@ def run(args: argparse.Namespace) -> int:
     scores = detector.decision_function(X)
     flags = (scores > detector.threshold_).astype(np.int8)
     write_scores(out, scores, flags)
+    kind = "ensemble rank" if ensemble else detector.score
     print(
-        f"scored {len(scores)} rows ({detector.score} score): {int(flags.sum())} anomalies ({flags.mean():.2%}) "
+        f"scored {len(scores)} rows ({kind} score): {int(flags.sum())} anomalies ({flags.mean():.2%}) "
         f"above threshold {detector.threshold_:.6g} ({detector.threshold_rule} rule, expected false-alarm rate "
         f"{detector.expected_far_:.3g}); wrote {out}"
     )

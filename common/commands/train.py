@@ -10,6 +10,13 @@ mean squared error. The threshold (--threshold-rule) comes from the validation s
 fits a generalised Pareto tail to their upper 2 % and sets the threshold at false-alarm risk --target-far
 (default 0.01); `quantile` takes their --threshold-quantile (or 1 - --target-far).
 
+--model ensemble --members dense,iforest (the default members) trains several autoencoders and classical
+baselines (iforest, ocsvm, pca, iqr) on the same rows and combines them into one score
+(fedad.common.ensemble): each member's score is ranked against its scores on the validation rows (empirical
+CDF), the ranks are averaged, and the threshold rule above is applied to the validation rows' averages.
+MODEL_DIR then holds ensemble.json and one subdirectory per member; `fedad score` and `fedad evaluate`
+read it like any model. Ensembles are trained locally only (not in a federation).
+
 Progress (epochs, losses) goes to stderr. MODEL_DIR receives detector.json (parameters, preprocessing
 state, threshold, feature names) and model.pt (the weights), written to a temporary directory first and
 then renamed into place.
@@ -54,7 +61,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_arguments(parser)
     windows = ", ".join(f"{m} {w}" for m, w in DEFAULT_WINDOW.items())
     model = parser.add_argument_group("model and training")
-    model.add_argument("--model", default="dense", choices=MODEL_NAMES, help="autoencoder architecture")
+    model.add_argument(
+        "--model",
+        default="dense",
+        choices=(*MODEL_NAMES, "ensemble"),
+        help="autoencoder architecture, or ensemble: several models and baselines (--members) in one score",
+    )
+    model.add_argument(
+        "--members",
+        default=None,
+        metavar="A,B",
+        help="with --model ensemble: comma-separated members, autoencoders (dense, lstm, gru, cnn, vae, "
+        "contrastive) and baselines (iforest, ocsvm, pca, iqr); default dense,iforest. Each member's score is "
+        "ranked against its validation scores and the ranks are averaged",
+    )
     model.add_argument(
         "--window", type=int, default=None, metavar="W", help=f"records per sample; default per model ({windows})"
     )
@@ -185,6 +205,8 @@ def run(args: argparse.Namespace) -> int:
             print(header, file=sys.stderr)
         print(f"epoch {epoch:>3}/{epochs}  train_loss {train_loss:.6f}  val_loss {val_loss:.6f}", file=sys.stderr)
 
+    if args.model == "ensemble":
+        return _train_ensemble(args, X, data.feature_names, header, progress, out)
     detector = AutoencoderDetector(
         model=args.model,
         window=args.window,
@@ -217,7 +239,58 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_ensemble(args: argparse.Namespace, X, feature_names, header: str, progress, out: Path) -> int:
+    """Fit and save an ``EnsembleDetector`` (members from --members)."""
+    from fedad.common.ensemble import EnsembleDetector
+
+    members = _members(args)
+    print(header.replace(" training ensemble ", f" training ensemble {','.join(members)} "), file=sys.stderr)
+
+    def member_progress(epoch: int, epochs: int, train_loss: float, val_loss: float) -> None:
+        print(f"epoch {epoch:>3}/{epochs}  train_loss {train_loss:.6f}  val_loss {val_loss:.6f}", file=sys.stderr)
+
+    detector = EnsembleDetector(
+        members=members,
+        window=args.window,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        patience=args.patience,
+        val_fraction=args.val_fraction,
+        threshold_quantile=args.threshold_quantile,
+        target_far=args.target_far,
+        score=args.score,
+        top_k=args.top_k,
+        threshold_rule=args.threshold_rule,
+        device=args.device,
+        seed=args.seed,
+        preprocessing=preprocessing_options(args),
+    )
+    detector.fit(X, feature_names=feature_names, progress=member_progress)
+    detector.save(out)
+    print(
+        f"saved {out}/: ensemble of {', '.join(detector.members_)} (mean of rank-normalised scores), threshold "
+        f"{detector.threshold_:.6g} ({args.threshold_rule} rule, expected false-alarm rate "
+        f"{detector.expected_far_:.3g})"
+    )
+    return 0
+
+
+def _members(args: argparse.Namespace) -> tuple[str, ...]:
+    """The --members of an ensemble, checked; FedadError when given without --model ensemble."""
+    from fedad.common.ensemble import DEFAULT_MEMBERS, check_members
+
+    if args.members is not None and args.model != "ensemble":
+        raise FedadError("--members only applies to --model ensemble")
+    return check_members(DEFAULT_MEMBERS if args.members is None else args.members)
+
+
 def _check_options(args: argparse.Namespace) -> None:
+    if args.members is not None or args.model == "ensemble":
+        _members(args)
+    if args.model == "ensemble" and args.val_fraction <= 0:
+        raise FedadError("--model ensemble needs validation rows to rank its members' scores: --val-fraction > 0")
     if not Path(args.data).exists():
         raise FedadError(f"--data file not found: {args.data}")
     positive = {"--epochs": args.epochs, "--batch-size": args.batch_size}
