@@ -316,7 +316,8 @@ class AutoencoderDetector:
         target = Path(path)
         if target.exists() and not target.is_dir():
             raise FedadError(f"model output {target} exists and is not a directory")
-        if target.is_dir() and any(target.iterdir()) and not (target / CONFIG_FILE).is_file():
+        held = (target / CONFIG_FILE).is_file() or (target / "ensemble.json").is_file()  # an ensemble is replaced too
+        if target.is_dir() and any(target.iterdir()) and not held:
             raise FedadError(
                 f"model output {target} is a non-empty directory that holds no fedad model; not replacing it"
             )

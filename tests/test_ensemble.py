@@ -134,3 +134,12 @@ def test_bad_members_exit_2_with_one_line(shard, tmp_path, capsys, extra, expect
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and expected in err[0], err
     assert not out.exists()
+
+
+def test_model_directories_replace_each_other(fitted, tmp_path):
+    target = tmp_path / "m"
+    fitted.save(target)
+    fitted.members_["dense"].save(target)  # an autoencoder replaces an ensemble as a whole
+    assert not (target / "ensemble.json").exists() and type(load_model(target)).__name__ == "AutoencoderDetector"
+    fitted.save(target)
+    assert isinstance(load_model(target), EnsembleDetector) and not (target / "detector.json").exists()
