@@ -125,8 +125,9 @@ def _floats(a: Any) -> list:
 def baseline_state(det: BaselineDetector) -> dict[str, Any]:
     """JSON-able state of a fitted baseline (``baseline_from_state`` rebuilds it)."""
     det._check_fitted()
-    if isinstance(getattr(det, "state_", None), dict):  # rebuilt by baseline_from_state: its state as read
-        return det.state_
+    saved = getattr(det, "state_", None)
+    if isinstance(saved, dict):  # rebuilt by baseline_from_state: its state as read
+        return saved
     name = next((k for k, cls in BASELINES.items() if type(det) is cls), None)
     if name is None:
         raise FedadError(f"cannot save a {type(det).__name__}: not one of {', '.join(BASELINES)}")
@@ -209,5 +210,5 @@ def baseline_from_state(state: Any, source: str = "baseline state") -> BaselineD
             det.n_components_ = int(comps.shape[0])
     except (KeyError, TypeError, ValueError) as exc:
         raise FedadError(f"{source}: missing or bad field {exc}") from None
-    det.state_ = state
+    setattr(det, "state_", state)  # what baseline_state returns for it (its scorers hold arrays only)
     return det

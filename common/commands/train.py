@@ -10,16 +10,16 @@ mean squared error. The threshold (--threshold-rule) comes from the validation s
 fits a generalised Pareto tail to their upper 2 % and sets the threshold at false-alarm risk --target-far
 (default 0.01); `quantile` takes their --threshold-quantile (or 1 - --target-far).
 
+Progress (epochs, losses) goes to stderr. MODEL_DIR receives detector.json (parameters, preprocessing
+state, threshold, feature names) and model.pt (the weights), written to a temporary directory first and
+then renamed into place.
+
 --model ensemble --members dense,iforest (the default members) trains several autoencoders and classical
 baselines (iforest, ocsvm, pca, iqr) on the same rows and combines them into one score
 (fedad.common.ensemble): each member's score is ranked against its scores on the validation rows (empirical
 CDF), the ranks are averaged, and the threshold rule above is applied to the validation rows' averages.
 MODEL_DIR then holds ensemble.json and one subdirectory per member; `fedad score` and `fedad evaluate`
 read it like any model. Ensembles are trained locally only (not in a federation).
-
-Progress (epochs, losses) goes to stderr. MODEL_DIR receives detector.json (parameters, preprocessing
-state, threshold, feature names) and model.pt (the weights), written to a temporary directory first and
-then renamed into place.
 """
 
 from __future__ import annotations
