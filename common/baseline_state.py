@@ -210,5 +210,5 @@ def baseline_from_state(state: Any, source: str = "baseline state") -> BaselineD
             det.n_components_ = int(comps.shape[0])
     except (KeyError, TypeError, ValueError) as exc:
         raise FedadError(f"{source}: missing or bad field {exc}") from None
-    setattr(det, "state_", state)  # what baseline_state returns for it (its scorers hold arrays only)
+    det.state_ = state  # type: ignore[attr-defined]  # only rebuilt baselines carry their state as read
     return det
