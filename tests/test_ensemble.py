@@ -143,3 +143,12 @@ def test_model_directories_replace_each_other(fitted, tmp_path):
     assert not (target / "ensemble.json").exists() and type(load_model(target)).__name__ == "AutoencoderDetector"
     fitted.save(target)
     assert isinstance(load_model(target), EnsembleDetector) and not (target / "detector.json").exists()
+
+
+def test_sequence_member_aligns_row_by_row():
+    det = EnsembleDetector(members="lstm,pca", window=8, epochs=2, batch_size=64, device="cpu").fit(_normal(400))
+    X = np.concatenate([_normal(100, seed=11), _normal(3, seed=12) + 8.0])
+    parts = det.member_scores(X)
+    assert all(p.shape == (len(X),) for p in parts.values())
+    assert np.allclose(det.decision_function(X), (parts["lstm"] + parts["pca"]) / 2)
+    assert len(det.validation_scores_) == 80 and det.members_["lstm"].window_ == 8
