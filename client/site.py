@@ -13,6 +13,7 @@ import numpy as np
 from fedad.common.errors import FedadError
 from fedad.common.federation_spec import FederationSpec
 from fedad.common.models.base import EmbeddingAligned
+from fedad.common.models.names import effective_score
 from fedad.common.preprocessing import Preprocessor, ScalerStats, sliding_windows, window_scores_to_records
 from fedad.common.scoring import aggregate_errors, feature_errors, feature_scales
 from fedad.common.split import Split, split_site
@@ -180,13 +181,14 @@ class Site:
         self._load(weights)
         model = self.configured_model()
         samples = self._samples(rows, self.spec.window)
-        if self.spec.score == "mse":
+        score = effective_score(self.spec.model, self.spec.score)  # contrastive: its own fitted score
+        if score == "mse":
             s = reconstruction_errors(model, samples, self.device)
         else:
             s = aggregate_errors(
                 feature_errors(model, samples, self.device),
                 self.feature_scales(weights),
-                self.spec.score,
+                score,
                 self.spec.top_k,
             )
         return s if self.spec.window <= 1 else window_scores_to_records(s, len(rows), self.spec.window)
