@@ -24,10 +24,18 @@ from fedad.common.cli import main as fedad
 from fedad.common.synth import generate_node
 
 
-def run_case(data: str, work: Path, members: str, extra_train: list[str], extra_eval: list[str]) -> dict[str, dict]:
-    """Train dense and the ensemble on ``data``, evaluate both (with the baselines); metrics per detector."""
+def run_case(
+    data: str,
+    work: Path,
+    members: str,
+    extra_train: list[str],
+    extra_eval: list[str],
+    baseline_args: list[str],
+    models: list[str],
+) -> dict[str, dict]:
+    """Train dense and the ensemble on ``data``, evaluate both (dense with the baselines); metrics per detector."""
     rows: dict[str, dict] = {}
-    for model in ("dense", "ensemble"):
+    for model in models:
         out = work / model
         argv = ["train", "--data", data, "--model", model, "--device", "cpu", "--out", str(out), *extra_train]
         if model == "ensemble":
@@ -36,7 +44,7 @@ def run_case(data: str, work: Path, members: str, extra_train: list[str], extra_
         ev = work / f"eval-{model}"
         argv = ["evaluate", "--model", str(out), "--data", extra_eval[0], "--out", str(ev), *extra_eval[1:]]
         if model == "dense":
-            argv.append("--baselines")
+            argv += ["--baselines", *baseline_args]
         assert fedad(argv) == 0, argv
         rows.update(json.loads((ev / "metrics.json").read_text()))
     return rows
@@ -47,9 +55,11 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2], help="plant seeds (none: KDD only)")
     ap.add_argument("--records", type=int, default=20000)
     ap.add_argument("--members", default="dense,iforest")
+    ap.add_argument("--models", default="dense,ensemble", help="which of dense (with the baselines), ensemble to run")
     ap.add_argument("--kdd", default=None, metavar="DIR", help="also measure on KDD Cup 99 from this directory")
     args = ap.parse_args()
     shown = ("autoencoder", "iforest", "ensemble")
+    models = args.models.split(",")
     table: list[tuple[str, dict[str, dict]]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
@@ -57,21 +67,21 @@ def main() -> None:
             work.mkdir()
             path = work / "node.csv"
             generate_node(1, args.records, seed=seed).to_csv(path, index=False)
-            rows = run_case(
-                str(path), work, args.members, ["--test-fraction", "0.2"], [str(path), "--test-fraction", "0.2"]
-            )
+            split = ["--test-fraction", "0.2"]
+            rows = run_case(str(path), work, args.members, split, [str(path), *split], [], models)
             table.append((f"plant seed {seed}", rows))
         if args.kdd:
             work = Path(tmp) / "kdd"
             work.mkdir()
             train, test = str(Path(args.kdd) / "kddcup.data_10_percent.gz"), str(Path(args.kdd) / "corrected.gz")
-            rows = run_case(
-                train, work, args.members, ["--format", "kdd"], [test, "--format", "kdd", "--train-data", train]
-            )
+            fmt = ["--format", "kdd"]
+            rows = run_case(train, work, args.members, fmt, [test, *fmt], ["--train-data", train], models)
             table.append(("KDD Cup 99", rows))
     print(f"\n{'case':<16}" + "".join(f"{n + ' F1':>16}{n + ' AUC':>16}" for n in ("dense", "iforest", "ensemble")))
     for case, rows in table:
-        cells = "".join(f"{rows[n]['f1']:>16.3f}{rows[n]['roc_auc']:>16.3f}" for n in shown)
+        cells = "".join(
+            f"{rows[n]['f1']:>16.3f}{rows[n]['roc_auc']:>16.3f}" if n in rows else f"{'-':>16}{'-':>16}" for n in shown
+        )
         print(f"{case:<16}{cells}")
 
 
