@@ -146,7 +146,8 @@ def test_every_bad_kind_is_refused_and_the_honest_run_is_unharmed(plant, tmp_pat
 
     said = [r["rejected"].get("mallory", "") for r in recs if "mallory" in r["clients"]]
     assert len(said) >= len(MALLORY), [r["rejected"] for r in recs]
-    for why, (kind, expected) in zip(said, MALLORY.items(), strict=True):
+    # strict=False: after its last kind mallory keeps sending it, so it may have more rounds than kinds
+    for why, (kind, expected) in zip(said, MALLORY.items(), strict=False):
         assert re.search(expected, why), (kind, why)
     # the replay is refused from the replayer's second round on
     replayed = [r["rejected"].get("replayer", "") for r in recs if "replayer" in r["clients"]]
