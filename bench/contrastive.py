@@ -15,8 +15,9 @@ Every client runs the product's ``fedad.client.site.Site`` (the same split: firs
 rows only, last 20 % test; site scaling); the "server" is this process: FedAvg
 (``fedad.server.aggregation.weighted_average``, what ``--strategy fedavg`` runs) and the global embedding
 (``fedad.server.aggregation.global_embedding``, the mean of the clients' embeddings, sent the next round).
-Not exercised: the gRPC transport. Threshold: the product's global rule (0.99 quantile of the summed validation
-histograms). ROC-AUC and F1 over all clients' test rows pooled. Same rounds, epochs, batch size and lr for both.
+Not exercised: the gRPC transport. Threshold: the product's default rule on the summed validation histograms
+(``rule_threshold``: POT at the spec's target false-alarm rate, as secure-robust sets it). ROC-AUC and F1 over
+all clients' test rows pooled. Same rounds, epochs, batch size and lr for both.
 """
 
 from __future__ import annotations
@@ -195,7 +196,7 @@ def federate(
     import torch
 
     from fedad.client.site import Site
-    from fedad.common.federated_stats import global_threshold, histogram
+    from fedad.common.federated_stats import histogram, rule_threshold
     from fedad.common.federation_spec import FederationSpec
     from fedad.common.metrics import detection_metrics
     from fedad.common.models.registry import build_model, model_aligns
@@ -229,7 +230,7 @@ def federate(
             target = global_embedding(embs, [r["examples"] for r in results])
         weights = weighted_average([(r["weights"], r["examples"]) for r in results])
     hist = sum(histogram(site.record_scores(weights, site.split.val)) for site in sites)
-    threshold = global_threshold(hist, spec.threshold_quantile)
+    threshold = rule_threshold(hist, spec)
     scores = np.concatenate([site.record_scores(weights, site.split.test) for site in sites])
     y = np.concatenate([site.split.test_labels for site in sites]).astype(np.int8)
     m = detection_metrics(y, scores, (scores > threshold).astype(np.int8))
