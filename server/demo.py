@@ -22,7 +22,7 @@ from pathlib import Path
 
 from fedad.common.errors import FedadError
 from fedad.server.convergence import DEFAULT_MAX_ROUNDS
-from fedad.server.main import parse_rounds
+from fedad.server.main import add_detection_arguments, check_detection_args, parse_rounds
 
 
 def add_arguments(parser) -> None:
@@ -58,6 +58,16 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", default="demo-results", help="output directory")
     parser.add_argument("--no-baselines", action="store_true", help="skip the centralized and local-only baselines")
     parser.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
+    add_detection_arguments(parser)  # score and threshold options, passed to fedad-server and the baselines
+
+
+def detection_args(args) -> list[str]:
+    """The demo's score and threshold options as fedad-server arguments (the baselines get the same)."""
+    out = ["--score", args.score, "--top-k", str(args.top_k), "--threshold-rule", args.threshold_rule]
+    out += ["--threshold-scope", args.threshold_scope]
+    if args.target_far is not None:
+        out += ["--target-far", str(args.target_far)]
+    return out
 
 
 def _free_port() -> int:
@@ -89,6 +99,7 @@ def run(args) -> int:
         raise FedadError("--max-rounds must be at least 1")
     if args.local_epochs < 1:
         raise FedadError(f"--local-epochs must be at least 1 (got {args.local_epochs})")
+    check_detection_args(args)
     from fedad.common.synth import write_plant
 
     out = Path(args.out)
@@ -139,6 +150,7 @@ def run(args) -> int:
         str(args.seed),
         "--wait-timeout",
         "300",
+        *detection_args(args),
     ]
     client_extra, procs = [], []
     if args.strategy in ("paillier", "secure-robust"):
@@ -293,6 +305,7 @@ def _baselines(args, out: Path, shards: list[Path], epochs: int) -> dict:
                 str(args.seed),
                 "--scaling",
                 args.scaling,
+                *detection_args(args),
             ]
         )
     )
