@@ -645,7 +645,7 @@ class FedadServer(Server):
                 if spec.threshold_scope == "site"
                 else "summed encrypted histogram"
                 if self.encrypted
-                else "pooled histograms clamped to the 2nd-lowest..2nd-highest node threshold; histograms "
+                else "pooled histograms clamped to the plausible node thresholds (threshold_combine); histograms "
                 "not summing to the declared count dropped"
             ),
         }

@@ -161,7 +161,7 @@ def test_every_bad_kind_is_refused_and_the_honest_run_is_unharmed(plant, tmp_pat
     assert all("bigfoot" not in r["clients"] for r in recs)
     assert "larger than max" in (h / "bigfoot.log").read_text()
     # the liar's invented histogram (all its weight in the top bin) cannot move the global threshold past the
-    # honest nodes' own thresholds: the pooled value is clamped to the 2nd-lowest..2nd-highest node threshold
+    # honest nodes' own thresholds: the pooled value is clamped to the plausible node thresholds (liar: implausible)
     nodes = report["detection"]["node_thresholds"]
     assert "liar" in nodes or "liar" in report["detection"]["dropped"], report["detection"]
     assert report["detection"]["threshold"] <= max(nodes[n] for n in HONEST), report["detection"]
