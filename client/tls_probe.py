@@ -12,10 +12,9 @@ from fedad.common.address import parse_host_port
 from fedad.common.errors import FedadError
 
 
-def server_speaks_tls(address: str, timeout: float = 5.0) -> bool | None:
-    """True: ``address`` completes a TLS handshake; False: it answers, but not in TLS; None: no answer."""
-    found = probe_tls(address, timeout)
-    return None if found is None else found != "plain"
+def _wants_certificate(exc: ssl.SSLError) -> bool:
+    """A TLS alert that means: the server requires a client certificate."""
+    return "CERTIFICATE_REQUIRED" in str(exc) or "HANDSHAKE_FAILURE" in str(exc)
 
 
 def probe_tls(address: str, timeout: float = 5.0) -> str | None:
@@ -36,7 +35,7 @@ def probe_tls(address: str, timeout: float = 5.0) -> str | None:
                     if tls.recv(1) == b"":
                         return "mutual"  # closed at once without a byte (gRPC sends no alert we can read)
                 except ssl.SSLError as exc:
-                    if "CERTIFICATE_REQUIRED" in str(exc) or "HANDSHAKE_FAILURE" in str(exc):
+                    if _wants_certificate(exc):
                         return "mutual"
                 except OSError:
                     pass
@@ -44,7 +43,7 @@ def probe_tls(address: str, timeout: float = 5.0) -> str | None:
         except TimeoutError:
             return None
         except ssl.SSLError as exc:
-            if "CERTIFICATE_REQUIRED" in str(exc) or "HANDSHAKE_FAILURE" in str(exc):
+            if _wants_certificate(exc):
                 return "mutual"  # a TLS alert during the handshake: TLS, and it wants a client certificate
             return "plain"  # plaintext HTTP/2 bytes, not a handshake
         except ConnectionError:

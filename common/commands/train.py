@@ -203,28 +203,12 @@ def run(args: argparse.Namespace) -> int:
     def progress(epoch: int, epochs: int, train_loss: float, val_loss: float) -> None:
         if epoch == 1:  # printed once training runs, so a refused fit leaves only its error on stderr
             print(header, file=sys.stderr)
-        print(f"epoch {epoch:>3}/{epochs}  train_loss {train_loss:.6f}  val_loss {val_loss:.6f}", file=sys.stderr)
+        _print_epoch(epoch, epochs, train_loss, val_loss)
 
     if args.model == "ensemble":
         return _train_ensemble(args, X, data.feature_names, header, progress, out)
     detector = AutoencoderDetector(
-        model=args.model,
-        window=args.window,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        patience=args.patience,
-        val_fraction=args.val_fraction,
-        threshold_quantile=args.threshold_quantile,
-        target_far=args.target_far,
-        score=args.score,
-        top_k=args.top_k,
-        threshold_rule=args.threshold_rule,
-        device=args.device,
-        seed=args.seed,
-        preprocessing=preprocessing_options(args),
-        model_sizes=contrastive_sizes(args) or None,
+        model=args.model, model_sizes=contrastive_sizes(args) or None, **_detector_options(args)
     )
     detector.fit(X, feature_names=data.feature_names, progress=progress)
     detector.save(out)
@@ -246,28 +230,8 @@ def _train_ensemble(args: argparse.Namespace, X, feature_names, header: str, pro
     members = _members(args)
     print(header.replace(" training ensemble ", f" training ensemble {','.join(members)} "), file=sys.stderr)
 
-    def member_progress(epoch: int, epochs: int, train_loss: float, val_loss: float) -> None:
-        print(f"epoch {epoch:>3}/{epochs}  train_loss {train_loss:.6f}  val_loss {val_loss:.6f}", file=sys.stderr)
-
-    detector = EnsembleDetector(
-        members=members,
-        window=args.window,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        patience=args.patience,
-        val_fraction=args.val_fraction,
-        threshold_quantile=args.threshold_quantile,
-        target_far=args.target_far,
-        score=args.score,
-        top_k=args.top_k,
-        threshold_rule=args.threshold_rule,
-        device=args.device,
-        seed=args.seed,
-        preprocessing=preprocessing_options(args),
-    )
-    detector.fit(X, feature_names=feature_names, progress=member_progress)
+    detector = EnsembleDetector(members=members, **_detector_options(args))
+    detector.fit(X, feature_names=feature_names, progress=_print_epoch)
     detector.save(out)
     print(
         f"saved {out}/: ensemble of {', '.join(detector.members_)} (mean of rank-normalised scores), threshold "
@@ -275,6 +239,31 @@ def _train_ensemble(args: argparse.Namespace, X, feature_names, header: str, pro
         f"{detector.expected_far_:.3g})"
     )
     return 0
+
+
+def _detector_options(args: argparse.Namespace) -> dict:
+    """The options an ``AutoencoderDetector`` and an ``EnsembleDetector`` share, from the command line."""
+    return {
+        "window": args.window,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "weight_decay": args.weight_decay,
+        "patience": args.patience,
+        "val_fraction": args.val_fraction,
+        "threshold_quantile": args.threshold_quantile,
+        "target_far": args.target_far,
+        "score": args.score,
+        "top_k": args.top_k,
+        "threshold_rule": args.threshold_rule,
+        "device": args.device,
+        "seed": args.seed,
+        "preprocessing": preprocessing_options(args),
+    }
+
+
+def _print_epoch(epoch: int, epochs: int, train_loss: float, val_loss: float) -> None:
+    print(f"epoch {epoch:>3}/{epochs}  train_loss {train_loss:.6f}  val_loss {val_loss:.6f}", file=sys.stderr)
 
 
 def _members(args: argparse.Namespace) -> tuple[str, ...]:
