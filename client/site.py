@@ -13,7 +13,6 @@ import numpy as np
 from fedad.common.errors import FedadError
 from fedad.common.federation_spec import FederationSpec
 from fedad.common.models.base import EmbeddingAligned
-from fedad.common.models.names import effective_score
 from fedad.common.preprocessing import Preprocessor, ScalerStats, sliding_windows, window_scores_to_records
 from fedad.common.scoring import aggregate_errors, feature_errors, feature_scales
 from fedad.common.split import Split, split_site
@@ -181,7 +180,7 @@ class Site:
         self._load(weights)
         model = self.configured_model()
         samples = self._samples(rows, self.spec.window)
-        score = effective_score(self.spec.model, self.spec.score)  # contrastive: its own fitted score
+        score = self.spec.score  # FederationSpec already maps contrastive to its own fitted score
         if score == "mse":
             s = reconstruction_errors(model, samples, self.device)
         else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from fedad.common.models.names import effective_score
 from fedad.common.scoring import DEFAULT_SCORE, DEFAULT_TOP_K
 from fedad.common.threshold_rule import DEFAULT_RULE
 
@@ -29,6 +30,9 @@ class FederationSpec:
     threshold_rule: str = DEFAULT_RULE  # fedad.common.threshold_rule: "pot" or "quantile"
     target_far: float | None = None  # the rule's false-alarm rate (pot default: fedad.common.pot.DEFAULT_RISK)
     threshold_scope: str = "global"  # "global": robust combination of the nodes' histograms; "site": each node's own
+
+    def __post_init__(self) -> None:
+        self.score = effective_score(self.model, self.score)  # contrastive: its own fitted score, whatever was asked
 
     def to_dict(self) -> dict:
         """JSON-able form, sent with every instruction."""

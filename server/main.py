@@ -306,7 +306,6 @@ def check_detection_args(args) -> None:
 def build_spec(args):
     from fedad.common.contrastive_options import contrastive_sizes
     from fedad.common.federation_spec import FederationSpec
-    from fedad.common.models.names import effective_score
     from fedad.common.models.registry import default_window
 
     window = args.window or default_window(args.model)
@@ -322,7 +321,7 @@ def build_spec(args):
         seed=args.seed,
         threshold_quantile=args.threshold_quantile,
         feature_names=read_features(args.features) if args.features else None,
-        score=effective_score(args.model, args.score),
+        score=args.score,
         top_k=args.top_k,
         threshold_rule=args.threshold_rule,
         target_far=args.target_far,
