@@ -82,7 +82,7 @@ def test_tls_federation_and_a_client_without_the_ca(tmp_path):
         capture_output=True,
         text=True,
         env=ENV,
-        timeout=120,
+        timeout=300,  # the client gives up after its 60 s --connect-timeout; slack for a busy machine
     )
     assert plain.returncode == 2, plain.stderr
     assert f"the server at {address} speaks TLS: pass --root-certificates" in plain.stderr
@@ -107,7 +107,7 @@ def test_tls_federation_and_a_client_without_the_ca(tmp_path):
         capture_output=True,
         text=True,
         env=ENV,
-        timeout=120,
+        timeout=300,  # the client gives up after its 60 s --connect-timeout; slack for a busy machine
     )
     assert ca_only.returncode == 2, ca_only.stderr
     assert "asks for a client certificate: pass --tls-certificate" in ca_only.stderr
@@ -180,7 +180,7 @@ def test_a_tls_client_at_a_plaintext_server_is_told_so(tmp_path):
             capture_output=True,
             text=True,
             env=ENV,
-            timeout=120,
+            timeout=300,  # the client gives up after its 60 s --connect-timeout; slack for a busy machine
         )
     finally:
         server.kill()
