@@ -1,4 +1,10 @@
-"""Helpers for integration tests: real fedad-server / fedad-client processes on 127.0.0.1."""
+"""Helpers for integration tests: real fedad-server / fedad-client processes on 127.0.0.1.
+
+Waits are bounded by progress, not by the clock alone: a ``timeout`` is how long the processes may go
+without any observable progress (a line in one of their logs, a process exiting) before the test fails;
+the overall bound is ``OVERALL_FACTOR`` times that, so a loaded 2-core machine slows a test down but does
+not fail it, while a hung run still fails.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +26,28 @@ ENV = dict(
 )
 
 
+OVERALL_FACTOR = 10
+
+
+class Progress:
+    """Observable progress of some processes: their log files growing, or one of them exiting."""
+
+    def __init__(self, procs=(), paths=()) -> None:
+        self.procs = list(procs)
+        self.paths = [Path(x) for x in paths] + [q.log_path for q in self.procs if getattr(q, "log_path", None)]
+        self.last = self._state()
+
+    def _state(self) -> tuple:
+        sizes = tuple(p.stat().st_size if p.exists() else -1 for p in self.paths)
+        return sizes, tuple(q.poll() is not None for q in self.procs)
+
+    def moved(self) -> bool:
+        """Whether anything changed since the last call."""
+        now = self._state()
+        moved, self.last = now != self.last, now
+        return moved
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -29,7 +57,9 @@ def free_port() -> int:
 def start_server(address: str, out: Path, *args: str, log: Path | None = None) -> subprocess.Popen:
     log = log or out.with_name(out.name + "-server.log")
     cmd = [sys.executable, "-m", "fedad.server.main", "--address", address, "--out", str(out), *args]
-    return subprocess.Popen(cmd, stdout=open(log, "a"), stderr=subprocess.STDOUT, env=ENV)
+    proc = subprocess.Popen(cmd, stdout=open(log, "a"), stderr=subprocess.STDOUT, env=ENV)
+    proc.log_path = log  # type: ignore[attr-defined]  # watched for progress
+    return proc
 
 
 def start_client(address: str, data: Path, name: str, log_dir: Path, *args: str) -> subprocess.Popen:
@@ -47,18 +77,30 @@ def start_client(address: str, data: Path, name: str, log_dir: Path, *args: str)
         "cpu",
         *args,
     ]
-    return subprocess.Popen(cmd, stdout=open(log_dir / f"{name}.log", "a"), stderr=subprocess.STDOUT, env=ENV)
+    proc = subprocess.Popen(cmd, stdout=open(log_dir / f"{name}.log", "a"), stderr=subprocess.STDOUT, env=ENV)
+    proc.log_path = log_dir / f"{name}.log"  # type: ignore[attr-defined]  # watched for progress
+    return proc
 
 
-def wait_for(predicate, timeout: float, what: str, procs=()) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def wait_for(predicate, timeout: float, what: str, procs=(), watch=()) -> None:
+    """Wait until ``predicate()``; fail after ``timeout`` s without progress of ``procs``/``watch`` (their
+    logs, their exits), or after ``OVERALL_FACTOR`` x ``timeout`` in all; ``procs`` are killed on failure."""
+    progress = Progress(procs, watch)
+    start = stall = time.monotonic()
+    while True:
         if predicate():
             return
+        now = time.monotonic()
+        if progress.moved():
+            stall = now
+        if now - stall > timeout or now - start > OVERALL_FACTOR * timeout:
+            break
         time.sleep(0.2)
     for p in procs:
         p.kill()
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    raise AssertionError(
+        f"gave up waiting for {what}: {now - stall:.0f} s without progress ({now - start:.0f} s in all)"
+    )
 
 
 def rounds(out: Path) -> list[dict]:
@@ -68,13 +110,8 @@ def rounds(out: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def finish(procs, timeout: float = 240) -> list[int]:
-    codes = []
-    for p in procs:
-        try:
-            codes.append(p.wait(timeout=timeout))
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            raise
-    return codes
+def finish(procs, timeout: float = 240, watch=()) -> list[int]:
+    """Exit codes of ``procs``, once all have exited; fails (killing them) after ``timeout`` s without progress
+    (a log line of any of them, one exiting, a change in ``watch``) or ``OVERALL_FACTOR`` x ``timeout`` in all."""
+    wait_for(lambda: all(p.poll() is not None for p in procs), timeout, "the processes to exit", procs, watch)
+    return [p.wait() for p in procs]

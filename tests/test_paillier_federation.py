@@ -117,7 +117,7 @@ def _clients(plant, run: Path, address: str, *client_args: str) -> list[subproce
     logs = run.with_name(run.name + "-logs")
     logs.mkdir()
     return [
-        start_client(address, shard, f"node{i}", logs, "--connect-timeout", "180", *client_args)
+        start_client(address, shard, f"node{i}", logs, "--connect-timeout", "900", *client_args)
         for i, shard in enumerate(plant)
     ]
 
@@ -135,7 +135,7 @@ def _server(plant, run: Path, address: str, *strategy_args: str) -> subprocess.P
         "--seed",
         "0",
         "--wait-timeout",
-        "180",
+        "900",
         *strategy_args,
     )
 

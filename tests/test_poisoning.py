@@ -74,7 +74,7 @@ def runs(shards, tmp_path_factory):
     """(out dir, server log) of the attacked run and of the clean run."""
     tmp = tmp_path_factory.mktemp("poisoning")
     attacked, clean = _start(shards, tmp, "attacked", True), _start(shards, tmp, "clean", False)
-    codes = finish([*attacked, *clean], timeout=240)
+    codes = finish([*attacked, *clean], timeout=240)  # 240 s without progress
     logs = [(tmp / f"{name}-server.log").read_text() for name in ("attacked", "clean")]
     assert codes == [0] * (2 * N_CLIENTS + 2), "\n".join(log[-2000:] for log in logs)
     return (tmp / "attacked", logs[0]), (tmp / "clean", logs[1])
@@ -112,9 +112,14 @@ def test_report_has_per_round_flag_precision_recall_and_trust_plot(runs):
     report = json.loads((out / "report.json").read_text())
     per_round = report["flags"]["per_round"]
     assert [r["round"] for r in per_round] == list(range(1, ROUNDS + 1))
-    # precision is undefined (None) in a round that flagged nobody; recall is defined (there is an attacker)
-    assert all(r["flag_precision"] is None or 0.0 <= r["flag_precision"] <= 1.0 for r in per_round)
-    assert all(0.0 <= r["flag_recall"] <= 1.0 for r in per_round)
+    # recomputed from each round's own flags (caught = flagged or quarantined): precision is undefined (None)
+    # in a round that caught nobody; recall is defined (there is an attacker)
+    for r, rec in zip(per_round, rounds(out), strict=True):
+        quarantined = {c for c, f in rec["flags"].items() if (f["reason"] or "").startswith("quarantined")}
+        caught = set(rec["flagged"]) | quarantined
+        hits = len(caught & {ATTACKER})
+        assert r["flag_precision"] == (pytest.approx(hits / len(caught)) if caught else None), (r, caught)
+        assert r["flag_recall"] == pytest.approx(float(hits)), (r, caught)
     assert report["flags"]["malicious"] == [ATTACKER]
     summary = {s["client"]: s for s in report["flags"]["summary"]}
     assert summary[ATTACKER]["flagged_rounds"] >= 3  # then quarantined
