@@ -597,6 +597,10 @@ def run(args) -> int:
         )
     except FederationFailed as exc:
         server.error = str(exc)
+    except SystemExit:  # Flower's SIGTERM/SIGINT handler: stopped from outside (docker stop, Ctrl-C) mid-run
+        if server.result and not server.error:
+            raise
+        server.error = f"terminated by a signal during round {server.current_round} (resume with --resume)"
     res = server.result
     participation = {
         **server.participation.to_dict(),

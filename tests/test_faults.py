@@ -129,3 +129,14 @@ def test_a_node_whose_server_is_gone_gives_up_after_connect_timeout(plant, tmp_p
         assert f"error: lost the fedad server at {address} and could not reconnect within 4 s" in log, log[-2000:]
         assert "Traceback" not in log, log[-2000:]
         assert not health[i].exists()  # a node without its server is not healthy
+
+
+def test_a_terminated_server_exits_non_zero_with_a_report(tmp_path):
+    out = tmp_path / "run"
+    server = start_server(f"127.0.0.1:{free_port()}", out, "--min-clients", "2", "--wait-timeout", LONG)
+    log = tmp_path / "run-server.log"
+    wait_for(lambda: log.exists() and "listening on" in log.read_text(), 120, "the server to listen", [server])
+    server.send_signal(signal.SIGTERM)  # docker stop / restart
+    assert finish([server], timeout=120) == [1], log.read_text()[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["status"] == "failed" and report["stopped"]["reason"].startswith("terminated by a signal")
