@@ -153,6 +153,9 @@ def run(args) -> int:
         *detection_args(args),
     ]
     client_extra, procs = [], []
+    from fedad.common.threads import usable_cores
+
+    client_threads = max(1, usable_cores() // len(shards))  # the clients share this host's cores
     if args.strategy in ("paillier", "secure-robust"):
         from fedad.common.crypto.keys import generate_keypair, save_keypair
 
@@ -190,7 +193,8 @@ def run(args) -> int:
             )
         )
     print(
-        f"[2/4] fedad-server on {address} and {len(shards)} fedad-client processes (logs in {out / 'logs'})",
+        f"[2/4] fedad-server on {address} and {len(shards)} fedad-client processes, {client_threads} torch "
+        f"thread(s) each (logs in {out / 'logs'})",
         file=sys.stderr,
         flush=True,
     )
@@ -216,6 +220,8 @@ def run(args) -> int:
                         "120",
                         "--model-out",
                         str(out / "models" / shard.stem),
+                        "--threads",
+                        str(client_threads),
                         *client_extra,
                     ],
                     stdout=log,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -37,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_arguments(parser)
     parser.add_argument("--out", required=True, metavar="SCORES.csv", help="output CSV: score,is_anomaly per row")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    from fedad.common.threads import add_threads_argument
+
+    add_threads_argument(parser)
     parser.add_argument(
         "--rule",
         default="threshold",
@@ -79,6 +83,10 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.is_dir():
         raise FedadError(f"--out {out} is a directory; give a file name")
+    from fedad.common.threads import apply_threads
+
+    threads, why = apply_threads(args.threads)
+    print(f"torch uses {threads} CPU thread(s) ({why})", file=sys.stderr)
     detector = load_model(args.model, device=args.device)
     ensemble = isinstance(detector, EnsembleDetector)
     if ensemble and args.rule == "adaptive":

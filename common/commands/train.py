@@ -99,6 +99,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_contrastive_options(model)
     model.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    from fedad.common.threads import add_threads_argument
+
+    add_threads_argument(model)
     model.add_argument("--seed", type=int, default=0, help="seed of weight initialisation and batch order")
     from fedad.common.scoring import DEFAULT_SCORE, DEFAULT_TOP_K, SCORES
     from fedad.common.threshold_rule import DEFAULT_RULE, THRESHOLD_RULES
@@ -174,6 +177,10 @@ def run(args: argparse.Namespace) -> int:
     from fedad.common.detector import AutoencoderDetector
 
     _check_options(args)
+    from fedad.common.threads import apply_threads
+
+    threads, why = apply_threads(args.threads)
+    print(f"torch uses {threads} CPU thread(s) ({why})", file=sys.stderr)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise FedadError(f"--out {out} exists and is not a directory")
