@@ -8,6 +8,7 @@ import numpy as np
 
 from fedad.server.aggregation import coordinate_median
 from fedad.server.defence.config import FlagConfig
+from fedad.server.defence.neighbours import nearest_distances
 
 MAD_TO_SIGMA = 1.4826  # MAD * 1.4826 estimates the standard deviation of a normal sample
 _TINY = 1e-12
@@ -42,23 +43,16 @@ def cosine_to(updates: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return np.where(denom > 0.0, dots / np.where(denom > 0.0, denom, 1.0), 0.0).clip(-1.0, 1.0)
 
 
-def pairwise_distances(updates: np.ndarray) -> np.ndarray:
-    """Euclidean distances between all rows, (n, n), computed on rows centred at their median."""
-    centred = updates - coordinate_median(updates)
-    sq = np.einsum("ij,ij->i", centred, centred)
-    d2 = sq[:, None] + sq[None, :] - 2.0 * (centred @ centred.T)
-    np.fill_diagonal(d2, 0.0)
-    return np.sqrt(np.maximum(d2, 0.0))
+def closeness_scores(updates: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Nearest-neighbour distance of each row over the median nearest-neighbour distance (small = near-duplicate).
 
-
-def closeness_scores(updates: np.ndarray) -> np.ndarray:
-    """Nearest-neighbour distance of each row over the median nearest-neighbour distance (small = near-duplicate)."""
+    Distances are taken between rows centred at their median; exact up to ``neighbours.EXACT_LIMIT`` rows,
+    sketch-guided above (``neighbours.nearest_distances``; ``rng`` fixes its projection).
+    """
     n = updates.shape[0]
     if n < 2:
         return np.ones(n)
-    dist = pairwise_distances(updates)
-    np.fill_diagonal(dist, np.inf)
-    nearest = dist.min(axis=1)
+    nearest = nearest_distances(updates - coordinate_median(updates), rng=rng)
     typical = float(np.median(nearest))
     if typical <= 0.0:
         return np.ones(n)  # most updates have an exact twin: nothing stands out as a cluster
