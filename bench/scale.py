@@ -342,8 +342,10 @@ def main() -> int:
                     flush=True,
                 )
     print(f"\nAggregator, one round, server side (load average at start {load[0]:.1f}, {os.cpu_count()} cores)\n")
-    print("| strategy | clients | server s | validate s | aggregate s | key holder s | peak MB | round added MB | "
-          "message MB | flagged (attackers) | target | ok |")
+    print(
+        "| strategy | clients | server s | validate s | aggregate s | key holder s | peak MB | round added MB | "
+        "message MB | flagged (attackers) | target | ok |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|")
     for r in rows:
         tn, ts = TARGET_S[r["strategy"]]
