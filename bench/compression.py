@@ -31,7 +31,7 @@ def run_demo(scheme: str, args, out: Path) -> dict:
     cmd += ["--records", str(args.records), "--rounds", str(args.rounds), "--strategy", args.strategy]
     cmd += ["--seed", str(args.seed), "--no-baselines", "--compress", scheme, "--out", str(out)]
     t0 = time.perf_counter()
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if p.returncode:
         raise SystemExit(f"fedad demo --compress {scheme} failed: {p.stderr.strip().splitlines()[-1:]}")

@@ -72,8 +72,12 @@ def test_error_feedback_carries_what_was_not_sent():
             new = [(g + rng.normal(0.0, 1e-3, g.shape)).astype(np.float32) for g in glob]
             msg = fb.compress(new, glob)
             dec = decompress_weights([msg], glob, scheme)
-            total_true = total_true + np.concatenate([(n.astype(np.float64) - g).ravel() for n, g in zip(new, glob)])
-            total_sent = total_sent + np.concatenate([(d.astype(np.float64) - g).ravel() for d, g in zip(dec, glob)])
+            total_true = total_true + np.concatenate(
+                [(n.astype(np.float64) - g).ravel() for n, g in zip(new, glob, strict=True)]
+            )
+            total_sent = total_sent + np.concatenate(
+                [(d.astype(np.float64) - g).ravel() for d, g in zip(dec, glob, strict=True)]
+            )
         assert fb.residual is not None
         # float32 weights round the decoded delta; everything else is carried exactly
         assert np.abs(total_sent + fb.residual - total_true).max() < 1e-5
@@ -145,7 +149,9 @@ def test_strategies_decode_compressed_answers_and_refuse_malformed_ones(strategy
     direction = [rng.normal(0.0, 1e-2, s) for s in SHAPES]
     results, truths = [], []
     for k in range(6):
-        new = [(g + d + rng.normal(0.0, 1e-3, g.shape)).astype(np.float32) for g, d in zip(glob, direction)]
+        new = [
+            (g + d + rng.normal(0.0, 1e-3, g.shape)).astype(np.float32) for g, d in zip(glob, direction, strict=True)
+        ]
         truths.append(new)
         results.append(_result(f"node_{k}", [ErrorFeedback(Q8).compress(new, glob)]))
     results.append(_result("bad_trunc", [np.frombuffer(b"FDQC\x01", np.uint8)]))
@@ -163,7 +169,7 @@ def test_strategies_decode_compressed_answers_and_refuse_malformed_ones(strategy
 
     new_global = parameters_to_ndarrays(params)
     mean = [np.mean([t[i] for t in truths], axis=0) for i in range(len(SHAPES))]
-    err = max(float(np.abs(a - b).max()) for a, b in zip(new_global, mean))
+    err = max(float(np.abs(a - b).max()) for a, b in zip(new_global, mean, strict=True))
     assert err < 1e-3  # well under the 1e-2 update, against the uncompressed mean
 
 

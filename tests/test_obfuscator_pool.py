@@ -76,7 +76,7 @@ def test_secure_client_encrypts_from_the_pool_and_decrypts(keys):
             if round_no:
                 assert client.pool.made == before  # this round's encryption computed no obfuscator
             mean = decrypt_mean(LocalDecryptor(priv), msg.tobytes(), 1, shapes, 0.5, 16)
-            assert max(float(np.abs(a - b).max()) for a, b in zip(mean, weights)) < 1e-4
+            assert max(float(np.abs(a - b).max()) for a, b in zip(mean, weights, strict=True)) < 1e-4
         assert client.pool.handed == 3 * client.pool.capacity
     finally:
         if client.pool is not None:
