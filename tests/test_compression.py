@@ -187,3 +187,33 @@ def test_the_server_refuses_bad_compress_options(tmp_path):
         assert p.returncode == 2, p.stderr
         assert reason in p.stderr and len(p.stderr.strip().splitlines()) == 1
         assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.integration
+def test_a_q8_federation_over_grpc_sends_a_quarter_of_the_bytes(tmp_path):
+    """Real processes: a fedad-server --compress q8 and 3 clients; updates arrive compressed and the model learns."""
+    from procs import finish, free_port, rounds, start_client, start_server
+
+    from fedad.common.synth import write_plant
+
+    write_plant(tmp_path / "plant", nodes=3, records=30_000, seed=3, formats=("csv",))
+    shards = sorted((tmp_path / "plant").glob("node_*.csv"))
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    address = f"127.0.0.1:{free_port()}"
+    out = tmp_path / "run"
+    server = start_server(address, out, "--rounds", "3", "--min-clients", "3", "--compress", "q8")
+    clients = [start_client(address, shard, f"node{i}", logs) for i, shard in enumerate(shards)]
+    codes = finish([server, *clients])
+    assert codes == [0, 0, 0, 0], (tmp_path / "run-server.log").read_text()[-3000:]
+    recs = rounds(out)
+    assert [r["round"] for r in recs] == [1, 2, 3] and all(not r["rejected"] for r in recs)
+    dim = 2164  # the default dense model: float32 weights would be 4 x dim bytes per client
+    for r in recs:
+        for c in r["per_client"]:
+            assert c["bytes_up"] < 4 * dim / 3.5, c
+    assert recs[-1]["loss"] < recs[0]["loss"]
+    for log in logs.iterdir():
+        text = log.read_text()
+        assert "sending q8-compressed updates" in text and "Traceback" not in text
+        assert "CPU thread(s) (auto: " in text  # --threads auto said what it chose, and why

@@ -70,14 +70,15 @@ def test_secure_client_encrypts_from_the_pool_and_decrypts(keys):
             weights = [rng.uniform(-0.4, 0.4, s).astype(np.float32) for s in shapes]
             if round_no:
                 assert client.pool is not None and client.pool.wait_full(120)  # refilled between rounds
-                before = client.pool.made
+                before = client.pool.inline
             msg = client.encrypt_weights(weights, config)
             assert client.pool is not None
             if round_no:
-                assert client.pool.made == before  # this round's encryption computed no obfuscator
+                assert client.pool.inline == before  # this round's encryption computed no obfuscator itself
             mean = decrypt_mean(LocalDecryptor(priv), msg.tobytes(), 1, shapes, 0.5, 16)
             assert max(float(np.abs(a - b).max()) for a, b in zip(mean, weights, strict=True)) < 1e-4
         assert client.pool.handed == 3 * client.pool.capacity
+        assert client.pool.inline == client.pool.capacity  # only round 1, before any pool existed
     finally:
         if client.pool is not None:
             client.pool.close()

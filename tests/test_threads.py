@@ -6,6 +6,7 @@ import argparse
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -93,6 +94,9 @@ def test_count_sees_a_real_fedad_process():
     )
     try:
         # argv of this child: python -c CODE -m fedad.client.main -> the '-m' pair sits inside argv[:4]
+        deadline = time.monotonic() + 60  # the child's argv shows in /proc once it has exec'd
+        while child.pid not in (fedad_pids() or []) and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert child.pid in (fedad_pids() or [])
         assert os.getpid() not in (fedad_pids() or [])  # pytest is not a fedad process
     finally:

@@ -43,6 +43,7 @@ class ObfuscatorPool:
         self._stop = threading.Event()
         self.made = 0  # obfuscators created (in the thread or in take)
         self.handed = 0  # obfuscators handed out by take
+        self.inline = 0  # of those, computed by take itself (the pool was short): on the caller's critical path
         self._thread = threading.Thread(target=self._fill, name="obfuscator-pool", daemon=True)
         self._thread.start()
         if start:
@@ -81,9 +82,11 @@ class ObfuscatorPool:
         count = max(0, int(count))
         with self._lock:
             out = [self._ready.popleft() for _ in range(min(count, len(self._ready)))]
-        out += [self._one() for _ in range(count - len(out))]
+        short = count - len(out)
+        out += [self._one() for _ in range(short)]
         with self._lock:
             self.handed += len(out)
+            self.inline += short
         self._wake.set()  # refill in the background, off the next round's critical path
         return out
 
