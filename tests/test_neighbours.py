@@ -21,11 +21,12 @@ def honest(n: int, rng: np.random.Generator, dim: int = DIM) -> np.ndarray:
     return direction + rng.normal(0.0, 2e-3, (n, dim))
 
 
-def test_exact_matches_brute_force():
+def test_exact_matches_brute_force_in_any_block_size():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(40, 7))
     brute = np.array([min(np.linalg.norm(x[i] - x[j]) for j in range(40) if j != i) for i in range(40)])
-    assert np.allclose(exact_nearest_distances(x), brute)
+    for block in (1, 7, 40, 512):
+        assert np.allclose(exact_nearest_distances(x, block_rows=block), brute)
     assert np.isinf(exact_nearest_distances(x[:1])).all()
 
 
@@ -45,16 +46,22 @@ def test_sketch_is_never_below_the_truth_and_finds_clustered_neighbours():
 
 def test_nearest_distances_switches_to_the_sketch_above_the_limit():
     rng = np.random.default_rng(3)
-    small = honest(EXACT_LIMIT, rng)
+    small = honest(EXACT_LIMIT, rng, dim=20)
     assert np.array_equal(nearest_distances(small), exact_nearest_distances(small))
-    big = honest(EXACT_LIMIT + 1, rng)
+    big = honest(EXACT_LIMIT + 1, rng, dim=20)
     a = nearest_distances(big, rng=np.random.default_rng(4))
     b = sketched_nearest_distances(big, rng=np.random.default_rng(4))
     assert np.array_equal(a, b)
 
 
-def test_flags_still_catch_attackers_among_1000_clients():
-    """Above the exact limit: sign-flippers and a colluding near-duplicate group are all flagged, few honest ones."""
+def test_flags_still_catch_attackers_among_1000_clients(monkeypatch):
+    """With the sketch: sign-flippers and a colluding near-duplicate group are all flagged, few honest ones."""
+    from fedad.server.defence import neighbours
+
+    monkeypatch.setattr(neighbours, "EXACT_LIMIT", 256)  # 1000 clients take the sketch-guided path
+    calls = []
+    real = neighbours.sketched_nearest_distances
+    monkeypatch.setattr(neighbours, "sketched_nearest_distances", lambda c, **kw: calls.append(1) or real(c, **kw))
     rng = np.random.default_rng(5)
     n = 1000
     x = honest(n, rng)
@@ -68,3 +75,4 @@ def test_flags_still_catch_attackers_among_1000_clients():
     assert report.flagged[colluders].all()
     assert all("near-duplicate" in (report.reasons[i] or "") for i in colluders)
     assert int(report.flagged[:950].sum()) <= 10  # false flags among honest clients stay rare
+    assert calls  # the sketch did run
