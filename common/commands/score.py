@@ -94,8 +94,7 @@ def run(args: argparse.Namespace) -> int:
         raise FedadError(f"--out {out} is a directory; give a file name")
     from fedad.common.threads import apply_threads
 
-    threads, why = apply_threads(args.threads)
-    print(f"torch uses {threads} CPU thread(s) ({why})", file=sys.stderr)
+    threads, why = apply_threads(args.threads)  # said once every check passed: bad input prints one line
     detector = load_model(args.model, device=args.device)
     ensemble = isinstance(detector, EnsembleDetector)
     if ensemble and args.rule == "adaptive":
@@ -130,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
             head = stream_scores(detector, X[:base], keep if keep.any() else np.ones_like(keep))
             scores = np.concatenate([head, scores])
             alarms = np.concatenate([np.zeros(base, dtype=alarms.dtype), alarms])
+        print(f"torch uses {threads} CPU thread(s) ({why})", file=sys.stderr)
         write_scores(out, scores, alarms)
         print(
             f"scored {len(X)} rows with the adaptive rule"
@@ -141,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
         raise FedadError("--baseline-rows works with --rule adaptive only")
     scores = detector.decision_function(X)
     flags = (scores > detector.threshold_).astype(np.int8)
+    print(f"torch uses {threads} CPU thread(s) ({why})", file=sys.stderr)
     write_scores(out, scores, flags)
     kind = "ensemble rank" if ensemble else detector.score
     print(

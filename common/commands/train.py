@@ -179,8 +179,7 @@ def run(args: argparse.Namespace) -> int:
     _check_options(args)
     from fedad.common.threads import apply_threads
 
-    threads, why = apply_threads(args.threads)
-    print(f"torch uses {threads} CPU thread(s) ({why})", file=sys.stderr)
+    threads, why = apply_threads(args.threads)  # said with the header: a refused fit prints only its error
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise FedadError(f"--out {out} exists and is not a directory")
@@ -206,6 +205,7 @@ def run(args: argparse.Namespace) -> int:
     missing = missing_values_note(X, data.feature_names, preprocessing_options(args).get("impute"))
     if missing:
         header += f"\n{args.data}: {missing}"
+    header += f"\ntorch uses {threads} CPU thread(s) ({why})"
 
     def progress(epoch: int, epochs: int, train_loss: float, val_loss: float) -> None:
         if epoch == 1:  # printed once training runs, so a refused fit leaves only its error on stderr
