@@ -172,6 +172,8 @@ class FedadClient(flwr.client.NumPyClient):
             weights = [self.secure.encrypt_update(weights, global_weights, config)]
         elif self.secure is not None:
             weights = [self.secure.encrypt_weights(weights, config)]
+        elif config.get("compress"):
+            weights = [self._compressor(str(config["compress"])).compress(weights, global_weights)]
         if self.secure is not None:
             metrics["encrypt_seconds"] = time.perf_counter() - t_enc
         self.log.info(
@@ -183,6 +185,22 @@ class FedadClient(flwr.client.NumPyClient):
             f", encrypted in {metrics['encrypt_seconds']:.2f} s" if self.secure is not None else "",
         )
         return weights, examples, metrics
+
+    def _compressor(self, scheme: str):
+        """The error-feedback compressor the server's scheme asks for (its residual is kept across rounds)."""
+        from fedad.common.compression import ErrorFeedback, parse_compression
+
+        current = getattr(self, "_feedback", None)
+        if current is None or current.scheme.name != scheme:
+            try:
+                parsed = parse_compression(scheme)
+            except ValueError as exc:
+                raise FedadError(f"the server asks for an unknown compression: {exc}") from None
+            if parsed is None:
+                raise FedadError(f"the server asks for compression '{scheme}', which sends nothing compressed")
+            current = self._feedback = ErrorFeedback(parsed)
+            self.log.info("sending %s-compressed updates (error feedback kept on this node)", parsed.name)
+        return current
 
     def evaluate(self, parameters, config):
         self.contact.seen = True
