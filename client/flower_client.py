@@ -248,6 +248,12 @@ class FedadClient(flwr.client.NumPyClient):
             else:
                 t = float(config["threshold"])
             pred = scores > t
+            if spec.alarm_rule == "adaptive" and len(split.test):  # the streaming rule over the test rows, in order
+                from fedad.common.stream_rule import adaptive_alarms
+
+                res = adaptive_alarms(self.site.detector(weights, t), split.test)
+                pred = res.alarms.astype(bool)
+                self.log.info("adaptive alarm rule: %d re-baseline(s) in the test rows", len(res.events))
             m = {"name": self.name, "n_test": len(scores), "alarms": int(pred.sum()), "threshold": t}
             if split.test_labels is not None:
                 y = split.test_labels.astype(bool)

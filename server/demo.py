@@ -69,7 +69,7 @@ def add_arguments(parser) -> None:
 def detection_args(args) -> list[str]:
     """The demo's score and threshold options as fedad-server arguments (the baselines get the same)."""
     out = ["--score", args.score, "--top-k", str(args.top_k), "--threshold-rule", args.threshold_rule]
-    out += ["--threshold-scope", args.threshold_scope]
+    out += ["--threshold-scope", args.threshold_scope, "--alarm-rule", args.alarm_rule]
     if args.target_far is not None:
         out += ["--target-far", str(args.target_far)]
     return out

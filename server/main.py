@@ -300,6 +300,13 @@ def add_detection_arguments(p) -> None:
         help="global: one threshold from the nodes' histograms (robust to one lying node); "
         "site: each node's own threshold from its own validation scores (non-IID plants)",
     )
+    p.add_argument(
+        "--alarm-rule",
+        default="threshold",
+        choices=("threshold", "adaptive"),
+        help="how each node turns its test rows' scores into alarms: score > the threshold, or the adaptive "
+        "streaming rule of `fedad score --rule adaptive` (re-baselines after abrupt changes; causal)",
+    )
 
 
 def check_detection_args(args) -> None:
@@ -333,6 +340,7 @@ def build_spec(args):
         threshold_rule=args.threshold_rule,
         target_far=args.target_far,
         threshold_scope=args.threshold_scope,
+        alarm_rule=args.alarm_rule,
         sizes=contrastive_sizes(args),
     )
 
