@@ -976,12 +976,13 @@ class FedadServer(Server):
         }
 
     def _first_admission(self, timeout: float | None) -> None:
-        """Wait for --min-clients connections, ask them for statistics, then wait until enough are admitted."""
-        if not self._client_manager.wait_for(self.min_clients, timeout=int(self.wait_timeout)):
+        """Wait for --min-clients connections (resumed: the continue quorum of the nodes that started, as some may
+        have dropped before the restart), ask them for statistics, then wait until enough are admitted."""
+        need, rule = self._needed()
+        if not self._client_manager.wait_for(need, timeout=int(self.wait_timeout)):
             n = self._client_manager.num_available()
             raise FederationFailed(
-                f"waiting for clients: only {n} client(s) connected after waiting "
-                f"{self.wait_timeout:.0f} s; --min-clients is {self.min_clients}"
+                f"waiting for clients: only {n} client(s) connected after waiting {self.wait_timeout:.0f} s; {rule}"
             )
         if self.scaler_bytes:  # resumed: the federation's features and scaler come from the checkpoint
             self._admit_newcomers(timeout)
