@@ -140,3 +140,27 @@ def test_a_terminated_server_exits_non_zero_with_a_report(tmp_path):
     assert finish([server], timeout=120) == [1], log.read_text()[-2000:]
     report = json.loads((out / "report.json").read_text())
     assert report["status"] == "failed" and report["stopped"]["reason"].startswith("terminated by a signal")
+
+
+def test_a_restarted_server_resumes_with_the_nodes_that_are_left(plant, tmp_path):
+    out, logs = _dirs(tmp_path)
+    address = f"127.0.0.1:{free_port()}"
+    args = ("--rounds", "6", "--min-clients", "4", "--local-epochs", "3", "--wait-timeout", LONG)
+    server = start_server(address, out, *args)
+    clients = [start_client(address, plant[i], f"node{i}", logs, "--connect-timeout", "300") for i in range(4)]
+    wait_for(lambda: len(rounds(out)) >= 1, 300, "round 1", [server, *clients])
+    clients[3].send_signal(signal.SIGKILL)
+    wait_for(lambda: any("node3" in r["dropped"] for r in rounds(out)), 300, "node3 to drop", [server, *clients[:3]])
+    server.send_signal(signal.SIGKILL)  # a crash after the drop: 3 of the 4 that started are left (>= 0.6 x 4)
+    server.wait()
+    done = len(rounds(out))
+    server = start_server(address, out, *args, "--resume")
+    codes = finish([server, *clients[:3]], timeout=300)
+    assert codes == [0, 0, 0, 0], (tmp_path / "run-server.log").read_text()[-3000:]
+    recs = rounds(out)
+    assert [r["round"] for r in recs] == list(range(1, 7))
+    assert all(r["clients"] == ["node0", "node1", "node2"] for r in recs[done:])
+    report = json.loads((out / "report.json").read_text())
+    assert report["status"] == "ok" and report["participation"]["dropped"] == {
+        "node3": next(r["round"] for r in recs if "node3" in r["dropped"])
+    }
