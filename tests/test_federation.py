@@ -96,10 +96,10 @@ def test_killed_client_is_recorded_and_the_run_completes(plant, tmp_path):
     assert not any("unknown" in r["failed"] for r in recs), recs
     assert any(f["client"] == "node3" for f in report["failures"]), report["failures"]
     assert "client node3 disconnected" in (tmp_path / "run-server.log").read_text()
-    # 3 of the 4 that started keep the default continue quorum (0.6 x 4 -> 3): named as dropped, once
+    # the nodes left keep the default continue quorum (0.6 x those that started round 1): named as dropped, once
     dropped = [r["round"] for r in recs if "node3" in r["dropped"]]
     assert len(dropped) == 1 and dropped[0] in (died[0], died[0] + 1), recs
-    assert report["participation"]["started"] == ["node0", "node1", "node2", "node3"]
+    assert report["participation"]["started"] == recs[0]["clients"]  # --min-clients 3: a 4th may join later
     assert report["participation"]["dropped"] == {"node3": dropped[0]}
     assert report["metrics"]["f1"] > 0.5
 
@@ -129,9 +129,8 @@ def test_server_resumes_after_a_crash(plant, tmp_path):
     recs = rounds(out)
     assert [r["round"] for r in recs] == [1, 2, 3, 4, 5]
     assert f"resuming after round {crashed_at}" in (tmp_path / "run-server.log").read_text()
-    f1 = json.loads((out / "report.json").read_text())["metrics"]["f1"]
-    print(f"resumed run F1 {f1:.3f}")
-    assert f1 > 0.3
+    # measured 0.737 (2 nodes, 5 rounds x 3 epochs, global scaling); a model half as good fails
+    assert json.loads((out / "report.json").read_text())["metrics"]["f1"] > 0.55
     # global scaling: the server's model directory is directly usable (global scaler, weights, threshold)
     from fedad.common.detector import AutoencoderDetector
 
