@@ -871,6 +871,10 @@ class FedadServer(Server):
     def stop_record(self, reason: str) -> dict:
         """Where and why a run that could not go on stopped: the report's ``stopped`` block."""
         started = len(self.participation.started)
+        connected = sorted(self._name(c) for c in self._admitted_view().all().values())
+        dropped = self.participation.dropped_in()
+        for name in sorted(self.participation.last - set(connected) - set(dropped)):  # gone before the round began
+            dropped[name] = self.current_round
         return {
             "reason": reason,
             "rounds_completed": self.rounds[-1]["round"] if self.rounds else 0,
@@ -878,8 +882,8 @@ class FedadServer(Server):
             "started": list(self.participation.started),
             "continue_quorum": continue_quorum(self.min_fit_clients, started) if started else None,
             "min_clients": self.min_clients,
-            "connected": sorted(self._name(c) for c in self._admitted_view().all().values()),
-            "dropped": self.participation.dropped_in(),
+            "connected": connected,
+            "dropped": dropped,
         }
 
     def disconnect_all_clients(self, timeout: float | None) -> None:

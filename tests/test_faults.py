@@ -54,7 +54,8 @@ def test_a_lost_quorum_stops_the_run_with_a_partial_report_and_ends_every_node(p
     report = json.loads((out / "report.json").read_text())
     assert report["status"] == "failed"
     stopped = report["stopped"]
-    assert "fewer than --min-fit-clients 3" in stopped["reason"], stopped
+    # killed mid-round: the round ends with too few updates; between rounds: too few nodes to start the next
+    assert stopped["reason"].endswith("--min-fit-clients 3") or "fewer than --min-fit-clients 3" in stopped["reason"]
     assert stopped["rounds_completed"] == len(rounds(out)) >= 1
     assert stopped["started"] == ["node0", "node1", "node2", "node3"]
     assert stopped["connected"] == ["node0", "node1"]
@@ -64,7 +65,7 @@ def test_a_lost_quorum_stops_the_run_with_a_partial_report_and_ends_every_node(p
     assert "unknown" not in json.dumps(report)
     for name in ("node0", "node1"):  # the surviving nodes heard why, in one line, and exited 1
         log = (logs / f"{name}.log").read_text()
-        assert "error: the server stopped the run: " in log and "fewer than --min-fit-clients 3" in log, log[-2000:]
+        assert "error: the server stopped the run: " in log and "--min-fit-clients 3" in log, log[-2000:]
         assert "Traceback" not in log, log[-3000:]
 
 
