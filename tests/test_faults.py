@@ -78,7 +78,11 @@ def test_a_suspended_node_is_dropped_by_keepalive_then_rejoins(plant, tmp_path):
         *("--rounds", "400", "--min-clients", "4", "--local-epochs", "1", "--keepalive", "1"),
         *("--wait-timeout", LONG, "--round-timeout", LONG),
     )
-    clients = [start_client(address, plant[i], f"node{i}", logs, "--keepalive", "1") for i in range(4)]
+    # --connect-timeout 30: once the server is killed at the end, the nodes give up after 30 s, not 120
+    clients = [
+        start_client(address, plant[i], f"node{i}", logs, "--keepalive", "1", "--connect-timeout", "30")
+        for i in range(4)
+    ]
     procs = [server, *clients]
     wait_for(lambda: len(rounds(out)) >= 1, 300, "round 1", procs)
     # SIGSTOP: the process stops answering keepalive pings like a node behind a cut network cable
