@@ -169,6 +169,9 @@ def build_parser() -> ArgumentParser:
         default=None,
         help="alie: the federation's size, which sets its z (attackers are assumed to know it)",
     )
+    from fedad.common.telemetry import add_metrics_argument
+
+    add_metrics_argument(p)
     return p
 
 
@@ -300,6 +303,11 @@ def run(args) -> int:
         secure = SecureClient(args.private_key)
         log.info("Paillier mode: updates and statistics leave this node encrypted (key %s)", secure.fingerprint)
     client = FedadClient(site, name, log, attack, secure, args.model_out)
+    from fedad.common.telemetry import from_args
+
+    telemetry = from_args(args)  # --metrics-port: Prometheus /metrics
+    if telemetry is not None:
+        telemetry.watch_client(client, name)
     try:
         connect(
             args.server,

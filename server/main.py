@@ -205,6 +205,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the initial model and local training")
     p.add_argument("--out", default="results", help="directory for checkpoints, rounds.jsonl, report and model")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    from fedad.common.telemetry import add_metrics_argument
+
+    add_metrics_argument(p)
     p.add_argument(
         "--certificates",
         nargs=3,
@@ -527,6 +530,11 @@ def run(args) -> int:
         max_examples=args.max_examples,
         stop_rule=stop_rule(args),
     )
+    from fedad.common.telemetry import from_args
+
+    telemetry = from_args(args)  # --metrics-port: Prometheus /metrics
+    if telemetry is not None:
+        telemetry.watch_server(server)
     rounds = args.max_rounds if args.rounds == "auto" else args.rounds
     log.info(
         "listening on %s (TLS %s), strategy %s, model %s, %s rounds, waiting for %d clients",
