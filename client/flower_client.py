@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import flwr
@@ -56,6 +57,8 @@ class FedadClient(flwr.client.NumPyClient):
         self._scaler_cache: tuple[bytes, ScalerStats] | None = None
         self._global_cache: tuple[bytes, list[np.ndarray]] | None = None  # one decryption per aggregate
         self._site_threshold: float | None = None  # --threshold-scope site: from this node's own scores only
+        # called with (global weights, config, threshold or None) for every global model (live scoring, --stream)
+        self.on_global: Callable[[list[np.ndarray], dict, float | None], None] | None = None
 
     def _spec(self, config: dict) -> FederationSpec:
         raw = config["spec"]
@@ -242,8 +245,12 @@ class FedadClient(flwr.client.NumPyClient):
                     neg_hist=encode_histogram(histogram(scores[~y])),
                 )
             self.log.info("evaluated %d test rows at threshold %.4g: %d alarms", len(scores), t, int(pred.sum()))
+            if self.on_global is not None:
+                self.on_global(weights, config, float(t))
             if self.model_out:
                 self.log.info("saved this node's model to %s", self.site.save_model(self.model_out, weights, t))
             return float(np.mean(scores)) if len(scores) else 0.0, len(scores), m
         loss = self.site.val_loss(weights)
+        if self.on_global is not None:
+            self.on_global(weights, config, None)
         return loss, len(self.site.val_samples), {"name": self.name}

@@ -210,6 +210,13 @@ class Site:
 
     def save_model(self, path, weights: list[np.ndarray], threshold: float):
         """This site's deployable model: the global weights and threshold with this site's preprocessing."""
+        return self.detector(weights, threshold).save(path)
+
+    def detector(self, weights: list[np.ndarray], threshold: float, stream_state: bool = True):
+        """An ``AutoencoderDetector`` of the global weights and threshold with this site's preprocessing, on its
+        own copy of the model (later rounds do not change it); ``stream_state``: what --rule adaptive needs."""
+        import copy
+
         from fedad.common.detector import AutoencoderDetector
 
         det = AutoencoderDetector(
@@ -225,14 +232,16 @@ class Site:
             model_sizes=dict(self.spec.sizes),
         )
         self._load(weights)  # the saved centre and scales are this site's
-        det.model_, det.preprocessor_, det.device_ = self.configured_model(), self.pre, self.device
+        det.model_ = copy.deepcopy(self.configured_model()).eval()
+        det.preprocessor_, det.device_ = copy.deepcopy(self.pre), self.device
         det.n_features_ = det.n_features_in_ = self.n_features
         det.feature_names_, det.threshold_, det.history_ = list(self.data.feature_names), float(threshold), {}
         det.feature_scales_ = self.feature_scales(weights)
-        from fedad.common.stream_rule import fit_stream_state
+        if stream_state:
+            from fedad.common.stream_rule import fit_stream_state
 
-        fit_stream_state(det, np.concatenate([self.split.train, self.split.val]))  # `fedad score --rule adaptive`
-        return det.save(path)
+            fit_stream_state(det, np.concatenate([self.split.train, self.split.val]))  # `fedad score --rule adaptive`
+        return det
 
     def mean_embedding(self, weights: list[np.ndarray]) -> np.ndarray:
         """Mean latent code of the local training data under the global encoder (for trust weighting)."""

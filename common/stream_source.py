@@ -76,10 +76,14 @@ def _sniff(header: str) -> str:
 
 
 def follow_lines(
-    stream: IO[str], follow: bool, poll_s: float = 0.05, idle_exit_s: float | None = None
+    stream: IO[str],
+    follow: bool,
+    poll_s: float = 0.05,
+    idle_exit_s: float | None = None,
+    stop: Callable[[], bool] = lambda: False,
 ) -> Iterator[str]:
     """Complete lines of ``stream``; with ``follow``, wait for more at end of file (tail -f) until
-    ``idle_exit_s`` seconds pass without a new line (None: forever)."""
+    ``idle_exit_s`` seconds pass without a new line (None: forever) or ``stop()`` is true."""
     partial = ""
     idle_since = time.monotonic()
     while True:
@@ -95,7 +99,7 @@ def follow_lines(
             if partial:
                 yield partial  # last line without a newline: the file is complete
             return
-        if idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
+        if stop() or idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
             return
         time.sleep(poll_s)
 

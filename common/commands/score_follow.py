@@ -56,9 +56,8 @@ def model_version(model_dir: str) -> str:
 def follow(args: argparse.Namespace, detector: Any) -> int:
     """Score the stream until it ends; returns the exit code."""
     from fedad.common.alarms import AlarmSink
-    from fedad.common.data import TIME_COLUMN_NAMES
+    from fedad.common.live_loop import parser_factory, score_stream
     from fedad.common.live_scorer import LiveModel, LiveScorer
-    from fedad.common.stream_source import RowParser, follow_lines, open_stream, read_batches
 
     if args.alarms is None and not args.print_alarms:
         raise FedadError("--follow needs --alarms PATH or --print-alarms")
@@ -73,24 +72,13 @@ def follow(args: argparse.Namespace, detector: Any) -> int:
         adaptive = adaptive_params(args)
     version = args.model_version or model_version(args.model)
     scorer = LiveScorer(LiveModel(detector, version), adaptive)  # checks before any output
-    features = list(detector.feature_names_)
-
-    def parser_for(header: str) -> RowParser:
-        names = {c.strip().strip('"') for c in header.split(args.sep or ",")}
-        time_column = args.time_column or next((t for t in TIME_COLUMN_NAMES if t in names), None)
-        return RowParser(header, features, time_column=time_column, sep=args.sep)
-
-    stream = open_stream(args.data)
     sink = AlarmSink(args.alarms, stdout=args.print_alarms, all_decisions=args.all_decisions)
-    lines = follow_lines(stream, follow=args.data != "-", idle_exit_s=args.idle_exit)
     try:
-        for batch in read_batches(lines, parser_for):
-            sink.write(scorer.score(batch.rows, batch.times, batch.arrived))
+        parser_for = parser_factory(list(detector.feature_names_), args.time_column, args.sep)
+        score_stream(args.data, scorer, sink, parser_for, idle_exit=args.idle_exit if args.data != "-" else None)
     except KeyboardInterrupt:
         pass
     finally:
         sink.close()
-        if stream is not sys.stdin:
-            stream.close()
     print(f"scored {scorer.records} records live (model {version}): {sink.alarms} alarms", file=sys.stderr)
     return 0
