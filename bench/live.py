@@ -1,7 +1,8 @@
 """Live scoring latency and batch throughput of the dense autoencoder on one CPU core.
 
 A paced producer emits CSV lines at a fixed rate (record i is due at t0 + i / rate); the scorer takes every line
-already due, parses it with ``fedad.common.stream_source.RowParser`` and decides it with
+already due, parses them with ``fedad.common.stream_source.RowParser.parse_block`` (one pyarrow call from 16
+lines on, else line by line) and decides them with
 ``fedad.common.live_scorer.LiveScorer`` (the path of `fedad score --follow` and `fedad-client --stream`).
 Arrival-to-decision latency = decision time - due time, so time a record waits while earlier ones are scored
 counts. When several records are due at once they are scored in one call (micro-batching, at most
@@ -75,10 +76,10 @@ def run_rate(
                 time.sleep(wait - 0.0003)
             continue
         j = min(due, i + max_batch)
-        block = [parser.parse(lines[k % len(lines)])[0] for k in range(i, j)]
+        rows, _, _ = parser.parse_block([lines[k % len(lines)] for k in range(i, j)], i + 2)
         if swapping is not None and swapping.is_set():
             during[i:j] = True
-        decisions = scorer.score(np.stack(block))
+        decisions = scorer.score(rows)
         done = time.perf_counter()
         if swapping is not None and swapping.is_set():
             during[i:j] = True

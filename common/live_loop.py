@@ -12,7 +12,7 @@ from typing import Any
 from fedad.common.alarms import AlarmSink
 from fedad.common.data import TIME_COLUMN_NAMES
 from fedad.common.live_scorer import LiveScorer
-from fedad.common.stream_source import RowParser, follow_lines, open_stream, read_batches
+from fedad.common.stream_source import RowParser, follow_blocks, open_stream, read_batches
 
 
 def parser_factory(features: list[str], time_column: str | None, sep: str | None) -> Callable[[str], RowParser]:
@@ -39,9 +39,9 @@ def score_stream(
     """Score ``path`` (``-``: stdin, read to its end; a file: followed until ``idle_exit`` seconds without a new
     line, or ``stop()``); every decision goes to ``sink`` and ``observe``. Returns the records decided."""
     stream = open_stream(path)
-    lines = follow_lines(stream, follow=path != "-", idle_exit_s=idle_exit, stop=stop)
+    blocks = follow_blocks(stream, follow=path != "-", idle_exit_s=idle_exit, stop=stop)
     try:
-        for batch in read_batches(lines, parser_for):
+        for batch in read_batches(blocks, parser_for):
             decisions = scorer.score(batch.rows, batch.times, batch.arrived)
             sink.write(decisions)
             if observe is not None:

@@ -12,7 +12,7 @@ import pytest
 from fedad.common.alarms import AlarmSink
 from fedad.common.errors import FedadError
 from fedad.common.live_scorer import Decision
-from fedad.common.stream_source import RowParser, follow_lines, read_batches
+from fedad.common.stream_source import BLOCK_PARSE_MIN, RowParser, follow_blocks, follow_lines, read_batches
 
 
 def test_parser_takes_model_columns_by_name_and_missing_values():
@@ -32,7 +32,8 @@ def test_parser_refuses_a_stream_without_model_columns():
 def test_bad_rows_are_reported_and_skipped_and_the_stream_goes_on():
     text = "a,b\n1,2\n3\nx,4\n5,6,7\n\n8,9\n"
     reports: list[str] = []
-    batches = list(read_batches(iter(io.StringIO(text)), lambda h: RowParser(h, ["a", "b"]), reports.append))
+    blocks = follow_blocks(io.StringIO(text), follow=False)
+    batches = list(read_batches(blocks, lambda h: RowParser(h, ["a", "b"]), reports.append))
     rows = np.concatenate([b.rows for b in batches])
     assert rows.tolist() == [[1, 2], [8, 9]]
     assert len(reports) == 3
@@ -70,3 +71,34 @@ def test_alarm_sink_appends_flushed_json_lines(tmp_path, capsys):
     }
     assert len(capsys.readouterr().out.splitlines()) == 2
     sink.close()
+
+
+def test_a_block_parses_like_its_lines_and_a_bad_line_in_it_is_still_named():
+    rng = np.random.default_rng(0)
+    p = RowParser("t,b,a,label\n", ["a", "b"], time_column="t")
+    lines = [f"{i},{rng.normal():.17g},{rng.normal() * 1e6:.9g},0\n" for i in range(4 * BLOCK_PARSE_MIN)]
+    lines[5] = "5,,NaN,0\n"  # missing values
+    lines[6] = "6,NA,null,1\n"
+    rows, times, problems = p.parse_block(lines, 2)
+    assert problems == [] and times == [str(i) for i in range(len(lines))]
+    one_by_one = np.stack([p.parse(line)[0] for line in lines])
+    np.testing.assert_array_equal(rows, one_by_one)  # bit-identical, NaN where missing
+    assert np.isnan(rows[5]).all() and np.isnan(rows[6]).all()
+    bad = [*lines[:20], "x,1,oops,0\n", "1,2\n", *lines[20:]]
+    rows, times, problems = p.parse_block(bad, 2)
+    assert len(rows) == len(lines) and times[20] == "20"
+    assert problems == [
+        "line 22: column 3 is not a number: 'oops'; row skipped",
+        "line 23: 2 columns, the header has 4; row skipped",
+    ]
+
+
+def test_blocks_hold_the_lines_there_now(tmp_path):
+    path = tmp_path / "s.csv"
+    path.write_text("a\n" + "".join(f"{i}\n" for i in range(10)))
+    with open(path) as f:
+        blocks = follow_blocks(f, follow=True, poll_s=0.01, idle_exit_s=0.3, max_lines=4)
+        assert [len(next(blocks)) for _ in range(3)] == [4, 4, 3]  # header + 10 records, 4 at most per block
+        with open(path, "a") as w:
+            w.write("10\n11\n")
+        assert list(blocks) == [["10\n", "11\n"]]
