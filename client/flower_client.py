@@ -59,6 +59,8 @@ class FedadClient(flwr.client.NumPyClient):
         self._site_threshold: float | None = None  # --threshold-scope site: from this node's own scores only
         # called with (global weights, config, threshold or None) for every global model (live scoring, --stream)
         self.on_global: Callable[[list[np.ndarray], dict, float | None], None] | None = None
+        # records to train on besides the training split (--learn-from-stream), asked for at every round
+        self.extra_rows: Callable[[], np.ndarray | None] | None = None
 
     def _spec(self, config: dict) -> FederationSpec:
         raw = config["spec"]
@@ -153,13 +155,17 @@ class FedadClient(flwr.client.NumPyClient):
                 float(np.linalg.norm(target)),
                 ", direction only" if direction else "",
             )
+        extra = self.extra_rows() if self.extra_rows is not None else None
         out = self.site.train(
             global_weights,
             int(config.get("epochs", spec.local_epochs)),
             spec.seed * 1000 + rnd,
             global_embedding=target,
             direction_only=direction,
+            extra_rows=extra,
         )
+        if extra is not None:
+            self.log.info("round %d: also trained on %d stream records scored normal", rnd, len(extra))
         weights, examples = out["weights"], out["examples"]
         if self.attack is not None:
             weights, examples = self.attack.apply(rnd, global_weights, weights, examples, self.log)

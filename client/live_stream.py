@@ -4,15 +4,19 @@ A daemon thread runs the live loop (``fedad.common.live_loop``). It starts readi
 arrives (records written before wait in the file or the pipe: none is dropped). Every new global model is handed
 over atomically between two records (``LiveScorer.swap``); its version is the server round. Until the server
 sends the federation's threshold (its test phase), a round's model alarms above this node's own threshold for it
-(the spec's rule on its validation scores).
+(the spec's rule on its validation scores). ``--learn-from-stream N``: the newest N records scored normal (never
+an alarm) are trained on at each round besides the node's training split.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
 from typing import Any
+
+import numpy as np
 
 from fedad.common.alarms import AlarmSink
 from fedad.common.errors import FedadError
@@ -33,6 +37,7 @@ class NodeStream:
         time_column: str | None = None,
         sep: str | None = None,
         telemetry: Any = None,
+        learn_rows: int = 0,
     ) -> None:
         self.path, self.log, self.sink, self.idle_exit, self.telemetry = path, log, sink, idle_exit, telemetry
         self.parser_for = parser_factory(features, time_column, sep)
@@ -42,6 +47,11 @@ class NodeStream:
         self._stop = threading.Event()
         self._done = threading.Event()  # the federation has ended
         self._last = time.monotonic()  # when the last record was decided
+        # --learn-from-stream: the newest ``learn_rows`` records scored normal (alarms never join)
+        self.learned: collections.deque[np.ndarray] | None = (
+            collections.deque(maxlen=learn_rows) if learn_rows else None
+        )
+        self._learn_lock = threading.Lock()
 
     def offer(self, site: Any, weights: list, config: dict, threshold: float | None) -> None:
         """A global model arrived (``FedadClient.on_global``): build this site's detector of it and hand it over;
@@ -69,8 +79,14 @@ class NodeStream:
             self.telemetry.set_version(version)
         self.log.info("live scoring with the global model of round %d (threshold %.4g)", version, detector.threshold_)
 
-    def _observe(self, decisions: list) -> None:
+    def _observe(self, decisions: list, rows: Any = None) -> None:
         self._last = time.monotonic()
+        if self.learned is not None and rows is not None and len(rows) == len(decisions):
+            # (a sequence model's first window is decided at once when it fills: those records are not learned)
+            with self._learn_lock:
+                for d, row in zip(decisions, rows, strict=True):
+                    if not d.alarm:
+                        self.learned.append(row)
         if self.telemetry is not None:
             self.telemetry.observe_decisions(decisions)
 
@@ -92,6 +108,13 @@ class NodeStream:
         except BaseException as exc:  # noqa: BLE001 - the rounds go on; the error is logged and reported at exit
             self.error = exc
             self.log.exception("live stream failed")
+
+    def learned_rows(self) -> np.ndarray | None:
+        """The buffered stream records scored normal (None when learning is off or nothing is buffered yet)."""
+        if self.learned is None:
+            return None
+        with self._learn_lock:
+            return np.stack(self.learned) if self.learned else None
 
     def _should_stop(self) -> bool:
         """Stop following a file: asked to, or the federation has ended and no line came for ``idle_exit`` s."""

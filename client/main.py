@@ -181,6 +181,14 @@ def build_parser() -> ArgumentParser:
     live.add_argument("--print-alarms", action="store_true", help="--stream: also print each alarm on stdout")
     live.add_argument("--all-decisions", action="store_true", help="--stream: write every decision, not only alarms")
     live.add_argument(
+        "--learn-from-stream",
+        type=int,
+        default=0,
+        metavar="N",
+        help="--stream: train at each round also on the newest N stream records scored normal (alarms never "
+        "join; 0: off)",
+    )
+    live.add_argument(
         "--stream-idle-exit",
         type=float,
         default=None,
@@ -210,8 +218,12 @@ def run(args) -> int:
             raise FedadError(f"--stream file not found: {args.stream}")
         if args.stream_idle_exit is not None and args.stream_idle_exit < 0:
             raise FedadError("--stream-idle-exit must be >= 0")
+        if args.learn_from_stream < 0:
+            raise FedadError("--learn-from-stream must be >= 0")
     elif args.alarms or args.print_alarms or args.all_decisions or args.stream_idle_exit is not None:
         raise FedadError("--alarms, --print-alarms, --all-decisions and --stream-idle-exit need --stream")
+    elif args.learn_from_stream:
+        raise FedadError("--learn-from-stream needs --stream")
     if args.private_key and args.public_key:
         raise FedadError("give --private-key (strategy paillier) or --public-key (strategy secure-robust), not both")
     from fedad.common.address import parse_host_port
@@ -350,8 +362,11 @@ def run(args) -> int:
             idle_exit=args.stream_idle_exit,
             time_column=args.time_column,
             telemetry=telemetry,
+            learn_rows=args.learn_from_stream,
         )
         client.on_global = lambda weights, config, t: stream.offer(site, weights, config, t)
+        if args.learn_from_stream:
+            client.extra_rows = stream.learned_rows
     try:
         connect(
             args.server,

@@ -132,8 +132,11 @@ class Site:
         round_seed: int,
         global_embedding: np.ndarray | None = None,
         direction_only: bool = False,
+        extra_rows: np.ndarray | None = None,
     ) -> dict:
-        """Local training from the global weights (aligned to ``global_embedding`` where the model has that term)."""
+        """Local training from the global weights (aligned to ``global_embedding`` where the model has that term);
+        ``extra_rows``: raw records trained on besides the training split (``--learn-from-stream``); the
+        example count stays the training split's (the count the server was told)."""
         from fedad.common.training import get_weights, set_weights, train_model
 
         model = self.configured_model()
@@ -145,9 +148,14 @@ class Site:
             except ValueError as exc:
                 raise FedadError(f"bad global embedding from the server: {exc}") from None
         t0 = time.perf_counter()
+        samples = self.train_samples
+        if extra_rows is not None and len(extra_rows) >= max(1, self.spec.window):
+            samples = np.concatenate(
+                [samples, self._samples(np.asarray(extra_rows, dtype=np.float64), self.spec.window)]
+            )
         hist = train_model(
             model,
-            self.train_samples,
+            samples,
             None,
             epochs=epochs,
             batch_size=self.spec.batch_size,

@@ -33,11 +33,12 @@ def score_stream(
     sink: AlarmSink,
     parser_for: Callable[[str], RowParser],
     idle_exit: float | None = None,
-    observe: Callable[[list], Any] | None = None,
+    observe: Callable[[list, Any], Any] | None = None,
     stop: Callable[[], bool] = lambda: False,
 ) -> int:
     """Score ``path`` (``-``: stdin, read to its end; a file: followed until ``idle_exit`` seconds without a new
-    line, or ``stop()``); every decision goes to ``sink`` and ``observe``. Returns the records decided."""
+    line, or ``stop()``); every decision goes to ``sink`` and ``observe(decisions, their raw rows)``. Returns the
+    records decided."""
     stream = open_stream(path)
     blocks = follow_blocks(stream, follow=path != "-", idle_exit_s=idle_exit, stop=stop)
     try:
@@ -45,7 +46,7 @@ def score_stream(
             decisions = scorer.score(batch.rows, batch.times, batch.arrived)
             sink.write(decisions)
             if observe is not None:
-                observe(decisions)
+                observe(decisions, batch.rows)
     finally:
         if stream is not sys.stdin:
             stream.close()

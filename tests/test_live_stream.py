@@ -75,3 +75,27 @@ def test_each_global_model_is_handed_over_with_its_round_as_version(tmp_path):
     assert [d["record"] for d in got] == list(range(50))
     versions = [int(d["version"]) for d in got]
     assert versions == sorted(versions) and set(versions) <= {1, 2}
+
+
+def test_learn_from_stream_keeps_the_newest_normal_records_only():
+    from fedad.common.live_scorer import Decision
+
+    node = NodeStream("-", NAMES, logging.getLogger("test"), AlarmSink(None), learn_rows=4)
+    assert node.learned_rows() is None
+    rows = np.arange(18, dtype=float).reshape(6, 3)
+    node._observe([Decision(i, None, 0.0, 1.0, i in (1, 4), "1", 0.1) for i in range(6)], rows)
+    np.testing.assert_array_equal(node.learned_rows(), rows[[0, 2, 3, 5]])  # alarms 1 and 4 never join
+    node._observe([Decision(6, None, 0.0, 1.0, False, "1", 0.1)], rows[:1] + 100)
+    np.testing.assert_array_equal(node.learned_rows(), np.vstack([rows[[2, 3, 5]], rows[:1] + 100]))  # bounded
+
+
+def test_site_trains_on_stream_records_besides_its_split():
+    site = _site()
+    spec = FederationSpec(feature_names=NAMES, preprocessing={"scaler": "standard"})
+    FedadClient(site, "node", logging.getLogger("test")).evaluate(
+        _weights(0), {"spec": encode_json(spec.to_dict()), "phase": "val", "round": 1}
+    )
+    plain = site.train(_weights(0), 1, 0)
+    extra = site.train(_weights(0), 1, 0, extra_rows=site.split.val[:300] * 3.0)
+    assert plain["examples"] == extra["examples"] == len(site.train_samples)  # the declared count
+    assert not all(np.array_equal(a, b) for a, b in zip(plain["weights"], extra["weights"], strict=True))
