@@ -79,7 +79,7 @@ class NodeStream:
             self.telemetry.set_version(version)
         self.log.info("live scoring with the global model of round %d (threshold %.4g)", version, detector.threshold_)
 
-    def _observe(self, decisions: list, rows: Any = None) -> None:
+    def _observe(self, decisions: Any, rows: Any = None) -> None:
         self._last = time.monotonic()
         if self.learned is not None and rows is not None and len(rows) == len(decisions):
             # (a sequence model's first window is decided at once when it fills: those records are not learned)

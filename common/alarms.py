@@ -31,13 +31,10 @@ class AlarmSink:
 
     def write(self, decisions: Iterable[Any]) -> int:
         """Write the alarms (or all decisions) of ``decisions``; returns the number of alarms among them."""
-        lines = []
-        n = 0
-        for d in decisions:
-            if d.alarm:
-                n += 1
-            if d.alarm or self._all:
-                lines.append(json.dumps(d.to_dict(), separators=(",", ":")) + "\n")
+        alarmed = getattr(decisions, "alarmed", None)
+        chosen = list(decisions) if self._all or alarmed is None else list(alarmed())
+        n = sum(1 for d in chosen if d.alarm)
+        lines = [json.dumps(d.to_dict(), separators=(",", ":")) + "\n" for d in chosen if d.alarm or self._all]
         if lines:
             text = "".join(lines)
             if self._file is not None:

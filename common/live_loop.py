@@ -33,7 +33,7 @@ def score_stream(
     sink: AlarmSink,
     parser_for: Callable[[str], RowParser],
     idle_exit: float | None = None,
-    observe: Callable[[list, Any], Any] | None = None,
+    observe: Callable[[Any, Any], Any] | None = None,
     stop: Callable[[], bool] = lambda: False,
 ) -> int:
     """Score ``path`` (``-``: stdin, read to its end; a file: followed until ``idle_exit`` seconds without a new

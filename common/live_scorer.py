@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +63,47 @@ class Decision:
             "version": self.version,
             "latency_ms": round(self.latency_ms, 4),
         }
+
+
+@dataclass
+class Decisions:
+    """The decisions of one scoring call as arrays (records ``first``, ``first + 1``, ...); iterating gives
+    ``Decision`` objects, made only for the records asked for (``alarmed()``: the alarms only)."""
+
+    first: int
+    times: list[str | None]
+    scores: np.ndarray
+    thresholds: np.ndarray
+    alarms: np.ndarray
+    version: str
+    latency_ms: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def __getitem__(self, i: int) -> Decision:
+        return Decision(
+            record=self.first + i,
+            time=self.times[i],
+            score=float(self.scores[i]),
+            threshold=float(self.thresholds[i]),
+            alarm=bool(self.alarms[i]),
+            version=self.version,
+            latency_ms=float(self.latency_ms[i]),
+        )
+
+    def __iter__(self) -> Iterator[Decision]:
+        return (self[i] for i in range(len(self)))
+
+    def alarmed(self) -> Iterator[Decision]:
+        """The alarms among the decisions."""
+        return (self[int(i)] for i in np.flatnonzero(self.alarms))
+
+    @classmethod
+    def empty(cls, version: str) -> Decisions:
+        """No decision (a sequence model's first window is not full yet)."""
+        z = np.empty(0)
+        return cls(0, [], z, z, np.zeros(0, dtype=bool), version, z)
 
 
 def record_window(detector: Any) -> int:
@@ -127,7 +168,7 @@ class LiveScorer:
 
     def score(
         self, rows: np.ndarray, times: Sequence[str | None] | None = None, arrived: Sequence[float] | None = None
-    ) -> list[Decision]:
+    ) -> Decisions:
         """Decide the records ``rows`` (k, d), in order; ``arrived``: their ``time.perf_counter()`` arrival
         times (latency; default now). Records of a sequence model's first window wait for it to fill."""
         rows = np.asarray(rows, dtype=np.float64)
@@ -135,7 +176,7 @@ class LiveScorer:
             rows = rows[None, :]
         k = len(rows)
         if k == 0:
-            return []
+            return Decisions.empty(self.version)
         now = time.perf_counter()
         tl = list(times) if times is not None else [None] * k
         al = list(arrived) if arrived is not None else [now] * k
@@ -146,16 +187,16 @@ class LiveScorer:
                 return self._fill_first_window(rows, tl, al, model, rule, w)
             return self._decide(rows, tl, al, model, rule, w)
 
-    def _fill_first_window(self, rows, tl, al, model, rule, w) -> list[Decision]:
+    def _fill_first_window(self, rows, tl, al, model, rule, w) -> Decisions:
         self._pending.extend(zip(rows, tl, al, strict=True))
         if len(self._pending) < w:
-            return []
+            return Decisions.empty(model.version)
         pend, self._pending = self._pending, []
         X = np.stack([p[0] for p in pend])
         self._context = np.empty((0, X.shape[1]))
         return self._decide(X, [p[1] for p in pend], [p[2] for p in pend], model, rule, w)
 
-    def _decide(self, rows, tl, al, model, rule, w) -> list[Decision]:
+    def _decide(self, rows, tl, al, model, rule, w) -> Decisions:
         ctx = self._context if self._context.size else np.empty((0, rows.shape[1]))
         X = np.concatenate([ctx, rows]) if len(ctx) else rows
         if rule is None:
@@ -169,15 +210,8 @@ class LiveScorer:
         done = time.perf_counter()
         first = self.records
         self.records += len(rows)
-        return [
-            Decision(
-                record=first + i,
-                time=tl[i],
-                score=float(scores[i]),
-                threshold=float(limits[i]),
-                alarm=bool(alarms[i]),
-                version=model.version,
-                latency_ms=(done - al[i]) * 1000.0,
-            )
-            for i in range(len(rows))
-        ]
+        latency = (done - np.asarray(al, dtype=np.float64)) * 1000.0
+        return Decisions(
+            first, list(tl), np.asarray(scores, dtype=np.float64), np.asarray(limits, dtype=np.float64),
+            np.asarray(alarms, dtype=bool), model.version, latency,
+        )  # fmt: skip

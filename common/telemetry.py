@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from fedad.common.errors import FedadError
@@ -113,10 +114,16 @@ class Telemetry:
     def observe_decisions(self, decisions: Iterable[Any]) -> None:
         """Count live decisions (``fedad.common.live_scorer.Decision``): records, alarms, latency."""
         n = alarms = 0
-        for d in decisions:
-            n += 1
-            alarms += bool(d.alarm)
-            self.latency.observe(d.latency_ms / 1000.0)
+        latencies = getattr(decisions, "latency_ms", None)  # a ``Decisions`` batch: its arrays
+        if latencies is not None:
+            n, alarms = len(latencies), int(np.count_nonzero(decisions.alarms))  # type: ignore[attr-defined]
+            for v in latencies:
+                self.latency.observe(float(v) / 1000.0)
+        else:
+            for d in decisions:
+                n += 1
+                alarms += bool(d.alarm)
+                self.latency.observe(d.latency_ms / 1000.0)
         if n:
             self.records_scored.inc(n)
         if alarms:

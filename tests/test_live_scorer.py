@@ -69,8 +69,8 @@ def test_sequence_model_waits_for_its_first_window(tmp_path):
     det = AutoencoderDetector(model="dense", window=6, epochs=5, batch_size=32, device="cpu").fit(train)
     assert record_window(det) == 6
     scorer = LiveScorer(LiveModel(det, "w"))
-    assert scorer.score(stream[:3]) == []  # the first window is not full yet
-    got = scorer.score(stream[3:5]) + _feed(scorer, stream[5:300], [1, 4])
+    assert len(scorer.score(stream[:3])) == 0  # the first window is not full yet
+    got = list(scorer.score(stream[3:5])) + _feed(scorer, stream[5:300], [1, 4])
     batch = det.decision_function(stream[:300])
     assert [d.record for d in got] == list(range(300))
     np.testing.assert_array_equal([d.alarm for d in got], batch > det.threshold_)
@@ -148,3 +148,11 @@ def test_detrending_models_are_refused_live():
     det = _fit(preprocessing={"detrend": "diff"})
     with pytest.raises(FedadError, match="row-wise"):
         LiveScorer(LiveModel(det, "x"))
+
+
+def test_a_batch_of_decisions_materialises_alarms_only_when_asked(dense):
+    _, stream = _rig()
+    batch = LiveScorer(LiveModel(dense, "v")).score(stream)
+    flags = dense.decision_function(stream) > dense.threshold_
+    assert len(batch) == len(stream) and [d.record for d in batch.alarmed()] == np.flatnonzero(flags).tolist()
+    assert batch[3].to_dict()["record"] == 3 and batch[3].version == "v"
