@@ -19,7 +19,8 @@ def test_continuous_rounds_versions_join_stop_and_resume(tmp_path):
     logs.mkdir()
     out, stop = tmp_path / "run", tmp_path / "stop"
     address = f"127.0.0.1:{free_port()}"
-    args = ["--rounds", "0", "--round-interval", "0", "--stop-file", str(stop), "--min-clients", "2"]
+    args = ["--rounds", "0", "--round-interval", "1s", "--stop-file", str(stop), "--min-clients", "2"]
+    args += ["--keep-versions", "1000"]
     server = start_server(address, out, *args, "--local-epochs", "1")
     procs = [server] + [start_client(address, shards[i], f"node{i}", logs) for i in range(2)]
     try:
