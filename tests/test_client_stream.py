@@ -6,6 +6,7 @@ import json
 
 import pytest
 from procs import finish, free_port, rounds, start_client, start_server, wait_for
+from test_telemetry_federation import scrape
 
 pytestmark = pytest.mark.integration
 
@@ -28,13 +29,16 @@ def test_three_clients_stream_while_rounds_run(tmp_path):
     out = tmp_path / "run"
     server = start_server(address, out, "--rounds", "5", "--min-clients", "3", "--local-epochs", "1")
     alarms = [tmp_path / f"alarms{i}.jsonl" for i in range(3)]
+    mport = free_port()
     clients = [
         start_client(
             address, shard, f"node{i}", logs,
             "--stream", str(streams[i]), "--alarms", str(alarms[i]), "--all-decisions", "--stream-idle-exit", "3",
+            *(["--metrics-port", str(mport), "--metrics-host", "127.0.0.1"] if i == 0 else []),
         )
         for i, shard in enumerate(shards)
     ]  # fmt: skip
+    live_metrics: dict = {}
 
     def grow() -> None:
         for i in range(3):
@@ -51,6 +55,9 @@ def test_three_clients_stream_while_rounds_run(tmp_path):
         while server.poll() is None:  # one chunk per finished round: the files grow while rounds run
             wait_for(next_round_or_end, 300, f"round {done_rounds + 1}", [server, *clients])
             done_rounds = len(rounds(out))
+            m = scrape(mport)  # node0's live-scoring metrics while the federation runs
+            if m.get(("fedad_records_scored_total", ()), 0) > 0:
+                live_metrics = m
             grow()
         grow()  # after the federation: the nodes go on scoring with the last model
         codes = finish([server, *clients], timeout=300)
@@ -73,3 +80,10 @@ def test_three_clients_stream_while_rounds_run(tmp_path):
         assert all(d["latency_ms"] >= 0 and d["threshold"] > 0 for d in got)
         assert any(d["alarm"] for d in got)
         assert "Traceback" not in (logs / f"node{i}.log").read_text()
+        if i == 0:
+            assert live_metrics, "node0's /metrics never counted a scored record"
+            scored = live_metrics[("fedad_records_scored_total", ())]
+            # one batch is counted latency first, then records, then alarms: a scrape may fall in between
+            assert 0 < scored <= live_metrics[("fedad_scoring_latency_seconds_count", ())] <= n
+            assert live_metrics[("fedad_alarms_total", ())] <= sum(d["alarm"] for d in got[: int(scored)])
+            assert live_metrics[("fedad_model_version", ())] >= 1
