@@ -5,8 +5,10 @@
                         /results/summary.txt and summary.json; under secure-robust also copy the key holder's
                         audit of this run (/audit/audit.jsonl, last session) to /results/keyholder-audit.jsonl
     plant.py audit      one line about the last session of a key holder's audit log (the keyholder service)
+    plant.py health     healthcheck: the server's port accepts connections (or its run is over and it is writing
+                        its plots); a node's --health-file is fresh (its connection to the server is alive)
     plant.py check      assert a run's results (CI): every round had the expected clients, F1, refused, flagged,
-                        the key holder's audit
+                        the key holder's audit, the faults of a chaos run (nodes gone, rejoined, server resumed)
 
 `summary` and `check` use only the standard library, so `python3 deploy/plant.py check` works on any host.
 """
@@ -17,6 +19,7 @@ import argparse
 import json
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -98,12 +101,88 @@ def prepare_data(args) -> int:
     if st.st_uid == 0 and uid != 0:
         os.chown(results, uid, gid)
         log("INFO", f"results directory handed to uid {uid}:{gid} (FEDAD_UID/FEDAD_GID)", tag)
+    os.chmod(results, results.stat().st_mode | 0o755)  # readable by whoever runs the plant
+    if os.environ.get("FEDAD_RESUME", "0").lower() in ("1", "true", "yes", "on"):
+        log("INFO", "FEDAD_RESUME=1: the previous run's outputs stay; the server resumes from its checkpoint", tag)
+    elif server_answers(os.environ.get("FEDAD_SERVER", "")):
+        log("INFO", "a server of this plant is running: its outputs in the results directory stay as they are", tag)
+    else:
+        moved = move_aside(results, uid, gid)
+        if moved:
+            log("INFO", f"a new run: the previous run's {', '.join(moved[1])} moved to {moved[0]}", tag)
     path = results / "plant.json"
     tmp = results / ".plant.json.tmp"
     tmp.write_text(json.dumps(plant, indent=2) + "\n")
     os.chown(tmp, uid, gid)
     os.replace(tmp, path)
     return 0
+
+
+# Everything a run writes into the results directory (the server, the summary job, the data job itself).
+RUN_OUTPUTS = (
+    "report.json",
+    "summary.txt",
+    "summary.json",
+    "rounds.jsonl",
+    "flags.jsonl",
+    "keyholder-audit.jsonl",
+    "plant.json",
+    "global_weights.npz",
+    "model",
+    "checkpoint",
+    "*.png",
+    ".*.tmp",
+)
+
+
+def move_aside(results: Path, uid: int, gid: int) -> tuple[Path, list[str]] | None:
+    """Move the previous run's outputs to results/previous-<UTC time>/ (a new run never mixes with them)."""
+    found = sorted({p for pattern in RUN_OUTPUTS for p in results.glob(pattern)})
+    if not found:
+        return None
+    dest = results / time.strftime("previous-%Y%m%dT%H%M%SZ", time.gmtime())
+    n = 1
+    while dest.exists():
+        n += 1
+        dest = dest.with_name(f"{dest.name.split('.')[0]}.{n}")
+    dest.mkdir()
+    os.chown(dest, uid, gid)
+    os.chmod(dest, 0o755)
+    for path in found:
+        os.replace(path, dest / path.name)
+    return dest, [p.name for p in found if not p.name.startswith(".")]
+
+
+def server_answers(address: str) -> bool:
+    """Whether HOST:PORT accepts a TCP connection (False when empty or unresolvable)."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        return False
+    try:
+        socket.create_connection((host, int(port)), 2).close()
+    except OSError:
+        return False
+    return True
+
+
+def health(args) -> int:
+    """Healthcheck: exit 0 when alive (see the module docstring), else 1 with one line why."""
+    if args.file:
+        try:
+            age = time.time() - Path(args.file).stat().st_mtime
+        except OSError:
+            print(f"unhealthy: no {args.file} (not connected to the server)", file=sys.stderr)
+            return 1
+        if age > args.max_age:
+            print(f"unhealthy: {args.file} is {age:.0f} s old (> {args.max_age:.0f} s)", file=sys.stderr)
+            return 1
+        return 0
+    if server_answers(f"127.0.0.1:{args.port}"):
+        return 0
+    if args.done and Path(args.done).is_file():  # the run is over: plots and the model are being written
+        return 0
+    print(f"unhealthy: nothing accepts connections on port {args.port}", file=sys.stderr)
+    return 1
 
 
 # ------------------------------------------------------------------------------------------- results
@@ -422,11 +501,61 @@ def check(args) -> int:
                 problems.append(f"key holder: no sketch or aggregate decrypted in rounds {missing}")
             if a["refused"]:
                 problems.append(f"key holder refused {len(a['refused'])} requests: {a['refused'][:3]}")
+    problems += chaos_problems(args, s, json.loads((results / "report.json").read_text()))
     for p in problems:
         print(f"check: FAIL: {p}", file=sys.stderr)
     if not problems:
         print("check: OK", file=sys.stderr)
     return 1 if problems else 0
+
+
+def _failed_in(report: dict, rounds: list[dict]) -> dict[str, set[int]]:
+    """node -> the rounds in which report.json names it as failed (per-round 'failed' or 'failures')."""
+    out: dict[str, set[int]] = {}
+    for r in rounds:
+        for name in r.get("failed") or []:
+            out.setdefault(str(name), set()).add(int(r["round"]))
+    for f in report.get("failures") or []:
+        if f.get("round") is not None:
+            out.setdefault(str(f.get("client")), set()).add(int(f["round"]))
+    return out
+
+
+def chaos_problems(args, s: dict, report: dict) -> list[str]:
+    """The faults of a chaos run, each accounted for in report.json (empty list: all are)."""
+    problems: list[str] = []
+    rounds = s["rounds"]
+    failed = _failed_in(report, rounds)
+    if "unknown" in failed:
+        problems.append(f"a failed node is reported as 'unknown' in rounds {sorted(failed['unknown'])}")
+    if args.min_round_clients is not None:
+        for r in rounds:
+            if len(r["clients"]) < args.min_round_clients:
+                problems.append(f"round {r['round']}: {len(r['clients'])} clients < {args.min_round_clients}")
+    if args.gone:
+        names, _, at = args.gone.partition("@")
+        rnd = int(at)
+        for name in names.split(","):
+            if not failed.get(name, set()) & {rnd, rnd + 1}:
+                problems.append(f"{name} (killed in round {rnd}) is not named as failed in round {rnd} or {rnd + 1}")
+            later = [r["round"] for r in rounds if r["round"] > rnd and name in r["clients"]]
+            if later:
+                problems.append(f"{name} (killed in round {rnd}) still took part in rounds {later}")
+    if args.rejoined:
+        name, _, at = args.rejoined.partition("@")
+        rnd = int(at)
+        if not failed.get(name, set()) & {rnd, rnd + 1}:
+            problems.append(f"{name} (cut off in round {rnd}) is not named as failed in round {rnd} or {rnd + 1}")
+        back = [r["round"] for r in rounds if r["round"] > rnd and name in r["clients"]]
+        if not back:
+            problems.append(f"{name} (cut off in round {rnd}) never took part again")
+    if args.resumed is not None:
+        resumed = report.get("resumed")
+        if not isinstance(resumed, list):
+            problems.append("report.json has no 'resumed' list (which rounds a restarted server replayed)")
+        elif not any(r.get("after_round") == args.resumed for r in resumed):
+            problems.append(f"report.json 'resumed' {resumed} has no resume after round {args.resumed}")
+    return problems
 
 
 def main(argv=None) -> int:
@@ -457,8 +586,28 @@ def main(argv=None) -> int:
         help="secure-robust: the key holder's audit must show rounds 1..N, the final round N+1 with "
         "the threshold histogram, sketches and an aggregate every round, no refusal",
     )
+    c.add_argument(
+        "--gone",
+        default=None,
+        help="chaos: NAME,NAME@ROUND: nodes killed in round ROUND: named (never 'unknown') among the failed of "
+        "round ROUND or ROUND+1, in no round after that",
+    )
+    c.add_argument(
+        "--rejoined",
+        default=None,
+        help="chaos: NAME@ROUND: a node cut off in round ROUND: named among the failed of round ROUND or "
+        "ROUND+1, back in a later round",
+    )
+    c.add_argument("--resumed", type=int, default=None, help="chaos: report.json 'resumed' has a resume after round N")
+    c.add_argument("--min-round-clients", type=int, default=None, help="fewest clients any round may have")
+    h = sub.add_parser("health", help="healthcheck of the server (port) or of a node (health file)")
+    h.add_argument("--port", type=int, default=8080)
+    h.add_argument("--done", default=None, help="the server's report.json: the run is over, plots being written")
+    h.add_argument("--file", default=None, help="a node's health file (fedad-client --health-file)")
+    h.add_argument("--max-age", type=float, default=60.0, help="seconds after which the health file is stale")
     args = p.parse_args(argv)
-    return {"data": prepare_data, "summary": summary, "audit": audit, "check": check}[args.cmd](args)
+    commands = {"data": prepare_data, "summary": summary, "audit": audit, "check": check, "health": health}
+    return commands[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -147,6 +147,7 @@ class FedadServer(Server):
         self.max_update_bytes = 1 << 30  # set from the model's size once it is built
         self.median_val_loss: float | None = None  # Paillier: the nodes' median validation loss of the kept model
         self.quarantined_in: dict[str, int] = {}  # client name -> round the strategy quarantined it in
+        self.resumed: list[dict] = []  # each --resume: the checkpoint's round and the round it replays
         self.encrypted = bool(getattr(strategy, "encrypted", False))  # Paillier: sums stay ciphertexts here
         self.blind = bool(getattr(strategy, "plaintext_model", False))  # secure-robust: blind-decrypted aggregates
         # models with an alignment term get the global embedding; not under Paillier, where the server learns nothing
@@ -790,6 +791,7 @@ class FedadServer(Server):
             "failures": self.failures,
             "declared": self.declared,
             "quarantined_in": self.quarantined_in,
+            "resumed": self.resumed,
         }
         _atomic_write(ck / "state.json", json.dumps(state))
 
@@ -808,6 +810,7 @@ class FedadServer(Server):
         self.rounds, self.refused, self.failures = state["rounds"], state["refused"], state["failures"]
         self.declared = {str(k): int(v) for k, v in state.get("declared", {}).items()}
         self.quarantined_in = {str(k): int(v) for k, v in state.get("quarantined_in", {}).items()}
+        self.resumed = list(state.get("resumed", []))
         self.parameters = ndarrays_to_parameters(weights)
         n_values = getattr(self.strategy, "n_values", None) or int(sum(w.size for w in weights))
         self.max_update_bytes = 2 * 8 * int(n_values) + (1 << 16)
@@ -831,6 +834,8 @@ class FedadServer(Server):
         start = 1
         if self.resume:
             start = self._load_checkpoint() + 1
+            replays = start if start <= num_rounds else None  # None: only the threshold and test phase again
+            self.resumed.append({"after_round": start - 1, "replayed_round": replays, "time": time.time()})
             self.log.info("resuming after round %d from %s", start - 1, self.out / CHECKPOINT_DIR)
             _atomic_write(self.out / "rounds.jsonl", "".join(json.dumps(r) + "\n" for r in self.rounds))
             self._first_admission(timeout)

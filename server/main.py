@@ -569,6 +569,7 @@ def run(args) -> int:
                 "refused_connections": gate.refusals if gate is not None else [],
                 "failures": server.failures,
                 "rejected_results": server.result_rejections,
+                "resumed": server.resumed,
                 "seconds": time.perf_counter() - t0,
             },
         )
@@ -600,6 +601,7 @@ def run(args) -> int:
         "refused_connections": gate.refusals if gate is not None else [],
         "failures": server.failures,
         "rejected_results": server.result_rejections,
+        "resumed": server.resumed,
         "status": "ok",
         "seconds": time.perf_counter() - t0,
         "model_dir": None if model_dir is None else str(model_dir),

@@ -120,6 +120,8 @@ def test_server_resumes_after_a_crash(plant, tmp_path):
     recs = rounds(out)
     assert [r["round"] for r in recs] == [1, 2, 3, 4, 5]
     assert f"resuming after round {crashed_at}" in (tmp_path / "run-server.log").read_text()
+    resumed = json.loads((out / "report.json").read_text())["resumed"]  # the report says which round was replayed
+    assert [(r["after_round"], r["replayed_round"]) for r in resumed] == [(crashed_at, crashed_at + 1)], resumed
     assert json.loads((out / "report.json").read_text())["metrics"]["f1"] > 0.3
     # global scaling: the server's model directory is directly usable (global scaler, weights, threshold)
     from fedad.common.detector import AutoencoderDetector
