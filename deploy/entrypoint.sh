@@ -129,6 +129,11 @@ server)
     # the previous run's outputs, its checkpoint included, to previous-<time>/ unless FEDAD_RESUME=1), so a
     # checkpoint here is this run's: the container was restarted (docker restart, a crash) and resumes from it.
     ckpt=$out/checkpoint/state.json
+    if [ -f "$ckpt" ] && [ -f "$out/report.json" ] && grep -q '"status": "ok"' "$out/report.json"; then
+        # restarted after its last round (e.g. while writing plots): the run is complete, nothing to resume
+        log INFO "this run is already complete ($out/report.json, status ok): nothing to resume"
+        exit 0
+    fi
     resume=()
     resume_note() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["round"])' "$ckpt" 2>/dev/null || echo "?"; }
     if [ -f "$ckpt" ]; then

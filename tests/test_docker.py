@@ -441,6 +441,12 @@ def test_entrypoint_server_resumes_exactly_when_this_run_has_a_checkpoint(tmp_pa
     r = _entrypoint("server", tmp_path)  # the container was restarted: the data job left the checkpoint there
     assert _argv(r, tmp_path)[-1] == "--resume"
     assert "resuming this run from its checkpoint after round 5" in r.stderr
+    # restarted after its last round (its report is written, status ok): nothing to resume, nothing to redo
+    (tmp_path / "results" / "report.json").write_text(json.dumps({"status": "ok"}, indent=2))
+    r = _entrypoint("server", tmp_path)
+    assert r.returncode == 0 and not r.stdout and "already complete" in r.stderr
+    (tmp_path / "results" / "report.json").write_text(json.dumps({"status": "failed"}, indent=2))
+    assert _argv(_entrypoint("server", tmp_path), tmp_path)[-1] == "--resume"  # a failed run: resumed again
 
 
 def test_entrypoint_sign_needs_a_request_and_the_plant_ca(tmp_path):
