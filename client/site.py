@@ -229,6 +229,9 @@ class Site:
         det.n_features_ = det.n_features_in_ = self.n_features
         det.feature_names_, det.threshold_, det.history_ = list(self.data.feature_names), float(threshold), {}
         det.feature_scales_ = self.feature_scales(weights)
+        from fedad.common.stream_rule import fit_stream_state
+
+        fit_stream_state(det, np.concatenate([self.split.train, self.split.val]))  # `fedad score --rule adaptive`
         return det.save(path)
 
     def mean_embedding(self, weights: list[np.ndarray]) -> np.ndarray:

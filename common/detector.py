@@ -8,7 +8,6 @@ import math
 import os
 import shutil
 import tempfile
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,6 @@ from fedad.common.errors import FedadError
 from fedad.common.models.names import effective_score
 from fedad.common.models.registry import MODEL_NAMES, build_model, default_window
 from fedad.common.preprocessing import Preprocessor, sliding_windows, window_scores_to_records
-from fedad.common.rebaseline import drift_ratios
 from fedad.common.scoring import (
     DEFAULT_SCORE,
     DEFAULT_TOP_K,
@@ -31,7 +29,7 @@ from fedad.common.scoring import (
     scales_from_list,
     scales_to_list,
 )
-from fedad.common.stream_rule import DRIFT_WINDOW, normalised_errors
+from fedad.common.stream_rule import fit_stream_state
 from fedad.common.threshold_rule import DEFAULT_RULE, check_rule, expected_far, threshold_by_rule
 from fedad.common.training import ProgressFn, calibrate, reconstruction_errors, resolve_device, train_model
 
@@ -43,8 +41,6 @@ WEIGHTS_FILE = "model.pt"
 SCORE_BLOCK_ROWS = 65536
 # scores of the last fitting records saved with a model, for the streaming alarm rule's threshold
 FIT_SCORES_KEPT = 10000
-# normalised feature errors of the last fitting records saved with a model, for the adaptive stream rule
-STREAM_ROWS_KEPT = 1000
 
 
 class AutoencoderDetector:
@@ -59,6 +55,11 @@ class AutoencoderDetector:
     window score is assigned to the record that ends the window. ``fit_scores_`` holds the scores of all
     fitting records (training then validation part, time order) for streaming alarm rules.
     """
+
+    # set by fit (or load): what the adaptive stream rule needs (fedad.common.stream_rule.fit_stream_state)
+    drift_ratios_: np.ndarray
+    feature_sd_: np.ndarray
+    stream_fit_errors_: np.ndarray | None
 
     def __init__(
         self,
@@ -199,13 +200,7 @@ class AutoencoderDetector:
         self.threshold_ = float(
             threshold_by_rule(scores, self.threshold_rule, self.threshold_quantile, self.target_far)
         )
-        # what the streaming alarm rule (fedad.common.stream_rule) needs at scoring time
-        self.drift_ratios_ = drift_ratios(X, DRIFT_WINDOW) if n >= DRIFT_WINDOW else np.zeros(d)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # an all-missing column
-            self.feature_sd_ = np.nan_to_num(np.nanstd(X, axis=0))  # missing values skipped
-        tail = X[-STREAM_ROWS_KEPT:]
-        self.stream_fit_errors_: np.ndarray | None = normalised_errors(self, tail) if len(tail) >= window else None
+        fit_stream_state(self, X)  # what the streaming alarm rule (fedad.common.stream_rule) needs
         return self
 
     @property

@@ -16,6 +16,7 @@ lowers the score ends the episode, the next ``collect`` records are judged norma
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,8 +24,12 @@ from typing import Any
 import numpy as np
 
 from fedad.common.errors import FedadError
+from fedad.common.rebaseline import drift_ratios
+from fedad.common.scoring import feature_scales
 
 DRIFT_WINDOW = 60
+# normalised feature errors of the last fitting records kept with a model (threshold, first trailing windows)
+STREAM_ROWS_KEPT = 1000
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,30 @@ class AdaptiveParams:
 def normalised_errors(detector: Any, X: np.ndarray) -> np.ndarray:
     """|reconstruction error| / training RMS error per record and feature (n, d)."""
     return np.sqrt(detector.feature_errors(X)) / detector.feature_scales_
+
+
+def fit_stream_state(detector: Any, X: np.ndarray) -> None:
+    """Set what the rule needs on a fitted detector from normal records X (raw, time order): each feature's
+    drift ratio and standard deviation (missing values skipped) and the normalised errors of the last
+    ``STREAM_ROWS_KEPT`` records (None when fewer records than the model's window)."""
+    X = np.asarray(X, dtype=np.float64)
+    n, d = X.shape
+    detector.drift_ratios_ = drift_ratios(X, DRIFT_WINDOW) if n >= DRIFT_WINDOW else np.zeros(d)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-missing column
+        detector.feature_sd_ = np.nan_to_num(np.nanstd(X, axis=0))
+    tail = X[-STREAM_ROWS_KEPT:]
+    detector.stream_fit_errors_ = normalised_errors(detector, tail) if len(tail) >= detector.window_ else None
+
+
+def rebaseline_on(detector: Any, X: np.ndarray) -> None:
+    """Take a stream's own normal start X as the detector's reference: feature error scales and stream state
+    from X (a shared, e.g. federated, model scoring a site whose normal state it never saw on its own)."""
+    X = np.asarray(X, dtype=np.float64)
+    if len(X) < max(2, detector.window_):
+        raise FedadError(f"too few baseline rows ({len(X)}) for a model with window {detector.window_}")
+    detector.feature_scales_ = feature_scales(detector.feature_errors(X))
+    fit_stream_state(detector, X)
 
 
 def stream_scores(detector: Any, X: np.ndarray, keep: np.ndarray) -> np.ndarray:

@@ -103,3 +103,65 @@ def test_fedad_score_rule_adaptive_and_a_model_without_stream_state(tmp_path, de
     detector.stream_fit_errors_ = None
     with pytest.raises(FedadError, match="stream state"):
         adaptive_alarms(detector, stream)
+
+
+def test_a_federated_nodes_saved_model_carries_the_stream_state(tmp_path):
+    """Site.save_model (fedad-client --model-out) writes what --rule adaptive needs, from the node's own rows."""
+    from fedad.client.site import Site
+    from fedad.common.data import Dataset
+    from fedad.common.detector import AutoencoderDetector
+    from fedad.common.federation_spec import FederationSpec
+
+    train, stream = _rig()
+    names = ["a", "b", "c", "d"]
+    site = Site(Dataset(X=train, feature_names=names, y=None, time=None, source="rig"), device="cpu", test_fraction=0.0)
+    site.configure(FederationSpec(feature_names=names, preprocessing={"scaler": "standard"}, batch_size=32), "k")
+    site.set_scaler(None, b"k")
+    weights = None
+    for r in range(15):
+        weights = site.train(weights, epochs=2, round_seed=r)["weights"]
+    det = AutoencoderDetector.load(site.save_model(tmp_path / "m", weights, 1.0), device="cpu")
+    assert det.stream_fit_errors_ is not None and det.stream_fit_errors_.shape == (len(train), 4)
+    np.testing.assert_allclose(det.feature_sd_, train.std(axis=0))
+    res = adaptive_alarms(det, stream, AdaptiveParams(smooth=20))
+    assert res.alarms[330:500].mean() > 0.8 and res.alarms[:250].mean() < 0.05
+
+
+def test_rebaseline_on_takes_scales_and_state_from_the_baseline_rows(detector):
+    import copy
+
+    from fedad.common.scoring import feature_errors, feature_scales
+    from fedad.common.stream_rule import rebaseline_on
+
+    _, stream = _rig()
+    det = copy.deepcopy(detector)
+    base = stream[:300] + 0.5  # a site whose normal level differs from the model's training rows
+    rebaseline_on(det, base)
+    z = det.preprocessor_.transform(base)
+    np.testing.assert_allclose(det.feature_scales_, feature_scales(feature_errors(det.model_, z, "cpu")))
+    np.testing.assert_allclose(det.feature_sd_, base.std(axis=0))
+    assert det.stream_fit_errors_.shape == (300, 4)
+    assert not np.allclose(det.feature_scales_, detector.feature_scales_)
+    with pytest.raises(FedadError, match="too few baseline rows"):
+        rebaseline_on(det, stream[:1])
+
+
+def test_fedad_score_baseline_rows(tmp_path, detector):
+    from fedad.common.cli import main
+
+    train, stream = _rig()
+    whole = np.concatenate([train, stream])
+    pd.DataFrame(whole, columns=["a", "b", "c", "d"]).to_csv(tmp_path / "whole.csv", index=False)
+    detector.feature_names_ = ["a", "b", "c", "d"]
+    detector.save(tmp_path / "m")
+    args = ["score", "--model", str(tmp_path / "m"), "--data", str(tmp_path / "whole.csv"), "--device", "cpu"]
+    out = tmp_path / "s.csv"
+    rule = ["--rule", "adaptive", "--smooth", "20", "--out", str(out)]
+    assert main([*args, *rule, "--baseline-rows", "400"]) == 0
+    s = pd.read_csv(out)
+    assert len(s) == len(whole) and s["is_anomaly"].iloc[:400].sum() == 0
+    assert s["is_anomaly"].iloc[730:900].mean() > 0.8 and s["is_anomaly"].iloc[400:650].mean() < 0.05
+    out.unlink()
+    assert main([*args, "--out", str(out), "--baseline-rows", "400"]) == 2  # threshold rule: refused
+    assert main([*args, *rule, "--baseline-rows", str(len(whole))]) == 2
+    assert not out.exists()

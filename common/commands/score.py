@@ -59,6 +59,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ad.add_argument("--drop", type=float, default=d.drop, help="fall of the mean score that ends an alarm")
     ad.add_argument("--collect", type=int, default=d.collect, help="rows judged normal and re-fitted on")
     ad.add_argument(
+        "--baseline-rows",
+        type=int,
+        default=0,
+        metavar="N",
+        help="the first N rows of --data are this stream's normal start: feature error scales and the rule's "
+        "statistics come from them instead of the model's training rows, and they never alarm (a shared or "
+        "federated model scoring a site's own experiment; 0: off)",
+    )
+    ad.add_argument(
         "--drift-ratio",
         type=float,
         default=d.drift_ratio,
@@ -88,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     )
     X = model_columns(detector.feature_names_, data.X, list(data.feature_names), args.data)
     if args.rule == "adaptive":
-        from fedad.common.stream_rule import AdaptiveParams, adaptive_alarms
+        from fedad.common.stream_rule import AdaptiveParams, adaptive_alarms, rebaseline_on, stream_scores
 
         params = AdaptiveParams(
             smooth=args.smooth,
@@ -101,13 +110,27 @@ def run(args: argparse.Namespace) -> int:
         )
         if min(params.smooth, params.change_window, params.collect) < 1:
             raise FedadError("--smooth, --change-window and --collect must be at least 1")
-        res = adaptive_alarms(detector, X, params)
-        write_scores(out, res.scores, res.alarms)
+        base = args.baseline_rows
+        if not 0 <= base < len(X):
+            raise FedadError(f"--baseline-rows must be in [0, {len(X)}) for {len(X)} rows, got {base}")
+        if base:
+            rebaseline_on(detector, X[:base])
+        res = adaptive_alarms(detector, X[base:], params)
+        scores, alarms = res.scores, res.alarms
+        if base:  # baseline rows: their stream scores under the rule's features, never alarms
+            keep = np.asarray(detector.drift_ratios_) < params.drift_ratio
+            head = stream_scores(detector, X[:base], keep if keep.any() else np.ones_like(keep))
+            scores = np.concatenate([head, scores])
+            alarms = np.concatenate([np.zeros(base, dtype=alarms.dtype), alarms])
+        write_scores(out, scores, alarms)
         print(
-            f"scored {len(X)} rows with the adaptive rule: {int(res.alarms.sum())} alarms "
-            f"({res.alarms.mean():.2%}), {len(res.events)} re-baseline(s); wrote {out}"
+            f"scored {len(X)} rows with the adaptive rule"
+            + (f" ({base} baseline rows)" if base else "")
+            + f": {int(alarms.sum())} alarms ({alarms.mean():.2%}), {len(res.events)} re-baseline(s); wrote {out}"
         )
         return 0
+    if args.baseline_rows:
+        raise FedadError("--baseline-rows works with --rule adaptive only")
     scores = detector.decision_function(X)
     flags = (scores > detector.threshold_).astype(np.int8)
     write_scores(out, scores, flags)
