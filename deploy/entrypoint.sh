@@ -95,7 +95,8 @@ server)
     args=(--address "0.0.0.0:${FEDAD_SERVER_PORT:-8080}" --out "$out"
         --strategy "$strategy" --model "${FEDAD_MODEL:-dense}"
         --rounds "${FEDAD_ROUNDS:-5}" --local-epochs "${FEDAD_LOCAL_EPOCHS:-10}"
-        --min-clients "${FEDAD_MIN_CLIENTS:-10}" --wait-timeout "${FEDAD_WAIT_TIMEOUT:-300}"
+        --min-clients "${FEDAD_MIN_CLIENTS:-10}" --min-fit-clients "${FEDAD_MIN_FIT_CLIENTS:-0.6}"
+        --wait-timeout "${FEDAD_WAIT_TIMEOUT:-300}"
         --round-timeout "${FEDAD_ROUND_TIMEOUT:-600}" --seed "${FEDAD_SEED:-0}")
     if tls_on; then
         hint="the certs service writes it (docker compose logs certs), or mount your own PEM files at /tls"
@@ -180,8 +181,10 @@ client)
     [ -n "$data" ] ||
         die "no data file in $R/data: the data service writes one shard per node (docker compose logs data); your own CSV goes to \${FEDAD_DATA_DIR:-./data}/node_NN.csv"
     need_file "$data" "data shard" "check docker compose logs data"
+    # --health-file: the healthcheck (role health) reads it; fresh only while the stream to the server is up
     args=(--server "${FEDAD_SERVER:-server:8080}" --data "$data" --name "$FEDAD_NAME"
-        --device "${FEDAD_DEVICE:-cpu}" --connect-timeout "${FEDAD_CONNECT_TIMEOUT:-180}")
+        --device "${FEDAD_DEVICE:-cpu}" --connect-timeout "${FEDAD_CONNECT_TIMEOUT:-180}"
+        --health-file "${FEDAD_HEALTH_FILE:-/tmp/fedad-health}")
     [ -n "${FEDAD_FORMAT:-}" ] && args+=(--format "$FEDAD_FORMAT")
     [ -n "${FEDAD_LABEL_COLUMN:-}" ] && args+=(--label-column "$FEDAD_LABEL_COLUMN")
     [ -n "${FEDAD_TIME_COLUMN:-}" ] && args+=(--time-column "$FEDAD_TIME_COLUMN")
@@ -293,9 +296,9 @@ data | summary)
 
 health)
     # server: the gRPC port accepts connections, or the run is over (report.json written) and it is writing its
-    # plots. client: see fedad-client --health-file (its connection to the server is alive).
+    # plots. client: its fedad-client --health-file is fresh (the gRPC stream to the server is up).
     if [ -n "${FEDAD_NAME:-}" ]; then
-        exec python3 /opt/fedad/plant.py health --file "${FEDAD_HEALTH_FILE:-/tmp/fedad-health}" --max-age "${FEDAD_HEALTH_MAX_AGE:-60}"
+        exec python3 -m fedad.client.health "${FEDAD_HEALTH_FILE:-/tmp/fedad-health}" --max-age "${FEDAD_HEALTH_MAX_AGE:-30}"
     fi
     exec python3 /opt/fedad/plant.py health --port "${FEDAD_SERVER_PORT:-8080}" --done "$R/results/report.json"
     ;;

@@ -5,8 +5,8 @@
                         /results/summary.txt and summary.json; under secure-robust also copy the key holder's
                         audit of this run (/audit/audit.jsonl, last session) to /results/keyholder-audit.jsonl
     plant.py audit      one line about the last session of a key holder's audit log (the keyholder service)
-    plant.py health     healthcheck: the server's port accepts connections (or its run is over and it is writing
-                        its plots); a node's --health-file is fresh (its connection to the server is alive)
+    plant.py health     the server's healthcheck: its port accepts connections (or its run is over and it is
+                        writing its plots); a node's is fedad's own (python -m fedad.client.health)
     plant.py check      assert a run's results (CI): every round had the expected clients, F1, refused, flagged,
                         the key holder's audit, the faults of a chaos run (nodes gone, rejoined, server resumed)
 
@@ -166,17 +166,7 @@ def server_answers(address: str) -> bool:
 
 
 def health(args) -> int:
-    """Healthcheck: exit 0 when alive (see the module docstring), else 1 with one line why."""
-    if args.file:
-        try:
-            age = time.time() - Path(args.file).stat().st_mtime
-        except OSError:
-            print(f"unhealthy: no {args.file} (not connected to the server)", file=sys.stderr)
-            return 1
-        if age > args.max_age:
-            print(f"unhealthy: {args.file} is {age:.0f} s old (> {args.max_age:.0f} s)", file=sys.stderr)
-            return 1
-        return 0
+    """The server's healthcheck: exit 0 when alive (see the module docstring), else 1 with one line why."""
     if server_answers(f"127.0.0.1:{args.port}"):
         return 0
     if args.done and Path(args.done).is_file():  # the run is over: plots and the model are being written
@@ -600,11 +590,9 @@ def main(argv=None) -> int:
     )
     c.add_argument("--resumed", type=int, default=None, help="chaos: report.json 'resumed' has a resume after round N")
     c.add_argument("--min-round-clients", type=int, default=None, help="fewest clients any round may have")
-    h = sub.add_parser("health", help="healthcheck of the server (port) or of a node (health file)")
+    h = sub.add_parser("health", help="the server's healthcheck (its port, or its finished report)")
     h.add_argument("--port", type=int, default=8080)
     h.add_argument("--done", default=None, help="the server's report.json: the run is over, plots being written")
-    h.add_argument("--file", default=None, help="a node's health file (fedad-client --health-file)")
-    h.add_argument("--max-age", type=float, default=60.0, help="seconds after which the health file is stale")
     args = p.parse_args(argv)
     commands = {"data": prepare_data, "summary": summary, "audit": audit, "check": check, "health": health}
     return commands[args.cmd](args)

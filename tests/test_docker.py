@@ -432,6 +432,17 @@ def test_entrypoint_tls_is_mutual_node_presents_its_own_certificate(tmp_path):
     assert _option(argv, "--certificates", 3) == ["/tls/ca.pem", "/tls/server.pem", "/tls/server.key"]
 
 
+def test_entrypoint_passes_the_continue_quorum_and_the_node_health_file(tmp_path):
+    (tmp_path / "results").mkdir()
+    argv = _argv(_entrypoint("server", tmp_path), tmp_path)
+    assert _option(argv, "--min-clients") == ["10"] and _option(argv, "--min-fit-clients") == ["0.6"]
+    argv = _argv(_entrypoint("server", tmp_path, FEDAD_MIN_FIT_CLIENTS="7"), tmp_path)
+    assert _option(argv, "--min-fit-clients") == ["7"]
+    _files(tmp_path, "data/shard.csv")
+    argv = _argv(_entrypoint("client", tmp_path, FEDAD_NAME="client-3"), tmp_path)
+    assert _option(argv, "--health-file") == ["/tmp/fedad-health"]  # what the healthcheck (role health) reads
+
+
 def test_entrypoint_server_resumes_exactly_when_this_run_has_a_checkpoint(tmp_path):
     (tmp_path / "results").mkdir()
     r = _entrypoint("server", tmp_path)
@@ -535,6 +546,14 @@ def test_data_job_keeps_the_outputs_when_resuming_or_while_a_server_runs(tmp_pat
 
 
 def test_health_server_port_or_finished_run_and_node_health_file(tmp_path):
+    beat = tmp_path / "health"
+    node = {"FEDAD_NAME": "client-3", "FEDAD_HEALTH_FILE": str(beat), "FEDAD_ENTRYPOINT_DRY_RUN": "0"}
+    assert _entrypoint("health", tmp_path, **node).returncode == 1  # never connected, or lost its stream
+    beat.write_text("")
+    assert _entrypoint("health", tmp_path, **node).returncode == 0
+    os.utime(beat, (beat.stat().st_atime, beat.stat().st_mtime - 120))
+    assert _entrypoint("health", tmp_path, **node).returncode == 1  # stale: the stream or the process is gone
+
     def health(*args: str) -> int:
         return _plant("health", *args).returncode
 
@@ -547,12 +566,6 @@ def test_health_server_port_or_finished_run_and_node_health_file(tmp_path):
     assert health("--port", port, "--done", str(done)) == 1  # nothing listens, no report: unhealthy
     done.write_text("{}")
     assert health("--port", port, "--done", str(done)) == 0  # the run is over: writing plots is healthy
-    beat = tmp_path / "health"
-    assert health("--file", str(beat)) == 1  # a node that never connected (or lost its stream)
-    beat.write_text("")
-    assert health("--file", str(beat), "--max-age", "60") == 0
-    os.utime(beat, (beat.stat().st_atime, beat.stat().st_mtime - 120))
-    assert health("--file", str(beat), "--max-age", "60") == 1  # stale: the connection is gone
 
 
 # ------------------------------------------------------------------------------ plant.py summary and check
