@@ -500,10 +500,10 @@ def check(args) -> int:
 
 
 def _failed_in(report: dict, rounds: list[dict]) -> dict[str, set[int]]:
-    """node -> the rounds in which report.json names it as failed (per-round 'failed' or 'failures')."""
+    """node -> the rounds in which the run names it as failed or dropped out (per round, or 'failures')."""
     out: dict[str, set[int]] = {}
     for r in rounds:
-        for name in r.get("failed") or []:
+        for name in (r.get("failed") or []) + (r.get("dropped") or []):
             out.setdefault(str(name), set()).add(int(r["round"]))
     for f in report.get("failures") or []:
         if f.get("round") is not None:
