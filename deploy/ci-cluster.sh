@@ -33,6 +33,7 @@
 # Knobs: FEDAD_CI_ROUNDS (3), FEDAD_CI_LOCAL_EPOCHS (10), FEDAD_CI_RECORDS (100000), FEDAD_CI_MIN_F1 (0.5;
 # chance is ~0.1), FEDAD_CI_ATTACK (sign_flip), FEDAD_CI_SECURE_RECORDS (20000), FEDAD_CI_SECURE_EPOCHS (2),
 # FEDAD_CI_CHAOS_ROUNDS (8), FEDAD_CI_CHAOS_CUT (30 s of network cut), FEDAD_CI_CHAOS_F1_DROP (0.05),
+# FEDAD_CI_CHAOS_SERVER_ARGS (--batch-size 32: rounds long enough to inject a fault into),
 # FEDAD_CI_SKIP="attack paillier tls secure-robust chaos pytest" (scenarios the operator skips on purpose),
 # FEDAD_CI_KEEP=1 (keep containers, engine and logs for debugging), FEDAD_DOCKER_SETUP (setup-engine.sh).
 # Logs of a failed run stay in /tmp/fedad-ci-cluster.*.
@@ -401,30 +402,41 @@ chaos_wait() { # chaos_wait ROUNDS: until ROUNDS rounds are done (a run that is 
             echo "the run ended after $(chaos_done) rounds, before round $want was done"
             return 1
         fi
-        sleep 1
+        sleep 0.5
     done
 }
 chaos_event() { printf '%s round %s: %s\n' "$(date -u +%T)" "$(($(chaos_done) + 1))" "$*" >>"$work/chaos.events"; }
-chaos_driver() {
-    local cid n
-    # round 2: three nodes die (their containers are killed: Docker does not restart them)
-    chaos_wait 1 || { chaos_event "FAILED: $(chaos_wait 1)"; return 1; }
-    for n in 8 9 10; do
-        cid=$(compose ps -q "client-$n")
-        docker kill "$cid" >/dev/null && chaos_event "docker kill client-$n" || chaos_event "FAILED: docker kill client-$n"
-    done
-    # round 4: client-4 is cut off the plant's network for $chaos_cut s, then comes back
-    chaos_wait 3 || { chaos_event "FAILED: $(chaos_wait 3)"; return 1; }
+chaos_at() { # chaos_at ROUND: wait until ROUND is the round in progress; a run already past it fails the fault
+    local why
+    why=$(chaos_wait $(($1 - 1))) || { chaos_event "FAILED: $why"; return 1; }
+    [ "$(chaos_done)" -eq $(($1 - 1)) ] || { chaos_event "FAILED: too late for round $1 ($(chaos_done) rounds done)"; return 1; }
+}
+chaos_cut() { # client-4 off the plant's network for $chaos_cut s, then back (runs beside the other faults)
+    local cid
     cid=$(compose ps -q client-4)
     docker network disconnect "${COMPOSE_PROJECT_NAME}_default" "$cid" && chaos_event "network cut: client-4" ||
         chaos_event "FAILED: network disconnect client-4"
     sleep "$chaos_cut"
     docker network connect "${COMPOSE_PROJECT_NAME}_default" "$cid" && chaos_event "network back: client-4" ||
         chaos_event "FAILED: network connect client-4"
+}
+chaos_driver() {
+    local cid n cut=""
+    # round 2: three nodes die (their containers are killed: Docker does not restart them)
+    chaos_at 2 || return 1
+    for n in 8 9 10; do
+        cid=$(compose ps -q "client-$n")
+        docker kill "$cid" >/dev/null && chaos_event "docker kill client-$n" || chaos_event "FAILED: docker kill client-$n"
+    done
+    # round 4: client-4 is cut off the plant's network for $chaos_cut s, then comes back
+    chaos_at 4 || return 1
+    chaos_cut &
+    cut=$!
     # round 6: the server container is restarted (stopped with SIGTERM, started again: it resumes)
-    chaos_wait 5 || { chaos_event "FAILED: $(chaos_wait 5)"; return 1; }
+    chaos_at 6 || { wait "$cut"; return 1; }
     cid=$(compose ps -q server)
     docker restart -t 60 "$cid" >/dev/null && chaos_event "docker restart server" || chaos_event "FAILED: docker restart server"
+    wait "$cut"
 }
 if skipped chaos; then
     say "SKIPPED: chaos (FEDAD_CI_SKIP)"
@@ -435,8 +447,10 @@ else
     mkdir -p "$work/chaos/results"
     (chaos_driver || true) &
     chaos_pid=$!
-    # starts with all 10, goes on with >= 6 (60 %, the compose plant's continue quorum)
+    # starts with all 10, goes on with >= 6 (60 %, the compose plant's continue quorum); smaller batches than
+    # the plain run make each round take long enough (~10-30 s here) for a fault to land inside it
     FEDAD_ROUNDS=$chaos_rounds FEDAD_MIN_CLIENTS=10 FEDAD_MIN_FIT_CLIENTS=0.6 \
+        FEDAD_SERVER_ARGS=${FEDAD_CI_CHAOS_SERVER_ARGS:---batch-size 32} \
         FEDAD_ROUND_TIMEOUT=${FEDAD_CI_CHAOS_ROUND_TIMEOUT:-300} plant chaos
     kill "$chaos_pid" 2>/dev/null || true
     wait "$chaos_pid" 2>/dev/null || true
