@@ -85,6 +85,10 @@ server)
             find "$out" -maxdepth 3 -path "$out/previous-*" -prune -o -user "$(id -u)" -exec chmod a+rX {} + 2>/dev/null || true
         fi
         [ "$stopping" = 1 ] && return 0
+        # the run is over: the summary service waits for this (a restarted container writes none)
+        if [ -d "$out" ] && [ -w "$out" ]; then
+            { echo "$rc" >"$out/.server-exit.tmp" && mv -f "$out/.server-exit.tmp" "$out/.server-exit"; } 2>/dev/null || true
+        fi
         if [ -d "$R/state" ] && [ -w "$R/state" ]; then
             { echo "$rc" >"$R/state/.server.done.tmp" && mv -f "$R/state/.server.done.tmp" "$R/state/server.done"; } 2>/dev/null || true
         fi
@@ -289,9 +293,16 @@ keyholder)
     die "fedad-keyholder exited (code $rc) before the server ended" "$rc"
     ;;
 
-data | summary)
+data)
     umask 022
-    exec python3 /opt/fedad/plant.py "$role" "$@"
+    exec python3 /opt/fedad/plant.py data "$@"
+    ;;
+
+summary)
+    # Waits for the server's final exit itself (not compose's service_completed_successfully: a `docker restart`
+    # of the server shows compose an exited container for a moment, and `up` then failed at once).
+    umask 022
+    exec python3 /opt/fedad/plant.py summary --wait "$@"
     ;;
 
 health)

@@ -1,7 +1,9 @@
 """Helpers of the emulated plant in docker-compose.yml (the image runs them; CI runs `check` on the host).
 
     plant.py data       one shard per node: /import/node_NN.csv|.parquet when the user gave one, else synthetic
-    plant.py summary    print the run's report (who took part, refused, failed, flagged, metrics), write
+    plant.py summary    wait for the server's final exit (SERVER_EXIT, written by the server's entrypoint; a
+                        restarted server container writes none), then print the run's report (who took part,
+                        refused, failed, flagged, metrics), write
                         /results/summary.txt and summary.json; under secure-robust also copy the key holder's
                         audit of this run (/audit/audit.jsonl, last session) to /results/keyholder-audit.jsonl
     plant.py audit      one line about the last session of a key holder's audit log (the keyholder service)
@@ -102,13 +104,14 @@ def prepare_data(args) -> int:
         os.chown(results, uid, gid)
         log("INFO", f"results directory handed to uid {uid}:{gid} (FEDAD_UID/FEDAD_GID)", tag)
     os.chmod(results, results.stat().st_mode | 0o755)  # readable by whoever runs the plant
-    if os.environ.get("FEDAD_RESUME", "0").lower() in ("1", "true", "yes", "on"):
-        log("INFO", "FEDAD_RESUME=1: the previous run's outputs stay; the server resumes from its checkpoint", tag)
-    elif server_answers(os.environ.get("FEDAD_SERVER", "")):
+    resume = os.environ.get("FEDAD_RESUME", "0").lower() in ("1", "true", "yes", "on")
+    if server_answers(os.environ.get("FEDAD_SERVER", "")):
         log("INFO", "a server of this plant is running: its outputs in the results directory stay as they are", tag)
     else:
-        moved = move_aside(results, uid, gid)
-        if moved:
+        (results / SERVER_EXIT).unlink(missing_ok=True)  # this run's end is still to come (summary waits for it)
+        if resume:
+            log("INFO", "FEDAD_RESUME=1: the previous run's outputs stay; the server resumes from its checkpoint", tag)
+        elif moved := move_aside(results, uid, gid):
             log("INFO", f"a new run: the previous run's {', '.join(moved[1])} moved to {moved[0]}", tag)
     path = results / "plant.json"
     tmp = results / ".plant.json.tmp"
@@ -132,7 +135,9 @@ RUN_OUTPUTS = (
     "checkpoint",
     "*.png",
     ".*.tmp",
+    ".server-exit",
 )
+SERVER_EXIT = ".server-exit"  # the server's exit code, written by its entrypoint when the run is over
 
 
 def move_aside(results: Path, uid: int, gid: int) -> tuple[Path, list[str]] | None:
@@ -414,8 +419,42 @@ def render(s: dict) -> str:
     return "\n".join(lines)
 
 
+def wait_for_server_exit(results: Path, server: str, patience: float) -> int | None:
+    """The server's final exit code once SERVER_EXIT appears; None when the server has not answered on
+    ``server`` for ``patience`` seconds without ending (stopped for good, e.g. `docker kill`)."""
+    marker = results / SERVER_EXIT
+    last_seen = time.monotonic()
+    while True:
+        if marker.is_file():
+            try:
+                return int(marker.read_text().strip() or "1")
+            except ValueError:
+                return 1
+        if not server or server_answers(server) or (results / "report.json").is_file():
+            last_seen = time.monotonic()
+        elif time.monotonic() - last_seen > patience:
+            return None
+        time.sleep(2)
+
+
 def summary(args) -> int:
     results = Path(args.results)
+    if args.wait:
+        code = wait_for_server_exit(results, args.server, args.patience)
+        if code is None:
+            log(
+                "ERROR",
+                f"the server has not answered on {args.server} for {args.patience:.0f} s and never ended "
+                "its run (docker compose ps -a; docker compose logs server)",
+                "summary",
+            )
+            return 1
+        if code != 0:
+            why = ""
+            if (results / "report.json").is_file():
+                why = ": " + str(json.loads((results / "report.json").read_text()).get("error") or "")
+            log("ERROR", f"the server ended with exit code {code}{why} (docker compose logs server)", "summary")
+            return 1
     if not (results / "report.json").is_file():
         log("ERROR", f"no report.json in {results}: the server did not finish (docker compose logs server)", "summary")
         return 1
@@ -559,6 +598,14 @@ def main(argv=None) -> int:
     sm = sub.add_parser("summary", help="print and write the run's summary")
     sm.add_argument("--results", default="/results")
     sm.add_argument("--audit", default="/audit/audit.jsonl", help="the key holder's audit log (secure-robust)")
+    sm.add_argument("--wait", action="store_true", help="first wait for the server's final exit (compose)")
+    sm.add_argument("--server", default=os.environ.get("FEDAD_SERVER", "server:8080"), help="HOST:PORT")
+    sm.add_argument(
+        "--patience",
+        type=float,
+        default=float(os.environ.get("FEDAD_SUMMARY_PATIENCE", "300")),
+        help="seconds without an answer from the server (and no end of run) before giving up",
+    )
     au = sub.add_parser("audit", help="one line about the last session of a key holder's audit log")
     au.add_argument("--audit", default="/audit/audit.jsonl")
     c = sub.add_parser("check", help="assert a run's results (CI)")

@@ -157,7 +157,9 @@ def test_every_service_has_init_a_deliberate_restart_policy_and_long_running_one
     assert services["data"]["environment"]["FEDAD_RESUME"] == "0"  # a new `up` is a new run
     assert services["server"]["depends_on"]["certs"]["condition"] == "service_completed_successfully"
     assert services["server"]["depends_on"]["keyholder"]["condition"] == "service_started"
-    assert services["summary"]["depends_on"]["server"]["condition"] == "service_completed_successfully"
+    # the summary waits for the end of the run itself: compose's service_completed_successfully saw a restarted
+    # server container as exited (143) for a moment and ended `up` at once
+    assert services["summary"]["depends_on"]["server"]["condition"] == "service_started"
 
 
 @needs_compose
@@ -534,8 +536,10 @@ def test_data_job_moves_the_previous_runs_outputs_aside(tmp_path):
 
 def test_data_job_keeps_the_outputs_when_resuming_or_while_a_server_runs(tmp_path):
     _stale(tmp_path / "results")
+    (tmp_path / "results" / ".server-exit").write_text("1\n")  # how the interrupted run's server last ended
     r, results = _data_job(tmp_path, FEDAD_RESUME="1")
     assert (results / "checkpoint" / "state.json").is_file() and not list(results.glob("previous-*"))
+    assert not (results / ".server-exit").exists()  # the summary waits for this run's end, not that one's
     with socket.socket() as listener:  # a server of this plant still answers: its run is going on
         listener.bind(("127.0.0.1", 0))
         listener.listen()
@@ -629,6 +633,23 @@ def test_summary_counts_flagged_rounds_like_report_json_and_names_quarantine(tmp
     r = _plant("summary", "--results", str(tmp_path))
     assert r.returncode == 0, r.stderr
     assert "FLAGGED node attacker-10 in rounds 1,2,3 (quarantined, left out in rounds 4,5): cosine" in r.stdout
+
+
+def test_summary_waits_for_the_servers_final_exit(tmp_path):
+    _fake_run(tmp_path)
+    (tmp_path / ".server-exit").write_text("0\n")
+    r = _plant("summary", "--results", str(tmp_path), "--wait", "--server", "")
+    assert r.returncode == 0 and "fedad plant report" in r.stdout, r.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    (tmp_path / "report.json").write_text(json.dumps({**report, "status": "failed", "error": "quorum lost"}))
+    (tmp_path / ".server-exit").write_text("1\n")
+    r = _plant("summary", "--results", str(tmp_path), "--wait", "--server", "")
+    assert r.returncode == 1 and "the server ended with exit code 1: quorum lost" in r.stderr
+    # no end of run and nobody answering: it gives up after --patience, never waits forever
+    (tmp_path / ".server-exit").unlink()
+    (tmp_path / "report.json").unlink()
+    r = _plant("summary", "--results", str(tmp_path), "--wait", "--server", "127.0.0.1:1", "--patience", "1")
+    assert r.returncode == 1 and "has not answered on 127.0.0.1:1" in r.stderr
 
 
 def test_check_passes_and_fails_on_the_right_things(tmp_path):
