@@ -463,7 +463,7 @@ else
     min_f1=$(python3 -c 'import sys; print(float(sys.argv[1]) - float(sys.argv[2]))' "$plain_f1" "${FEDAD_CI_CHAOS_F1_DROP:-0.05}")
     results_check chaos --rounds "$chaos_rounds" --min-f1 "$min_f1" --min-round-clients 6 \
         --gone client-8,client-9,client-10@2 --rejoined client-4@4 --resumed 5
-    grep -q "resuming this run from its checkpoint after round 5" "$work/chaos.log" ||
+    grep -q "resuming this run from its checkpoint after round 5" "$work/chaos.containers.log" ||
         check_fail "the restarted server did not say it resumed after round 5"
     check_logs chaos
     say "  chaos: F1 $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["metrics"]["f1"])' \
