@@ -52,6 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--limit", type=int, default=None, help="use only the first N files of each group (quick runs)")
     ap.add_argument("--no-federated", dest="federated", action="store_false", help="local rows only")
     ap.add_argument("--work", default=None, help="keep the files and models here (default: a temporary directory)")
+    ap.add_argument("--seed", type=int, default=0, help="fedad train --seed and fedad-server --seed")
     ap.add_argument("--timeout", type=float, default=1800.0, help="give the federation up after this many seconds")
     return ap.parse_args(argv)
 
@@ -96,7 +97,7 @@ def flags(path: Path) -> np.ndarray:
     return pd.read_csv(path)["is_anomaly"].to_numpy()
 
 
-def local(files: dict[str, list[Path]], work: Path) -> tuple[dict, dict[str, np.ndarray]]:
+def local(files: dict[str, list[Path]], work: Path, seed: int) -> tuple[dict, dict[str, np.ndarray]]:
     """Per file: fedad train on the first 400 rows, fedad score --rule adaptive on the rest."""
     total, per_file = np.zeros(4, np.int64), {}
     for group, paths in files.items():
@@ -106,7 +107,10 @@ def local(files: dict[str, list[Path]], work: Path) -> tuple[dict, dict[str, np.
             df = read(path)
             df.iloc[:TRAIN_ROWS].to_csv(d / "first400.csv", index=False)
             df.iloc[TRAIN_ROWS:].to_csv(d / "rest.csv", index=False)
-            run(["train", "--data", str(d / "first400.csv"), "--label-column", "anomaly", "--out", str(d / "model")])
+            run(
+                ["train", "--data", str(d / "first400.csv"), "--label-column", "anomaly", "--out", str(d / "model")]
+                + ["--seed", str(seed)]
+            )
             run(
                 ["score", "--model", str(d / "model"), "--data", str(d / "rest.csv"), "--label-column", "anomaly"]
                 + ["--rule", "adaptive", "--out", str(d / "scores.csv")]
@@ -118,7 +122,9 @@ def local(files: dict[str, list[Path]], work: Path) -> tuple[dict, dict[str, np.
     return metrics(total), per_file
 
 
-def federated(files: dict[str, list[Path]], work: Path, timeout: float) -> tuple[dict, dict[str, np.ndarray], dict]:
+def federated(
+    files: dict[str, list[Path]], work: Path, timeout: float, seed: int
+) -> tuple[dict, dict[str, np.ndarray], dict]:
     """The three groups as three nodes of one federation; each file scored by its group's model."""
     fed = work / "federated"
     shards: list[Path] = []
@@ -138,7 +144,7 @@ def federated(files: dict[str, list[Path]], work: Path, timeout: float) -> tuple
         "skab",
         fed / "server",
         free_address(),
-        ["--rounds", "auto", "--min-clients", str(len(shards))],
+        ["--rounds", "auto", "--min-clients", str(len(shards)), "--seed", str(seed)],
         shards,
         client_args,
         timeout,
@@ -171,13 +177,15 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="skab-product-") as tmp:
         work = Path(args.work) if args.work else Path(tmp)
         t0 = time.perf_counter()
-        rows = [{"setting": "local: fedad train + fedad score --rule adaptive", **local(files, work)[0]}]
+        rows = [{"setting": "local: fedad train + fedad score --rule adaptive", **local(files, work, args.seed)[0]}]
         local_s = time.perf_counter() - t0
         info = {}
         if args.federated:
-            m, _, info = federated(files, work, args.timeout)
+            m, _, info = federated(files, work, args.timeout, args.seed)
             rows.append({"setting": "federated: 3 groups as 3 nodes, fedad score --baseline-rows 400", **m})
-    print(f"\nSKAB through the product, {n} files, rows after the 400th pooled (local {local_s:.0f} s)")
+    print(
+        f"\nSKAB through the product, {n} files, seed {args.seed}, rows after the 400th pooled (local {local_s:.0f} s)"
+    )
     print(f"{'setting':66s} {'F1':>6s} {'FAR':>7s} {'MAR':>7s}")
     for r in rows:
         print(f"{r['setting']:66s} {r['f1']:6.3f} {r['far']:7.1%} {r['mar']:7.1%}")
@@ -191,7 +199,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{info.get('wall_s', 0):.0f} s"
         )
     if args.json:
-        Path(args.json).write_text(json.dumps({"files": n, "rows": rows, "federation": info}, indent=2, default=str))
+        Path(args.json).write_text(
+            json.dumps({"files": n, "seed": args.seed, "rows": rows, "federation": info}, indent=2, default=str)
+        )
     return 0
 
 

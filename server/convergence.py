@@ -52,6 +52,6 @@ def stop_reason(losses: Sequence[float | None], rule: StopRule) -> str | None:
     if n - at >= rule.patience:
         return (
             f"converged: the validation loss did not improve by {rule.min_delta:.1%} for {rule.patience} "
-            f"rounds (best {losses[at - 1]:.5g} in round {at})"
+            f"rounds (last such improvement: {losses[at - 1]:.5g} in round {at})"
         )
     return None

@@ -251,8 +251,8 @@ def run(args) -> int:
     conv = report.get("convergence") or {}
     rounds_run = int(conv.get("rounds_run") or len(report["rounds"]))
     print(
-        f"  stopped after {rounds_run} rounds: {conv.get('stop_reason', 'n/a')}; model of round "
-        f"{conv.get('model_round', rounds_run)}",
+        f"  stopped after {rounds_run} rounds: {conv.get('stop_reason', 'n/a')}; kept the model of round "
+        f"{conv.get('model_round', rounds_run)} (the lowest validation loss)",
         file=sys.stderr,
         flush=True,
     )
