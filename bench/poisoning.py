@@ -9,7 +9,7 @@ precision/recall pooled over rounds 2..R (a client counts as caught in a round w
 quarantined, as in the server's report). Targets (issue 5) for ``robust``: flag precision and recall
 >= 0.95 and F1 drop <= 0.02 for every attack.
 
-    python bench/poisoning.py [--rounds 8] [--attacks sign_flip alie] [--strategies fedavg robust]
+    python bench/poisoning.py [--rounds 8|auto] [--attacks sign_flip alie] [--strategies fedavg robust]
                               [--data SKAB_DIR] [--json FILE]
 
 **In-process simulation of the same math, not a gRPC run.** 10 x 9 x 9 real-process federations would
@@ -389,17 +389,45 @@ def evaluate(setup: Setup, weights: list[np.ndarray], malicious: set[str]) -> di
     return {"threshold": threshold, "honest": honest, "all": every}
 
 
-def run_one(setup: Setup, attack: str, strategy: str, args, honest_names: set[str]) -> dict:
-    """One federation of ``args.rounds`` rounds with one strategy; returns its row (without the drop)."""
-    t0 = time.perf_counter()
-    malicious = set(setup.runners)
+def new_state(strategy: str, args) -> StrategyState:
     secure = {
         "rows": getattr(args, "sketch_rows", 16),
         "clip": getattr(args, "update_clip", 0.5),
         "bits": getattr(args, "secure_bits", 16),
         "rng": np.random.default_rng([args.seed, 7]),
     }
-    state = StrategyState.new(strategy, args.quarantine_after, secure)
+    return StrategyState.new(strategy, args.quarantine_after, secure)
+
+
+def auto_rounds(args) -> int:
+    """The rounds fedad-server --rounds auto (its default patience, min-delta and cap: fedad.server.convergence)
+    runs on the clean plant with fedavg: the federated validation loss is the validation-row-weighted mean of
+    the sites' losses under each round's global model, as the server aggregates it."""
+    from fedad.server.convergence import StopRule, stop_reason
+
+    shards = skab_shards(Path(args.data)) if args.data else plant_shards(args.records, args.seed)
+    setup = build_setup(shards, CLEAN, args)
+    state, global_w, losses, rule = new_state("fedavg", args), setup.initial, [], StopRule()
+    with tempfile.TemporaryDirectory(prefix="fedad-collusion-") as collusion_dir:
+        for rnd in range(1, rule.max_rounds + 1):
+            results = client_round(setup, rnd, global_w, collusion_dir)
+            global_w = aggregate(state, rnd, global_w, setup.names, results, set())
+            sizes = [len(site.val_samples) for site in setup.sites]
+            losses.append(
+                sum(site.val_loss(global_w) * n for site, n in zip(setup.sites, sizes, strict=True)) / sum(sizes)
+            )
+            reason = stop_reason(losses, rule)
+            if reason:
+                progress(f"--rounds auto: {len(losses)} rounds ({reason})")
+                return max(2, len(losses))
+    return rule.max_rounds
+
+
+def run_one(setup: Setup, attack: str, strategy: str, args, honest_names: set[str]) -> dict:
+    """One federation of ``args.rounds`` rounds with one strategy; returns its row (without the drop)."""
+    t0 = time.perf_counter()
+    malicious = set(setup.runners)
+    state = new_state(strategy, args)
     global_w = setup.initial
     with tempfile.TemporaryDirectory(prefix="fedad-collusion-") as collusion_dir:
         for rnd in range(1, args.rounds + 1):
@@ -624,7 +652,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--sketch-rows", type=int, default=16, help="secure-robust: sketch rows m per client")
     p.add_argument("--update-clip", type=float, default=0.5, help="secure-robust: updates clipped to [-R, R]")
-    p.add_argument("--rounds", type=int, default=8, help="training rounds per federation")
+    p.add_argument(
+        "--rounds",
+        type=lambda v: v if v == "auto" else int(v),
+        default=8,
+        help="training rounds per federation, or 'auto': as many as fedad-server --rounds auto runs on the clean "
+        "plant with fedavg (every federation of the bench then runs that many)",
+    )
     p.add_argument("--local-epochs", type=int, default=2, help="local epochs per round")
     p.add_argument("--batch-size", type=int, default=256, help="local batch size")
     p.add_argument("--lr", type=float, default=1e-3, help="local Adam learning rate")
@@ -669,7 +703,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if args.rounds < 2:
+    if args.rounds != "auto" and args.rounds < 2:
         print("poisoning.py: error: --rounds must be at least 2 (flags are counted from round 2)", file=sys.stderr)
         return 2
     import torch
@@ -679,6 +713,8 @@ def main(argv=None) -> int:
     from fedad.common.errors import FedadError
 
     try:
+        if args.rounds == "auto":
+            args.rounds = auto_rounds(args)
         if args.worker_attacks:  # one worker of --jobs: raw rows to --json, no table
             Path(args.json).write_text(json.dumps(run_attacks(args.worker_attacks, args)) + "\n")
             return 0

@@ -180,6 +180,8 @@ class FedadClient(flwr.client.NumPyClient):
             weights = [self.secure.encrypt_update(weights, global_weights, config)]
         elif self.secure is not None:
             weights = [self.secure.encrypt_weights(weights, config)]
+        elif config.get("compress"):
+            weights = [self._compressor(str(config["compress"])).compress(weights, global_weights)]
         if self.secure is not None:
             metrics["encrypt_seconds"] = time.perf_counter() - t_enc
         self.log.info(
@@ -191,6 +193,22 @@ class FedadClient(flwr.client.NumPyClient):
             f", encrypted in {metrics['encrypt_seconds']:.2f} s" if self.secure is not None else "",
         )
         return weights, examples, metrics
+
+    def _compressor(self, scheme: str):
+        """The error-feedback compressor the server's scheme asks for (its residual is kept across rounds)."""
+        from fedad.common.compression import ErrorFeedback, parse_compression
+
+        current = getattr(self, "_feedback", None)
+        if current is None or current.scheme.name != scheme:
+            try:
+                parsed = parse_compression(scheme)
+            except ValueError as exc:
+                raise FedadError(f"the server asks for an unknown compression: {exc}") from None
+            if parsed is None:
+                raise FedadError(f"the server asks for compression '{scheme}', which sends nothing compressed")
+            current = self._feedback = ErrorFeedback(parsed)
+            self.log.info("sending %s-compressed updates (error feedback kept on this node)", parsed.name)
+        return current
 
     def evaluate(self, parameters, config):
         self.contact.seen = True
@@ -238,6 +256,12 @@ class FedadClient(flwr.client.NumPyClient):
             else:
                 t = float(config["threshold"])
             pred = scores > t
+            if spec.alarm_rule == "adaptive" and len(split.test):  # the streaming rule over the test rows, in order
+                from fedad.common.stream_rule import adaptive_alarms
+
+                res = adaptive_alarms(self.site.detector(weights, t), split.test)
+                pred = res.alarms.astype(bool)
+                self.log.info("adaptive alarm rule: %d re-baseline(s) in the test rows", len(res.events))
             m = {"name": self.name, "n_test": len(scores), "alarms": int(pred.sum()), "threshold": t}
             if split.test_labels is not None:
                 y = split.test_labels.astype(bool)

@@ -105,6 +105,9 @@ def build_parser() -> ArgumentParser:
         "preprocessing), ready for fedad score",
     )
     p.add_argument("--device", default="auto", help="torch device: auto (CUDA when present), cpu or cuda")
+    from fedad.common.threads import add_threads_argument
+
+    add_threads_argument(p)
     p.add_argument(
         "--connect-timeout",
         type=float,
@@ -224,6 +227,9 @@ def run(args) -> int:
     else:
         name = check_node_name(Path(args.data).stem, "the data file's name (give --name)")
     log = setup_logging(f"client {name}")
+    from fedad.common.threads import apply_threads
+
+    log.info("torch uses %d CPU thread(s) (%s)", *apply_threads(args.threads))
     from fedad.server.transport import ServerUnreachable, configure_client_channel, configure_flower_logging, connect
 
     configure_flower_logging(f"client {name}")

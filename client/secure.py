@@ -16,6 +16,7 @@ from fedad.common.crypto.embedding import embedding_layout, quantize_embedding
 from fedad.common.crypto.encryption import encrypt_blocks
 from fedad.common.crypto.keys import key_fingerprint, load_private_key, load_public_key
 from fedad.common.crypto.obfuscation import ObfuscatorReserve, djn_exponent_bits
+from fedad.common.crypto.obfuscator_pool import ObfuscatorPool
 from fedad.common.crypto.packing import SlotLayout, pack, quantize
 from fedad.common.crypto.statistics import decrypt_counts, decrypt_fixed_point, encrypt_counts, encrypt_fixed_point
 from fedad.common.crypto.update import decrypt_mean, encrypt_update, slot_layout
@@ -33,6 +34,7 @@ class SecureClient:
         self.public_key = self.private_key.public_key
         self.decryptor = LocalDecryptor(self.private_key)
         self.fingerprint = key_fingerprint(self.public_key)
+        self.pool: ObfuscatorPool | None = None  # one update's obfuscators, refilled between rounds
 
     def check(self, config: dict) -> None:
         """Refuse a run under another key than ours."""
@@ -51,16 +53,24 @@ class SecureClient:
         mean = s / max(count, 1)
         return ScalerStats(count=count, sum=s, sumsq=ss, min=mean.copy(), max=mean.copy())
 
+    def obfuscators(self, blocks: int) -> list[int]:
+        """``blocks`` fresh obfuscators from the pool (sized to one update), which then refills in the background."""
+        if self.pool is None or self.pool.capacity != blocks:
+            if self.pool is not None:
+                self.pool.close()
+            self.pool = ObfuscatorPool(self.public_key, blocks, self.private_key, start=False)
+        return self.pool.take(blocks)
+
     def encrypt_weights(self, weights: list[np.ndarray], config: dict) -> np.ndarray:
         layout = slot_layout(self.public_key, int(config["bits"]), int(config["max_sum"]))
+        blocks = layout.blocks_for(sum(int(np.size(w)) for w in weights))
         msg = encrypt_update(
             self.public_key,
             weights,
             float(config["clip"]),
             int(config["bits"]),
             layout,
-            workers=1,
-            private_key=self.private_key,
+            obfuscators=self.obfuscators(blocks),
         )
         return np.frombuffer(msg, dtype=np.uint8)
 

@@ -209,8 +209,14 @@ class Site:
         return float(np.mean(reconstruction_errors(self.configured_model(), self.val_samples, self.device)))
 
     def save_model(self, path, weights: list[np.ndarray], threshold: float):
-        """This site's deployable model: the global weights and threshold with this site's preprocessing."""
+        """Save ``detector(weights, threshold)`` to ``path`` (fedad score and fedad evaluate read it)."""
+        return self.detector(weights, threshold).save(path)
+
+    def detector(self, weights: list[np.ndarray], threshold: float):
+        """This site's deployable model: the global weights and threshold with this site's preprocessing and
+        the stream state of its own fitting rows (``fedad score --rule adaptive``)."""
         from fedad.common.detector import AutoencoderDetector
+        from fedad.common.stream_rule import fit_stream_state
 
         det = AutoencoderDetector(
             model=self.spec.model,
@@ -229,10 +235,8 @@ class Site:
         det.n_features_ = det.n_features_in_ = self.n_features
         det.feature_names_, det.threshold_, det.history_ = list(self.data.feature_names), float(threshold), {}
         det.feature_scales_ = self.feature_scales(weights)
-        from fedad.common.stream_rule import fit_stream_state
-
-        fit_stream_state(det, np.concatenate([self.split.train, self.split.val]))  # `fedad score --rule adaptive`
-        return det.save(path)
+        fit_stream_state(det, np.concatenate([self.split.train, self.split.val]))
+        return det
 
     def mean_embedding(self, weights: list[np.ndarray]) -> np.ndarray:
         """Mean latent code of the local training data under the global encoder (for trust weighting)."""

@@ -30,6 +30,7 @@ class FederationSpec:
     threshold_rule: str = DEFAULT_RULE  # fedad.common.threshold_rule: "pot" or "quantile"
     target_far: float | None = None  # the rule's false-alarm rate (pot default: fedad.common.pot.DEFAULT_RISK)
     threshold_scope: str = "global"  # "global": robust combination of the nodes' histograms; "site": each node's own
+    alarm_rule: str = "threshold"  # the test rows' alarms: score > threshold, or "adaptive" (fedad.common.stream_rule)
 
     def __post_init__(self) -> None:
         self.score = effective_score(self.model, self.score)  # contrastive: its own fitted score, whatever was asked

@@ -53,6 +53,11 @@ def add_arguments(parser) -> None:
         choices=("site", "global"),
         help="feature scaling per node (site) or merged over all nodes (global); see fedad-server",
     )
+    parser.add_argument(
+        "--compress",
+        default="none",
+        help="plaintext strategies: compressed updates, q8 or q8+topk:F (fedad-server --compress)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the plant and the training")
     parser.add_argument("--port", type=int, default=0, help="server port on 127.0.0.1 (0: a free one)")
     parser.add_argument("--out", default="demo-results", help="output directory")
@@ -64,7 +69,7 @@ def add_arguments(parser) -> None:
 def detection_args(args) -> list[str]:
     """The demo's score and threshold options as fedad-server arguments (the baselines get the same)."""
     out = ["--score", args.score, "--top-k", str(args.top_k), "--threshold-rule", args.threshold_rule]
-    out += ["--threshold-scope", args.threshold_scope]
+    out += ["--threshold-scope", args.threshold_scope, "--alarm-rule", args.alarm_rule]
     if args.target_far is not None:
         out += ["--target-far", str(args.target_far)]
     return out
@@ -100,6 +105,14 @@ def run(args) -> int:
     if args.local_epochs < 1:
         raise FedadError(f"--local-epochs must be at least 1 (got {args.local_epochs})")
     check_detection_args(args)
+    from fedad.common.compression import parse_compression
+
+    try:
+        compressed = parse_compression(args.compress) is not None
+    except ValueError as exc:
+        raise FedadError(str(exc)) from None
+    if compressed and args.strategy in ("paillier", "secure-robust"):
+        raise FedadError(f"--compress is for the plaintext strategies; {args.strategy} packs its own ciphertexts")
     from fedad.common.synth import write_plant
 
     out = Path(args.out)
@@ -150,9 +163,14 @@ def run(args) -> int:
         str(args.seed),
         "--wait-timeout",
         "300",
+        "--compress",
+        args.compress,
         *detection_args(args),
     ]
     client_extra, procs = [], []
+    from fedad.common.threads import usable_cores
+
+    client_threads = max(1, usable_cores() // len(shards))  # the clients share this host's cores
     if args.strategy in ("paillier", "secure-robust"):
         from fedad.common.crypto.keys import generate_keypair, save_keypair
 
@@ -190,7 +208,8 @@ def run(args) -> int:
             )
         )
     print(
-        f"[2/4] fedad-server on {address} and {len(shards)} fedad-client processes (logs in {out / 'logs'})",
+        f"[2/4] fedad-server on {address} and {len(shards)} fedad-client processes, {client_threads} torch "
+        f"thread(s) each (logs in {out / 'logs'})",
         file=sys.stderr,
         flush=True,
     )
@@ -216,6 +235,8 @@ def run(args) -> int:
                         "120",
                         "--model-out",
                         str(out / "models" / shard.stem),
+                        "--threads",
+                        str(client_threads),
                         *client_extra,
                     ],
                     stdout=log,

@@ -673,6 +673,7 @@ class FedadServer(Server):
             "top_k": top_k,
             "rule": spec.threshold_rule,
             "scope": spec.threshold_scope,
+            "alarm_rule": spec.alarm_rule,
             "expected_far": expected_far(spec.threshold_rule, spec.threshold_quantile, spec.target_far),
             "combination": (
                 "per node"

@@ -135,6 +135,13 @@ def build_parser() -> ArgumentParser:
         help="fedavg: what happens to an update over --max-update-norm-ratio",
     )
     p.add_argument(
+        "--compress",
+        default="none",
+        help="plaintext strategies: clients send 8-bit quantised deltas (q8) against the round's global model, "
+        "optionally only the top fraction F of coordinates (q8+topk:F, e.g. q8+topk:0.1), with error feedback "
+        "on the client; the server decodes and checks them before aggregating",
+    )
+    p.add_argument(
         "--admission-timeout",
         type=float,
         default=60.0,
@@ -322,6 +329,13 @@ def add_detection_arguments(p) -> None:
         help="global: one threshold from the nodes' histograms (robust to one lying node); "
         "site: each node's own threshold from its own validation scores (non-IID plants)",
     )
+    p.add_argument(
+        "--alarm-rule",
+        default="threshold",
+        choices=("threshold", "adaptive"),
+        help="how each node turns its test rows' scores into alarms: score > the threshold, or the adaptive "
+        "streaming rule of `fedad score --rule adaptive` (re-baselines after abrupt changes; causal)",
+    )
 
 
 def check_detection_args(args) -> None:
@@ -355,6 +369,7 @@ def build_spec(args):
         threshold_rule=args.threshold_rule,
         target_far=args.target_far,
         threshold_scope=args.threshold_scope,
+        alarm_rule=args.alarm_rule,
         sizes=contrastive_sizes(args),
     )
 
@@ -451,6 +466,14 @@ def check_args(args) -> None:
     if not 0 < args.threshold_quantile < 1:
         raise FedadError("--threshold-quantile must be between 0 and 1")
     check_detection_args(args)
+    from fedad.common.compression import parse_compression
+
+    try:
+        compress = parse_compression(args.compress)
+    except ValueError as exc:
+        raise FedadError(str(exc)) from None
+    if compress is not None and args.strategy in ("paillier", "secure-robust"):
+        raise FedadError(f"--compress is for the plaintext strategies; {args.strategy} packs its own ciphertexts")
     if args.strategy in ("paillier", "secure-robust"):
         if not args.public_key:
             raise FedadError(f"--strategy {args.strategy} needs --public-key public.key (make one with fedad keygen)")
@@ -529,6 +552,9 @@ def run(args) -> int:
     check_args(args)
     log = setup_logging("server")
     strategy = build_strategy(args)  # loads and checks keys before anything listens
+    from fedad.common.compression import parse_compression
+
+    strategy.compress = parse_compression(args.compress)
     if args.strategy == "secure-robust":
         log.info("waiting for the key holder at %s", args.keyholder)
         strategy.decryptor.client.wait_ready(args.wait_timeout)

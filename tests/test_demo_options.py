@@ -21,7 +21,18 @@ def test_detection_options_become_server_arguments():
     from fedad.server.demo import detection_args
     from fedad.server.main import build_parser, build_spec
 
-    args = _parse("--score", "topk", "--top-k", "4", "--threshold-rule", "quantile", "--target-far", "0.02")
+    args = _parse(
+        "--score",
+        "topk",
+        "--top-k",
+        "4",
+        "--threshold-rule",
+        "quantile",
+        "--target-far",
+        "0.02",
+        "--alarm-rule",
+        "adaptive",
+    )
     passed = detection_args(args)
     assert passed == [
         "--score",
@@ -32,11 +43,14 @@ def test_detection_options_become_server_arguments():
         "quantile",
         "--threshold-scope",
         "global",
+        "--alarm-rule",
+        "adaptive",
         "--target-far",
         "0.02",
     ]
     spec = build_spec(build_parser().parse_args(passed))  # what the server and the baselines then run with
     assert (spec.score, spec.top_k, spec.threshold_rule, spec.target_far) == ("topk", 4, "quantile", 0.02)
+    assert spec.alarm_rule == "adaptive"
     defaults = detection_args(_parse())
     assert "--target-far" not in defaults and defaults[:2] == ["--score", "max"]
 

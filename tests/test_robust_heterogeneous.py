@@ -32,6 +32,16 @@ def test_theil_sen_and_size_factors():
     x = np.log(np.array(SIZES, dtype=float))
     assert theil_sen_slope(x, 0.7 * x + 3.0) == pytest.approx(0.7)
     assert theil_sen_slope(np.ones(4), np.arange(4.0)) is None
+
+
+def test_theil_sen_on_many_points_uses_a_subset_and_keeps_the_slope():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=3000)
+    y = 0.5 * x + rng.normal(0.0, 0.05, x.size)
+    y[:300] = 50.0  # 10 % gross outliers
+    full = theil_sen_slope(x, y)  # all 4.5M pairs
+    sub = theil_sen_slope(x, y, max_points=500)
+    assert full == pytest.approx(0.5, abs=0.03) and sub == pytest.approx(full, abs=0.03)
     norms = (np.array(SIZES) / 5000.0) ** 0.7
     assert size_factors(norms, np.array(SIZES)) == pytest.approx(norms)
     assert size_factors(norms, np.full(9, 777.0)).tolist() == [1.0] * 9  # equal sizes: nothing changes

@@ -165,3 +165,39 @@ def test_fedad_score_baseline_rows(tmp_path, detector):
     assert main([*args, "--out", str(out), "--baseline-rows", "400"]) == 2  # threshold rule: refused
     assert main([*args, *rule, "--baseline-rows", str(len(whole))]) == 2
     assert not out.exists()
+
+
+def test_a_nodes_evaluation_with_the_adaptive_alarm_rule():
+    """fedad-server --alarm-rule adaptive: the node's test alarms are the streaming rule's over its test rows."""
+    import logging
+
+    from fedad.client.flower_client import FedadClient
+    from fedad.client.site import Site
+    from fedad.common.data import Dataset
+    from fedad.common.federation_spec import FederationSpec
+    from fedad.common.wire import encode_json
+
+    train, stream = _rig()
+    X = np.concatenate([train, stream])
+    y = np.zeros(len(X), dtype=np.int8)
+    y[700:900] = 1  # the fault (stream rows 300..500)
+    names = ["a", "b", "c", "d"]
+    data = Dataset(X=X, feature_names=names, y=y, time=None, source="rig")
+    results = {}
+    for rule in ("threshold", "adaptive"):
+        site = Site(data, device="cpu", test_fraction=1000 / 1400)  # the stream is the test part
+        spec = FederationSpec(feature_names=names, preprocessing={"scaler": "standard"}, batch_size=32, alarm_rule=rule)
+        config = {"spec": encode_json(spec.to_dict())}
+        client = FedadClient(site, "node", logging.getLogger("test"))
+        site.configure(spec, "k")
+        site.set_scaler(None, b"k")
+        weights = None
+        for r in range(15):
+            weights = site.train(weights, epochs=2, round_seed=r)["weights"]
+        _, _, m = client.evaluate(weights, {**config, "phase": "test", "threshold": 0.0})
+        results[rule] = m
+        if rule == "adaptive":
+            expected = adaptive_alarms(site.detector(weights, 0.0), site.split.test).alarms
+            assert m["alarms"] == int(expected.sum()) and m["tp"] == int(expected[y[400:] == 1].sum())
+    assert results["threshold"]["alarms"] == 1000  # threshold 0: every test row alarms
+    assert results["adaptive"]["fp"] < 100 and results["adaptive"]["tp"] > 150  # the rule ignores the threshold

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -37,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_arguments(parser)
     parser.add_argument("--out", required=True, metavar="SCORES.csv", help="output CSV: score,is_anomaly per row")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    from fedad.common.threads import add_threads_argument
+
+    add_threads_argument(parser)
     parser.add_argument(
         "--rule",
         default="threshold",
@@ -88,6 +92,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.is_dir():
         raise FedadError(f"--out {out} is a directory; give a file name")
+    from fedad.common.threads import apply_threads
+
+    threads, why = apply_threads(args.threads)  # said once every check passed: bad input prints one line
     detector = load_model(args.model, device=args.device)
     ensemble = isinstance(detector, EnsembleDetector)
     if ensemble and args.rule == "adaptive":
@@ -122,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
             head = stream_scores(detector, X[:base], keep if keep.any() else np.ones_like(keep))
             scores = np.concatenate([head, scores])
             alarms = np.concatenate([np.zeros(base, dtype=alarms.dtype), alarms])
+        print(f"torch uses {threads} CPU thread(s) ({why})", file=sys.stderr)
         write_scores(out, scores, alarms)
         print(
             f"scored {len(X)} rows with the adaptive rule"
@@ -133,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
         raise FedadError("--baseline-rows works with --rule adaptive only")
     scores = detector.decision_function(X)
     flags = (scores > detector.threshold_).astype(np.int8)
+    print(f"torch uses {threads} CPU thread(s) ({why})", file=sys.stderr)
     write_scores(out, scores, flags)
     kind = "ensemble rank" if ensemble else detector.score
     print(

@@ -99,6 +99,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_contrastive_options(model)
     model.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    from fedad.common.threads import add_threads_argument
+
+    add_threads_argument(model)
     model.add_argument("--seed", type=int, default=0, help="seed of weight initialisation and batch order")
     from fedad.common.scoring import DEFAULT_SCORE, DEFAULT_TOP_K, SCORES
     from fedad.common.threshold_rule import DEFAULT_RULE, THRESHOLD_RULES
@@ -174,6 +177,9 @@ def run(args: argparse.Namespace) -> int:
     from fedad.common.detector import AutoencoderDetector
 
     _check_options(args)
+    from fedad.common.threads import apply_threads
+
+    threads, why = apply_threads(args.threads)  # said with the header: a refused fit prints only its error
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise FedadError(f"--out {out} exists and is not a directory")
@@ -199,6 +205,7 @@ def run(args: argparse.Namespace) -> int:
     missing = missing_values_note(X, data.feature_names, preprocessing_options(args).get("impute"))
     if missing:
         header += f"\n{args.data}: {missing}"
+    header += f"\ntorch uses {threads} CPU thread(s) ({why})"
 
     def progress(epoch: int, epochs: int, train_loss: float, val_loss: float) -> None:
         if epoch == 1:  # printed once training runs, so a refused fit leaves only its error on stderr

@@ -8,9 +8,11 @@ import numpy as np
 
 from fedad.server.aggregation import coordinate_median
 from fedad.server.defence.config import FlagConfig
+from fedad.server.defence.neighbours import nearest_distances
 
 MAD_TO_SIGMA = 1.4826  # MAD * 1.4826 estimates the standard deviation of a normal sample
 _TINY = 1e-12
+THEIL_SEN_POINTS = 2000  # size factors: the slope is fitted on at most this many clients (2M pairs)
 
 
 def robust_z_scores(
@@ -42,23 +44,16 @@ def cosine_to(updates: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return np.where(denom > 0.0, dots / np.where(denom > 0.0, denom, 1.0), 0.0).clip(-1.0, 1.0)
 
 
-def pairwise_distances(updates: np.ndarray) -> np.ndarray:
-    """Euclidean distances between all rows, (n, n), computed on rows centred at their median."""
-    centred = updates - coordinate_median(updates)
-    sq = np.einsum("ij,ij->i", centred, centred)
-    d2 = sq[:, None] + sq[None, :] - 2.0 * (centred @ centred.T)
-    np.fill_diagonal(d2, 0.0)
-    return np.sqrt(np.maximum(d2, 0.0))
+def closeness_scores(updates: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Nearest-neighbour distance of each row over the median nearest-neighbour distance (small = near-duplicate).
 
-
-def closeness_scores(updates: np.ndarray) -> np.ndarray:
-    """Nearest-neighbour distance of each row over the median nearest-neighbour distance (small = near-duplicate)."""
+    Distances are taken between rows centred at their median; exact up to ``neighbours.EXACT_LIMIT`` rows,
+    sketch-guided above (``neighbours.nearest_distances``; ``rng`` fixes its projection).
+    """
     n = updates.shape[0]
     if n < 2:
         return np.ones(n)
-    dist = pairwise_distances(updates)
-    np.fill_diagonal(dist, np.inf)
-    nearest = dist.min(axis=1)
+    nearest = nearest_distances(updates - coordinate_median(updates), rng=rng)
     typical = float(np.median(nearest))
     if typical <= 0.0:
         return np.ones(n)  # most updates have an exact twin: nothing stands out as a cluster
@@ -75,9 +70,16 @@ def spread_alignment(updates: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return cosine_to(updates - reference, np.std(updates, axis=0))
 
 
-def theil_sen_slope(x: np.ndarray, y: np.ndarray) -> float | None:
-    """Median of the pairwise slopes (y_j - y_i) / (x_j - x_i) over pairs with distinct x; None if there are none."""
+def theil_sen_slope(x: np.ndarray, y: np.ndarray, max_points: int = THEIL_SEN_POINTS) -> float | None:
+    """Median of the pairwise slopes (y_j - y_i) / (x_j - x_i) over pairs with distinct x; None if there are none.
+
+    Above ``max_points`` points the pairs of a fixed random subset of that many points are used (N^2 / 2
+    pairs would cost ~2 GB at 10,000 clients; the median slope of a random subset estimates the same slope).
+    """
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if x.size > max_points:
+        keep = np.sort(np.random.default_rng(0).choice(x.size, size=max_points, replace=False))
+        x, y = x[keep], y[keep]
     i, j = np.triu_indices(x.size, k=1)
     dx = x[j] - x[i]
     ok = np.abs(dx) > 1e-9

@@ -24,6 +24,7 @@ from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import Strategy
 
+from fedad.common.compression import Compression, decompress_weights
 from fedad.common.node_names import is_valid_node_name
 from fedad.common.wire import WireError, decode_array
 from fedad.server import validation as check
@@ -93,6 +94,19 @@ class FedadStrategy(Strategy):
         self.last_clipped: dict[str, str] = {}
         self.last_client_reports: dict[str, dict] = {}
         self.global_embedding: np.ndarray | None = None  # mean client embedding: the contrastive alignment target
+        self.compress: Compression | None = None  # --compress: plaintext answers are compressed deltas
+
+    @property
+    def extra_fit_config(self) -> dict[str, Scalar]:
+        """What the server adds to every training instruction (the compression clients must use)."""
+        return {"compress": self.compress.name} if self.compress is not None else {}
+
+    def decode_weights(self, parameters: Parameters) -> list[np.ndarray]:
+        """A training answer's new weights: its tensors, or the round's global weights plus its compressed delta."""
+        arrays = parameters_to_ndarrays(parameters)
+        if self.compress is None:
+            return arrays
+        return decompress_weights(arrays, self.round_weights(), self.compress)
 
     def __repr__(self) -> str:
         return f"fedad:{self.name}"
@@ -123,7 +137,7 @@ class FedadStrategy(Strategy):
             name = client_name(res, proxy)
             self.names[proxy.cid] = name
             try:
-                weights = parameters_to_ndarrays(res.parameters)
+                weights = self.decode_weights(res.parameters)
             except Exception as exc:  # noqa: BLE001 - malformed tensors from a peer
                 self.last_rejections[name] = f"undecodable update: {exc}"
                 continue
@@ -138,7 +152,7 @@ class FedadStrategy(Strategy):
 
     def check_result(self, res: FitRes) -> None:
         """Raise when one training answer cannot be aggregated (the server refuses that answer only)."""
-        check.tensors(parameters_to_ndarrays(res.parameters), [w.shape for w in self.global_weights or []])
+        check.tensors(self.decode_weights(res.parameters), [w.shape for w in self.global_weights or []])
 
     def aggregate_fit(self, server_round: int, results, failures) -> tuple[Parameters | None, dict[str, Scalar]]:
         accepted = self.accept(results)

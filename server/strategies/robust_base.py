@@ -6,7 +6,7 @@ The math (scores, flags, trust weights, history, quarantine) is plain numpy in `
 from __future__ import annotations
 
 import numpy as np
-from flwr.common import Parameters, Scalar, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common import Parameters, Scalar, ndarrays_to_parameters
 
 from fedad.common.wire import WireError, decode_array
 from fedad.server.aggregation import apply_update, compute_update, validate_update
@@ -45,7 +45,8 @@ class RobustStrategy(FedadStrategy):
     @property
     def extra_fit_config(self) -> dict[str, Scalar]:
         """Trust weighting needs each client's mean latent embedding under the global encoder."""
-        return {"want_embedding": True} if self.mode in ("trust", "robust") else {}
+        extra = super().extra_fit_config
+        return {**extra, "want_embedding": True} if self.mode in ("trust", "robust") else extra
 
     def check_result(self, res) -> None:
         """Raise when the update's tensors or the embedding are malformed."""
@@ -70,7 +71,7 @@ class RobustStrategy(FedadStrategy):
             counts.append(float(res.num_examples))
             update: np.ndarray | None = None
             try:
-                weights = parameters_to_ndarrays(res.parameters)
+                weights = self.decode_weights(res.parameters)
                 reason = validate_update(weights, shapes)
             except Exception as exc:  # noqa: BLE001 - undecodable tensors from a peer
                 reason = f"undecodable update: {exc}"
