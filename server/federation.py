@@ -157,6 +157,7 @@ class FedadServer(Server):
         self.max_update_bytes = 1 << 30  # set from the model's size once it is built
         self.median_val_loss: float | None = None  # Paillier: the nodes' median validation loss of the kept model
         self.quarantined_in: dict[str, int] = {}  # client name -> round the strategy quarantined it in
+        self.resumed: list[dict] = []  # each --resume: the checkpoint's round and the round it replays
         self.encrypted = bool(getattr(strategy, "encrypted", False))  # Paillier: sums stay ciphertexts here
         self.blind = bool(getattr(strategy, "plaintext_model", False))  # secure-robust: blind-decrypted aggregates
         # models with an alignment term get the global embedding; not under Paillier, where the server learns nothing
@@ -826,6 +827,7 @@ class FedadServer(Server):
             "failures": self.failures,
             "declared": self.declared,
             "quarantined_in": self.quarantined_in,
+            "resumed": self.resumed,
             "participation": self.participation.to_dict(),
         }
         _atomic_write(ck / "state.json", json.dumps(state))
@@ -845,6 +847,7 @@ class FedadServer(Server):
         self.rounds, self.refused, self.failures = state["rounds"], state["refused"], state["failures"]
         self.declared = {str(k): int(v) for k, v in state.get("declared", {}).items()}
         self.quarantined_in = {str(k): int(v) for k, v in state.get("quarantined_in", {}).items()}
+        self.resumed = list(state.get("resumed", []))
         self.participation = Participation.from_dict(state.get("participation"))
         if not self.participation.started and self.rounds:  # a checkpoint from before participation was kept
             self.participation.started = list(self.rounds[0]["clients"])
@@ -904,6 +907,8 @@ class FedadServer(Server):
         start = 1
         if self.resume:
             start = self._load_checkpoint() + 1
+            replays = start if start <= num_rounds else None  # None: only the threshold and test phase again
+            self.resumed.append({"after_round": start - 1, "replayed_round": replays, "time": time.time()})
             self.log.info("resuming after round %d from %s", start - 1, self.out / CHECKPOINT_DIR)
             _atomic_write(self.out / "rounds.jsonl", "".join(json.dumps(r) + "\n" for r in self.rounds))
             self._first_admission(timeout)

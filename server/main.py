@@ -696,6 +696,7 @@ def run(args) -> int:
                 "refused_connections": gate.refusals if gate is not None else [],
                 "failures": server.failures,
                 "rejected_results": server.result_rejections,
+                "resumed": server.resumed,
                 "seconds": time.perf_counter() - t0,
             },
         )
@@ -727,6 +728,7 @@ def run(args) -> int:
         "refused_connections": gate.refusals if gate is not None else [],
         "failures": server.failures,
         "rejected_results": server.result_rejections,
+        "resumed": server.resumed,
         "status": "ok",
         "participation": participation,
         "seconds": time.perf_counter() - t0,
