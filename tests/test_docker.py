@@ -348,7 +348,13 @@ def _entrypoint(role: str, root: Path, **env: str) -> subprocess.CompletedProces
         capture_output=True,
         text=True,
         timeout=30,
-        env={"PATH": os.environ["PATH"], "FEDAD_ENTRYPOINT_ROOT": str(root), "FEDAD_ENTRYPOINT_DRY_RUN": "1", **env},
+        env={
+            # this interpreter's directory first: `python3` there imports fedad (as the image's venv does)
+            "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]]),
+            "FEDAD_ENTRYPOINT_ROOT": str(root),
+            "FEDAD_ENTRYPOINT_DRY_RUN": "1",
+            **env,
+        },
     )
 
 
