@@ -26,6 +26,12 @@ from fedad.common.threshold_rule import threshold_by_rule
 from fedad.common.wire import WireError, decode_array, decode_json, encode_array, encode_json
 
 
+class RunStopped(FedadError):
+    """The server could not go on with the run (quorum lost, timeout, fatal error) and told this node so."""
+
+    exit_code = 1
+
+
 class Contact:
     """Remembers whether the server has talked to us since the last (re)connection."""
 
@@ -118,6 +124,8 @@ class FedadClient(flwr.client.NumPyClient):
         phase = config.get("phase", "fit")
         if phase == "refused":
             raise FedadError(f"the server refused this node: {config.get('reason', 'no reason given')}")
+        if phase == "ended":
+            raise RunStopped(f"the server stopped the run: {config.get('reason', 'no reason given')}")
         if phase == "stats" and not self._features_match(config):  # the server refuses, names why, records it
             return [], 0, {"name": self.name, "features": encode_json(self.site.data.feature_names)}
         spec = self._spec(config)

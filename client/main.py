@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from fedad.client.secure import PublicKeyClient, SecureClient
 
 FORMATS = ("auto", "csv", "parquet", "skab", "kdd", "ton_iot")
+KEEPALIVE_S = 10.0  # fedad.server.transport.KEEPALIVE_S (not imported here: --help stays fast)
 
 
 def shown_attack_names() -> list[str]:
@@ -111,7 +112,22 @@ def build_parser() -> ArgumentParser:
         "--connect-timeout",
         type=float,
         default=120.0,
-        help="seconds to keep retrying an unreachable server before giving up",
+        help="seconds to keep retrying an unreachable server before giving up; after a lost connection the "
+        "node reconnects with backoff for as long again, then exits 1 saying so",
+    )
+    p.add_argument(
+        "--keepalive",
+        type=float,
+        default=KEEPALIVE_S,
+        help="gRPC keepalive: ping the server every this many seconds; a server silent for as long again "
+        "counts as gone (the node reconnects)",
+    )
+    p.add_argument(
+        "--health-file",
+        default=None,
+        metavar="PATH",
+        help="liveness for container healthchecks: refreshed every 5 s while the stream to the server is up, "
+        "removed when it is lost and at exit; `python -m fedad.client.health PATH` exits 0 only when fresh",
     )
     p.add_argument(
         "--root-certificates",
@@ -190,6 +206,8 @@ def run(args) -> int:
     from fedad.common.node_names import check_node_name
 
     parse_host_port(args.server, "--server")
+    if not args.keepalive > 0 or not args.connect_timeout >= 0:
+        raise FedadError("--keepalive must be positive and --connect-timeout >= 0")
 
     ca, identity = None, None
     if args.root_certificates:
@@ -212,7 +230,7 @@ def run(args) -> int:
     from fedad.common.threads import apply_threads
 
     log.info("torch uses %d CPU thread(s) (%s)", *apply_threads(args.threads))
-    from fedad.server.transport import ServerUnreachable, configure_flower_logging, connect, use_client_certificate
+    from fedad.server.transport import ServerUnreachable, configure_client_channel, configure_flower_logging, connect
 
     configure_flower_logging(f"client {name}")
     if identity is not None:
@@ -224,7 +242,6 @@ def run(args) -> int:
         problem = info.validity_problem()
         if problem:
             log.warning("this node's %s: the server will refuse the connection", problem)
-        use_client_certificate(cert_pem, key_pem)
         log.info(
             "mutual TLS as %s (certificate serial 0x%x, valid until %s UTC)",
             info.name,
@@ -306,6 +323,16 @@ def run(args) -> int:
         secure = SecureClient(args.private_key)
         log.info("Paillier mode: updates and statistics leave this node encrypted (key %s)", secure.fingerprint)
     client = FedadClient(site, name, log, attack, secure, args.model_out)
+    health = None
+    if args.health_file:
+        from fedad.client.health import LinkHealth
+
+        health = LinkHealth(args.health_file, args.server).start()
+    configure_client_channel(
+        (identity[1], identity[2]) if identity is not None else None,
+        args.keepalive,
+        health.on_state if health is not None else None,
+    )
     try:
         connect(
             args.server,
@@ -319,6 +346,9 @@ def run(args) -> int:
     except ServerUnreachable as exc:
         print(f"fedad-client: error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if health is not None:
+            health.stop()
     if client.quarantined is not None:
         log.warning(
             "the server ended the run; this node was quarantined by the server in round %d (exit code 0: "

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build deploy/wheelhouse: every wheel the fedad image needs, so `docker compose build` works with no
+# Build deploy/wheelhouse: every wheel the fedad image needs, so `deploy/build-image.sh` works with no
 # registry at all (air-gapped plants, CI). Run it on any machine with the internet (or a mirror) and the
 # same CPU architecture and Python minor version as the image (CPython 3.11, x86_64 or aarch64 Linux),
 # then carry the repository with deploy/wheelhouse/ to the plant.

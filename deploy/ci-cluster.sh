@@ -4,26 +4,37 @@
 #
 #   1. engine: ../shared/docker/setup-engine.sh (Debian docker.io + compose v2, local/python:bookworm base)
 #   2. `docker compose config -q` (plain, attack profile, GPU override): cheap first check
-#   3. wheelhouse on the host (deploy/build-wheelhouse.sh), image built offline with
-#      BASE_IMAGE=local/python:bookworm (nothing can be pulled here)
+#   3. wheelhouse on the host (deploy/build-wheelhouse.sh), image built offline by deploy/build-image.sh with
+#      BASE_IMAGE=local/python:bookworm (nothing can be pulled here); the image carries no compose labels;
+#      then tests/test_docker.py against this engine and image (FEDAD_DOCKER_TESTS=required: no skips)
 #   4. plant: 10 nodes, fedavg, mutual TLS (the default) -> all 10 in every round, F1 well above chance, clean
 #      logs; an extra container on the plant's network without a client certificate, claiming to be client-3
-#      (holding the public ca.pem and a real shard), never gets in: it exits non-zero and no round names it twice
+#      (holding the public ca.pem and a real shard), never gets in: it exits non-zero and no round names it twice;
+#      stale outputs of an earlier run in ./results are moved to previous-*/, every result is world-readable,
+#      no container is ever "unhealthy" (also not while the server writes its plots)
 #   5. a missing certificate / key -> that service exits 2 with a clear message, not restarted
-#   6. `--profile attack` with FEDAD_STRATEGY=robust -> the 3 poisoned nodes are flagged (skipped, with a
-#      message, while fedad-server has no robust strategy or fedad-client no --attack)
+#   6. `--profile attack` with FEDAD_STRATEGY=robust -> the 3 poisoned nodes are flagged; then the documented
+#      `docker compose --profile '*' down -v` leaves no container and no volume of the plant
 #   7. TLS + Paillier + a node with a wrong-schema shard -> that node exits 2 with a clear message, the
 #      other 9 finish every round, report.json and the summary name the node, the server container holds
-#      only the public key (Paillier part skipped, with a message, while the options do not exist)
+#      only the public key
 #   8. FEDAD_STRATEGY=secure-robust with `--profile attack` (small and quick: FEDAD_CI_SECURE_RECORDS
 #      records, FEDAD_CI_SECURE_EPOCHS local epochs) -> the keyholder service serves the run over pinned
 #      mutual TLS, report.json is written, the key holder's audit shows rounds 1..N + the final round and no
 #      refusal, the 3 poisoned nodes are flagged; only the keyholder container holds the private key
-# Always: `down -v` and stop the engine it started, also on failure.
+#   9. chaos: 10 nodes, FEDAD_CI_CHAOS_ROUNDS (8) rounds, faults timed off rounds.jsonl: `docker kill` of
+#      client-8..10 in round 2, client-4's network cut for 30 s in round 4, `docker restart` of the server in
+#      round 6 -> every round completes (>= 6 nodes: the continue quorum), report.json names the killed nodes
+#      and the cut-off one (never "unknown"), client-4 takes part again, "resumed" names the resume after
+#      round 5, F1 >= the plain run's - 0.05, and every container exits by itself (bounded waits)
+# A scenario whose fedad options are missing fails the script (never a silent skip).
+# Always: `--profile '*' down -v` and stop the engine it started, also on failure.
 #
 # Knobs: FEDAD_CI_ROUNDS (3), FEDAD_CI_LOCAL_EPOCHS (10), FEDAD_CI_RECORDS (100000), FEDAD_CI_MIN_F1 (0.5;
 # chance is ~0.1), FEDAD_CI_ATTACK (sign_flip), FEDAD_CI_SECURE_RECORDS (20000), FEDAD_CI_SECURE_EPOCHS (2),
-# FEDAD_CI_SKIP="attack paillier tls secure-robust" (scenarios to skip),
+# FEDAD_CI_CHAOS_ROUNDS (8), FEDAD_CI_CHAOS_CUT (30 s of network cut), FEDAD_CI_CHAOS_F1_DROP (0.05),
+# FEDAD_CI_CHAOS_CPUS (0.05 CPU per surviving node after round 1: rounds long enough for the faults),
+# FEDAD_CI_SKIP="attack paillier tls secure-robust chaos pytest" (scenarios the operator skips on purpose),
 # FEDAD_CI_KEEP=1 (keep containers, engine and logs for debugging), FEDAD_DOCKER_SETUP (setup-engine.sh).
 # Logs of a failed run stay in /tmp/fedad-ci-cluster.*.
 set -euo pipefail
@@ -47,7 +58,7 @@ export BASE_IMAGE=local/python:bookworm FEDAD_IMAGE=fedad:ci FEDAD_RECORDS=$reco
 export FEDAD_SEED=0 FEDAD_PORT=${FEDAD_CI_PORT:-18080}
 unset COMPOSE_PROFILES FEDAD_STRATEGY FEDAD_TLS FEDAD_MIN_CLIENTS FEDAD_DATA_DIR FEDAD_RESULTS_DIR \
     FEDAD_SERVER_ARGS FEDAD_CLIENT_ARGS FEDAD_ATTACK FEDAD_KEYHOLDER_ARGS FEDAD_KEYHOLDER_MAX_CLIENTS \
-    FEDAD_SKETCH_ROWS 2>/dev/null || true
+    FEDAD_SKETCH_ROWS FEDAD_RESUME FEDAD_MIN_FIT_CLIENTS 2>/dev/null || true
 
 # ---------------------------------------------------------------------------------------------- engine
 setup=${FEDAD_DOCKER_SETUP:-$repo/../shared/docker/setup-engine.sh}
@@ -57,13 +68,20 @@ DOCKER_HOST=unix://${FEDAD_DOCKER_DIR:-/tmp/fedad-docker}/docker.sock \
     DOCKER_CONFIG=${FEDAD_DOCKER_DIR:-/tmp/fedad-docker}/cfg docker info >/dev/null 2>&1 && engine_was_up=1
 say "engine: $setup (already running: $engine_was_up)"
 compose() { docker compose --ansi never "$@"; }
-down() { compose --profile honest --profile attack down -v --remove-orphans --timeout 5 >/dev/null 2>&1 || true; }
+# every profile ('*'): the attackers and their volumes too (a plain `down -v` keeps what other profiles made)
+down() { compose --profile '*' down -v --remove-orphans --timeout 5 >/dev/null 2>&1 || true; }
+leftovers() { # containers and volumes of this compose project still there
+    {
+        docker ps -a --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" --format 'container {{.Names}}'
+        docker volume ls --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" --format 'volume {{.Name}}'
+    } | xargs
+}
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     if [ "$rc" -ne 0 ]; then
         say "cluster step failed (exit $rc); logs in $work; last compose logs:"
-        compose --profile honest --profile attack logs --no-color 2>/dev/null | grep -v "IPv4 forwarding" | tail -80 >&2 || true
+        compose --profile '*' logs --no-color 2>/dev/null | grep -v "IPv4 forwarding" | tail -80 >&2 || true
     fi
     if [ "${FEDAD_CI_KEEP:-0}" = 1 ]; then
         say "FEDAD_CI_KEEP=1: containers, volumes and engine left running ($work)"
@@ -98,10 +116,23 @@ compose -f docker-compose.yml -f deploy/compose.gpu.yml --profile attack config 
 # ------------------------------------------------------------------------------------------------ build
 say "wheelhouse on the host (deploy/build-wheelhouse.sh)"
 deploy/build-wheelhouse.sh 2>&1 | grep -v "is ignored: it is neither a file nor a directory" >&2
-say "build $FEDAD_IMAGE offline from $BASE_IMAGE"
-compose build --progress plain >"$work/build.log" 2>&1 || { tail -40 "$work/build.log" >&2; fail "image build"; }
+say "build $FEDAD_IMAGE offline from $BASE_IMAGE (deploy/build-image.sh)"
+deploy/build-image.sh >"$work/build.log" 2>&1 || { tail -40 "$work/build.log" >&2; fail "image build"; }
 grep -q "installing from the wheelhouse" "$work/build.log" || say "(build used cached dependency layers)"
-say "built in $((SECONDS - t0)) s so far"
+labels=$(docker image inspect -f '{{json .Config.Labels}}' "$FEDAD_IMAGE")
+[[ "$labels" != *com.docker.compose* ]] || fail "$FEDAD_IMAGE carries compose labels: $labels"
+say "built in $((SECONDS - t0)) s so far; image labels: $labels"
+
+# ------------------------------------------------------------- tests/test_docker.py on this engine and image
+if skipped pytest; then
+    say "SKIPPED: tests/test_docker.py (FEDAD_CI_SKIP)"
+else
+    say "tests/test_docker.py against this engine and $FEDAD_IMAGE (no skips allowed)"
+    FEDAD_DOCKER_TESTS=required python3 -m pytest -q -p no:cacheprovider -rs tests/test_docker.py \
+        >"$work/pytest-docker.log" 2>&1 || { tail -40 "$work/pytest-docker.log" >&2; fail "tests/test_docker.py"; }
+    ! grep -qi "skipped" "$work/pytest-docker.log" || { cat "$work/pytest-docker.log" >&2; fail "tests/test_docker.py skipped tests"; }
+    say "  $(tail -1 "$work/pytest-docker.log")"
+fi
 
 # ------------------------------------------------------------------------------------------- helpers
 # plant NAME [compose args...]: a fresh `docker compose up` with results in $work/NAME/results; its logs in
@@ -164,8 +195,13 @@ rogue_probe() {
     echo "$rc" >"$work/rogue.code"
 }
 rm -f "$work/rogue.code"
+# a previous run's outputs in ./results: a new run moves them aside, never mixes with them
+mkdir -p "$work/plain/results/checkpoint"
+for f in roc.png flags.jsonl report.json trust.png checkpoint/state.json; do echo stale >"$work/plain/results/$f"; done
+echo "node-x" >"$work/plain/results/revoked.txt" # the operator's own file stays where it is
 rogue_probe &
 rogue_pid=$!
+plain_since=$(date +%s)
 plant plain
 wait "$rogue_pid" || true
 rogue_code=$(cat "$work/rogue.code" 2>/dev/null || echo "?")
@@ -185,6 +221,21 @@ check_logs plain
 model_dir=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("model_dir") or "")' "$work/plain/results/report.json")
 [ -z "$model_dir" ] || [ -d "$work/plain/results/${model_dir#/results/}" ] || check_fail "report.json names $model_dir, not on the host"
 [ "$(stat -c %u "$work/plain/results/report.json")" = "${FEDAD_UID:-1000}" ] || check_fail "report.json not owned by FEDAD_UID"
+# housekeeping: stale files moved aside, results readable by anyone, never "unhealthy" (also while plotting)
+prev=$(find "$work/plain/results" -maxdepth 1 -name 'previous-*' -type d | head -1)
+[ -n "$prev" ] && [ "$(cat "$prev/flags.jsonl" 2>/dev/null)" = stale ] && [ -f "$prev/checkpoint/state.json" ] ||
+    check_fail "the stale outputs of an earlier run were not moved to results/previous-*/"
+[ ! -e "$work/plain/results/flags.jsonl" ] && [ ! -e "$work/plain/results/trust.png" ] ||
+    check_fail "a stale flags.jsonl / trust.png of an earlier run is still beside this run's results"
+[ -f "$work/plain/results/revoked.txt" ] || check_fail "the operator's revoked.txt was moved"
+[ "$(head -c 4 "$work/plain/results/roc.png" | tail -c 3)" = PNG ] || check_fail "roc.png is not this run's plot"
+unreadable=$(find "$work/plain/results" ! -perm -o+r -printf '%m %P\n' | head -5)
+[ -z "$unreadable" ] || check_fail "results not readable by everyone: $unreadable"
+say "  results: stale outputs moved to $(basename "${prev:-none}"); roc.png mode $(stat -c %a "$work/plain/results/roc.png"); all readable"
+unhealthy=$(docker events --since "$plain_since" --until "$(date +%s)" --filter event=health_status \
+    --format '{{.Actor.Attributes.name}} {{.Status}}' 2>/dev/null | grep -i unhealthy | sort -u | head -5 || true)
+[ -z "$unhealthy" ] || check_fail "containers went unhealthy during the plain run: $unhealthy"
+plain_f1=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["metrics"]["f1"])' "$work/plain/results/report.json")
 
 # ---------------------------------------------------------------- 5. missing certificate / key: clear exit 2
 say "missing TLS certificate and Paillier key: services exit 2 with a clear message, no restart"
@@ -215,11 +266,14 @@ missing keyholder "Paillier private key not found" FEDAD_STRATEGY=secure-robust
 # ------------------------------------------------------------------------------- 6. the attack profile
 server_help=$(docker run --rm "$FEDAD_IMAGE" fedad-server --help 2>/dev/null)
 client_help=$(docker run --rm "$FEDAD_IMAGE" fedad-client --help 2>/dev/null)
+needs() { # needs SCENARIO TEXT HELP WHAT: a scenario whose fedad option is missing fails the step, never skips
+    grep -q -- "$2" <<<"$3" || fail "$1: $4 (the image's --help has no '$2')"
+}
 if skipped attack; then
     say "SKIPPED: attack profile (FEDAD_CI_SKIP)"
-elif ! grep -q "robust" <<<"$server_help" || ! grep -q -- "--attack " <<<"$client_help"; then
-    say "SKIPPED: attack profile: this fedad-server has no --strategy robust or fedad-client no --attack yet"
 else
+    needs attack "robust" "$server_help" "fedad-server has no --strategy robust"
+    needs attack "--attack " "$client_help" "fedad-client has no --attack"
     attackers=attacker-8,attacker-9,attacker-10
     FEDAD_STRATEGY=robust FEDAD_ATTACK=${FEDAD_CI_ATTACK:-sign_flip} \
         FEDAD_SERVER_ARGS="--malicious attacker-8 attacker-9 attacker-10" plant attack --profile attack
@@ -230,6 +284,11 @@ else
         --flagged "$attackers" --max-false-flags "${FEDAD_CI_MAX_FALSE_FLAGS:-1}"
     grep -q "FLAGGED node attacker-8" "$work/attack/results/summary.txt" || check_fail "summary.txt does not show the flags"
     check_logs attack
+    # the documented clean-up, exactly as docs/docker.md gives it, after a run with another profile
+    docker compose --ansi never --profile '*' down -v >/dev/null 2>&1 || check_fail "docker compose --profile '*' down -v failed"
+    left=$(leftovers)
+    [ -z "$left" ] || check_fail "docker compose --profile '*' down -v left: $left"
+    say "  docker compose --profile '*' down -v: no container or volume of the plant left"
 fi
 
 # ------------------------------------------ 7. TLS + Paillier + one node with a wrong-schema shard
@@ -239,9 +298,9 @@ else
     strategy=fedavg
     if skipped paillier; then
         say "SKIPPED: Paillier (FEDAD_CI_SKIP); TLS + bad shard with fedavg"
-    elif ! grep -q "paillier" <<<"$server_help" || ! grep -q -- "--private-key" <<<"$client_help"; then
-        say "SKIPPED: Paillier: this fedad-server has no --strategy paillier or fedad-client no --private-key yet"
     else
+        needs paillier "paillier" "$server_help" "fedad-server has no --strategy paillier"
+        needs paillier "--private-key" "$client_help" "fedad-client has no --private-key"
         strategy=paillier
     fi
     mkdir -p "$work/secure-bad/import"
@@ -277,7 +336,7 @@ PY
         [ "$keys_in_node" = "private.key public.key" ] || check_fail "a node sees in /keys: '$keys_in_node'"
         say "  /keys in the server: $keys_in_server; in a node: $keys_in_node"
         # a paillier private key left in the nodes' volume: a secure-robust node refuses to start with it
-        if ! skipped secure-robust && grep -q "secure-robust" <<<"$server_help"; then
+        if ! skipped secure-robust; then
             missing client-2 "only the key holder may hold it" FEDAD_STRATEGY=secure-robust
         fi
     fi
@@ -286,9 +345,9 @@ fi
 # ------------------------------- 8. secure-robust: the key holder, with the attack profile
 if skipped secure-robust; then
     say "SKIPPED: secure-robust (FEDAD_CI_SKIP)"
-elif ! grep -q "secure-robust" <<<"$server_help" || ! grep -q -- "--public-key" <<<"$client_help"; then
-    say "SKIPPED: secure-robust: this fedad-server has no --strategy secure-robust or fedad-client no --public-key yet"
 else
+    needs secure-robust "secure-robust" "$server_help" "fedad-server has no --strategy secure-robust"
+    needs secure-robust "--public-key" "$client_help" "fedad-client has no --public-key"
     attackers=attacker-8,attacker-9,attacker-10
     FEDAD_STRATEGY=secure-robust FEDAD_ATTACK=${FEDAD_CI_ATTACK:-sign_flip} \
         FEDAD_RECORDS=${FEDAD_CI_SECURE_RECORDS:-20000} FEDAD_LOCAL_EPOCHS=${FEDAD_CI_SECURE_EPOCHS:-2} \
@@ -321,6 +380,100 @@ else
     [ "$in_keyholder" = "/keys/private.key /keys/public.key /tls/keyholder.key" ] ||
         check_fail "the key holder sees: '$in_keyholder'"
     say "  key files in the key holder: $in_keyholder; in the server: $in_server; in a node: $in_node"
+fi
+
+# ------------------------------------------------------------------------------------------- 9. chaos
+# The faults are timed off the run's own progress (lines of rounds.jsonl), never by sleeps alone; every wait is
+# bounded, and a fault that cannot be injected (the run ended or stalled first) fails the step.
+chaos_rounds=${FEDAD_CI_CHAOS_ROUNDS:-8}
+chaos_cut=${FEDAD_CI_CHAOS_CUT:-30}
+chaos_cpus=${FEDAD_CI_CHAOS_CPUS:-0.05}
+chaos_done() { # rounds completed so far (rounds.jsonl lines) of the chaos run
+    local f=$work/chaos/results/rounds.jsonl
+    if [ -f "$f" ]; then grep -c . "$f" 2>/dev/null || true; else echo 0; fi
+}
+chaos_wait() { # chaos_wait ROUNDS: until ROUNDS rounds are done (a run that is over or stalled: exit 1)
+    local want=$1 limit=$((SECONDS + ${FEDAD_CI_CHAOS_WAIT:-600}))
+    while [ "$(chaos_done)" -lt "$want" ]; do
+        if [ "$SECONDS" -gt "$limit" ]; then
+            echo "round $want never completed within ${FEDAD_CI_CHAOS_WAIT:-600} s (done: $(chaos_done))"
+            return 1
+        fi
+        if [ -s "$work/chaos/results/report.json" ]; then
+            echo "the run ended after $(chaos_done) rounds, before round $want was done"
+            return 1
+        fi
+        sleep 0.5
+    done
+}
+chaos_event() { printf '%s round %s: %s\n' "$(date -u +%T)" "$(($(chaos_done) + 1))" "$*" >>"$work/chaos.events"; }
+chaos_at() { # chaos_at ROUND: wait until ROUND is the round in progress; a run already past it fails the fault
+    local why
+    why=$(chaos_wait $(($1 - 1))) || { chaos_event "FAILED: $why"; return 1; }
+    [ "$(chaos_done)" -eq $(($1 - 1)) ] || { chaos_event "FAILED: too late for round $1 ($(chaos_done) rounds done)"; return 1; }
+}
+chaos_cut() { # client-4 off the plant's network for $chaos_cut s, then back (runs beside the other faults)
+    local cid
+    cid=$(compose ps -q client-4)
+    docker network disconnect "${COMPOSE_PROJECT_NAME}_default" "$cid" && chaos_event "network cut: client-4" ||
+        chaos_event "FAILED: network disconnect client-4"
+    sleep "$chaos_cut"
+    docker network connect "${COMPOSE_PROJECT_NAME}_default" "$cid" && chaos_event "network back: client-4" ||
+        chaos_event "FAILED: network connect client-4"
+}
+chaos_driver() {
+    local cid n cut=""
+    # round 2: three nodes die (their containers are killed at once: Docker does not restart them)
+    local ids=()
+    for n in 8 9 10; do ids+=("$(compose ps -q "client-$n")"); done
+    chaos_at 2 || return 1
+    docker kill "${ids[@]}" >/dev/null && chaos_event "docker kill client-8 client-9 client-10" ||
+        chaos_event "FAILED: docker kill client-8 client-9 client-10"
+    # the survivors get $chaos_cpus of a CPU each from now on: the same training, but rounds long enough for
+    # the later faults to land inside their round and for client-4 to come back while the run still goes on
+    ids=()
+    for n in 1 2 3 4 5 6 7; do ids+=("$(compose ps -q "client-$n")"); done
+    docker update --cpus "$chaos_cpus" "${ids[@]}" >/dev/null || chaos_event "FAILED: docker update --cpus"
+    # round 4: client-4 is cut off the plant's network for $chaos_cut s, then comes back
+    chaos_at 4 || return 1
+    chaos_cut &
+    cut=$!
+    # round 6: the server container is restarted (stopped with SIGTERM, started again: it resumes)
+    chaos_at 6 || { wait "$cut"; return 1; }
+    cid=$(compose ps -q server)
+    docker restart -t 60 "$cid" >/dev/null && chaos_event "docker restart server" || chaos_event "FAILED: docker restart server"
+    wait "$cut"
+}
+if skipped chaos; then
+    say "SKIPPED: chaos (FEDAD_CI_SKIP)"
+else
+    needs chaos "--min-fit-clients" "$server_help" "fedad-server has no --min-fit-clients (the continue quorum)"
+    needs chaos "--health-file" "$client_help" "fedad-client has no --health-file (the nodes' liveness)"
+    rm -f "$work/chaos.events"
+    mkdir -p "$work/chaos/results"
+    (chaos_driver || true) &
+    chaos_pid=$!
+    # the plain run's plant and training, 8 rounds; starts with all 10, goes on with >= 6 (60 %, the compose
+    # plant's continue quorum)
+    FEDAD_ROUNDS=$chaos_rounds FEDAD_MIN_CLIENTS=10 FEDAD_MIN_FIT_CLIENTS=0.6 \
+        FEDAD_ROUND_TIMEOUT=${FEDAD_CI_CHAOS_ROUND_TIMEOUT:-300} plant chaos
+    kill "$chaos_pid" 2>/dev/null || true
+    wait "$chaos_pid" 2>/dev/null || true
+    sed 's/^/  chaos: /' "$work/chaos.events" >&2 || true
+    ! grep -q FAILED "$work/chaos.events" || check_fail "a fault could not be injected: $(grep FAILED "$work/chaos.events" | head -2)"
+    [ "$(grep -c . "$work/chaos.events")" -ge 4 ] || check_fail "not every fault was injected ($(grep -c . "$work/chaos.events") of 4 events)"
+    # every container exited by itself: the killed nodes with 137 (docker kill), all others 0
+    for svc in data keys certs keyholder server summary client-{1..7}; do expect_code chaos "$svc" 0; done
+    for n in 8 9 10; do expect_code chaos "client-$n" 137; done
+    min_f1=$(python3 -c 'import sys; print(float(sys.argv[1]) - float(sys.argv[2]))' "$plain_f1" "${FEDAD_CI_CHAOS_F1_DROP:-0.05}")
+    results_check chaos --rounds "$chaos_rounds" --min-f1 "$min_f1" --min-round-clients 6 \
+        --gone client-8,client-9,client-10@2 --rejoined client-4@4 --resumed 5
+    grep -q "resuming this run from its checkpoint after round 5" "$work/chaos.containers.log" ||
+        check_fail "the restarted server did not say it resumed after round 5"
+    check_logs chaos
+    say "  chaos: F1 $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["metrics"]["f1"])' \
+        "$work/chaos/results/report.json") (plain $plain_f1, floor $min_f1), resumed: $(python3 -c \
+        'import json,sys; print(json.load(open(sys.argv[1])).get("resumed"))' "$work/chaos/results/report.json")"
 fi
 
 if [ "${#failures[@]}" -gt 0 ]; then

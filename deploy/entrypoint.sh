@@ -15,6 +15,7 @@
 #   sign CSR  the plant CA signs a real edge node's request (fedad enroll made NAME.csr): NAME.pem and the
 #             CA's ca.pem are written beside it (run in the certs service, which alone holds the CA key)
 #   summary   one-shot: print the run's report and write /results/summary.{txt,json}
+#   health    the healthcheck of server and client (see docker-compose.yml): exit 0 = alive and working
 #   anything else is run as a command: `docker run fedad:local fedad-client --server ... --data ...`
 #
 # Every line it logs looks like fedad's own: "HH:MM:SS LEVEL [role name] message", no colours.
@@ -71,22 +72,35 @@ KEYHOLDER_UID=10002 # fedad-keyholder's uid: owns the private key and its TLS ke
 
 case "$role" in
 server)
+    # Results are for the people running the plant: files 0644, directories 0755, whoever FEDAD_UID is.
+    umask 022
+    out=$R/results
     # The key holder (secure-robust) serves one run of the server: it stops once $R/state/server.done is
-    # newer than its own start. Written on every final exit, whatever the reason, but not between restarts.
+    # newer than its own start. Written on the run's final exit (done, failed, bad configuration), not when the
+    # container is stopped or restarted (SIGTERM: docker restart, docker compose stop/down): a restarted server
+    # resumes the same run.
     server_done() {
         local rc=$?
+        if [ -d "$out" ] && [ -w "$out" ]; then
+            find "$out" -maxdepth 3 -path "$out/previous-*" -prune -o -user "$(id -u)" -exec chmod a+rX {} + 2>/dev/null || true
+        fi
+        [ "$stopping" = 1 ] && return 0
+        # the run is over: the summary service waits for this (a restarted container writes none)
+        if [ -d "$out" ] && [ -w "$out" ]; then
+            { echo "$rc" >"$out/.server-exit.tmp" && mv -f "$out/.server-exit.tmp" "$out/.server-exit"; } 2>/dev/null || true
+        fi
         if [ -d "$R/state" ] && [ -w "$R/state" ]; then
             { echo "$rc" >"$R/state/.server.done.tmp" && mv -f "$R/state/.server.done.tmp" "$R/state/server.done"; } 2>/dev/null || true
         fi
     }
     trap server_done EXIT
-    out=$R/results
     [ -d "$out" ] && [ -w "$out" ] ||
         die "results directory $out (host: \${FEDAD_RESULTS_DIR:-./results}) is not writable by uid $(id -u): set FEDAD_UID and FEDAD_GID in .env to the directory's owner (id -u; id -g)"
     args=(--address "0.0.0.0:${FEDAD_SERVER_PORT:-8080}" --out "$out"
         --strategy "$strategy" --model "${FEDAD_MODEL:-dense}"
         --rounds "${FEDAD_ROUNDS:-5}" --local-epochs "${FEDAD_LOCAL_EPOCHS:-10}"
-        --min-clients "${FEDAD_MIN_CLIENTS:-10}" --wait-timeout "${FEDAD_WAIT_TIMEOUT:-300}"
+        --min-clients "${FEDAD_MIN_CLIENTS:-10}" --min-fit-clients "${FEDAD_MIN_FIT_CLIENTS:-0.6}"
+        --wait-timeout "${FEDAD_WAIT_TIMEOUT:-300}"
         --round-timeout "${FEDAD_ROUND_TIMEOUT:-600}" --seed "${FEDAD_SEED:-0}")
     if tls_on; then
         hint="the certs service writes it (docker compose logs certs), or mount your own PEM files at /tls"
@@ -116,34 +130,48 @@ server)
     fi
     split_words "${FEDAD_SERVER_ARGS:-}"
     args+=("${WORDS[@]}")
-    if dry_run; then
-        echo "fedad-server ${args[*]}"
+    # Clean start or resume, never ambiguous: each `docker compose up` starts a new run (the data job has moved
+    # the previous run's outputs, its checkpoint included, to previous-<time>/ unless FEDAD_RESUME=1), so a
+    # checkpoint here is this run's: the container was restarted (docker restart, a crash) and resumes from it.
+    ckpt=$out/checkpoint/state.json
+    if [ -f "$ckpt" ] && [ -f "$out/report.json" ] && grep -q '"status": "ok"' "$out/report.json"; then
+        # restarted after its last round (e.g. while writing plots): the run is complete, nothing to resume
+        log INFO "this run is already complete ($out/report.json, status ok): nothing to resume"
         exit 0
     fi
-    # A fresh run: outputs of an earlier run must not pass for this one's.
+    resume=()
+    resume_note() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["round"])' "$ckpt" 2>/dev/null || echo "?"; }
+    if [ -f "$ckpt" ]; then
+        resume=(--resume)
+        log WARNING "resuming this run from its checkpoint after round $(resume_note) ($ckpt): the container was restarted, or FEDAD_RESUME=1"
+    fi
+    if dry_run; then
+        echo "fedad-server ${args[*]} ${resume[*]}"
+        exit 0
+    fi
+    # Outputs of an earlier attempt must not pass for this one's (summary waits for a new report.json).
     rm -f "$out/report.json" "$out/summary.txt" "$out/summary.json" "$out/keyholder-audit.jsonl"
     # Restart policy of the server (compose says restart: "no" on purpose): a configuration error (exit 2)
     # or a failed federation (exit 1) is final; a crash by signal (OOM kill, segfault) is retried up to
-    # FEDAD_SERVER_RETRIES times, resuming from this run's last checkpoint.
+    # FEDAD_SERVER_RETRIES times, resuming from this run's last checkpoint. A stop (SIGTERM) ends it: when the
+    # container is started again (docker restart), it resumes as above.
     retries=${FEDAD_SERVER_RETRIES:-2}
     attempt=0
-    stamp=$(mktemp)
-    resume=()
     while :; do
         log INFO "fedad-server ${args[*]} ${resume[*]}"
         rc=0
         run_child fedad-server "${args[@]}" "${resume[@]}" || rc=$?
+        [ "$stopping" = 1 ] && { log INFO "stopped (exit $rc); a restarted container resumes from the checkpoint"; exit "$rc"; }
         case "$rc" in
         0) exit 0 ;;
         1 | 2 | 130 | 143) exit "$rc" ;;
         esac
-        [ "$stopping" = 1 ] && exit "$rc"
         attempt=$((attempt + 1))
         [ "$attempt" -le "$retries" ] ||
             die "fedad-server died (exit $rc) $attempt times; giving up (FEDAD_SERVER_RETRIES=$retries)" "$rc"
         resume=()
-        [ "$out/checkpoint/state.json" -nt "$stamp" ] && resume=(--resume)
-        log WARNING "fedad-server died (exit $rc: killed by a signal); restart $attempt/$retries ${resume[*]:+from the last checkpoint}"
+        [ -f "$ckpt" ] && resume=(--resume)
+        log WARNING "fedad-server died (exit $rc: killed by a signal); restart $attempt/$retries ${resume[*]:+from the checkpoint after round $(resume_note)}"
         sleep 2
     done
     ;;
@@ -157,8 +185,10 @@ client)
     [ -n "$data" ] ||
         die "no data file in $R/data: the data service writes one shard per node (docker compose logs data); your own CSV goes to \${FEDAD_DATA_DIR:-./data}/node_NN.csv"
     need_file "$data" "data shard" "check docker compose logs data"
+    # --health-file: the healthcheck (role health) reads it; fresh only while the stream to the server is up
     args=(--server "${FEDAD_SERVER:-server:8080}" --data "$data" --name "$FEDAD_NAME"
-        --device "${FEDAD_DEVICE:-cpu}" --connect-timeout "${FEDAD_CONNECT_TIMEOUT:-180}")
+        --device "${FEDAD_DEVICE:-cpu}" --connect-timeout "${FEDAD_CONNECT_TIMEOUT:-180}"
+        --health-file "${FEDAD_HEALTH_FILE:-/tmp/fedad-health}")
     [ -n "${FEDAD_FORMAT:-}" ] && args+=(--format "$FEDAD_FORMAT")
     [ -n "${FEDAD_LABEL_COLUMN:-}" ] && args+=(--label-column "$FEDAD_LABEL_COLUMN")
     [ -n "${FEDAD_TIME_COLUMN:-}" ] && args+=(--time-column "$FEDAD_TIME_COLUMN")
@@ -263,8 +293,25 @@ keyholder)
     die "fedad-keyholder exited (code $rc) before the server ended" "$rc"
     ;;
 
-data | summary)
-    exec python3 /opt/fedad/plant.py "$role" "$@"
+data)
+    umask 022
+    exec python3 /opt/fedad/plant.py data "$@"
+    ;;
+
+summary)
+    # Waits for the server's final exit itself (not compose's service_completed_successfully: a `docker restart`
+    # of the server shows compose an exited container for a moment, and `up` then failed at once).
+    umask 022
+    exec python3 /opt/fedad/plant.py summary --wait "$@"
+    ;;
+
+health)
+    # server: the gRPC port accepts connections, or the run is over (report.json written) and it is writing its
+    # plots. client: its fedad-client --health-file is fresh (the gRPC stream to the server is up).
+    if [ -n "${FEDAD_NAME:-}" ]; then
+        exec python3 -m fedad.client.health "${FEDAD_HEALTH_FILE:-/tmp/fedad-health}" --max-age "${FEDAD_HEALTH_MAX_AGE:-30}"
+    fi
+    exec python3 /opt/fedad/plant.py health --port "${FEDAD_SERVER_PORT:-8080}" --done "$R/results/report.json"
     ;;
 
 keys)

@@ -1,12 +1,16 @@
 """Helpers of the emulated plant in docker-compose.yml (the image runs them; CI runs `check` on the host).
 
     plant.py data       one shard per node: /import/node_NN.csv|.parquet when the user gave one, else synthetic
-    plant.py summary    print the run's report (who took part, refused, failed, flagged, metrics), write
+    plant.py summary    wait for the server's final exit (SERVER_EXIT, written by the server's entrypoint; a
+                        restarted server container writes none), then print the run's report (who took part,
+                        refused, failed, flagged, metrics), write
                         /results/summary.txt and summary.json; under secure-robust also copy the key holder's
                         audit of this run (/audit/audit.jsonl, last session) to /results/keyholder-audit.jsonl
     plant.py audit      one line about the last session of a key holder's audit log (the keyholder service)
+    plant.py health     the server's healthcheck: its port accepts connections (or its run is over and it is
+                        writing its plots); a node's is fedad's own (python -m fedad.client.health)
     plant.py check      assert a run's results (CI): every round had the expected clients, F1, refused, flagged,
-                        the key holder's audit
+                        the key holder's audit, the faults of a chaos run (nodes gone, rejoined, server resumed)
 
 `summary` and `check` use only the standard library, so `python3 deploy/plant.py check` works on any host.
 """
@@ -17,6 +21,7 @@ import argparse
 import json
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -98,12 +103,81 @@ def prepare_data(args) -> int:
     if st.st_uid == 0 and uid != 0:
         os.chown(results, uid, gid)
         log("INFO", f"results directory handed to uid {uid}:{gid} (FEDAD_UID/FEDAD_GID)", tag)
+    os.chmod(results, results.stat().st_mode | 0o755)  # readable by whoever runs the plant
+    resume = os.environ.get("FEDAD_RESUME", "0").lower() in ("1", "true", "yes", "on")
+    if server_answers(os.environ.get("FEDAD_SERVER", "")):
+        log("INFO", "a server of this plant is running: its outputs in the results directory stay as they are", tag)
+    else:
+        (results / SERVER_EXIT).unlink(missing_ok=True)  # this run's end is still to come (summary waits for it)
+        if resume:
+            log("INFO", "FEDAD_RESUME=1: the previous run's outputs stay; the server resumes from its checkpoint", tag)
+        elif moved := move_aside(results, uid, gid):
+            log("INFO", f"a new run: the previous run's {', '.join(moved[1])} moved to {moved[0]}", tag)
     path = results / "plant.json"
     tmp = results / ".plant.json.tmp"
     tmp.write_text(json.dumps(plant, indent=2) + "\n")
     os.chown(tmp, uid, gid)
     os.replace(tmp, path)
     return 0
+
+
+# Everything a run writes into the results directory (the server, the summary job, the data job itself).
+RUN_OUTPUTS = (
+    "report.json",
+    "summary.txt",
+    "summary.json",
+    "rounds.jsonl",
+    "flags.jsonl",
+    "keyholder-audit.jsonl",
+    "plant.json",
+    "global_weights.npz",
+    "model",
+    "checkpoint",
+    "*.png",
+    ".*.tmp",
+    ".server-exit",
+)
+SERVER_EXIT = ".server-exit"  # the server's exit code, written by its entrypoint when the run is over
+
+
+def move_aside(results: Path, uid: int, gid: int) -> tuple[Path, list[str]] | None:
+    """Move the previous run's outputs to results/previous-<UTC time>/ (a new run never mixes with them)."""
+    found = sorted({p for pattern in RUN_OUTPUTS for p in results.glob(pattern)})
+    if not found:
+        return None
+    dest = results / time.strftime("previous-%Y%m%dT%H%M%SZ", time.gmtime())
+    n = 1
+    while dest.exists():
+        n += 1
+        dest = dest.with_name(f"{dest.name.split('.')[0]}.{n}")
+    dest.mkdir()
+    os.chown(dest, uid, gid)
+    os.chmod(dest, 0o755)
+    for path in found:
+        os.replace(path, dest / path.name)
+    return dest, [p.name for p in found if not p.name.startswith(".")]
+
+
+def server_answers(address: str) -> bool:
+    """Whether HOST:PORT accepts a TCP connection (False when empty or unresolvable)."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        return False
+    try:
+        socket.create_connection((host, int(port)), 2).close()
+    except OSError:
+        return False
+    return True
+
+
+def health(args) -> int:
+    """The server's healthcheck: exit 0 when alive (see the module docstring), else 1 with one line why."""
+    if server_answers(f"127.0.0.1:{args.port}"):
+        return 0
+    if args.done and Path(args.done).is_file():  # the run is over: plots and the model are being written
+        return 0
+    print(f"unhealthy: nothing accepts connections on port {args.port}", file=sys.stderr)
+    return 1
 
 
 # ------------------------------------------------------------------------------------------- results
@@ -345,8 +419,42 @@ def render(s: dict) -> str:
     return "\n".join(lines)
 
 
+def wait_for_server_exit(results: Path, server: str, patience: float) -> int | None:
+    """The server's final exit code once SERVER_EXIT appears; None when the server has not answered on
+    ``server`` for ``patience`` seconds without ending (stopped for good, e.g. `docker kill`)."""
+    marker = results / SERVER_EXIT
+    last_seen = time.monotonic()
+    while True:
+        if marker.is_file():
+            try:
+                return int(marker.read_text().strip() or "1")
+            except ValueError:
+                return 1
+        if not server or server_answers(server) or (results / "report.json").is_file():
+            last_seen = time.monotonic()
+        elif time.monotonic() - last_seen > patience:
+            return None
+        time.sleep(2)
+
+
 def summary(args) -> int:
     results = Path(args.results)
+    if args.wait:
+        code = wait_for_server_exit(results, args.server, args.patience)
+        if code is None:
+            log(
+                "ERROR",
+                f"the server has not answered on {args.server} for {args.patience:.0f} s and never ended "
+                "its run (docker compose ps -a; docker compose logs server)",
+                "summary",
+            )
+            return 1
+        if code != 0:
+            why = ""
+            if (results / "report.json").is_file():
+                why = ": " + str(json.loads((results / "report.json").read_text()).get("error") or "")
+            log("ERROR", f"the server ended with exit code {code}{why} (docker compose logs server)", "summary")
+            return 1
     if not (results / "report.json").is_file():
         log("ERROR", f"no report.json in {results}: the server did not finish (docker compose logs server)", "summary")
         return 1
@@ -422,11 +530,61 @@ def check(args) -> int:
                 problems.append(f"key holder: no sketch or aggregate decrypted in rounds {missing}")
             if a["refused"]:
                 problems.append(f"key holder refused {len(a['refused'])} requests: {a['refused'][:3]}")
+    problems += chaos_problems(args, s, json.loads((results / "report.json").read_text()))
     for p in problems:
         print(f"check: FAIL: {p}", file=sys.stderr)
     if not problems:
         print("check: OK", file=sys.stderr)
     return 1 if problems else 0
+
+
+def _failed_in(report: dict, rounds: list[dict]) -> dict[str, set[int]]:
+    """node -> the rounds in which the run names it as failed or dropped out (per round, or 'failures')."""
+    out: dict[str, set[int]] = {}
+    for r in rounds:
+        for name in (r.get("failed") or []) + (r.get("dropped") or []):
+            out.setdefault(str(name), set()).add(int(r["round"]))
+    for f in report.get("failures") or []:
+        if f.get("round") is not None:
+            out.setdefault(str(f.get("client")), set()).add(int(f["round"]))
+    return out
+
+
+def chaos_problems(args, s: dict, report: dict) -> list[str]:
+    """The faults of a chaos run, each accounted for in report.json (empty list: all are)."""
+    problems: list[str] = []
+    rounds = s["rounds"]
+    failed = _failed_in(report, rounds)
+    if "unknown" in failed:
+        problems.append(f"a failed node is reported as 'unknown' in rounds {sorted(failed['unknown'])}")
+    if args.min_round_clients is not None:
+        for r in rounds:
+            if len(r["clients"]) < args.min_round_clients:
+                problems.append(f"round {r['round']}: {len(r['clients'])} clients < {args.min_round_clients}")
+    if args.gone:
+        names, _, at = args.gone.partition("@")
+        rnd = int(at)
+        for name in names.split(","):
+            if not failed.get(name, set()) & {rnd, rnd + 1}:
+                problems.append(f"{name} (killed in round {rnd}) is not named as failed in round {rnd} or {rnd + 1}")
+            later = [r["round"] for r in rounds if r["round"] > rnd and name in r["clients"]]
+            if later:
+                problems.append(f"{name} (killed in round {rnd}) still took part in rounds {later}")
+    if args.rejoined:
+        name, _, at = args.rejoined.partition("@")
+        rnd = int(at)
+        if not failed.get(name, set()) & {rnd, rnd + 1}:
+            problems.append(f"{name} (cut off in round {rnd}) is not named as failed in round {rnd} or {rnd + 1}")
+        back = [r["round"] for r in rounds if r["round"] > rnd and name in r["clients"]]
+        if not back:
+            problems.append(f"{name} (cut off in round {rnd}) never took part again")
+    if args.resumed is not None:
+        resumed = report.get("resumed")
+        if not isinstance(resumed, list):
+            problems.append("report.json has no 'resumed' list (which rounds a restarted server replayed)")
+        elif not any(r.get("after_round") == args.resumed for r in resumed):
+            problems.append(f"report.json 'resumed' {resumed} has no resume after round {args.resumed}")
+    return problems
 
 
 def main(argv=None) -> int:
@@ -440,6 +598,14 @@ def main(argv=None) -> int:
     sm = sub.add_parser("summary", help="print and write the run's summary")
     sm.add_argument("--results", default="/results")
     sm.add_argument("--audit", default="/audit/audit.jsonl", help="the key holder's audit log (secure-robust)")
+    sm.add_argument("--wait", action="store_true", help="first wait for the server's final exit (compose)")
+    sm.add_argument("--server", default=os.environ.get("FEDAD_SERVER", "server:8080"), help="HOST:PORT")
+    sm.add_argument(
+        "--patience",
+        type=float,
+        default=float(os.environ.get("FEDAD_SUMMARY_PATIENCE", "300")),
+        help="seconds without an answer from the server (and no end of run) before giving up",
+    )
     au = sub.add_parser("audit", help="one line about the last session of a key holder's audit log")
     au.add_argument("--audit", default="/audit/audit.jsonl")
     c = sub.add_parser("check", help="assert a run's results (CI)")
@@ -457,8 +623,26 @@ def main(argv=None) -> int:
         help="secure-robust: the key holder's audit must show rounds 1..N, the final round N+1 with "
         "the threshold histogram, sketches and an aggregate every round, no refusal",
     )
+    c.add_argument(
+        "--gone",
+        default=None,
+        help="chaos: NAME,NAME@ROUND: nodes killed in round ROUND: named (never 'unknown') among the failed of "
+        "round ROUND or ROUND+1, in no round after that",
+    )
+    c.add_argument(
+        "--rejoined",
+        default=None,
+        help="chaos: NAME@ROUND: a node cut off in round ROUND: named among the failed of round ROUND or "
+        "ROUND+1, back in a later round",
+    )
+    c.add_argument("--resumed", type=int, default=None, help="chaos: report.json 'resumed' has a resume after round N")
+    c.add_argument("--min-round-clients", type=int, default=None, help="fewest clients any round may have")
+    h = sub.add_parser("health", help="the server's healthcheck (its port, or its finished report)")
+    h.add_argument("--port", type=int, default=8080)
+    h.add_argument("--done", default=None, help="the server's report.json: the run is over, plots being written")
     args = p.parse_args(argv)
-    return {"data": prepare_data, "summary": summary, "audit": audit, "check": check}[args.cmd](args)
+    commands = {"data": prepare_data, "summary": summary, "audit": audit, "check": check, "health": health}
+    return commands[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -39,11 +39,13 @@ from fedad.server import validation as check
 from fedad.server.admission import AdmittedClients, drop_connection
 from fedad.server.client_calls import ClientCallFailed, call_clients
 from fedad.server.convergence import StopRule, stop_reason
+from fedad.server.quorum import DEFAULT_MIN_FIT_CLIENTS, Participation, continue_quorum, describe_quorum
 from fedad.server.report import format_round_flags
 from fedad.server.strategies.base import BlindStrategy, FedadStrategy, SecureStrategy, client_name
 
 CHECKPOINT_DIR = "checkpoint"
 DIVERGENCE = 4.0  # Paillier: a new global model whose median validation loss rises this many times is refused
+END_TIMEOUT = 10.0  # seconds a connected client has to take the end-of-run instruction (a dead one must not hold us)
 
 
 def pooled_feature_scales(metrics: list[dict]) -> np.ndarray | None:
@@ -117,6 +119,8 @@ class FedadServer(Server):
         admission_timeout: float = 60.0,
         max_examples: int = check.MAX_EXAMPLES,
         stop_rule: StopRule | None = None,
+        min_fit_clients: int | float = DEFAULT_MIN_FIT_CLIENTS,
+        rejoin_timeout: float = 30.0,
     ) -> None:
         manager = _ClientManager()
         manager.on_leave = self._client_left
@@ -125,6 +129,10 @@ class FedadServer(Server):
         self.spec, self.out, self.min_clients = spec, Path(out_dir), min_clients
         self.wait_timeout, self.resume, self.log = wait_timeout, resume, log
         self.stop_rule = stop_rule  # --rounds auto; None: exactly the rounds Flower asks for
+        self.min_fit_clients = min_fit_clients  # the continue quorum (a count or a fraction of who started)
+        self.participation = Participation()
+        self.rejoin_timeout = float(rejoin_timeout)  # after round 1: how long dropped nodes may take to come back
+        self.stopped: dict | None = None  # why and where a run that could not go on stopped
         self.scaler: ScalerStats | None = None
         self.scaler_bytes = b""
         self.rounds: list[dict] = []
@@ -147,6 +155,7 @@ class FedadServer(Server):
         self.max_update_bytes = 1 << 30  # set from the model's size once it is built
         self.median_val_loss: float | None = None  # Paillier: the nodes' median validation loss of the kept model
         self.quarantined_in: dict[str, int] = {}  # client name -> round the strategy quarantined it in
+        self.resumed: list[dict] = []  # each --resume: the checkpoint's round and the round it replays
         self.encrypted = bool(getattr(strategy, "encrypted", False))  # Paillier: sums stay ciphertexts here
         self.blind = bool(getattr(strategy, "plaintext_model", False))  # secure-robust: blind-decrypted aggregates
         # models with an alignment term get the global embedding; not under Paillier, where the server learns nothing
@@ -196,23 +205,37 @@ class FedadServer(Server):
         return self._config("fit", rnd, epochs=self.spec.local_epochs, **extra)
 
     # ---------------------------------------------------------------- helpers
+    def _admitted_view(self) -> AdmittedClients:
+        return AdmittedClients(self._client_manager, self.admitted, self.strategy)
+
     def _live(self) -> int:
         """Connected clients that passed admission: only these count toward --min-clients."""
         return len(AdmittedClients(self._client_manager, self.admitted, self.strategy).all())
 
+    def _needed(self) -> tuple[int, str]:
+        """Admitted nodes a round needs: --min-clients before round 1, the continue quorum after it."""
+        if not self.participation.started:
+            return self.min_clients, f"--min-clients is {self.min_clients}"
+        started = len(self.participation.started)
+        return continue_quorum(self.min_fit_clients, started), describe_quorum(self.min_fit_clients, started)
+
     def _wait(self, what: str, timeout: float | None) -> None:
-        """Wait (bounded) until --min-clients admitted nodes are connected, admitting newcomers meanwhile."""
-        deadline = time.monotonic() + self.wait_timeout
+        """Wait (bounded) until enough admitted nodes are connected (``_needed``), admitting newcomers meanwhile.
+
+        Before round 1 the bound is --wait-timeout; later, --rejoin-timeout (a run that lost its quorum stops soon).
+        """
+        bound = self.rejoin_timeout if self.participation.started else self.wait_timeout
+        deadline = time.monotonic() + bound
         while True:
-            if self._live() >= self.min_clients:
+            need, rule = self._needed()
+            if self._live() >= need:
                 return
             left = deadline - time.monotonic()
             if left <= 0:
                 n, idle = self._live(), self._client_manager.num_available() - self._live()
                 raise FederationFailed(
-                    f"{what}: only {n} admitted client(s) after waiting {self.wait_timeout:.0f} s "
-                    f"({idle} other connection(s) never passed admission); --min-clients is "
-                    f"{self.min_clients}"
+                    f"{what}: only {n} admitted client(s) after waiting {bound:.0f} s "
+                    f"({idle} other connection(s) never passed admission); {rule}"
                 )
             self._client_manager.wait_for(
                 len(self.asked & set(self._client_manager.all())) + 1, timeout=max(1, int(min(left, 5.0)))
@@ -240,7 +263,7 @@ class FedadServer(Server):
     def _client_left(self, proxy: ClientProxy) -> None:
         """A client's connection ended mid-run (killed, crashed, network): name it in the log and the next round."""
         name = self.strategy.names.get(proxy.cid)
-        if self.result or name is None or name in self.strategy.excluded:
+        if self.result or self.error or name is None or name in self.strategy.excluded:
             return  # the normal end, a refused client, or one that never said its name
         self.departed.add(name)
         self.failures.append(
@@ -253,8 +276,8 @@ class FedadServer(Server):
         for f in failures:
             if isinstance(f, ClientCallFailed):
                 who, why = self._name(f.proxy), str(f)
-            elif isinstance(f, BaseException):
-                who, why = "unknown", f"{type(f).__name__}: {str(f).splitlines()[0] if str(f) else ''}"
+            elif isinstance(f, BaseException):  # call_clients wraps every exception with its proxy: a bug if here
+                who, why = "connection", f"{type(f).__name__}: {str(f).splitlines()[0] if str(f) else ''}"
             else:
                 proxy, res = f
                 who, why = self._name(proxy), res.status.message
@@ -507,12 +530,21 @@ class FedadServer(Server):
         for name, (claimed, used) in capped.items():
             self.log.warning("round %d: %s claims %d examples, capped at the %d it declared", rnd, name, claimed, used)
         used = len(good) - len(self.strategy.last_rejections)
-        if new is None or used < self.min_clients:
+        left_out = self.strategy.untrusted() | self.strategy.excluded  # kept out on purpose: not a drop
+        dropped, rejoined = self.participation.observe(
+            rnd, trained | (self.participation.last & left_out), set(failed) - left_out
+        )
+        for name in dropped:
+            self.log.warning("round %d: client %s dropped out of the run", rnd, name)
+        for name in rejoined:
+            self.log.info("round %d: client %s is back in the run", rnd, name)
+        need, rule = self._needed()
+        if new is None or used < need:
             blame = "; ".join(f"{n}: {w}" for n, w in sorted(rejected.items()))
             raise FederationFailed(
                 f"round {rnd}: only {used} usable update(s) from {len(instructions)} client(s) "
-                f"({len(failures)} failed), fewer than --min-clients {self.min_clients}"
-                + (f"; rejected: {blame}" if blame else "")
+                f"({len(failures)} failed{', dropped: ' + ', '.join(dropped) if dropped else ''}), "
+                f"fewer than {rule}" + (f"; rejected: {blame}" if blame else "")
             )
         aggregate_refused = None
         if not self.encrypted or self.blind:  # a plaintext global model: never send a broken one
@@ -561,6 +593,8 @@ class FedadServer(Server):
             "bytes_down": sum(c["bytes_down"] for c in per_client),
             "seconds": time.perf_counter() - t0,
             "failed": failed,
+            "dropped": dropped,
+            "rejoined": rejoined,
             "rejected": rejected,
             "per_client": per_client,
             "strategy": self.strategy.name,
@@ -791,6 +825,8 @@ class FedadServer(Server):
             "failures": self.failures,
             "declared": self.declared,
             "quarantined_in": self.quarantined_in,
+            "resumed": self.resumed,
+            "participation": self.participation.to_dict(),
         }
         _atomic_write(ck / "state.json", json.dumps(state))
 
@@ -809,6 +845,11 @@ class FedadServer(Server):
         self.rounds, self.refused, self.failures = state["rounds"], state["refused"], state["failures"]
         self.declared = {str(k): int(v) for k, v in state.get("declared", {}).items()}
         self.quarantined_in = {str(k): int(v) for k, v in state.get("quarantined_in", {}).items()}
+        self.resumed = list(state.get("resumed", []))
+        self.participation = Participation.from_dict(state.get("participation"))
+        if not self.participation.started and self.rounds:  # a checkpoint from before participation was kept
+            self.participation.started = list(self.rounds[0]["clients"])
+            self.participation.last = set(self.rounds[-1]["clients"])
         self.parameters = ndarrays_to_parameters(weights)
         n_values = getattr(self.strategy, "n_values", None) or int(sum(w.size for w in weights))
         self.max_update_bytes = 2 * 8 * int(n_values) + (1 << 16)
@@ -826,12 +867,42 @@ class FedadServer(Server):
         except Exception as exc:  # noqa: BLE001 - a bug must still end the run with a report, not a hang
             self.log.exception("the run failed")
             self.error = f"internal error: {type(exc).__name__}: {exc}"
+        if self.error:
+            self.stopped = self.stop_record(self.error)
         return History(), time.perf_counter() - t_start
+
+    def stop_record(self, reason: str) -> dict:
+        """Where and why a run that could not go on stopped: the report's ``stopped`` block."""
+        started = len(self.participation.started)
+        return {
+            "reason": reason,
+            "rounds_completed": self.rounds[-1]["round"] if self.rounds else 0,
+            "in_round": self.current_round,
+            "started": list(self.participation.started),
+            "continue_quorum": continue_quorum(self.min_fit_clients, started) if started else None,
+            "min_clients": self.min_clients,
+            "connected": sorted(self._name(c) for c in self._admitted_view().all().values()),
+            "dropped": self.participation.dropped_in(),
+        }
+
+    def disconnect_all_clients(self, timeout: float | None) -> None:
+        """End every connection within seconds: after a failed run each admitted node first hears why (it exits
+        non-zero saying so); then Flower's reconnect instruction, bounded so a dead peer cannot hold the server."""
+        bound = END_TIMEOUT if timeout is None else min(timeout, END_TIMEOUT)
+        if self.error:
+            ins = FitIns(Parameters(tensors=[], tensor_type=""), {"phase": "ended", "reason": self.error})
+            told = list(self._admitted_view().all().values())
+            if told:
+                self.log.info("telling %d connected client(s) that the run stopped", len(told))
+                call_clients("fit", [(c, ins) for c in told], self._workers(len(told)), bound, 0)
+        super().disconnect_all_clients(timeout=bound)
 
     def _run(self, num_rounds: int, timeout: float | None, t_start: float) -> None:
         start = 1
         if self.resume:
             start = self._load_checkpoint() + 1
+            replays = start if start <= num_rounds else None  # None: only the threshold and test phase again
+            self.resumed.append({"after_round": start - 1, "replayed_round": replays, "time": time.time()})
             self.log.info("resuming after round %d from %s", start - 1, self.out / CHECKPOINT_DIR)
             _atomic_write(self.out / "rounds.jsonl", "".join(json.dumps(r) + "\n" for r in self.rounds))
             self._first_admission(timeout)
@@ -910,12 +981,15 @@ class FedadServer(Server):
         }
 
     def _first_admission(self, timeout: float | None) -> None:
-        """Wait for --min-clients connections, ask them for statistics, then wait until enough are admitted."""
-        if not self._client_manager.wait_for(self.min_clients, timeout=int(self.wait_timeout)):
+        """Wait for --min-clients connections, ask them for statistics, then wait until enough are admitted.
+
+        Resumed: the run has started, so the continue quorum of the checkpoint's starters is enough (nodes
+        that died before the restart do not come back)."""
+        need, rule = self._needed() if self.scaler_bytes else (self.min_clients, f"--min-clients is {self.min_clients}")
+        if not self._client_manager.wait_for(need, timeout=int(self.wait_timeout)):
             n = self._client_manager.num_available()
             raise FederationFailed(
-                f"waiting for clients: only {n} client(s) connected after waiting "
-                f"{self.wait_timeout:.0f} s; --min-clients is {self.min_clients}"
+                f"waiting for clients: only {n} client(s) connected after waiting {self.wait_timeout:.0f} s; {rule}"
             )
         if self.scaler_bytes:  # resumed: the federation's features and scaler come from the checkpoint
             self._admit_newcomers(timeout)

@@ -28,6 +28,7 @@ from fedad.common.config import ArgumentParser, HelpFormatter, add_config_option
 from fedad.common.contrastive_options import add_contrastive_options
 from fedad.common.errors import FedadError
 from fedad.server.convergence import DEFAULT_MAX_ROUNDS, DEFAULT_MIN_DELTA, DEFAULT_PATIENCE, StopRule
+from fedad.server.quorum import DEFAULT_MIN_FIT_CLIENTS, parse_min_fit_clients
 
 if TYPE_CHECKING:
     from fedad.server.strategies.base import ConfigFn
@@ -78,7 +79,21 @@ def build_parser() -> ArgumentParser:
         help="--rounds auto: relative drop of the validation loss that counts as an improvement",
     )
     p.add_argument("--max-rounds", type=int, default=DEFAULT_MAX_ROUNDS, help="--rounds auto: the cap on rounds")
-    p.add_argument("--min-clients", type=int, default=2, help="clients needed to start and to continue each round")
+    p.add_argument(
+        "--min-clients",
+        type=int,
+        default=2,
+        help="start quorum: admitted nodes the server waits for (up to --wait-timeout) before round 1",
+    )
+    p.add_argument(
+        "--min-fit-clients",
+        type=parse_min_fit_clients,
+        default=DEFAULT_MIN_FIT_CLIENTS,
+        metavar="N|FRACTION",
+        help="continue quorum: usable updates a round needs to count, as a count (an integer >= 1) or a "
+        "fraction in (0, 1] of the nodes that started round 1; a round with dropped nodes that keeps it "
+        "goes on (who dropped is in rounds.jsonl and report.json), one below it stops the run (exit 1)",
+    )
     p.add_argument(
         "--wait-timeout",
         type=float,
@@ -86,10 +101,24 @@ def build_parser() -> ArgumentParser:
         help="seconds to wait for --min-clients before giving up (never waits forever)",
     )
     p.add_argument(
+        "--rejoin-timeout",
+        type=float,
+        default=30.0,
+        help="after round 1: seconds to wait for dropped nodes to come back when fewer than the continue "
+        "quorum are connected before a round; then the run stops (partial report, exit 1)",
+    )
+    p.add_argument(
         "--round-timeout",
         type=float,
         default=600.0,
         help="seconds a client may take per round before it counts as failed",
+    )
+    p.add_argument(
+        "--keepalive",
+        type=float,
+        default=10.0,
+        help="gRPC keepalive: ping every node every this many seconds; a node silent for as long again is "
+        "disconnected (named in the log and the next round) instead of holding a round until --round-timeout",
     )
     p.add_argument("--strategy", default="fedavg", choices=STRATEGIES, help="aggregation strategy")
     p.add_argument(
@@ -421,6 +450,17 @@ def check_args(args) -> None:
         raise FedadError(f"--lr must be positive (got {args.lr})")
     if args.min_clients < 1:
         raise FedadError("--min-clients must be at least 1")
+    if not args.keepalive > 0 or args.rejoin_timeout < 0:
+        raise FedadError("--keepalive must be positive and --rejoin-timeout >= 0")
+    try:  # a --config file gives the value as YAML (an int or a float), not through argparse's type
+        args.min_fit_clients = parse_min_fit_clients(args.min_fit_clients)
+    except ArgumentTypeError as exc:
+        raise FedadError(f"--min-fit-clients: {exc}") from None
+    if isinstance(args.min_fit_clients, int) and args.min_fit_clients > args.min_clients:
+        raise FedadError(
+            f"--min-fit-clients {args.min_fit_clients} is more than --min-clients {args.min_clients}: a run "
+            "that starts with only --min-clients nodes could never count a round"
+        )
     if args.max_update_norm_ratio < 0 or not args.admission_timeout > 0 or args.max_examples < 1:
         raise FedadError("--max-update-norm-ratio must be >= 0, --admission-timeout > 0, --max-examples >= 1")
     if not 0 < args.threshold_quantile < 1:
@@ -552,16 +592,20 @@ def run(args) -> int:
         admission_timeout=args.admission_timeout,
         max_examples=args.max_examples,
         stop_rule=stop_rule(args),
+        min_fit_clients=args.min_fit_clients,
+        rejoin_timeout=args.rejoin_timeout,
     )
     rounds = args.max_rounds if args.rounds == "auto" else args.rounds
     log.info(
-        "listening on %s (TLS %s), strategy %s, model %s, %s rounds, waiting for %d clients",
+        "listening on %s (TLS %s), strategy %s, model %s, %s rounds, waiting for %d clients (continue quorum "
+        "--min-fit-clients %s)",
         args.address,
         "on, client certificates required" if certs else "off",
         args.strategy,
         args.model,
         f"auto (at most {rounds})" if args.rounds == "auto" else rounds,
         args.min_clients,
+        args.min_fit_clients,
     )
     t0 = time.perf_counter()
     limit = max_message_bytes(args.model, server.spec.window, server.spec.sizes)
@@ -575,10 +619,17 @@ def run(args) -> int:
             client_ca=client_ca,
             gate=gate,
             max_message_length=limit,
+            keepalive_s=args.keepalive,
         )
     except FederationFailed as exc:
         server.error = str(exc)
     res = server.result
+    participation = {
+        **server.participation.to_dict(),
+        "dropped": server.participation.dropped_in(),
+        "min_clients": args.min_clients,
+        "min_fit_clients": args.min_fit_clients,
+    }
     if server.error or not res:
         error = server.error or "the run ended before its last round"
         log.error("run failed: %s", error)
@@ -590,11 +641,14 @@ def run(args) -> int:
                 "model": args.model,
                 "status": "failed",
                 "error": error,
+                "stopped": server.stopped or server.stop_record(error),
+                "participation": participation,
                 "rounds": [rep.round_summary(r) for r in server.rounds],
                 "refused": server.refused,
                 "refused_connections": gate.refusals if gate is not None else [],
                 "failures": server.failures,
                 "rejected_results": server.result_rejections,
+                "resumed": server.resumed,
                 "seconds": time.perf_counter() - t0,
             },
         )
@@ -626,7 +680,9 @@ def run(args) -> int:
         "refused_connections": gate.refusals if gate is not None else [],
         "failures": server.failures,
         "rejected_results": server.result_rejections,
+        "resumed": server.resumed,
         "status": "ok",
+        "participation": participation,
         "seconds": time.perf_counter() - t0,
         "model_dir": None if model_dir is None else str(model_dir),
         "convergence": res["convergence"],

@@ -33,6 +33,31 @@ import grpc  # noqa: E402
 GRPC_MAX_MESSAGE_LENGTH = 1_073_741_824  # 1 GiB: what a client accepts (a server's messages are its model)
 MESSAGE_HEADROOM = 4  # the server accepts 4x a float64 model at the most features a node may declare
 MESSAGE_BASE = 8 << 20  # plus 8 MiB for metrics, statistics and encrypted histograms
+KEEPALIVE_S = 10.0  # both sides ping every this many seconds; a peer silent for as long again is dead
+
+
+def keepalive_options(seconds: float) -> list[tuple[str, int]]:
+    """gRPC channel/server options: ping the peer every ``seconds`` (also on an idle stream) and declare the
+    transport dead when a ping is not answered within ``seconds`` more, so a dead stream ends its RPC."""
+    ms = max(100, int(seconds * 1000))
+    return [
+        ("grpc.keepalive_time_ms", ms),
+        ("grpc.keepalive_timeout_ms", ms),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+
+
+def server_keepalive_options(seconds: float) -> list[tuple[str, int]]:
+    """The server's keepalive, plus accepting the clients' pings at that rate (gRPC's default would answer
+    pings more frequent than every 5 minutes on an idle stream with GOAWAY 'too_many_pings')."""
+    ms = max(100, int(seconds * 1000))
+    return [
+        *keepalive_options(seconds),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", ms // 2),
+        ("grpc.http2.min_ping_interval_without_data_ms", ms),
+        ("grpc.http2.max_ping_strikes", 0),
+    ]
 
 
 class _DropNoise(logging.Filter):
@@ -43,7 +68,7 @@ class _DropNoise(logging.Filter):
         if "DEPRECATED FEATURE" in msg or "deprecated" in msg.lower():
             return False
         exc = record.exc_info[1] if record.exc_info else None
-        return not (exc is not None and type(exc).__name__ == "FedadError")
+        return not (exc is not None and any(t.__name__ == "FedadError" for t in type(exc).__mro__))
 
 
 def configure_flower_logging(tag: str) -> None:
@@ -161,6 +186,7 @@ def build_grpc_server(
     gate=None,
     max_message_length: int = GRPC_MAX_MESSAGE_LENGTH,
     max_workers: int = 1000,
+    keepalive_s: float = KEEPALIVE_S,
 ) -> grpc.Server:
     """A gRPC server with Flower's servicer; with ``client_ca`` every client must present a certificate it signed."""
     import concurrent.futures
@@ -172,11 +198,10 @@ def build_grpc_server(
         ("grpc.max_concurrent_streams", max(100, max_workers)),
         ("grpc.max_send_message_length", max_message_length),
         ("grpc.max_receive_message_length", max_message_length),
-        ("grpc.keepalive_time_ms", 210_000),  # Flower's value: idle streams survive cloud load balancers
-        ("grpc.http2.max_pings_without_data", 0),
-        ("grpc.keepalive_permit_without_calls", 0),
-        ("grpc.so_reuseport", 0),
-    ]  # a second server on a busy port must fail, not share it
+        # pings both keep idle streams open through load balancers (Flower pings every 210 s) and find dead peers
+        *server_keepalive_options(keepalive_s),
+        ("grpc.so_reuseport", 0),  # a second server on a busy port must fail, not share it
+    ]
     server = grpc.server(
         concurrent.futures.ThreadPoolExecutor(max_workers=max_workers),
         maximum_concurrent_rpcs=max_workers,
@@ -212,6 +237,7 @@ def serve(
     client_ca: bytes | None = None,
     gate=None,
     max_message_length: int = GRPC_MAX_MESSAGE_LENGTH,
+    keepalive_s: float = KEEPALIVE_S,
 ) -> None:
     """Run ``server`` (a ``flwr.server.Server``) over gRPC at ``address`` for ``num_rounds`` rounds.
 
@@ -232,6 +258,7 @@ def serve(
         client_ca=client_ca,
         gate=gate,
         max_message_length=max_message_length,
+        keepalive_s=keepalive_s,
     )
     grpc_server.start()
     register_signal_handlers(
@@ -243,8 +270,13 @@ def serve(
         grpc_server.stop(grace=1)
 
 
-def _client_channel_factory(certificate_chain: bytes, private_key: bytes):
-    """Flower's ``create_channel`` with this node's certificate and key added to the TLS credentials."""
+def _client_channel_factory(
+    identity: tuple[bytes, bytes] | None,
+    keepalive_s: float,
+    on_state: Callable[[grpc.ChannelConnectivity], None] | None,
+):
+    """Flower's ``create_channel`` with keepalive, a connectivity watcher and (mutual TLS) this node's
+    certificate chain and key added to the TLS credentials."""
 
     def create_channel(
         server_address: str,
@@ -253,26 +285,41 @@ def _client_channel_factory(certificate_chain: bytes, private_key: bytes):
         max_message_length: int = GRPC_MAX_MESSAGE_LENGTH,
         interceptors=None,
     ) -> grpc.Channel:
-        if insecure:
-            raise ValueError("a client certificate needs TLS (root certificates)")
         options = [
             ("grpc.max_send_message_length", max_message_length),
             ("grpc.max_receive_message_length", max_message_length),
+            *keepalive_options(keepalive_s),
         ]
-        credentials = grpc.ssl_channel_credentials(
-            root_certificates, private_key=private_key, certificate_chain=certificate_chain
-        )
-        channel = grpc.secure_channel(server_address, credentials, options=options)
+        if insecure:
+            if identity is not None:
+                raise ValueError("a client certificate needs TLS (root certificates)")
+            channel = grpc.insecure_channel(server_address, options=options)
+        else:
+            chain, key = identity if identity is not None else (None, None)
+            credentials = grpc.ssl_channel_credentials(root_certificates, private_key=key, certificate_chain=chain)
+            channel = grpc.secure_channel(server_address, credentials, options=options)
+        if on_state is not None:
+            channel.subscribe(on_state)
         return grpc.intercept_channel(channel, *interceptors) if interceptors else channel
 
     return create_channel
 
 
-def use_client_certificate(certificate_chain: bytes, private_key: bytes) -> None:
-    """Make this process's Flower client present ``certificate_chain`` (mutual TLS) on every connection."""
+def configure_client_channel(
+    identity: tuple[bytes, bytes] | None = None,
+    keepalive_s: float = KEEPALIVE_S,
+    on_state: Callable[[grpc.ChannelConnectivity], None] | None = None,
+) -> None:
+    """Make this process's Flower client use keepalive, report channel states to ``on_state`` and, with
+    ``identity`` (certificate chain, key), present the node's certificate (mutual TLS) on every connection."""
     from flwr.compat.client.grpc_client import connection
 
-    connection.create_channel = _client_channel_factory(certificate_chain, private_key)
+    connection.create_channel = _client_channel_factory(identity, keepalive_s, on_state)
+
+
+def use_client_certificate(certificate_chain: bytes, private_key: bytes) -> None:
+    """Make this process's Flower client present ``certificate_chain`` (mutual TLS) on every connection."""
+    configure_client_channel((certificate_chain, private_key))
 
 
 def max_message_bytes(model: str, window: int, sizes: dict, n_features: int | None = None) -> int:
@@ -320,7 +367,7 @@ def connect(
     import flwr
 
     _quiet_grpc_thread_errors()
-    delay, deadline = 0.5, time.monotonic() + connect_timeout
+    delay, deadline, lost = 0.5, time.monotonic() + connect_timeout, False
     while True:
         try:
             flwr.client.start_client(
@@ -347,11 +394,18 @@ def connect(
             if diagnose is not None and not has_contact():
                 diagnose()
             if has_contact():
-                log.warning("connection to %s lost (%s); reconnecting", address, code.name)
-                deadline = time.monotonic() + connect_timeout
+                log.warning(
+                    "connection to %s lost (%s); reconnecting for up to %.0f s", address, code.name, connect_timeout
+                )
+                deadline, lost = time.monotonic() + connect_timeout, True
                 has_contact.reset()
                 delay = 0.5
             if time.monotonic() >= deadline:
+                if lost:
+                    raise ServerUnreachable(
+                        f"lost the fedad server at {address} and could not reconnect within "
+                        f"{connect_timeout:.0f} s (--connect-timeout); giving up"
+                    ) from None
                 raise ServerUnreachable(
                     f"could not reach the fedad server at {address} within {connect_timeout:.0f} s "
                     "(is it running, and is the address/port right?)"

@@ -2,7 +2,9 @@
 
 Needs no engine: compose files are checked with `docker compose config` (skipped without the compose CLI),
 the entrypoint's own checks and plant.py's summary run on the host. Tests that need a running engine and a
-built image skip cleanly without them. The real 10-node plant runs in CI: deploy/ci-cluster.sh.
+built image (FEDAD_IMAGE, default fedad:local) skip cleanly without them. deploy/ci-cluster.sh runs this file
+once its engine is up and its image built, with FEDAD_IMAGE=fedad:ci and FEDAD_DOCKER_TESTS=required: then
+nothing skips (a missing CLI, engine or image fails). The real 10-node plant runs there too.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -49,7 +52,10 @@ def _docker_env() -> dict[str, str] | None:
 
 
 DOCKER_ENV = _docker_env()
-needs_compose = pytest.mark.skipif(DOCKER_ENV is None, reason="no `docker compose` CLI on this machine")
+REQUIRED = os.environ.get("FEDAD_DOCKER_TESTS") == "required"  # CI's cluster step: nothing may skip
+needs_compose = pytest.mark.skipif(
+    DOCKER_ENV is None and not REQUIRED, reason="no `docker compose` CLI on this machine"
+)
 
 
 def compose(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -140,12 +146,20 @@ def test_every_service_has_init_a_deliberate_restart_policy_and_long_running_one
         assert s.get("init") is True, name
         assert s.get("restart") == "no", name  # see docs/docker.md "Restart policy"
         assert s.get("pull_policy") == "never", name
+        # never built by compose: it would stamp its project labels on the image (deploy/build-image.sh)
+        assert "build" not in s, name
         if name in ("server", "keyholder") or name.startswith(("client-", "attacker-")):
             assert s["healthcheck"]["test"][0] == "CMD", name
-    assert services["server"]["build"]["dockerfile"] == "deploy/Dockerfile"
+    # the server's healthcheck: its port, or its report while it writes the plots (never "unhealthy" then)
+    assert services["server"]["healthcheck"]["test"][1:] == ["/opt/fedad/entrypoint.sh", "health"]
+    # a stopped or restarted server ends cleanly, not SIGKILLed after Docker's default 10 s
+    assert _seconds(services["server"]["stop_grace_period"]) >= 30
+    assert services["data"]["environment"]["FEDAD_RESUME"] == "0"  # a new `up` is a new run
     assert services["server"]["depends_on"]["certs"]["condition"] == "service_completed_successfully"
     assert services["server"]["depends_on"]["keyholder"]["condition"] == "service_started"
-    assert services["summary"]["depends_on"]["server"]["condition"] == "service_completed_successfully"
+    # the summary waits for the end of the run itself: compose's service_completed_successfully saw a restarted
+    # server container as exited (143) for a moment and ended `up` at once
+    assert services["summary"]["depends_on"]["server"]["condition"] == "service_started"
 
 
 @needs_compose
@@ -178,6 +192,25 @@ def test_strategy_and_friends_come_from_the_environment():
     assert (server["FEDAD_STRATEGY"], server["FEDAD_ROUNDS"], server["FEDAD_MODEL"]) == ("robust", "7", "lstm")
     assert services["client-1"]["environment"]["FEDAD_STRATEGY"] == "robust"
     assert services["attacker-9"]["environment"]["FEDAD_ATTACK"] == "ipm"
+
+
+def _seconds(duration: str) -> float:
+    """A compose duration ("1m30s", "60s") in seconds."""
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    return sum(float(n) * units[u] for n, u in re.findall(r"([0-9.]+)(ms|h|m|s)", duration))
+
+
+@needs_compose
+def test_every_profile_down_reaches_the_attackers_and_the_docs_give_that_command():
+    """`down -v` only removes services of the active profiles: the documented command enables them all."""
+    services = config("--profile", "*")["services"]
+    nodes = {n for n in services if n.startswith(("client-", "attacker-"))}
+    assert nodes == set(NODES + ATTACKERS)
+    volumes_used = {v["source"] for s in services.values() for v in s.get("volumes", []) if v["type"] == "volume"}
+    assert volumes_used == set(config("--profile", "*")["volumes"])  # every volume belongs to some service
+    cmd = "docker compose --profile '*' down -v"
+    assert cmd in (ROOT / "docker-compose.yml").read_text() and cmd in (ROOT / "docs" / "docker.md").read_text()
+    assert "\ndocker compose down -v" not in (ROOT / "docs" / "docker.md").read_text()
 
 
 def _env_config(env: dict[str, str], *args: str) -> dict:
@@ -266,7 +299,7 @@ def test_compose_defaults_match_dotenv():
 
 
 def test_shell_scripts_parse():
-    for script in ("entrypoint.sh", "ci-cluster.sh", "build-wheelhouse.sh"):
+    for script in ("entrypoint.sh", "ci-cluster.sh", "build-wheelhouse.sh", "build-image.sh"):
         path = DEPLOY / script
         assert os.access(path, os.X_OK), f"{script} is not executable"
         r = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
@@ -401,6 +434,34 @@ def test_entrypoint_tls_is_mutual_node_presents_its_own_certificate(tmp_path):
     assert _option(argv, "--certificates", 3) == ["/tls/ca.pem", "/tls/server.pem", "/tls/server.key"]
 
 
+def test_entrypoint_passes_the_continue_quorum_and_the_node_health_file(tmp_path):
+    (tmp_path / "results").mkdir()
+    argv = _argv(_entrypoint("server", tmp_path), tmp_path)
+    assert _option(argv, "--min-clients") == ["10"] and _option(argv, "--min-fit-clients") == ["0.6"]
+    argv = _argv(_entrypoint("server", tmp_path, FEDAD_MIN_FIT_CLIENTS="7"), tmp_path)
+    assert _option(argv, "--min-fit-clients") == ["7"]
+    _files(tmp_path, "data/shard.csv")
+    argv = _argv(_entrypoint("client", tmp_path, FEDAD_NAME="client-3"), tmp_path)
+    assert _option(argv, "--health-file") == ["/tmp/fedad-health"]  # what the healthcheck (role health) reads
+
+
+def test_entrypoint_server_resumes_exactly_when_this_run_has_a_checkpoint(tmp_path):
+    (tmp_path / "results").mkdir()
+    r = _entrypoint("server", tmp_path)
+    assert "--resume" not in _argv(r, tmp_path) and "resuming" not in r.stderr  # a fresh run
+    (tmp_path / "results" / "checkpoint").mkdir()
+    (tmp_path / "results" / "checkpoint" / "state.json").write_text(json.dumps({"round": 5}))
+    r = _entrypoint("server", tmp_path)  # the container was restarted: the data job left the checkpoint there
+    assert _argv(r, tmp_path)[-1] == "--resume"
+    assert "resuming this run from its checkpoint after round 5" in r.stderr
+    # restarted after its last round (its report is written, status ok): nothing to resume, nothing to redo
+    (tmp_path / "results" / "report.json").write_text(json.dumps({"status": "ok"}, indent=2))
+    r = _entrypoint("server", tmp_path)
+    assert r.returncode == 0 and not r.stdout and "already complete" in r.stderr
+    (tmp_path / "results" / "report.json").write_text(json.dumps({"status": "failed"}, indent=2))
+    assert _argv(_entrypoint("server", tmp_path), tmp_path)[-1] == "--resume"  # a failed run: resumed again
+
+
 def test_entrypoint_sign_needs_a_request_and_the_plant_ca(tmp_path):
     r = subprocess.run(
         ["bash", str(DEPLOY / "entrypoint.sh"), "sign", str(tmp_path / "none.csr")],
@@ -432,6 +493,83 @@ def test_entrypoint_keyholder_runs_pinned_mutual_tls_with_the_plant_budget(tmp_p
     # any other strategy: nothing to do, exit 0 at once (the server does not wait for it)
     r = _entrypoint("keyholder", tmp_path, FEDAD_STRATEGY="fedavg", FEDAD_ENTRYPOINT_DRY_RUN="0")
     assert r.returncode == 0 and "does not use a key holder; nothing to do" in r.stderr and not r.stdout
+
+
+# ------------------------------------------------------------------------------ plant.py data and health
+def _data_job(tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProcess, Path]:
+    for slot in ("01", "02"):
+        (tmp_path / "shards" / slot).mkdir(parents=True, exist_ok=True)
+    (tmp_path / "import").mkdir(exist_ok=True)
+    results = tmp_path / "results"
+    args = ["data", "--shards", str(tmp_path / "shards"), "--import-dir", str(tmp_path / "import")]
+    base = {"FEDAD_RECORDS": "400", "FEDAD_UID": str(os.getuid()), "FEDAD_GID": str(os.getgid())}
+    r = subprocess.run(
+        [sys.executable, str(DEPLOY / "plant.py"), *args, "--results", str(results)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **base, **env},
+    )
+    assert r.returncode == 0, r.stderr
+    return r, results
+
+
+def _stale(results: Path) -> None:
+    (results / "checkpoint").mkdir(parents=True)
+    for name in ("report.json", "roc.png", "flags.jsonl", "rounds.jsonl", "checkpoint/state.json"):
+        (results / name).write_text("stale")
+    (results / "revoked.txt").write_text("node-x\n")  # the operator's own file
+
+
+def test_data_job_moves_the_previous_runs_outputs_aside(tmp_path):
+    _stale(tmp_path / "results")
+    r, results = _data_job(tmp_path)
+    prev = sorted(results.glob("previous-*"))
+    assert len(prev) == 1 and "moved to" in r.stderr
+    assert (prev[0] / "flags.jsonl").read_text() == "stale" and (prev[0] / "checkpoint" / "state.json").is_file()
+    assert sorted(p.name for p in results.iterdir()) == sorted([prev[0].name, "plant.json", "revoked.txt"])
+    assert (results.stat().st_mode & 0o755) == 0o755 and (prev[0].stat().st_mode & 0o755) == 0o755
+    # a second run moves this run's plant.json aside too, into its own directory
+    _data_job(tmp_path)
+    assert len(list(results.glob("previous-*"))) == 2
+
+
+def test_data_job_keeps_the_outputs_when_resuming_or_while_a_server_runs(tmp_path):
+    _stale(tmp_path / "results")
+    (tmp_path / "results" / ".server-exit").write_text("1\n")  # how the interrupted run's server last ended
+    r, results = _data_job(tmp_path, FEDAD_RESUME="1")
+    assert (results / "checkpoint" / "state.json").is_file() and not list(results.glob("previous-*"))
+    assert not (results / ".server-exit").exists()  # the summary waits for this run's end, not that one's
+    with socket.socket() as listener:  # a server of this plant still answers: its run is going on
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        r, results = _data_job(tmp_path, FEDAD_SERVER=f"127.0.0.1:{port}")
+    assert "a server of this plant is running" in r.stderr
+    assert (results / "flags.jsonl").is_file() and not list(results.glob("previous-*"))
+
+
+def test_health_server_port_or_finished_run_and_node_health_file(tmp_path):
+    beat = tmp_path / "health"
+    node = {"FEDAD_NAME": "client-3", "FEDAD_HEALTH_FILE": str(beat), "FEDAD_ENTRYPOINT_DRY_RUN": "0"}
+    assert _entrypoint("health", tmp_path, **node).returncode == 1  # never connected, or lost its stream
+    beat.write_text("")
+    assert _entrypoint("health", tmp_path, **node).returncode == 0
+    os.utime(beat, (beat.stat().st_atime, beat.stat().st_mtime - 120))
+    assert _entrypoint("health", tmp_path, **node).returncode == 1  # stale: the stream or the process is gone
+
+    def health(*args: str) -> int:
+        return _plant("health", *args).returncode
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = str(listener.getsockname()[1])
+        assert health("--port", port) == 0
+    done = tmp_path / "report.json"
+    assert health("--port", port, "--done", str(done)) == 1  # nothing listens, no report: unhealthy
+    done.write_text("{}")
+    assert health("--port", port, "--done", str(done)) == 0  # the run is over: writing plots is healthy
 
 
 # ------------------------------------------------------------------------------ plant.py summary and check
@@ -497,6 +635,23 @@ def test_summary_counts_flagged_rounds_like_report_json_and_names_quarantine(tmp
     assert "FLAGGED node attacker-10 in rounds 1,2,3 (quarantined, left out in rounds 4,5): cosine" in r.stdout
 
 
+def test_summary_waits_for_the_servers_final_exit(tmp_path):
+    _fake_run(tmp_path)
+    (tmp_path / ".server-exit").write_text("0\n")
+    r = _plant("summary", "--results", str(tmp_path), "--wait", "--server", "")
+    assert r.returncode == 0 and "fedad plant report" in r.stdout, r.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    (tmp_path / "report.json").write_text(json.dumps({**report, "status": "failed", "error": "quorum lost"}))
+    (tmp_path / ".server-exit").write_text("1\n")
+    r = _plant("summary", "--results", str(tmp_path), "--wait", "--server", "")
+    assert r.returncode == 1 and "the server ended with exit code 1: quorum lost" in r.stderr
+    # no end of run and nobody answering: it gives up after --patience, never waits forever
+    (tmp_path / ".server-exit").unlink()
+    (tmp_path / "report.json").unlink()
+    r = _plant("summary", "--results", str(tmp_path), "--wait", "--server", "127.0.0.1:1", "--patience", "1")
+    assert r.returncode == 1 and "has not answered on 127.0.0.1:1" in r.stderr
+
+
 def test_check_passes_and_fails_on_the_right_things(tmp_path):
     _fake_run(tmp_path, flags={"attacker-10": True})
     names = ",".join([f"client-{i}" for i in range(1, 10)] + ["attacker-10"])
@@ -535,6 +690,50 @@ def test_check_passes_and_fails_on_the_right_things(tmp_path):
     for text in ("2 rounds, expected 3", "missing ['client-10']", "final F1 0.75", "not flagged: ['client-2']"):
         assert text in bad.stderr, bad.stderr
     assert _plant("check", "--results", str(tmp_path / "nothing")).returncode == 1
+
+
+def test_check_accounts_for_each_fault_of_a_chaos_run(tmp_path):
+    names = [f"client-{i}" for i in range(1, 11)]
+    rounds = []
+    for r in range(1, 9):
+        clients = names if r == 1 else [n for n in names if n not in ("client-8", "client-9", "client-10")]
+        failed = ["client-8", "client-9", "client-10"] if r == 2 else []
+        if r == 4:
+            clients, failed = [n for n in clients if n != "client-4"], ["client-4"]
+        rounds.append({"round": r, "clients": clients, "loss": 1.0, "failed": failed, "rejected": {}})
+    (tmp_path / "rounds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rounds))
+    report = {
+        "strategy": "fedavg",
+        "rounds": rounds,
+        "metrics": {"f1": 0.8},
+        "refused": {},
+        "failures": [],
+        "status": "ok",
+        "resumed": [{"after_round": 5, "replayed_round": 6, "time": 1.0}],
+    }
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    chaos = ("--gone", "client-8,client-9,client-10@2", "--rejoined", "client-4@4", "--resumed", "5")
+    ok = _plant("check", "--results", str(tmp_path), "--rounds", "8", "--min-round-clients", "6", *chaos)
+    assert ok.returncode == 0, ok.stderr
+    # every fault unaccounted for is named: a dead node reported as "unknown", one never back, no resume
+    rounds[1]["failed"] = ["client-8", "client-9", "unknown"]
+    rounds[4]["clients"] = rounds[4]["clients"] + ["client-10"]
+    for r in rounds[4:]:
+        r["clients"] = [n for n in r["clients"] if n != "client-4"]
+    report.update(rounds=rounds, resumed=[])
+    (tmp_path / "rounds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rounds))
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    bad = _plant("check", "--results", str(tmp_path), "--min-round-clients", "7", *chaos)
+    assert bad.returncode == 1
+    for text in (
+        "reported as 'unknown' in rounds [2]",
+        "client-10 (killed in round 2) is not named as failed",
+        "client-10 (killed in round 2) still took part in rounds [5]",
+        "client-4 (cut off in round 4) never took part again",
+        "has no resume after round 5",
+        "round 4: 6 clients < 7",
+    ):
+        assert text in bad.stderr, (text, bad.stderr)
 
 
 def _audit_log(path: Path, rounds: int = 2, refused: bool = False, sessions: int = 2) -> None:
@@ -590,6 +789,7 @@ def test_summary_ignores_an_old_audit_under_other_strategies(tmp_path):
 
 # ------------------------------------------------------------------------- with an engine and a built image
 def _image() -> str | None:
+    """The built image to test: FEDAD_IMAGE (CI's cluster step sets fedad:ci), default fedad:local."""
     if DOCKER_ENV is None:
         return None
     image = os.environ.get("FEDAD_IMAGE", "fedad:local")
@@ -601,10 +801,30 @@ def _image() -> str | None:
 
 
 IMAGE = _image()
+needs_image = pytest.mark.skipif(
+    IMAGE is None and not REQUIRED, reason="no Docker engine or no fedad image (deploy/build-image.sh)"
+)
 
 
-@pytest.mark.skipif(IMAGE is None, reason="no Docker engine or no fedad image (docker compose build)")
+@needs_image
+def test_image_carries_no_compose_labels():
+    """A container from the image (an unrelated `docker run`) must never count as part of a running plant."""
+    assert IMAGE is not None, f"no image {os.environ.get('FEDAD_IMAGE', 'fedad:local')} on this engine"
+    r = subprocess.run(
+        ["docker", "image", "inspect", "-f", "{{json .Config.Labels}}", IMAGE],
+        env=DOCKER_ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    labels = json.loads(r.stdout) or {}
+    assert not [k for k in labels if k.startswith("com.docker.compose.")], labels
+
+
+@needs_image
 def test_image_node_without_a_shard_exits_2_with_a_clear_message():
+    assert IMAGE is not None, f"no image {os.environ.get('FEDAD_IMAGE', 'fedad:local')} on this engine"
     r = subprocess.run(
         ["docker", "run", "--rm", "-e", "FEDAD_NAME=n1", IMAGE, "client"],
         env=DOCKER_ENV,

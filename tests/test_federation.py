@@ -120,6 +120,8 @@ def test_server_resumes_after_a_crash(plant, tmp_path):
     recs = rounds(out)
     assert [r["round"] for r in recs] == [1, 2, 3, 4, 5]
     assert f"resuming after round {crashed_at}" in (tmp_path / "run-server.log").read_text()
+    resumed = json.loads((out / "report.json").read_text())["resumed"]  # the report says which round was replayed
+    assert [(r["after_round"], r["replayed_round"]) for r in resumed] == [(crashed_at, crashed_at + 1)], resumed
     assert json.loads((out / "report.json").read_text())["metrics"]["f1"] > 0.3
     # global scaling: the server's model directory is directly usable (global scaler, weights, threshold)
     from fedad.common.detector import AutoencoderDetector
@@ -127,6 +129,39 @@ def test_server_resumes_after_a_crash(plant, tmp_path):
     det = AutoencoderDetector.load(out / "model")
     X = pd.read_csv(plant[3]).drop(columns=["timestamp", "label"]).to_numpy()
     assert det.decision_function(X).shape == (len(X),)
+
+
+def test_a_resumed_server_goes_on_with_the_continue_quorum_when_a_node_died_before_the_restart(plant, tmp_path):
+    """A node killed before the server's restart never comes back: the resumed run must not wait for
+    --min-clients (all three) but go on with the continue quorum of the nodes that started (two of three)."""
+    out, logs = _run_dir(tmp_path)
+    address = f"127.0.0.1:{free_port()}"
+    args = ("--rounds", "4", "--min-clients", "3", "--min-fit-clients", "2", "--local-epochs", "2")
+    args += ("--wait-timeout", "120")
+    server = start_server(address, out, *args)
+    clients = [start_client(address, plant[i], f"node{i}", logs, "--connect-timeout", "120") for i in range(3)]
+
+    def checkpointed() -> int:
+        try:
+            return json.loads((out / "checkpoint" / "state.json").read_text())["round"]
+        except (FileNotFoundError, json.JSONDecodeError):
+            return 0
+
+    wait_for(lambda: checkpointed() >= 1, 180, "checkpoint of round 1", [server, *clients])
+    clients[2].send_signal(signal.SIGKILL)  # node2 is gone for good
+    clients[2].wait()
+    wait_for(lambda: checkpointed() >= 2, 180, "checkpoint of round 2 without node2", [server, *clients[:2]])
+    server.send_signal(signal.SIGKILL)
+    server.wait()
+    crashed_at = checkpointed()
+    server = start_server(address, out, *args, "--resume")
+    codes = finish([server, *clients[:2]])
+    log = (tmp_path / "run-server.log").read_text()
+    assert codes == [0, 0, 0], log[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert [r["round"] for r in report["rounds"]] == [1, 2, 3, 4]
+    assert [r["after_round"] for r in report["resumed"]] == [crashed_at]
+    assert all(sorted(r["clients"]) == ["node0", "node1"] for r in report["rounds"] if r["round"] > crashed_at)
 
 
 def test_client_with_wrong_features_is_refused_and_the_run_goes_on(plant, tmp_path):
