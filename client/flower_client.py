@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import flwr
@@ -62,6 +63,10 @@ class FedadClient(flwr.client.NumPyClient):
         self._scaler_cache: tuple[bytes, ScalerStats] | None = None
         self._global_cache: tuple[bytes, list[np.ndarray]] | None = None  # one decryption per aggregate
         self._site_threshold: float | None = None  # --threshold-scope site: from this node's own scores only
+        # called with (global weights, config, threshold or None) for every global model (live scoring, --stream)
+        self.on_global: Callable[[list[np.ndarray], dict, float | None], None] | None = None
+        # records to train on besides the training split (--learn-from-stream), asked for at every round
+        self.extra_rows: Callable[[], np.ndarray | None] | None = None
 
     def _spec(self, config: dict) -> FederationSpec:
         raw = config["spec"]
@@ -158,13 +163,17 @@ class FedadClient(flwr.client.NumPyClient):
                 float(np.linalg.norm(target)),
                 ", direction only" if direction else "",
             )
+        extra = self.extra_rows() if self.extra_rows is not None else None
         out = self.site.train(
             global_weights,
             int(config.get("epochs", spec.local_epochs)),
             spec.seed * 1000 + rnd,
             global_embedding=target,
             direction_only=direction,
+            extra_rows=extra,
         )
+        if extra is not None:
+            self.log.info("round %d: also trained on %d stream records scored normal", rnd, len(extra))
         weights, examples = out["weights"], out["examples"]
         if self.attack is not None:
             weights, examples = self.attack.apply(rnd, global_weights, weights, examples, self.log)
@@ -274,8 +283,12 @@ class FedadClient(flwr.client.NumPyClient):
                     neg_hist=encode_histogram(histogram(scores[~y])),
                 )
             self.log.info("evaluated %d test rows at threshold %.4g: %d alarms", len(scores), t, int(pred.sum()))
+            if self.on_global is not None:
+                self.on_global(weights, config, float(t))
             if self.model_out:
                 self.log.info("saved this node's model to %s", self.site.save_model(self.model_out, weights, t))
             return float(np.mean(scores)) if len(scores) else 0.0, len(scores), m
         loss = self.site.val_loss(weights)
+        if self.on_global is not None:
+            self.on_global(weights, config, None)
         return loss, len(self.site.val_samples), {"name": self.name}

@@ -188,6 +188,36 @@ def build_parser() -> ArgumentParser:
         default=None,
         help="alie: the federation's size, which sets its z (attackers are assumed to know it)",
     )
+    live = p.add_argument_group("live scoring")
+    live.add_argument(
+        "--stream",
+        default=None,
+        metavar="PATH|-",
+        help="score this growing CSV file (or stdin: -) record by record with the newest global model while "
+        "taking part in rounds; each decision names its model version (the server round)",
+    )
+    live.add_argument("--alarms", default=None, metavar="PATH", help="--stream: append alarms here as JSON lines")
+    live.add_argument("--print-alarms", action="store_true", help="--stream: also print each alarm on stdout")
+    live.add_argument("--all-decisions", action="store_true", help="--stream: write every decision, not only alarms")
+    live.add_argument(
+        "--learn-from-stream",
+        type=int,
+        default=0,
+        metavar="N",
+        help="--stream: train at each round also on the newest N stream records scored normal (alarms never "
+        "join; 0: off)",
+    )
+    live.add_argument(
+        "--stream-idle-exit",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="--stream: after the federation ends, stop when the file has had no new line for this long "
+        "(default: follow it forever)",
+    )
+    from fedad.common.telemetry import add_metrics_argument
+
+    add_metrics_argument(p)
     return p
 
 
@@ -200,6 +230,19 @@ def run(args) -> int:
 
     if not args.data:
         raise FedadError("--data is required: the path of this node's shard")
+    if args.stream:
+        if args.alarms is None and not args.print_alarms:
+            raise FedadError("--stream needs --alarms PATH or --print-alarms")
+        if args.stream != "-" and not os.path.isfile(args.stream):
+            raise FedadError(f"--stream file not found: {args.stream}")
+        if args.stream_idle_exit is not None and args.stream_idle_exit < 0:
+            raise FedadError("--stream-idle-exit must be >= 0")
+        if args.learn_from_stream < 0:
+            raise FedadError("--learn-from-stream must be >= 0")
+    elif args.alarms or args.print_alarms or args.all_decisions or args.stream_idle_exit is not None:
+        raise FedadError("--alarms, --print-alarms, --all-decisions and --stream-idle-exit need --stream")
+    elif args.learn_from_stream:
+        raise FedadError("--learn-from-stream needs --stream")
     if args.private_key and args.public_key:
         raise FedadError("give --private-key (strategy paillier) or --public-key (strategy secure-robust), not both")
     from fedad.common.address import parse_host_port
@@ -333,6 +376,30 @@ def run(args) -> int:
         args.keepalive,
         health.on_state if health is not None else None,
     )
+    from fedad.common.telemetry import from_args
+
+    telemetry = from_args(args)  # --metrics-port: Prometheus /metrics
+    if telemetry is not None:
+        telemetry.watch_client(client, name)
+    stream = None
+    if args.stream:
+        from fedad.client.live_stream import NodeStream
+        from fedad.common.alarms import AlarmSink
+
+        sink = AlarmSink(args.alarms, stdout=args.print_alarms, all_decisions=args.all_decisions)
+        stream = NodeStream(
+            args.stream,
+            list(data.feature_names),
+            log,
+            sink,
+            idle_exit=args.stream_idle_exit,
+            time_column=args.time_column,
+            telemetry=telemetry,
+            learn_rows=args.learn_from_stream,
+        )
+        client.on_global = lambda weights, config, t: stream.offer(site, weights, config, t)
+        if args.learn_from_stream:
+            client.extra_rows = stream.learned_rows
     try:
         connect(
             args.server,
@@ -349,6 +416,15 @@ def run(args) -> int:
     finally:
         if health is not None:
             health.stop()
+        if stream is not None and stream.scorer is None:
+            stream.sink.close()  # no global model ever arrived: nothing was scored
+    if stream is not None and stream.scorer is not None:
+        log.info("the federation ended; live scoring goes on with the last model until the stream ends")
+        stream.wait()
+        stream.sink.close()
+        if stream.error is not None:
+            print(f"fedad-client: error: live stream: {stream.error}", file=sys.stderr)
+            return 2 if isinstance(stream.error, FedadError) else 1
     if client.quarantined is not None:
         log.warning(
             "the server ended the run; this node was quarantined by the server in round %d (exit code 0: "

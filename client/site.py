@@ -132,8 +132,11 @@ class Site:
         round_seed: int,
         global_embedding: np.ndarray | None = None,
         direction_only: bool = False,
+        extra_rows: np.ndarray | None = None,
     ) -> dict:
-        """Local training from the global weights (aligned to ``global_embedding`` where the model has that term)."""
+        """Local training from the global weights (aligned to ``global_embedding`` where the model has that term);
+        ``extra_rows``: raw records trained on besides the training split (``--learn-from-stream``); the
+        example count stays the training split's (the count the server was told)."""
         from fedad.common.training import get_weights, set_weights, train_model
 
         model = self.configured_model()
@@ -145,9 +148,14 @@ class Site:
             except ValueError as exc:
                 raise FedadError(f"bad global embedding from the server: {exc}") from None
         t0 = time.perf_counter()
+        samples = self.train_samples
+        if extra_rows is not None and len(extra_rows) >= max(1, self.spec.window):
+            samples = np.concatenate(
+                [samples, self._samples(np.asarray(extra_rows, dtype=np.float64), self.spec.window)]
+            )
         hist = train_model(
             model,
-            self.train_samples,
+            samples,
             None,
             epochs=epochs,
             batch_size=self.spec.batch_size,
@@ -209,14 +217,15 @@ class Site:
         return float(np.mean(reconstruction_errors(self.configured_model(), self.val_samples, self.device)))
 
     def save_model(self, path, weights: list[np.ndarray], threshold: float):
-        """Save ``detector(weights, threshold)`` to ``path`` (fedad score and fedad evaluate read it)."""
+        """This site's deployable model: the global weights and threshold with this site's preprocessing."""
         return self.detector(weights, threshold).save(path)
 
-    def detector(self, weights: list[np.ndarray], threshold: float):
-        """This site's deployable model: the global weights and threshold with this site's preprocessing and
-        the stream state of its own fitting rows (``fedad score --rule adaptive``)."""
+    def detector(self, weights: list[np.ndarray], threshold: float, stream_state: bool = True):
+        """An ``AutoencoderDetector`` of the global weights and threshold with this site's preprocessing, on its
+        own copy of the model (later rounds do not change it); ``stream_state``: what --rule adaptive needs."""
+        import copy
+
         from fedad.common.detector import AutoencoderDetector
-        from fedad.common.stream_rule import fit_stream_state
 
         det = AutoencoderDetector(
             model=self.spec.model,
@@ -231,11 +240,15 @@ class Site:
             model_sizes=dict(self.spec.sizes),
         )
         self._load(weights)  # the saved centre and scales are this site's
-        det.model_, det.preprocessor_, det.device_ = self.configured_model(), self.pre, self.device
+        det.model_ = copy.deepcopy(self.configured_model()).eval()
+        det.preprocessor_, det.device_ = copy.deepcopy(self.pre), self.device
         det.n_features_ = det.n_features_in_ = self.n_features
         det.feature_names_, det.threshold_, det.history_ = list(self.data.feature_names), float(threshold), {}
         det.feature_scales_ = self.feature_scales(weights)
-        fit_stream_state(det, np.concatenate([self.split.train, self.split.val]))
+        if stream_state:
+            from fedad.common.stream_rule import fit_stream_state
+
+            fit_stream_state(det, np.concatenate([self.split.train, self.split.val]))  # `fedad score --rule adaptive`
         return det
 
     def mean_embedding(self, weights: list[np.ndarray]) -> np.ndarray:

@@ -157,6 +157,91 @@ def stream_threshold(fit_scores: np.ndarray, smooth: int = 45, threshold_scale: 
     return median + threshold_scale * (float(trailing.max()) - median), median
 
 
+class StreamAlarms:
+    """The re-baselining alarm rule (see ``stream_alarms``), fed block by block: every decision about record t
+    uses records 0..t only, so feeding a stream in blocks of any size gives the same decisions as one block."""
+
+    def __init__(
+        self,
+        fit_scores: np.ndarray,
+        feature_sd: np.ndarray,
+        fit: FitFn,
+        smooth: int = 45,
+        threshold_scale: float = 2.0,
+        change_window: int = 20,
+        change_sds: float = 3.0,
+        drop: float = 0.3,
+        collect: int = 120,
+    ) -> None:
+        if smooth < 1 or change_window < 1 or collect < 1:
+            raise FedadError("smooth, change_window and collect must be >= 1")
+        self.threshold, self.median = stream_threshold(fit_scores, smooth, threshold_scale)
+        self.smooth, self.w, self.change_sds, self.drop, self.collect = smooth, change_window, change_sds, drop, collect
+        self.fit = fit
+        context = np.asarray(fit_scores, dtype=np.float64)
+        self._scores = context[len(context) - (smooth - 1) :] if smooth > 1 else np.empty(0)  # trailing history
+        self._rows: np.ndarray | None = None  # the last 2 x change_window records
+        sd = np.asarray(feature_sd, dtype=np.float64)
+        self._sd = np.where(sd > 0, sd, 1e-12)
+        self.t = 0  # records decided
+        self._end: int | None = None  # while collecting after a re-baseline: the first record of the new model
+        self._collected: list[np.ndarray] = []
+        self.events: list[int] = []
+
+    def feed(
+        self, X: np.ndarray, scores: np.ndarray, rescore: Callable[[Scorer, int], np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(final scores, alarms int8) of the next records X (k, d); ``scores``: their scores under the model in
+        force; ``rescore(scorer, j)``: the scores of X[j:] under a fresh scorer (fitted here at a re-baseline)."""
+        X = np.asarray(X, dtype=np.float64)
+        k = len(X)
+        if len(scores) != k:
+            raise FedadError(f"{len(scores)} scores for {k} records")
+        scores = np.array(scores, dtype=np.float64)
+        alarms = np.zeros(k, dtype=np.int8)
+        keep_scores = max(self.smooth, 2 * self.w)
+        w = self.w
+        for j in range(k):
+            x = X[j]
+            if self._end is not None:
+                if self.t < self._end:  # judged normal while collected
+                    self._collected.append(x)
+                    scores[j] = self.median
+                    self._push(x, scores[j], keep_scores)
+                    self.t += 1
+                    continue
+                try:  # all collected: a fresh model, fitted on the rows collected and the w before
+                    scorer = self.fit(np.stack(self._collected))
+                except FedadError:
+                    scorer = None  # too few rows for this model: the model in force stays
+                if scorer is not None:
+                    scores[j:] = np.asarray(rescore(scorer, j), dtype=np.float64)
+                self._end, self._collected = None, []
+            self._push(x, scores[j], keep_scores)
+            s = self._scores
+            if s[-self.smooth :].mean() > self.threshold:
+                alarms[j] = 1
+                rows = self._rows
+                if self.t + 1 >= 2 * w and rows is not None:
+                    recent, before = rows[-w:].mean(axis=0), rows[-2 * w : -w].mean(axis=0)
+                    if (np.abs(recent - before) / self._sd).max() > self.change_sds and s[-w:].mean() < s[
+                        -2 * w : -w
+                    ].mean() - self.drop:
+                        # the episode is over: the next ``collect`` records are judged normal (no alarm) while
+                        # they are collected; once all are in, a fresh model is fitted on them (with the w before)
+                        self.events.append(self.t)
+                        self._end = self.t + 1 + self.collect
+                        self._collected = list(rows[-w:])
+            self.t += 1
+        return scores, alarms
+
+    def _push(self, x: np.ndarray, score: float, keep_scores: int) -> None:
+        """Append one record and its final score to the trailing histories."""
+        self._scores = np.append(self._scores[-(keep_scores - 1) :], score)
+        rows = x[None, :] if self._rows is None else np.vstack([self._rows[-(2 * self.w - 1) :], x])
+        self._rows = rows
+
+
 def stream_alarms(
     X: np.ndarray,
     scores: np.ndarray,
@@ -175,50 +260,17 @@ def stream_alarms(
     ``scores``: the fitted model's scores of X; ``fit_scores``: its scores of the fitting records (time
     order; the threshold and the first trailing windows come from them); ``feature_sd``: the fitting
     records' standard deviation per feature (the unit of an abrupt change); ``fit(rows)`` fits a fresh
-    model and returns its scorer (a re-baseline). Record t's decision uses records 0..t of X only.
+    model and returns its scorer (a re-baseline). Record t's decision uses records 0..t of X only
+    (``StreamAlarms`` applies the same rule block by block).
     """
     X = np.asarray(X, dtype=np.float64)
-    n = len(X)
-    if smooth < 1 or change_window < 1 or collect < 1:
-        raise FedadError("smooth, change_window and collect must be >= 1")
-    if len(scores) != n:
-        raise FedadError(f"{len(scores)} scores for {n} records")
-    threshold, median = stream_threshold(fit_scores, smooth, threshold_scale)
-    context = np.asarray(fit_scores, dtype=np.float64)[len(fit_scores) - (smooth - 1) :] if smooth > 1 else np.empty(0)
-    c = len(context)
-    scores = np.concatenate([context, np.asarray(scores, dtype=np.float64)])  # context first: trailing means
-    sd = np.asarray(feature_sd, dtype=np.float64)
-    sd = np.where(sd > 0, sd, 1e-12)
-    csum = np.vstack([np.zeros((1, X.shape[1])), np.cumsum(X, axis=0)])
-    alarms = np.zeros(n, dtype=np.int8)
-    events: list[int] = []
-    w = change_window
-    t = 0
-    while t < n:
-        i = c + t
-        if scores[max(0, i + 1 - smooth) : i + 1].mean() > threshold:
-            alarms[t] = 1
-            if t + 1 >= 2 * w:
-                recent = (csum[t + 1] - csum[t + 1 - w]) / w
-                before = (csum[t + 1 - w] - csum[t + 1 - 2 * w]) / w
-                if (np.abs(recent - before) / sd).max() > change_sds and scores[i + 1 - w : i + 1].mean() < scores[
-                    i + 1 - 2 * w : i + 1 - w
-                ].mean() - drop:
-                    # the episode is over: the next ``collect`` records are judged normal (no alarm) while
-                    # they are collected; once all are in, a fresh model is fitted on them (with the w before)
-                    events.append(t)
-                    end = t + 1 + collect
-                    scores[i + 1 : c + min(end, n)] = median
-                    if end < n:
-                        try:
-                            scorer = fit(X[t + 1 - w : end])
-                        except FedadError:
-                            scorer = None  # too few rows for this model: the model in force stays
-                        if scorer is not None:  # it scores the records from ``end`` on; earlier ones: context
-                            scores[c + end :] = np.asarray(scorer(X[t + 1 - w :]), dtype=np.float64)[
-                                end - (t + 1 - w) :
-                            ]
-                    t = end
-                    continue
-        t += 1
-    return Rebaselined(scores=scores[c:], alarms=alarms, threshold=threshold, events=events)
+    if len(scores) != len(X):
+        raise FedadError(f"{len(scores)} scores for {len(X)} records")
+    rule = StreamAlarms(fit_scores, feature_sd, fit, smooth, threshold_scale, change_window, change_sds, drop, collect)
+    back = change_window + collect  # a fresh scorer sees the rows it was fitted on first, as context
+
+    def rescore(scorer: Scorer, j: int) -> np.ndarray:
+        return np.asarray(scorer(X[j - back :]), dtype=np.float64)[back:]
+
+    out, alarms = rule.feed(X, scores, rescore)
+    return Rebaselined(scores=out, alarms=alarms, threshold=rule.threshold, events=rule.events)

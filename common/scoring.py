@@ -48,7 +48,9 @@ def feature_errors(
     """Squared reconstruction error per sample and feature, float64 (n, d); windows: mean over the window."""
     import torch
 
-    model.to(device).eval()
+    from fedad.common.training import ready_for_scoring
+
+    ready_for_scoring(model, device)
     out = np.empty((len(samples), samples.shape[-1]), dtype=np.float64)
     with torch.inference_mode():
         for start in range(0, len(samples), batch_size):

@@ -7,7 +7,8 @@ stream score, 400 rows cannot teach their level),
 each feature's standard deviation (the unit of an abrupt change) and the normalised feature errors of the
 last fitting records (threshold and first trailing windows). The stream score of a record is
 log(1 + max over the non-drifting features of |error| / training RMS error), the ``max`` score of
-``fedad.common.scoring``. The alarm and re-baselining logic is ``fedad.common.rebaseline.stream_alarms``:
+``fedad.common.scoring``. The alarm and re-baselining logic is ``fedad.common.rebaseline.StreamAlarms`` (batch:
+``adaptive_alarms``; live, block by block: ``AdaptiveStream``):
 record t alarms when the trailing mean of the last ``smooth`` scores exceeds median + ``threshold_scale``
 x (max - median) of the fitting records' trailing means; during an alarm, an abrupt input change that
 lowers the score ends the episode, the next ``collect`` records are judged normal and a fresh detector
@@ -79,17 +80,9 @@ def stream_scores(detector: Any, X: np.ndarray, keep: np.ndarray) -> np.ndarray:
     return np.log1p(normalised_errors(detector, X)[:, keep].max(axis=1))
 
 
-def adaptive_alarms(
-    detector: Any,
-    X: np.ndarray,
-    params: AdaptiveParams = AdaptiveParams(),
-    refit: Callable[[np.ndarray], Any] | None = None,
-):
-    """``Rebaselined`` (stream scores, alarms, threshold, re-baseline rows) of the records X that follow the
-    detector's fitting records. ``refit(rows)`` returns a detector fitted on the rows (default: a fresh one
-    with the same parameters; benches pass a memoised one)."""
+def _rule_parts(detector: Any, params: AdaptiveParams, refit: Callable[[np.ndarray], Any] | None):
+    """(kept features, fitting-record stream scores, scorer factory) of the rule on a fitted detector."""
     from fedad.common.detector import AutoencoderDetector
-    from fedad.common.rebaseline import stream_alarms
 
     if getattr(detector, "stream_fit_errors_", None) is None:
         raise FedadError(
@@ -99,7 +92,6 @@ def adaptive_alarms(
     keep = np.asarray(detector.drift_ratios_) < params.drift_ratio
     if not keep.any():
         keep[:] = True
-    X = np.asarray(X, dtype=np.float64)
 
     def fit_fresh(rows: np.ndarray) -> Any:
         return AutoencoderDetector(**{**detector.get_params(), "device": str(detector.device_)}).fit(rows)
@@ -109,6 +101,22 @@ def adaptive_alarms(
         return lambda Z: stream_scores(fresh, Z, keep)
 
     fit_scores = np.log1p(np.asarray(detector.stream_fit_errors_)[:, keep].max(axis=1))
+    return keep, fit_scores, scorer
+
+
+def adaptive_alarms(
+    detector: Any,
+    X: np.ndarray,
+    params: AdaptiveParams = AdaptiveParams(),
+    refit: Callable[[np.ndarray], Any] | None = None,
+):
+    """``Rebaselined`` (stream scores, alarms, threshold, re-baseline rows) of the records X that follow the
+    detector's fitting records. ``refit(rows)`` returns a detector fitted on the rows (default: a fresh one
+    with the same parameters; benches pass a memoised one)."""
+    from fedad.common.rebaseline import stream_alarms
+
+    keep, fit_scores, scorer = _rule_parts(detector, params, refit)
+    X = np.asarray(X, dtype=np.float64)
     return stream_alarms(
         X,
         stream_scores(detector, X, keep),
@@ -122,3 +130,45 @@ def adaptive_alarms(
         drop=params.drop,
         collect=params.collect,
     )
+
+
+class AdaptiveStream:
+    """The adaptive rule applied live, block by block (``fedad.common.live_scorer``): the same decisions as
+    ``adaptive_alarms`` on the whole stream."""
+
+    def __init__(self, detector: Any, params: AdaptiveParams = AdaptiveParams()) -> None:
+        from fedad.common.rebaseline import StreamAlarms
+
+        self.keep, fit_scores, make_scorer = _rule_parts(detector, params, None)
+        self.detector = detector
+        self.scorer: Callable[[np.ndarray], np.ndarray] = lambda Z: stream_scores(detector, Z, self.keep)
+
+        def fit(rows: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+            self.scorer = make_scorer(rows)  # the model in force from the next record on
+            return self.scorer
+
+        self.rule = StreamAlarms(
+            fit_scores,
+            detector.feature_sd_,
+            fit,
+            smooth=params.smooth,
+            threshold_scale=params.threshold_scale,
+            change_window=params.change_window,
+            change_sds=params.change_sds,
+            drop=params.drop,
+            collect=params.collect,
+        )
+
+    def step(self, X: np.ndarray, n_context: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(scores, alarms, thresholds) of the records X[n_context:]; X[:n_context]: the records before them
+        (a sequence model's window context)."""
+        X = np.asarray(X, dtype=np.float64)
+
+        new = X[n_context:]
+        scores = self.scorer(X)[n_context:]
+
+        def rescore_block(scorer: Callable[[np.ndarray], np.ndarray], j: int) -> np.ndarray:
+            return scorer(X[j:])[n_context:]  # record j with the n_context records before it
+
+        scores, alarms = self.rule.feed(new, scores, rescore_block)
+        return scores, alarms, np.full(len(new), self.rule.threshold)

@@ -131,6 +131,16 @@ def train_model(
     return history
 
 
+def ready_for_scoring(model: torch.nn.Module, device: str | torch.device) -> None:
+    """Put the model on ``device`` in eval mode, skipping what already holds (a per-call cost in live scoring)."""
+    dev = torch.device(device)
+    p = next(model.parameters(), None)
+    if p is None or p.device.type != dev.type or (dev.index is not None and p.device.index != dev.index):
+        model.to(dev)
+    if model.training:
+        model.eval()
+
+
 def reconstruction_errors(
     model: Autoencoder,
     X: np.ndarray | torch.Tensor,
@@ -145,7 +155,7 @@ def reconstruction_errors(
     dev = resolve_device(device)
     if batch_size is None:
         batch_size = SCORE_BATCH_CUDA if dev.type == "cuda" else SCORE_BATCH_CPU
-    model.to(dev).eval()
+    ready_for_scoring(model, dev)
     out = np.empty(len(X), dtype=np.float64)
     with torch.inference_mode():
         for start in range(0, len(X), batch_size):

@@ -143,6 +143,8 @@ class FedadServer(Server):
         self.admitted: set[str] = set()  # Flower cids whose features were checked
         self.departed: set[str] = set()  # names of clients whose connection ended since the last round
         self.current_round = 0
+        self.on_round: Callable[[dict], None] = lambda record: None  # e.g. the Prometheus metrics
+        self.pace: Callable[[int], bool] = lambda rnd: True  # before each round; False ends the rounds (continuous)
         self.gate = gate  # mutual TLS: a NodeGate (revocations, expiry); every proxy then carries .identity
         self.features_from = features_from  # the node whose features are the federation's (operator's choice)
         self.pending: list[tuple] = []  # statistics reports waiting for the --features-from node (not admitted)
@@ -921,6 +923,9 @@ class FedadServer(Server):
                 reason = stop_reason([r["loss"] for r in self.rounds], self.stop_rule)
                 if reason:
                     break
+            if not self.pace(rnd):
+                reason = f"continuous run stopped before round {rnd}"
+                break
             self.current_round = rnd
             self._admit_newcomers(timeout)
             self._wait(f"round {rnd}", timeout)
@@ -931,6 +936,7 @@ class FedadServer(Server):
             self.rounds.append(record)
             with open(self.out / "rounds.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
+            self.on_round(record)
             self._save_checkpoint(rnd)
             last = rnd
             # (not under Paillier: an older encrypted aggregate would need that round's decryption settings)

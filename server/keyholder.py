@@ -437,6 +437,9 @@ def build_parser() -> ArgumentParser:
     )
     p.add_argument("--audit", metavar="FILE", default=None, help="append every request (JSON lines) here")
     p.add_argument("--ready-file", metavar="FILE", default=None, help="write this file once listening (scripts)")
+    from fedad.common.telemetry import add_metrics_argument
+
+    add_metrics_argument(p)
     return p
 
 
@@ -471,6 +474,11 @@ def run(args) -> int:
         pinned = certificate_fingerprint(pin_path.read_bytes())
     log = setup_logging("keyholder")
     holder = KeyHolder(private_key, budget, Path(args.audit) if args.audit else None)
+    from fedad.common.telemetry import from_args
+
+    telemetry = from_args(args)  # --metrics-port: Prometheus /metrics
+    if telemetry is not None:
+        telemetry.watch_keyholder(holder, Refusal)
     server = start_server(holder, args.listen, certs, pinned)
     log.info(
         "key holder %s listening on %s (%s); budget per round: %d clients x (%d sketch rows + %d embedding "

@@ -38,7 +38,7 @@ MODELS = ("dense", "lstm", "gru", "cnn", "vae", "contrastive")
 
 
 def parse_rounds(text: str) -> int | str:
-    """``--rounds``: a positive number of rounds or 'auto'."""
+    """``--rounds``: a number of rounds (0: continuous) or 'auto'."""
     if str(text).strip().lower() == "auto":
         return "auto"
     try:
@@ -64,7 +64,7 @@ def build_parser() -> ArgumentParser:
         default=10,
         help="training rounds, or 'auto': stop when the federated validation loss has not improved by "
         "--min-delta (relative) for --patience rounds, at most --max-rounds; the reason is logged and "
-        "written to report.json",
+        "written to report.json; 0: continuous, a round every --round-interval until --stop-file appears",
     )
     p.add_argument(
         "--patience",
@@ -241,6 +241,26 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the initial model and local training")
     p.add_argument("--out", default="results", help="directory for checkpoints, rounds.jsonl, report and model")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    cont = p.add_argument_group("continuous federation (--rounds 0)")
+    cont.add_argument(
+        "--round-interval",
+        default="0",
+        metavar="DURATION",
+        help="--rounds 0: start a round this long after the last one started (e.g. 30s, 5m, 1h; 0: back to back)",
+    )
+    cont.add_argument(
+        "--stop-file",
+        default=None,
+        metavar="PATH",
+        help="--rounds 0: when this file exists, no further round starts; the run sets its threshold, tests and "
+        "reports as a finite run does",
+    )
+    cont.add_argument(
+        "--keep-versions", type=int, default=100, help="--rounds 0: newest global models kept in OUT/versions/"
+    )
+    from fedad.common.telemetry import add_metrics_argument
+
+    add_metrics_argument(p)
     p.add_argument(
         "--certificates",
         nargs=3,
@@ -438,8 +458,20 @@ def check_args(args) -> None:
     from fedad.common.address import check_can_listen, parse_host_port
 
     parse_host_port(args.address, "--address")
-    if args.rounds != "auto" and args.rounds < 1:
-        raise FedadError("--rounds must be at least 1 or 'auto'")
+    if args.rounds != "auto" and args.rounds < 0:
+        raise FedadError("--rounds must be at least 1, 0 (continuous) or 'auto'")
+    from fedad.server.continuous import parse_duration
+
+    args.round_interval_s = parse_duration(args.round_interval)
+    if args.rounds != 0 and (args.stop_file or args.round_interval_s):
+        raise FedadError("--round-interval and --stop-file work with --rounds 0 (continuous) only")
+    if args.keep_versions < 1:
+        raise FedadError("--keep-versions must be at least 1")
+    if args.rounds == 0 and args.strategy == "secure-robust":
+        raise FedadError(
+            "--rounds 0 (continuous) does not work with --strategy secure-robust (the key holder's "
+            "budget counts the run's rounds)"
+        )
     if args.rounds == "auto" and (args.patience < 1 or args.max_rounds < 1 or not 0 <= args.min_delta < 1):
         raise FedadError("--rounds auto needs --patience >= 1, --max-rounds >= 1 and 0 <= --min-delta < 1")
     if args.local_epochs < 1:
@@ -595,6 +627,18 @@ def run(args) -> int:
         min_fit_clients=args.min_fit_clients,
         rejoin_timeout=args.rejoin_timeout,
     )
+    from fedad.common.telemetry import from_args
+
+    telemetry = from_args(args)  # --metrics-port: Prometheus /metrics
+    if telemetry is not None:
+        telemetry.watch_server(server)
+    continuous = args.rounds == 0
+    if continuous:  # a round every --round-interval until --stop-file appears
+        from fedad.server.continuous import CONTINUOUS_ROUNDS, RoundPacer
+
+        stop_file = Path(args.stop_file) if args.stop_file else None
+        server.pace = RoundPacer(out, args.round_interval_s, stop_file, args.keep_versions, log)
+        args.rounds = CONTINUOUS_ROUNDS
     rounds = args.max_rounds if args.rounds == "auto" else args.rounds
     log.info(
         "listening on %s (TLS %s), strategy %s, model %s, %s rounds, waiting for %d clients (continue quorum "
@@ -603,7 +647,7 @@ def run(args) -> int:
         "on, client certificates required" if certs else "off",
         args.strategy,
         args.model,
-        f"auto (at most {rounds})" if args.rounds == "auto" else rounds,
+        f"auto (at most {rounds})" if args.rounds == "auto" else "continuous" if continuous else rounds,
         args.min_clients,
         args.min_fit_clients,
     )

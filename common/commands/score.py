@@ -20,6 +20,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,7 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="directory written by `fedad train` (detector.json + model.pt, or an ensemble's ensemble.json)",
     )
     add_data_arguments(parser)
-    parser.add_argument("--out", required=True, metavar="SCORES.csv", help="output CSV: score,is_anomaly per row")
+    parser.add_argument(
+        "--out", default=None, metavar="SCORES.csv", help="output CSV: score,is_anomaly per row (not with --follow)"
+    )
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     from fedad.common.threads import add_threads_argument
 
@@ -78,6 +81,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="leave out features whose 60-row rolling mean in the training rows varies by at least "
         "this share of their std (>1: keep all)",
     )
+    from fedad.common.commands import score_follow
+
+    score_follow.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,8 +93,17 @@ def run(args: argparse.Namespace) -> int:
 
     if not Path(args.model).is_dir():
         raise FedadError(f"model directory not found: {args.model}")
-    if not Path(args.data).exists():
+    if not (args.follow and args.data == "-") and not Path(args.data).exists():
         raise FedadError(f"--data file not found: {args.data}")
+    if args.follow:
+        from fedad.common.commands.score_follow import follow
+
+        detector = load_model(args.model, device=args.device)
+        if isinstance(detector, EnsembleDetector) and args.rule == "adaptive":
+            raise FedadError("--rule adaptive needs an autoencoder model; this model is an ensemble")
+        return follow(args, detector)
+    if args.out is None:
+        raise FedadError("--out is required (or --follow for live scoring)")
     out = Path(args.out)
     if out.is_dir():
         raise FedadError(f"--out {out} is a directory; give a file name")
@@ -104,19 +119,9 @@ def run(args: argparse.Namespace) -> int:
     )
     X = model_columns(detector.feature_names_, data.X, list(data.feature_names), args.data)
     if args.rule == "adaptive":
-        from fedad.common.stream_rule import AdaptiveParams, adaptive_alarms, rebaseline_on, stream_scores
+        from fedad.common.stream_rule import adaptive_alarms, rebaseline_on, stream_scores
 
-        params = AdaptiveParams(
-            smooth=args.smooth,
-            threshold_scale=args.threshold_scale,
-            change_window=args.change_window,
-            change_sds=args.change_sds,
-            drop=args.drop,
-            collect=args.collect,
-            drift_ratio=args.drift_ratio,
-        )
-        if min(params.smooth, params.change_window, params.collect) < 1:
-            raise FedadError("--smooth, --change-window and --collect must be at least 1")
+        params = adaptive_params(args)
         base = args.baseline_rows
         if not 0 <= base < len(X):
             raise FedadError(f"--baseline-rows must be in [0, {len(X)}) for {len(X)} rows, got {base}")
@@ -150,6 +155,24 @@ def run(args: argparse.Namespace) -> int:
         f"{detector.expected_far_:.3g}); wrote {out}"
     )
     return 0
+
+
+def adaptive_params(args: argparse.Namespace) -> Any:
+    """The ``AdaptiveParams`` of the options; FedadError for bad values."""
+    from fedad.common.stream_rule import AdaptiveParams
+
+    params = AdaptiveParams(
+        smooth=args.smooth,
+        threshold_scale=args.threshold_scale,
+        change_window=args.change_window,
+        change_sds=args.change_sds,
+        drop=args.drop,
+        collect=args.collect,
+        drift_ratio=args.drift_ratio,
+    )
+    if min(params.smooth, params.change_window, params.collect) < 1:
+        raise FedadError("--smooth, --change-window and --collect must be at least 1")
+    return params
 
 
 def model_columns(model_names: list[str], X: np.ndarray, names: list[str], source: str) -> np.ndarray:
