@@ -275,6 +275,7 @@ rm -f "$work/rogue.code" "$work/monitoring.code"
 mkdir -p "$work/plain/results/checkpoint"
 for f in roc.png flags.jsonl report.json trust.png checkpoint/state.json; do echo stale >"$work/plain/results/$f"; done
 echo "node-x" >"$work/plain/results/revoked.txt" # the operator's own file stays where it is
+down # no container of an earlier run (a kept Prometheus would answer the probe with old series)
 rogue_probe &
 rogue_pid=$!
 monitor_probe &
