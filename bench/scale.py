@@ -147,7 +147,7 @@ def run_row(strategy_name: str, n: int, model_file: str, key_dir: str, distinct:
     else:
         from fedad.common.crypto.keys import load_private_key, load_public_key
         from fedad.server.keyholder import Budget, KeyHolder
-        from fedad.server.keyholder_client import BlindDecryptor
+        from fedad.server.keyholder_client import BlindDecryptor, InProcessKeyHolder
         from fedad.server.strategies.secure_robust import SecureRobust
 
         pub = load_public_key(Path(key_dir) / "public.key")
@@ -253,22 +253,6 @@ def run_row(strategy_name: str, n: int, model_file: str, key_dir: str, distinct:
     if "secure_seconds" in summary:
         row["keyholder_s"] = summary["secure_seconds"]["blind_decrypt"]
     return row
-
-
-class InProcessKeyHolder:
-    """KeyHolderClient's two calls answered by the real KeyHolder policy in this process (no gRPC)."""
-
-    def __init__(self, holder):
-        self.holder = holder
-
-    def begin_round(self, key, rnd, clients, aggregate_blocks=None, final=False, rounds=None):
-        header = {"key": key, "round": rnd, "clients": clients, "final": final}
-        if aggregate_blocks is not None:
-            header["aggregate_blocks"] = aggregate_blocks
-        return self.holder.begin(header)
-
-    def decrypt(self, key, rnd, kind, ciphertexts, width, plain_width):
-        return self.holder.decrypt({"key": key, "round": rnd, "kind": kind}, list(ciphertexts))
 
 
 def growth(rows: list[dict], strategy: str) -> str:

@@ -511,7 +511,11 @@ chaos_cut() { # client-4 off the plant's network for $chaos_cut s, then back (ru
 chaos_driver() {
     local cid n cut=""
     # round 2: three nodes die (their containers are killed at once: Docker does not restart them)
-    local ids=()
+    local ids=() limit=$((SECONDS + ${FEDAD_CI_CHAOS_WAIT:-600}))
+    until [ -n "$(compose ps -q client-10 2>/dev/null)" ]; do # the nodes' containers exist (before round 1)
+        [ "$SECONDS" -lt "$limit" ] || { chaos_event "FAILED: no client-10 container"; return 1; }
+        sleep 0.5
+    done
     for n in 8 9 10; do ids+=("$(compose ps -q "client-$n")"); done
     chaos_at 2 || return 1
     docker kill "${ids[@]}" >/dev/null && chaos_event "docker kill client-8 client-9 client-10" ||

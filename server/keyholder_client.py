@@ -135,3 +135,19 @@ class BlindDecryptor:
         """Set the kind the next calls are charged to; returns self (``decrypt_mean(d.as_kind('aggregate'), ...)``)."""
         self.kind = kind
         return self
+
+
+class InProcessKeyHolder:
+    """KeyHolderClient's two calls answered by a ``KeyHolder`` policy in this process, no gRPC (tests, benches)."""
+
+    def __init__(self, holder) -> None:
+        self.holder = holder
+
+    def begin_round(self, key, rnd, clients, aggregate_blocks=None, final=False, rounds=None):
+        header = {"key": key, "round": rnd, "clients": clients, "final": final}
+        if aggregate_blocks is not None:
+            header["aggregate_blocks"] = aggregate_blocks
+        return self.holder.begin(header)
+
+    def decrypt(self, key, rnd, kind, ciphertexts, width, plain_width):
+        return self.holder.decrypt({"key": key, "round": rnd, "kind": kind}, list(ciphertexts))

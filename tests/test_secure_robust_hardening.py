@@ -15,7 +15,7 @@ from fedad.common.crypto.packing import SlotLayout, pack
 from fedad.common.errors import FedadError
 from fedad.server.defence.sketch_round import lenient_slots, mean_from_slots
 from fedad.server.keyholder import Budget, KeyHolder, Refusal
-from fedad.server.keyholder_client import BlindDecryptor
+from fedad.server.keyholder_client import BlindDecryptor, InProcessKeyHolder
 from fedad.server.strategies.secure_robust import SecureRobust
 
 
@@ -25,22 +25,6 @@ def keys(tmp_path_factory):
     path = tmp_path_factory.mktemp("keys")
     save_keypair(path, pub, priv)
     return pub, priv, path
-
-
-class InProcessKeyHolder:
-    """KeyHolderClient's two calls answered by the real KeyHolder policy in this process (no gRPC)."""
-
-    def __init__(self, holder: KeyHolder):
-        self.holder = holder
-
-    def begin_round(self, key, rnd, clients, aggregate_blocks=None, final=False):
-        header = {"key": key, "round": rnd, "clients": clients, "final": final}
-        if aggregate_blocks is not None:
-            header["aggregate_blocks"] = aggregate_blocks
-        return self.holder.begin(header)
-
-    def decrypt(self, key, rnd, kind, ciphertexts, width, plain_width):
-        return self.holder.decrypt({"key": key, "round": rnd, "kind": kind}, list(ciphertexts))
 
 
 def strategy_for(pub, priv, rows=tb.ROWS, budget=None, **kwargs):
