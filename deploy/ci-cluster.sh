@@ -501,7 +501,7 @@ chaos_at() { # chaos_at ROUND: wait until ROUND is the round in progress; a run 
 }
 chaos_cut() { # client-4 off the plant's network for $chaos_cut s, then back (runs beside the other faults)
     local cid
-    cid=$(compose ps -q client-4)
+    cid=$(compose ps -a -q client-4)
     docker network disconnect "${COMPOSE_PROJECT_NAME}_default" "$cid" && chaos_event "network cut: client-4" ||
         chaos_event "FAILED: network disconnect client-4"
     sleep "$chaos_cut"
@@ -512,18 +512,20 @@ chaos_driver() {
     local cid n cut=""
     # round 2: three nodes die (their containers are killed at once: Docker does not restart them)
     local ids=() limit=$((SECONDS + ${FEDAD_CI_CHAOS_WAIT:-600}))
-    until [ -n "$(compose ps -q client-10 2>/dev/null)" ]; do # the nodes' containers exist (before round 1)
-        [ "$SECONDS" -lt "$limit" ] || { chaos_event "FAILED: no client-10 container"; return 1; }
-        sleep 0.5
+    for n in 8 9 10; do # their containers, once they exist (before round 1; `ps -a`: also not yet started)
+        until [ -n "$(compose ps -a -q "client-$n" 2>/dev/null)" ]; do
+            [ "$SECONDS" -lt "$limit" ] || { chaos_event "FAILED: no client-$n container"; return 1; }
+            sleep 0.5
+        done
+        ids+=("$(compose ps -a -q "client-$n")")
     done
-    for n in 8 9 10; do ids+=("$(compose ps -q "client-$n")"); done
     chaos_at 2 || return 1
     docker kill "${ids[@]}" >/dev/null && chaos_event "docker kill client-8 client-9 client-10" ||
         chaos_event "FAILED: docker kill client-8 client-9 client-10"
     # the survivors get $chaos_cpus of a CPU each from now on: the same training, but rounds long enough for
     # the later faults to land inside their round and for client-4 to come back while the run still goes on
     ids=()
-    for n in 1 2 3 4 5 6 7; do ids+=("$(compose ps -q "client-$n")"); done
+    for n in 1 2 3 4 5 6 7; do ids+=("$(compose ps -a -q "client-$n")"); done
     docker update --cpus "$chaos_cpus" "${ids[@]}" >/dev/null || chaos_event "FAILED: docker update --cpus"
     # round 4: client-4 is cut off the plant's network for $chaos_cut s, then comes back
     chaos_at 4 || return 1
@@ -531,7 +533,7 @@ chaos_driver() {
     cut=$!
     # round 6: the server container is restarted (stopped with SIGTERM, started again: it resumes)
     chaos_at 6 || { wait "$cut"; return 1; }
-    cid=$(compose ps -q server)
+    cid=$(compose ps -a -q server)
     docker restart -t 60 "$cid" >/dev/null && chaos_event "docker restart server" || chaos_event "FAILED: docker restart server"
     wait "$cut"
 }
