@@ -8,7 +8,10 @@
 #      BASE_IMAGE=local/python:bookworm (nothing can be pulled here); the image carries no compose labels;
 #      then tests/test_docker.py against this engine and image (FEDAD_DOCKER_TESTS=required: no skips)
 #   4. plant: 10 nodes, fedavg, mutual TLS (the default) -> all 10 in every round, F1 well above chance, clean
-#      logs; an extra container on the plant's network without a client certificate, claiming to be client-3
+#      logs; run with the `monitoring` profile (Prometheus image fedad-prometheus:local built offline once by
+#      deploy/build-prometheus-image.sh, reused when present): Prometheus's HTTP API (/api/v1/query) shows
+#      `fedad_` series of the server and of all 10 nodes, each node's fedad_rounds_total >= 1 and the server's
+#      bytes-up counter for all 10 nodes; then the probe stops Prometheus so that `up` ends with the run; an extra container on the plant's network without a client certificate, claiming to be client-3
 #      (holding the public ca.pem and a real shard), never gets in: it exits non-zero and no round names it twice;
 #      stale outputs of an earlier run in ./results are moved to previous-*/, every result is world-readable,
 #      no container is ever "unhealthy" (also not while the server writes its plots)
@@ -35,6 +38,7 @@
 # FEDAD_CI_CHAOS_ROUNDS (8), FEDAD_CI_CHAOS_CUT (30 s of network cut), FEDAD_CI_CHAOS_F1_DROP (0.05),
 # FEDAD_CI_CHAOS_CPUS (0.05 CPU per surviving node after round 1: rounds long enough for the faults),
 # FEDAD_CI_SKIP="attack paillier tls secure-robust chaos pytest" (scenarios the operator skips on purpose),
+# FEDAD_CI_PROMETHEUS_PORT (19090), FEDAD_CI_MONITOR_WAIT (840 s, below FEDAD_CI_UP_TIMEOUT),
 # FEDAD_CI_KEEP=1 (keep containers, engine and logs for debugging), FEDAD_DOCKER_SETUP (setup-engine.sh).
 # Logs of a failed run stay in /tmp/fedad-ci-cluster.*.
 set -euo pipefail
@@ -56,9 +60,10 @@ export COMPOSE_PROJECT_NAME=fedad-ci          # never touches a developer's own 
 export BASE_IMAGE=local/python:bookworm FEDAD_IMAGE=fedad:ci FEDAD_RECORDS=$records FEDAD_ROUNDS=$rounds \
     FEDAD_LOCAL_EPOCHS=${FEDAD_CI_LOCAL_EPOCHS:-10}
 export FEDAD_SEED=0 FEDAD_PORT=${FEDAD_CI_PORT:-18080}
+export FEDAD_PROMETHEUS_IMAGE=fedad-prometheus:local FEDAD_PROMETHEUS_PORT=${FEDAD_CI_PROMETHEUS_PORT:-19090}
 unset COMPOSE_PROFILES FEDAD_STRATEGY FEDAD_TLS FEDAD_MIN_CLIENTS FEDAD_DATA_DIR FEDAD_RESULTS_DIR \
     FEDAD_SERVER_ARGS FEDAD_CLIENT_ARGS FEDAD_ATTACK FEDAD_KEYHOLDER_ARGS FEDAD_KEYHOLDER_MAX_CLIENTS \
-    FEDAD_SKETCH_ROWS FEDAD_RESUME FEDAD_MIN_FIT_CLIENTS 2>/dev/null || true
+    FEDAD_SKETCH_ROWS FEDAD_RESUME FEDAD_MIN_FIT_CLIENTS FEDAD_METRICS_PORT 2>/dev/null || true
 
 # ---------------------------------------------------------------------------------------------- engine
 setup=${FEDAD_DOCKER_SETUP:-$repo/../shared/docker/setup-engine.sh}
@@ -105,9 +110,10 @@ docker info >/dev/null 2>&1 && docker image inspect "$BASE_IMAGE" >/dev/null 2>&
 docker compose version >&2
 
 # ------------------------------------------------------------------------------------- cheap first check
-say "docker compose config -q (default, attack profile, GPU override)"
+say "docker compose config -q (default, attack profile, monitoring profile, GPU override)"
 compose config -q
 compose --profile attack config -q
+compose --profile honest --profile monitoring config -q
 compose -f docker-compose.yml -f deploy/compose.gpu.yml --profile attack config -q
 [ "$(compose config --services | grep -c '^client-')" = 10 ] || fail "default config has not 10 clients"
 [ "$(compose --profile attack config --services | grep -Ec '^(client|attacker)-')" = 10 ] ||
@@ -122,13 +128,20 @@ grep -q "installing from the wheelhouse" "$work/build.log" || say "(build used c
 labels=$(docker image inspect -f '{{json .Config.Labels}}' "$FEDAD_IMAGE")
 [[ "$labels" != *com.docker.compose* ]] || fail "$FEDAD_IMAGE carries compose labels: $labels"
 say "built in $((SECONDS - t0)) s so far; image labels: $labels"
+if docker image inspect "$FEDAD_PROMETHEUS_IMAGE" >/dev/null 2>&1; then
+    say "Prometheus image $FEDAD_PROMETHEUS_IMAGE: present, reused"
+else
+    say "build $FEDAD_PROMETHEUS_IMAGE offline from Debian's prometheus (deploy/build-prometheus-image.sh)"
+    deploy/build-prometheus-image.sh "$FEDAD_PROMETHEUS_IMAGE" >"$work/build-prometheus.log" 2>&1 ||
+        { tail -40 "$work/build-prometheus.log" >&2; fail "Prometheus image build"; }
+fi
 
 # ------------------------------------------------------------- tests/test_docker.py on this engine and image
 if skipped pytest; then
     say "SKIPPED: tests/test_docker.py (FEDAD_CI_SKIP)"
 else
     say "tests/test_docker.py against this engine and $FEDAD_IMAGE (no skips allowed)"
-    FEDAD_DOCKER_TESTS=required python3 -m pytest -q -p no:cacheprovider -rs tests/test_docker.py \
+    FEDAD_DOCKER_TESTS=required python3 -m pytest -q -p no:cacheprovider -rs tests/test_docker.py tests/test_monitoring_compose.py \
         >"$work/pytest-docker.log" 2>&1 || { tail -40 "$work/pytest-docker.log" >&2; fail "tests/test_docker.py"; }
     ! grep -qi "skipped" "$work/pytest-docker.log" || { cat "$work/pytest-docker.log" >&2; fail "tests/test_docker.py skipped tests"; }
     say "  $(tail -1 "$work/pytest-docker.log")"
@@ -194,16 +207,90 @@ rogue_probe() {
         >"$work/rogue.log" 2>&1 || rc=$?
     echo "$rc" >"$work/rogue.code"
 }
-rm -f "$work/rogue.code"
+# monitor_probe: the plant runs with the monitoring profile; Prometheus (127.0.0.1:$FEDAD_PROMETHEUS_PORT) must see
+# fedad_ series of the server and all 10 nodes, every node's own fedad_rounds_total >= 1 and the server's
+# fedad_client_bytes_up_total of all 10 nodes. Bounded: it waits on the series and gives up when the server's
+# container has ended (plus a last scrape) or after FEDAD_CI_MONITOR_WAIT s. It always stops Prometheus at the
+# end (Prometheus would keep `up` running after the run); the verdict is in $work/monitoring.code.
+monitor_probe() {
+    local rc=0 cid
+    python3 - "$FEDAD_PROMETHEUS_PORT" "${FEDAD_CI_MONITOR_WAIT:-840}" "$COMPOSE_PROJECT_NAME" \
+        >"$work/monitoring.log" 2>&1 <<'PY' || rc=$?
+import json, subprocess, sys, time, urllib.parse, urllib.request
+
+port, wait, project = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+nodes = {f"client-{i}" for i in range(1, 11)}
+
+def query(q, label="instance"):
+    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": q})
+    with urllib.request.urlopen(url, timeout=10) as r:
+        body = json.load(r)
+    if body.get("status") != "success":
+        raise RuntimeError(f"{q}: {body}")
+    return {r["metric"].get(label, ""): float(r["value"][1]) for r in body["data"]["result"]}
+
+def server_state():
+    out = subprocess.run(["docker", "ps", "-a", "--filter", f"label=com.docker.compose.project={project}",
+                          "--filter", "label=com.docker.compose.service=server", "--format", "{{.State}}"],
+                         capture_output=True, text=True).stdout.split()
+    return out[0] if out else "absent"
+
+checks = {  # name -> (PromQL over the run so far, the label that names who, who must be there)
+    "series": ('count by (instance) (last_over_time({__name__=~"fedad_.+"}[1h]))', "instance", {"server"} | nodes),
+    "node rounds": ('max by (instance) (max_over_time(fedad_rounds_total{job="node"}[1h])) >= 1', "instance", nodes),
+    "server bytes up": ('max by (client) (max_over_time(fedad_client_bytes_up_total{job="server"}[1h])) > 0',
+                        "client", nodes),
+}
+start, ended, seen, err, answered = time.time(), None, {}, "", False
+while True:
+    try:
+        seen = {name: set(query(q, label)) for name, (q, label, _) in checks.items()}
+        err, answered = "", True  # this plant's Prometheus: from now on an exited server is this run's
+    except Exception as exc:  # Prometheus not answering yet
+        err = f"{type(exc).__name__}: {exc}"
+    if all(want <= seen.get(name, set()) for name, (_, _, want) in checks.items()):
+        break
+    if ended is None and answered and server_state() in ("exited", "dead"):
+        ended = time.time()
+    if (ended is not None and time.time() - ended > 20) or time.time() - start > wait:
+        for name, (q, _, want) in checks.items():
+            print(f"{name}: missing {sorted(want - seen.get(name, set()))} ({q})")
+        print(f"gave up after {time.time() - start:.0f} s (server container: {server_state()}){'; ' + err if err else ''}")
+        sys.exit(1)
+    time.sleep(2)
+up = query('max by (instance) (max_over_time(up[1h]))')
+rounds = query('max_over_time(fedad_rounds_total{job="server"}[1h])')
+print(f"after {time.time() - start:.0f} s: fedad_ series of {len(seen['series'])} instances "
+      f"({', '.join(sorted(seen['series']))}); nodes with rounds >= 1: {len(seen['node rounds'])}; "
+      f"server rounds so far: {rounds.get('server', 0):.0f}; targets up: {sum(v == 1 for v in up.values())}/{len(up)}")
+PY
+    echo "$rc" >"$work/monitoring.code"
+    cid=$(compose --profile monitoring ps -q prometheus 2>/dev/null || true)
+    [ -z "$cid" ] || echo "prometheus health: $(docker inspect -f '{{.State.Health.Status}}' "$cid" 2>/dev/null)" >>"$work/monitoring.log"
+    compose --profile monitoring logs --no-color prometheus >"$work/prometheus.log" 2>&1 || true
+    compose --profile monitoring stop prometheus >/dev/null 2>&1 || { [ -z "$cid" ] || docker stop "$cid" >/dev/null 2>&1; } || true
+}
+rm -f "$work/rogue.code" "$work/monitoring.code"
 # a previous run's outputs in ./results: a new run moves them aside, never mixes with them
 mkdir -p "$work/plain/results/checkpoint"
 for f in roc.png flags.jsonl report.json trust.png checkpoint/state.json; do echo stale >"$work/plain/results/$f"; done
 echo "node-x" >"$work/plain/results/revoked.txt" # the operator's own file stays where it is
+down # no container of an earlier run (a kept Prometheus would answer the probe with old series)
 rogue_probe &
 rogue_pid=$!
+monitor_probe &
+monitor_pid=$!
 plain_since=$(date +%s)
-plant plain
+plant plain --profile honest --profile monitoring
 wait "$rogue_pid" || true
+wait "$monitor_pid" || true
+if [ "$(cat "$work/monitoring.code" 2>/dev/null)" = 0 ]; then
+    say "  monitoring: $(grep '^after ' "$work/monitoring.log")"
+else
+    sed 's/^/  monitoring: /' "$work/monitoring.log" >&2 || true
+    tail -20 "$work/prometheus.log" >&2 || true
+    check_fail "monitoring profile: Prometheus does not show fedad_ series of the server and all 10 nodes"
+fi
 rogue_code=$(cat "$work/rogue.code" 2>/dev/null || echo "?")
 if [ "$rogue_code" = 0 ] || [ "$rogue_code" = 99 ] || [ "$rogue_code" = "?" ]; then
     check_fail "the rogue container without a client certificate: exit '$rogue_code' (expected a refusal): $(tail -3 "$work/rogue.log")"

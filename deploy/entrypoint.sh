@@ -21,6 +21,8 @@
 # Every line it logs looks like fedad's own: "HH:MM:SS LEVEL [role name] message", no colours.
 # Bad configuration (a missing shard, key or certificate) is one clear ERROR line and exit code 2,
 # and no service restarts on it (see docs/docker.md, "Restart policy").
+# FEDAD_METRICS_PORT (compose sets 9100): server, client and keyholder serve Prometheus /metrics there
+# (--metrics-port, on 0.0.0.0 inside the container; the `monitoring` profile's Prometheus scrapes it).
 # Tests: FEDAD_ENTRYPOINT_ROOT=DIR prefixes the paths of server, client and keyholder, and
 # FEDAD_ENTRYPOINT_DRY_RUN=1 prints their command line instead of running it.
 set -euo pipefail
@@ -68,6 +70,13 @@ tls_on() { is_on "${FEDAD_TLS:-0}"; }
 strategy=${FEDAD_STRATEGY:-fedavg}
 R=${FEDAD_ENTRYPOINT_ROOT:-} # "" in the image
 dry_run() { is_on "${FEDAD_ENTRYPOINT_DRY_RUN:-0}"; }
+metrics_args() { # FEDAD_METRICS_PORT (compose: 9100; empty or 0: off) -> --metrics-port on every interface
+    local port=${FEDAD_METRICS_PORT:-}
+    [ -n "$port" ] && [ "$port" != 0 ] || return 0
+    [[ "$port" =~ ^[0-9]+$ ]] && [ "$port" -le 65535 ] ||
+        die "FEDAD_METRICS_PORT must be a port number (1..65535), empty or 0 (off); got '$port'"
+    args+=(--metrics-port "$port" --metrics-host 0.0.0.0) # the compose network only: never published
+}
 KEYHOLDER_UID=10002 # fedad-keyholder's uid: owns the private key and its TLS key, nobody else's files
 
 case "$role" in
@@ -128,6 +137,7 @@ server)
         # the key holder gets the same number (empty: fedad's default, the same for both)
         if [ -n "${FEDAD_SKETCH_ROWS:-}" ]; then args+=(--sketch-rows "$FEDAD_SKETCH_ROWS"); fi
     fi
+    metrics_args
     split_words "${FEDAD_SERVER_ARGS:-}"
     args+=("${WORDS[@]}")
     # Clean start or resume, never ambiguous: each `docker compose up` starts a new run (the data job has moved
@@ -222,6 +232,7 @@ client)
             args+=(--collusion-dir "$R/collusion" --colluders "$FEDAD_COLLUDERS")
         fi
     fi
+    metrics_args
     split_words "${FEDAD_CLIENT_ARGS:-}"
     args+=("${WORDS[@]}")
     if dry_run; then
@@ -257,6 +268,7 @@ keyholder)
         --max-clients "${FEDAD_KEYHOLDER_MAX_CLIENTS:-13}" --audit "$audit")
     # the server gets the same number (empty: fedad's default, the same for both)
     if [ -n "${FEDAD_SKETCH_ROWS:-}" ]; then args+=(--sketch-rows "$FEDAD_SKETCH_ROWS"); fi
+    metrics_args
     split_words "${FEDAD_KEYHOLDER_ARGS:-}"
     args+=("${WORDS[@]}")
     for a in "${args[@]}"; do
