@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -44,6 +44,10 @@ class AdaptiveParams:
     drop: float = 0.3
     collect: int = 120
     drift_ratio: float = 0.6  # features whose 60-row rolling mean varies by this share of their sd are left out
+
+    def rule_kwargs(self) -> dict[str, Any]:
+        """The alarm and re-baselining parameters, as ``rebaseline.stream_alarms`` / ``StreamAlarms`` take them."""
+        return {k: v for k, v in asdict(self).items() if k != "drift_ratio"}
 
 
 def normalised_errors(detector: Any, X: np.ndarray) -> np.ndarray:
@@ -80,6 +84,12 @@ def stream_scores(detector: Any, X: np.ndarray, keep: np.ndarray) -> np.ndarray:
     return np.log1p(normalised_errors(detector, X)[:, keep].max(axis=1))
 
 
+def kept_features(detector: Any, drift_ratio: float) -> np.ndarray:
+    """Mask of the features the rule scores: those whose drift ratio is below ``drift_ratio`` (all when none is)."""
+    keep = np.asarray(detector.drift_ratios_) < drift_ratio
+    return keep if keep.any() else np.ones_like(keep)
+
+
 def _rule_parts(detector: Any, params: AdaptiveParams, refit: Callable[[np.ndarray], Any] | None):
     """(kept features, fitting-record stream scores, scorer factory) of the rule on a fitted detector."""
     from fedad.common.detector import AutoencoderDetector
@@ -89,9 +99,7 @@ def _rule_parts(detector: Any, params: AdaptiveParams, refit: Callable[[np.ndarr
             "this model holds no stream state (saved by an older fedad or trained on fewer rows "
             "than its window); retrain it with `fedad train` to use --rule adaptive"
         )
-    keep = np.asarray(detector.drift_ratios_) < params.drift_ratio
-    if not keep.any():
-        keep[:] = True
+    keep = kept_features(detector, params.drift_ratio)
 
     def fit_fresh(rows: np.ndarray) -> Any:
         return AutoencoderDetector(**{**detector.get_params(), "device": str(detector.device_)}).fit(rows)
@@ -123,12 +131,7 @@ def adaptive_alarms(
         fit_scores,
         detector.feature_sd_,
         scorer,
-        smooth=params.smooth,
-        threshold_scale=params.threshold_scale,
-        change_window=params.change_window,
-        change_sds=params.change_sds,
-        drop=params.drop,
-        collect=params.collect,
+        **params.rule_kwargs(),
     )
 
 
@@ -151,12 +154,7 @@ class AdaptiveStream:
             fit_scores,
             detector.feature_sd_,
             fit,
-            smooth=params.smooth,
-            threshold_scale=params.threshold_scale,
-            change_window=params.change_window,
-            change_sds=params.change_sds,
-            drop=params.drop,
-            collect=params.collect,
+            **params.rule_kwargs(),
         )
 
     def step(self, X: np.ndarray, n_context: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     )
     X = model_columns(detector.feature_names_, data.X, list(data.feature_names), args.data)
     if args.rule == "adaptive":
-        from fedad.common.stream_rule import adaptive_alarms, rebaseline_on, stream_scores
+        from fedad.common.stream_rule import adaptive_alarms, kept_features, rebaseline_on, stream_scores
 
         params = adaptive_params(args)
         base = args.baseline_rows
@@ -130,8 +130,7 @@ def run(args: argparse.Namespace) -> int:
         res = adaptive_alarms(detector, X[base:], params)
         scores, alarms = res.scores, res.alarms
         if base:  # baseline rows: their stream scores under the rule's features, never alarms
-            keep = np.asarray(detector.drift_ratios_) < params.drift_ratio
-            head = stream_scores(detector, X[:base], keep if keep.any() else np.ones_like(keep))
+            head = stream_scores(detector, X[:base], kept_features(detector, params.drift_ratio))
             scores = np.concatenate([head, scores])
             alarms = np.concatenate([np.zeros(base, dtype=alarms.dtype), alarms])
         print(f"torch uses {threads} CPU thread(s) ({why})", file=sys.stderr)
