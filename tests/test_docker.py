@@ -1026,7 +1026,8 @@ def test_live_profile_scores_every_nodes_stream_while_rounds_run_and_down_remove
         last = json.loads((results / "rounds.jsonl").read_text().splitlines()[-1])
         assert len(last["clients"]) == 10, last  # every node takes part in rounds while it scores
         ps = dc("--profile", "live", "ps", "--format", "json", timeout=120)
-        states = [json.loads(x) for x in ps.stdout.splitlines() if x.strip()]
+        text = ps.stdout.strip()
+        states = json.loads(text) if text.startswith("[") else [json.loads(x) for x in text.splitlines() if x.strip()]
         running = {c["Service"] for c in states if c.get("State") == "running"}
         assert {"server", "live", *NODES} <= running, states
     finally:
