@@ -129,8 +129,17 @@ def test_client_stream_adaptive_rule_equals_fedad_score_record_by_record(tmp_pat
     try:
         wait_for(lambda: server.poll() is not None, 300, "the federation's end", [server, *clients])
         time.sleep(5)  # node0 goes on scoring with the final model
-        stop.set()  # the stream stops growing; node0 decides what is left, then exits after 20 s idle
+        stop.set()
         feeding.join(timeout=30)
+        feed = emitter.feeds[0]
+        fault = [feed.line(feed.written + k) for k in range(400)]  # the plant goes on, with a fault in the middle
+        for k in range(100, 250):
+            cells = fault[k].split(",")
+            cells[1:13] = [str(3.0 * float(c) + 10.0) for c in cells[1:13]]  # every sensor jumps
+            fault[k] = ",".join(cells)
+        with open(stream, "a") as f:
+            f.write("".join(fault))
+        feed.written += len(fault)  # node0 decides what is left, then exits after 20 s idle
         codes = finish([server, *clients], timeout=300)
     finally:
         stop.set()
@@ -161,4 +170,4 @@ def test_client_stream_adaptive_rule_equals_fedad_score_record_by_record(tmp_pat
     assert len(batch) == len(live)
     assert [bool(d["alarm"]) for d in live] == batch["is_anomaly"].astype(bool).tolist()
     np.testing.assert_allclose([d["score"] for d in live], batch["score"].to_numpy(), rtol=1e-5, atol=1e-9)
-    assert any(d["alarm"] for d in live) and not all(d["alarm"] for d in live)
+    assert any(d["alarm"] for d in live[-300:-150]) and not all(d["alarm"] for d in live)  # the fault alarms
