@@ -4,7 +4,9 @@ A daemon thread runs the live loop (``fedad.common.live_loop``). It starts readi
 arrives (records written before wait in the file or the pipe: none is dropped). Every new global model is handed
 over atomically between two records (``LiveScorer.swap``); its version is the server round. Until the server
 sends the federation's threshold (its test phase), a round's model alarms above this node's own threshold for it
-(the spec's rule on its validation scores). ``--learn-from-stream N``: the newest N records scored normal (never
+(the spec's rule on its validation scores). ``--rule adaptive``: each model decides with the adaptive rule of
+`fedad score --rule adaptive` (``fedad.common.stream_rule``; its statistics from this node's training and
+validation rows), started afresh at each hand-over. ``--learn-from-stream N``: the newest N records scored normal (never
 an alarm) are trained on at each round besides the node's training split.
 """
 
@@ -38,8 +40,11 @@ class NodeStream:
         sep: str | None = None,
         telemetry: Any = None,
         learn_rows: int = 0,
+        adaptive: Any = None,
     ) -> None:
+        """``adaptive``: the ``AdaptiveParams`` of ``--rule adaptive`` (None: the threshold rule)."""
         self.path, self.log, self.sink, self.idle_exit, self.telemetry = path, log, sink, idle_exit, telemetry
+        self.adaptive = adaptive
         self.parser_for = parser_factory(features, time_column, sep)
         self.scorer: LiveScorer | None = None
         self.thread: threading.Thread | None = None
@@ -53,27 +58,34 @@ class NodeStream:
             collections.deque(maxlen=learn_rows) if learn_rows else None
         )
         self._learn_lock = threading.Lock()
+        self._weights: list[np.ndarray] = []  # of the model in force (a repeated offer of it is no hand-over)
 
     def offer(self, site: Any, weights: list, config: dict, threshold: float | None) -> None:
         """A global model arrived (``FedadClient.on_global``): build this site's detector of it and hand it over;
         ``threshold`` None: this node's own threshold for it (the spec's rule on its validation scores)."""
         from fedad.common.threshold_rule import threshold_by_rule
 
+        version = int(config.get("round", 0))
+        same = self.scorer is not None and self.scorer.version == str(version) and _equal(weights, self._weights)
+        if same and self.adaptive is not None:
+            return  # the model in force (the adaptive rule does not use the threshold: its state goes on)
         if threshold is None:
             spec = site.spec
             scores = site.record_scores(weights, site.split.val)
             threshold = threshold_by_rule(scores, spec.threshold_rule, spec.threshold_quantile, spec.target_far)
-        self.hand_over(site.detector(weights, float(threshold), stream_state=False), int(config.get("round", 0)))
+        if same and self.scorer is not None and float(threshold) == self.scorer.model.limit:
+            return
+        detector = site.detector(weights, float(threshold), stream_state=self.adaptive is not None)
+        self._weights = [np.array(w, copy=True) for w in weights]
+        self.hand_over(detector, version)
 
     def hand_over(self, detector: Any, version: int) -> None:
         """Score every record from now on with ``detector`` (``version``: the server round)."""
         model = LiveModel(detector, str(version))
         if self.scorer is not None:
-            if self.scorer.version == model.version and detector.threshold_ == self.scorer.model.limit:
-                return
             self.scorer.swap(model)
         else:
-            self.scorer = LiveScorer(model)
+            self.scorer = LiveScorer(model, self.adaptive)
             self.thread = threading.Thread(target=self._run, name="fedad-stream", daemon=True)
             self.thread.start()
         if self.telemetry is not None:
@@ -134,3 +146,8 @@ class NodeStream:
     def stop(self) -> None:
         """Ask the thread to end at its next idle poll."""
         self._stop.set()
+
+
+def _equal(a: list, b: list) -> bool:
+    """Whether two weight lists hold the same arrays."""
+    return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))

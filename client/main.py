@@ -215,6 +215,9 @@ def build_parser() -> ArgumentParser:
         help="--stream: after the federation ends, stop when the file has had no new line for this long, counted "
         "from the end or the last line, whichever is later (default: follow it forever)",
     )
+    from fedad.common.commands.score import add_rule_arguments
+
+    add_rule_arguments(p)  # --stream --rule adaptive: the rule of `fedad score --rule adaptive`, the same options
     from fedad.common.telemetry import add_metrics_argument
 
     add_metrics_argument(p)
@@ -230,6 +233,7 @@ def run(args) -> int:
 
     if not args.data:
         raise FedadError("--data is required: the path of this node's shard")
+    adaptive = None  # --stream --rule adaptive: its AdaptiveParams
     if args.stream:
         if args.alarms is None and not args.print_alarms:
             raise FedadError("--stream needs --alarms PATH or --print-alarms")
@@ -239,8 +243,13 @@ def run(args) -> int:
             raise FedadError("--stream-idle-exit must be >= 0")
         if args.learn_from_stream < 0:
             raise FedadError("--learn-from-stream must be >= 0")
+        from fedad.common.commands.score import adaptive_params
+
+        adaptive = adaptive_params(args) if args.rule == "adaptive" else None
     elif args.alarms or args.print_alarms or args.all_decisions or args.stream_idle_exit is not None:
         raise FedadError("--alarms, --print-alarms, --all-decisions and --stream-idle-exit need --stream")
+    elif args.rule != "threshold":
+        raise FedadError("--rule needs --stream")
     elif args.learn_from_stream:
         raise FedadError("--learn-from-stream needs --stream")
     if args.private_key and args.public_key:
@@ -396,6 +405,7 @@ def run(args) -> int:
             time_column=args.time_column,
             telemetry=telemetry,
             learn_rows=args.learn_from_stream,
+            adaptive=adaptive,
         )
         client.on_global = lambda weights, config, t: stream.offer(site, weights, config, t)
         if args.learn_from_stream:

@@ -1,4 +1,4 @@
-"""The ``fedad`` umbrella command: data synth, train, score, evaluate, demo, keygen, certs, enroll."""
+"""The ``fedad`` umbrella command: data synth, data emit, train, score, evaluate, demo, keygen, certs, enroll."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from fedad.common.config import ArgumentParser, HelpFormatter, add_config_option
 # name -> (module with add_arguments(parser) and run(args), one-line help); imported only when chosen
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "data synth": ("fedad.common.commands.synth", "write a synthetic 12-sensor plant, one shard per node"),
+    "data emit": ("fedad.common.commands.emit", "a live plant: each node's records appended to a growing CSV"),
     "train": ("fedad.common.commands.train", "train a local autoencoder detector on one data file"),
     "score": ("fedad.common.commands.score", "score records with a trained model: score,is_anomaly per row"),
     "evaluate": ("fedad.common.commands.evaluate", "metrics of a model (and baselines) on labelled data"),

@@ -42,7 +42,8 @@ class LiveModel:
 @dataclass(frozen=True)
 class Decision:
     """One record's decision: its index in the stream, time (from the time column, or None), score,
-    threshold, alarm, the model version that decided and arrival-to-decision latency in milliseconds."""
+    threshold, alarm, the model version that decided, arrival-to-decision latency in milliseconds and the
+    wall-clock time of the decision (unix seconds)."""
 
     record: int
     time: str | None
@@ -51,6 +52,7 @@ class Decision:
     alarm: bool
     version: str
     latency_ms: float
+    at: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object of an alarm line."""
@@ -62,6 +64,7 @@ class Decision:
             "alarm": self.alarm,
             "version": self.version,
             "latency_ms": round(self.latency_ms, 4),
+            "at": round(self.at, 6),
         }
 
 
@@ -77,6 +80,7 @@ class Decisions:
     alarms: np.ndarray
     version: str
     latency_ms: np.ndarray
+    at: float = 0.0  # wall-clock time of the decisions (unix seconds)
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -90,6 +94,7 @@ class Decisions:
             alarm=bool(self.alarms[i]),
             version=self.version,
             latency_ms=float(self.latency_ms[i]),
+            at=self.at,
         )
 
     def __iter__(self) -> Iterator[Decision]:
@@ -207,11 +212,11 @@ class LiveScorer:
         else:
             scores, alarms, limits = rule.step(X, len(ctx))
         self._context = X[len(X) - (w - 1) :] if w > 1 else X[:0]
-        done = time.perf_counter()
+        done, wall = time.perf_counter(), time.time()
         first = self.records
         self.records += len(rows)
         latency = (done - np.asarray(al, dtype=np.float64)) * 1000.0
         return Decisions(
             first, list(tl), np.asarray(scores, dtype=np.float64), np.asarray(limits, dtype=np.float64),
-            np.asarray(alarms, dtype=bool), model.version, latency,
+            np.asarray(alarms, dtype=bool), model.version, latency, wall,
         )  # fmt: skip

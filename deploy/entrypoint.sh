@@ -15,6 +15,11 @@
 #   sign CSR  the plant CA signs a real edge node's request (fedad enroll made NAME.csr): NAME.pem and the
 #             CA's ca.pem are written beside it (run in the certs service, which alone holds the CA key)
 #   summary   one-shot: print the run's report and write /results/summary.{txt,json}
+#   live      the `live` profile's plant: every node's shard replayed into its growing /live/NN/stream.csv at
+#             FEDAD_LIVE_RATE records/s, its alarms mirrored to /results/alarms/client-N.jsonl, /results/live.json
+#             refreshed every round. With it (/results/live.json there) the server runs continuously
+#             (--rounds 0 --round-interval FEDAD_ROUND_INTERVAL, ends with the stop file /results/stop) and every
+#             node scores /live/stream.csv while it takes part in rounds (fedad-client --stream; FEDAD_LIVE_ARGS)
 #   health    the healthcheck of server and client (see docker-compose.yml): exit 0 = alive and working
 #   anything else is run as a command: `docker run fedad:local fedad-client --server ... --data ...`
 #
@@ -105,9 +110,17 @@ server)
     trap server_done EXIT
     [ -d "$out" ] && [ -w "$out" ] ||
         die "results directory $out (host: \${FEDAD_RESULTS_DIR:-./results}) is not writable by uid $(id -u): set FEDAD_UID and FEDAD_GID in .env to the directory's owner (id -u; id -g)"
+    # the live profile (its live job wrote live.json before the server started): rounds every interval until
+    # the stop file appears; otherwise FEDAD_ROUNDS rounds
+    if [ -f "$out/live.json" ]; then
+        rounds=(--rounds 0 --round-interval "${FEDAD_ROUND_INTERVAL:-60s}" --stop-file "$out/stop")
+        log INFO "live plant: a round every ${FEDAD_ROUND_INTERVAL:-60s} until $out/stop exists (host: touch results/stop)"
+    else
+        rounds=(--rounds "${FEDAD_ROUNDS:-5}")
+    fi
     args=(--address "0.0.0.0:${FEDAD_SERVER_PORT:-8080}" --out "$out"
         --strategy "$strategy" --model "${FEDAD_MODEL:-dense}"
-        --rounds "${FEDAD_ROUNDS:-5}" --local-epochs "${FEDAD_LOCAL_EPOCHS:-10}"
+        "${rounds[@]}" --local-epochs "${FEDAD_LOCAL_EPOCHS:-10}"
         --min-clients "${FEDAD_MIN_CLIENTS:-10}" --min-fit-clients "${FEDAD_MIN_FIT_CLIENTS:-0.6}"
         --wait-timeout "${FEDAD_WAIT_TIMEOUT:-300}"
         --round-timeout "${FEDAD_ROUND_TIMEOUT:-600}" --seed "${FEDAD_SEED:-0}")
@@ -232,6 +245,11 @@ client)
             args+=(--collusion-dir "$R/collusion" --colluders "$FEDAD_COLLUDERS")
         fi
     fi
+    if [ -f "$R/live/stream.csv" ]; then # the live profile: score the node's live stream while taking part in rounds
+        args+=(--stream "$R/live/stream.csv" --alarms "$R/live/alarms.jsonl")
+        split_words "${FEDAD_LIVE_ARGS:-}"
+        args+=("${WORDS[@]}")
+    fi
     metrics_args
     split_words "${FEDAD_CLIENT_ARGS:-}"
     args+=("${WORDS[@]}")
@@ -308,6 +326,11 @@ keyholder)
 data)
     umask 022
     exec python3 /opt/fedad/plant.py data "$@"
+    ;;
+
+live)
+    umask 022
+    exec python3 /opt/fedad/plant.py live "$@"
     ;;
 
 summary)

@@ -1,6 +1,10 @@
 """Helpers of the emulated plant in docker-compose.yml (the image runs them; CI runs `check` on the host).
 
-    plant.py data       one shard per node: /import/node_NN.csv|.parquet when the user gave one, else synthetic
+    plant.py data       one shard per node: /import/node_NN.csv|.parquet when the user gave one, else synthetic;
+                        empties every mounted /live/NN volume (the live profile's streams and alarms)
+    plant.py live       the `live` profile's plant: every node's shard replayed into its growing /live/NN/stream.csv
+                        at FEDAD_LIVE_RATE records/s (fedad.common.emitter), its alarms (/live/NN/alarms.jsonl)
+                        mirrored to /results/alarms/client-N.jsonl and /results/live.json refreshed every round
     plant.py summary    wait for the server's final exit (SERVER_EXIT, written by the server's entrypoint; a
                         restarted server container writes none), then print the run's report (who took part,
                         refused, failed, flagged, metrics), write
@@ -96,6 +100,11 @@ def prepare_data(args) -> int:
         log("INFO", f"node {slot.name}: {source} -> shard volume ({dest.stat().st_size / 1e6:.2f} MB)", tag)
     if generated:
         shutil.rmtree(generated, ignore_errors=True)
+    for slot in sorted(p for p in Path(args.live).iterdir() if p.is_dir()) if Path(args.live).is_dir() else []:
+        for old in slot.iterdir():  # a new run's live streams start empty (and a plain run sees none)
+            if old.is_file():
+                old.unlink()
+        os.chmod(slot, 0o1777)  # the live job writes stream.csv (FEDAD_UID), the node its alarms.jsonl (uid 10001)
 
     # ./results on the host: created by Docker as root when missing; hand it to the server's uid.
     results.mkdir(parents=True, exist_ok=True)
@@ -109,6 +118,7 @@ def prepare_data(args) -> int:
         log("INFO", "a server of this plant is running: its outputs in the results directory stay as they are", tag)
     else:
         (results / SERVER_EXIT).unlink(missing_ok=True)  # this run's end is still to come (summary waits for it)
+        (results / LIVE_REPORT).unlink(missing_ok=True)  # written by the live job: the server then runs continuously
         if resume:
             log("INFO", "FEDAD_RESUME=1: the previous run's outputs stay; the server resumes from its checkpoint", tag)
         elif moved := move_aside(results, uid, gid):
@@ -136,7 +146,12 @@ RUN_OUTPUTS = (
     "*.png",
     ".*.tmp",
     ".server-exit",
+    "live.json",
+    "alarms",
+    "versions",
+    "stop",
 )
+LIVE_REPORT = "live.json"  # the live profile's report; its presence tells the server to run continuously
 SERVER_EXIT = ".server-exit"  # the server's exit code, written by its entrypoint when the run is over
 
 
@@ -587,6 +602,134 @@ def chaos_problems(args, s: dict, report: dict) -> list[str]:
     return problems
 
 
+# ----------------------------------------------------------------------------------------------- live
+def _node_name(slot: str) -> str:
+    return f"client-{int(slot)}"
+
+
+def _mirror(src: Path, dst: Path, offset: int) -> tuple[int, int]:
+    """Append the complete lines of ``src`` after byte ``offset`` to ``dst``; (new offset, lines copied)."""
+    if not src.is_file():
+        return offset, 0
+    with open(src, "rb") as f:
+        f.seek(offset)
+        data = f.read()
+    end = data.rfind(b"\n") + 1
+    if end == 0:
+        return offset, 0
+    with open(dst, "ab") as f:
+        f.write(data[:end])
+    return offset + end, data[:end].count(b"\n")
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def live(args) -> int:
+    """The live plant: emit every node's records, mirror its alarms into the results, refresh live.json."""
+    tag = "live"
+    from fedad.common.emitter import Emitter, feed_from_file
+    from fedad.common.errors import FedadError
+
+    live_root, shards, results = Path(args.live), Path(args.shards), Path(args.results)
+    slots = sorted(p.name for p in live_root.iterdir() if p.is_dir() and p.name.isdigit()) if live_root.is_dir() else []
+    if not slots:
+        log("ERROR", f"no live volumes mounted under {live_root} (expected {live_root}/01 ...)", tag)
+        return 2
+    try:
+        rate = float(os.environ.get("FEDAD_LIVE_RATE", "10"))
+        feeds = []
+        for slot in slots:
+            src = next(
+                (shards / slot / f"shard{ext}" for ext in SHARD_FORMATS if (shards / slot / f"shard{ext}").is_file()),
+                None,
+            )
+            if src is None:
+                log("ERROR", f"node {slot}: no shard in {shards / slot} (docker compose logs data)", tag)
+                return 2
+            feeds.append(feed_from_file(src, live_root / slot / "stream.csv"))
+        emitter = Emitter(feeds, rate)
+    except (FedadError, ValueError) as exc:
+        log("ERROR", f"FEDAD_LIVE_RATE or a shard: {exc}", tag)
+        return 2
+    emitter.start()
+    alarm_dir = results / "alarms"
+    alarm_dir.mkdir(exist_ok=True)
+    offsets = {slot: 0 for slot in slots}
+    counts = {slot: 0 for slot in slots}
+    last: dict = {slot: None for slot in slots}
+    for slot in slots:
+        (alarm_dir / f"{_node_name(slot)}.jsonl").write_bytes(b"")
+    stopping = []
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
+    report_rounds, report_time, rounds_size = -1, 0.0, -1
+
+    def report() -> None:
+        rounds = _rounds(results)
+        _write_json(
+            results / LIVE_REPORT,
+            {
+                "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "rate_per_node": rate,
+                "records_emitted_per_node": feeds[0].written,
+                "rounds": len(rounds),
+                "last_round": rounds[-1] if rounds else None,
+                "nodes": {
+                    _node_name(s): {
+                        "alarms": counts[s],
+                        "last_alarm": last[s],
+                        "alarms_file": f"alarms/{_node_name(s)}.jsonl",
+                    }
+                    for s in slots
+                },
+            },
+        )
+
+    log(
+        "INFO",
+        f"{len(slots)} node streams at {rate:g} records/s each; alarms -> {alarm_dir}, report -> "
+        f"{results / LIVE_REPORT}",
+        tag,
+    )
+    report()
+    while not stopping:
+        emitter.tick()
+        for slot in slots:
+            dst = alarm_dir / f"{_node_name(slot)}.jsonl"
+            offsets[slot], n = _mirror(live_root / slot / "alarms.jsonl", dst, offsets[slot])
+            if n:
+                counts[slot] += n
+                with open(dst, "rb") as f:
+                    f.seek(max(0, dst.stat().st_size - 4096))
+                    tail = f.read().splitlines()
+                last[slot] = json.loads(tail[-1]) if tail else None
+        rounds_file = results / "rounds.jsonl"
+        size = rounds_file.stat().st_size if rounds_file.is_file() else 0
+        if size == rounds_size and time.monotonic() - report_time <= 10:
+            time.sleep(args.tick)
+            continue
+        rounds_size = size
+        n_rounds = len(_rounds(results))
+        if n_rounds != report_rounds or time.monotonic() - report_time > 10:
+            if n_rounds != report_rounds and n_rounds:
+                log(
+                    "INFO",
+                    f"round {n_rounds}: {sum(counts.values())} alarms so far ({feeds[0].written} records per node)",
+                    tag,
+                )
+            report()
+            report_rounds, report_time = n_rounds, time.monotonic()
+        time.sleep(args.tick)
+    report()
+    log("INFO", f"stopped after {feeds[0].written} records per node", tag)
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="plant.py", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -595,6 +738,12 @@ def main(argv=None) -> int:
     d.add_argument("--import-dir", default="/import")
     d.add_argument("--host-import-dir", default=os.environ.get("FEDAD_DATA_DIR", "./data"))
     d.add_argument("--results", default="/results")
+    d.add_argument("--live", default="/live", help="the live profile's per-node volumes (emptied)")
+    lv = sub.add_parser("live", help="the live profile: emit the streams, mirror alarms, refresh live.json")
+    lv.add_argument("--live", default="/live")
+    lv.add_argument("--shards", default="/shards")
+    lv.add_argument("--results", default="/results")
+    lv.add_argument("--tick", type=float, default=0.1, help="seconds between two writes")
     sm = sub.add_parser("summary", help="print and write the run's summary")
     sm.add_argument("--results", default="/results")
     sm.add_argument("--audit", default="/audit/audit.jsonl", help="the key holder's audit log (secure-robust)")
@@ -641,7 +790,14 @@ def main(argv=None) -> int:
     h.add_argument("--port", type=int, default=8080)
     h.add_argument("--done", default=None, help="the server's report.json: the run is over, plots being written")
     args = p.parse_args(argv)
-    commands = {"data": prepare_data, "summary": summary, "audit": audit, "check": check, "health": health}
+    commands = {
+        "data": prepare_data,
+        "live": live,
+        "summary": summary,
+        "audit": audit,
+        "check": check,
+        "health": health,
+    }
     return commands[args.cmd](args)
 
 

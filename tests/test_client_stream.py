@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from procs import finish, free_port, rounds, start_client, start_server, wait_for
 from test_telemetry_federation import scrape
@@ -87,3 +88,86 @@ def test_three_clients_stream_while_rounds_run(tmp_path):
             assert 0 < scored <= live_metrics[("fedad_scoring_latency_seconds_count", ())] <= n
             assert live_metrics[("fedad_alarms_total", ())] <= sum(d["alarm"] for d in got[: int(scored)])
             assert live_metrics[("fedad_model_version", ())] >= 1
+
+
+def test_client_stream_adaptive_rule_equals_fedad_score_record_by_record(tmp_path):
+    """`fedad-client --stream --rule adaptive`: the records of the final model decide exactly as `fedad score
+    --rule adaptive` with the node's saved model on the same records (the rule starts afresh at a hand-over)."""
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    import pandas as pd
+    from procs import ENV
+
+    from fedad.common.emitter import Emitter, feed_from_file
+    from fedad.common.synth import write_plant
+
+    write_plant(tmp_path / "plant", nodes=2, records=8000, seed=3, formats=("csv",))
+    shards = sorted((tmp_path / "plant").glob("node_*.csv"))
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    stream = tmp_path / "stream.csv"
+    emitter = Emitter([feed_from_file(shards[0], stream)], rate=40)  # node0's own records, replayed live
+    emitter.start()
+    stop = threading.Event()
+    feeding = threading.Thread(target=emitter.run, kwargs={"stop": stop.is_set}, daemon=True)
+    address = f"127.0.0.1:{free_port()}"
+    out = tmp_path / "run"
+    alarms, model = tmp_path / "alarms.jsonl", tmp_path / "model"
+    rule = ["--rule", "adaptive", "--smooth", "20", "--collect", "60"]
+    server = start_server(address, out, "--rounds", "2", "--min-clients", "2", "--local-epochs", "1")
+    clients = [
+        start_client(
+            address, shards[0], "node0", logs, "--stream", str(stream), "--alarms", str(alarms), "--all-decisions",
+            "--stream-idle-exit", "20", "--model-out", str(model), "--threads", "1", *rule,
+        ),
+        start_client(address, shards[1], "node1", logs, "--threads", "1"),
+    ]  # fmt: skip
+    feeding.start()
+    try:
+        wait_for(lambda: server.poll() is not None, 300, "the federation's end", [server, *clients])
+        time.sleep(5)  # node0 goes on scoring with the final model
+        stop.set()
+        feeding.join(timeout=30)
+        feed = emitter.feeds[0]
+        fault = [feed.line(feed.written + k) for k in range(400)]  # the plant goes on, with a fault in the middle
+        for k in range(100, 250):
+            cells = fault[k].split(",")
+            cells[1:13] = [str(3.0 * float(c) + 10.0) for c in cells[1:13]]  # every sensor jumps
+            fault[k] = ",".join(cells)
+        with open(stream, "a") as f:
+            f.write("".join(fault))
+        feed.written += len(fault)  # node0 decides what is left, then exits after 20 s idle
+        codes = finish([server, *clients], timeout=300)
+    finally:
+        stop.set()
+        for p in (server, *clients):
+            if p.poll() is None:
+                p.kill()
+    assert codes == [0, 0, 0], (logs / "node0.log").read_text()[-3000:]
+    got = [json.loads(x) for x in alarms.read_text().splitlines()]
+    written = emitter.feeds[0].written
+    assert [d["record"] for d in got] == list(range(written)), "a record lost or scored twice"
+    final = got[-1]["version"]
+    first = next(i for i, d in enumerate(got) if d["version"] == final)
+    assert all(d["version"] == final for d in got[first:])
+    assert written - first >= 100, f"only {written - first} records under the final model"
+    # the same records, batch: `fedad score --rule adaptive` with the model node0 saved at the end of the run
+    lines = stream.read_text().splitlines(keepends=True)
+    batch_in = tmp_path / "final.csv"
+    batch_in.write_text(lines[0] + "".join(lines[1 + first : 1 + written]))
+    scores = tmp_path / "scores.csv"
+    r = subprocess.run(
+        [sys.executable, "-m", "fedad.common.cli", "score", "--model", str(model), "--data", str(batch_in),
+         "--out", str(scores), "--device", "cpu", "--threads", "1", *rule],
+        env=ENV, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    batch = pd.read_csv(scores)
+    live = got[first:]
+    assert len(batch) == len(live)
+    assert [bool(d["alarm"]) for d in live] == batch["is_anomaly"].astype(bool).tolist()
+    np.testing.assert_allclose([d["score"] for d in live], batch["score"].to_numpy(), rtol=1e-5, atol=1e-9)
+    assert any(d["alarm"] for d in live[-300:-150]) and not all(d["alarm"] for d in live)  # the fault alarms

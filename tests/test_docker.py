@@ -93,14 +93,17 @@ def test_default_plant_is_a_server_and_ten_nodes_each_with_only_its_own_shard():
     for i, name in enumerate(NODES, start=1):
         mounts = volumes(services[name])
         assert mounts["/data"] == f"shard-{i:02d}", name
-        # no other shard, no results, no socket; its own TLS identity (certificate + key) and nobody else's
-        assert set(mounts) == {"/data", "/tls", "/keys", "/tls-node"}, (name, mounts)
+        # no other shard, no results, no socket; its own TLS identity (certificate + key) and nobody else's;
+        # its own live volume (the live profile's stream and its alarms; empty in a plain run)
+        assert set(mounts) == {"/data", "/tls", "/keys", "/tls-node", "/live"}, (name, mounts)
         assert mounts["/keys"] == "paillier-private" and mounts["/tls"] == "tls-ca"
-        assert mounts["/tls-node"] == f"tls-{name}"
+        assert mounts["/tls-node"] == f"tls-{name}" and mounts["/live"] == f"live-{i:02d}"
         assert services[name]["environment"]["FEDAD_TLS"] == "1"  # mutual TLS by default
         assert services[name]["environment"]["FEDAD_NAME"] == name
-        assert all(v.get("read_only") for v in services[name]["volumes"])
+        assert all(v.get("read_only") for v in services[name]["volumes"] if v["target"] != "/live")
     assert sum(1 for s in services.values() for v in s.get("volumes", []) if v.get("source") == "shard-03") == 2
+    # a plain `docker compose up` is the finite run: no live service, so no live.json and no node streams
+    assert "live" not in services
 
 
 @needs_compose
@@ -261,7 +264,7 @@ def test_secure_robust_private_key_is_mounted_on_the_keyholder_only(profiles):
     assert env["FEDAD_SKETCH_ROWS"] == kh["environment"]["FEDAD_SKETCH_ROWS"]
     assert "8090" in " ".join(kh["healthcheck"]["test"])
     for name in nodes:  # the nodes: their shard, the TLS CA, their own TLS identity, /keys (public.key only)
-        assert set(volumes(services[name]).values()) - {"collusion"} == {
+        assert set(volumes(services[name]).values()) - {"collusion", f"live-{int(name.split('-')[1]):02d}"} == {
             f"shard-{int(name.split('-')[1]):02d}",
             "tls-ca",
             f"tls-{name}",
@@ -449,6 +452,97 @@ def test_entrypoint_passes_the_continue_quorum_and_the_node_health_file(tmp_path
     _files(tmp_path, "data/shard.csv")
     argv = _argv(_entrypoint("client", tmp_path, FEDAD_NAME="client-3"), tmp_path)
     assert _option(argv, "--health-file") == ["/tmp/fedad-health"]  # what the healthcheck (role health) reads
+
+
+def test_entrypoint_live_plant_runs_the_server_continuously_and_every_node_on_its_stream(tmp_path):
+    (tmp_path / "results").mkdir()
+    _files(tmp_path, "data/shard.csv")
+    argv = _argv(_entrypoint("server", tmp_path), tmp_path)  # a plain run: FEDAD_ROUNDS rounds
+    assert _option(argv, "--rounds") == ["5"] and "--round-interval" not in argv
+    argv = _argv(_entrypoint("client", tmp_path, FEDAD_NAME="client-3"), tmp_path)
+    assert "--stream" not in argv and "--alarms" not in argv
+    # the live job has written live.json and the node's stream: the live profile
+    (tmp_path / "results" / "live.json").write_text("{}")
+    _files(tmp_path, "live/stream.csv")
+    argv = _argv(_entrypoint("server", tmp_path, FEDAD_ROUND_INTERVAL="30s"), tmp_path)
+    assert _option(argv, "--rounds") == ["0"] and _option(argv, "--round-interval") == ["30s"]
+    assert _option(argv, "--stop-file") == ["/results/stop"]
+    env = {"FEDAD_NAME": "client-3", "FEDAD_LIVE_ARGS": "--rule adaptive --smooth 20"}
+    argv = _argv(_entrypoint("client", tmp_path, **env), tmp_path)
+    assert _option(argv, "--stream") == ["/live/stream.csv"] and _option(argv, "--alarms") == ["/live/alarms.jsonl"]
+    assert _option(argv, "--rule") == ["adaptive"] and _option(argv, "--smooth") == ["20"]
+
+
+def test_data_job_empties_the_live_volumes_and_the_live_report(tmp_path):
+    for slot in ("01", "02"):
+        _files(tmp_path, f"live/{slot}/stream.csv", f"live/{slot}/alarms.jsonl")
+    _files(tmp_path, "results/live.json")
+    for resume in ("0", "1"):  # also when resuming: only the live job's live.json makes a run continuous
+        _files(tmp_path, "results/live.json", "live/01/stream.csv")
+        base = ["--live", str(tmp_path / "live")]
+        for slot in ("01", "02"):
+            (tmp_path / "shards" / slot).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "import").mkdir(exist_ok=True)
+        r = subprocess.run(
+            [sys.executable, str(DEPLOY / "plant.py"), "data", "--shards", str(tmp_path / "shards"),
+             "--import-dir", str(tmp_path / "import"), "--results", str(tmp_path / "results"), *base],
+            capture_output=True, text=True, timeout=120,
+            env={**os.environ, "FEDAD_RECORDS": "400", "FEDAD_UID": str(os.getuid()), "FEDAD_GID": str(os.getgid()),
+                 "FEDAD_RESUME": resume},
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        assert not (tmp_path / "results" / "live.json").exists()
+        for slot in ("01", "02"):
+            live = tmp_path / "live" / slot
+            assert list(live.iterdir()) == [] and (live.stat().st_mode & 0o7777) == 0o1777
+
+
+def test_live_job_streams_every_shard_mirrors_the_alarms_and_refreshes_live_json(tmp_path):
+    import signal
+    import time
+
+    from fedad.common.synth import write_plant
+
+    write_plant(tmp_path / "plant", nodes=2, records=400, seed=0, formats=("csv",))
+    for slot in ("01", "02"):
+        (tmp_path / "shards" / slot).mkdir(parents=True)
+        (tmp_path / "live" / slot).mkdir(parents=True)
+        (tmp_path / "plant" / f"node_{slot}.csv").rename(tmp_path / "shards" / slot / "shard.csv")
+    results = tmp_path / "results"
+    results.mkdir()
+    cmd = [sys.executable, str(DEPLOY / "plant.py"), "live", "--live", str(tmp_path / "live"),
+           "--shards", str(tmp_path / "shards"), "--results", str(results), "--tick", "0.05"]  # fmt: skip
+    proc = subprocess.Popen(cmd, env={**os.environ, "FEDAD_LIVE_RATE": "100"}, stderr=subprocess.PIPE, text=True)
+    stream = tmp_path / "live" / "01" / "stream.csv"
+
+    def wait(predicate, what: str) -> None:
+        deadline = time.monotonic() + 120
+        while not predicate():
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, what
+            time.sleep(0.1)
+
+    try:
+        wait(lambda: (results / "live.json").is_file() and stream.is_file(), "live.json and the streams")
+        shard = (tmp_path / "shards" / "01" / "shard.csv").read_text().splitlines()
+        wait(lambda: len(stream.read_text().splitlines()) > 50, "the stream to grow")
+        got = stream.read_text().splitlines()
+        assert got[0] == shard[0] and got[1:40] == shard[1:40]  # node 01's own records, in order
+        alarm = {"record": 3, "alarm": True, "version": "1"}
+        with open(tmp_path / "live" / "02" / "alarms.jsonl", "w") as f:  # node 02 raises an alarm ...
+            f.write(json.dumps(alarm) + "\n" + '{"record": 4')  # ... and is writing the next one
+        mirrored = results / "alarms" / "client-2.jsonl"
+        wait(lambda: mirrored.is_file() and mirrored.read_text() != "", "the alarm in the results")
+        (results / "rounds.jsonl").write_text(json.dumps({"round": 1, "clients": 2}) + "\n")
+        wait(lambda: json.loads((results / "live.json").read_text())["rounds"] == 1, "live.json after round 1")
+        report = json.loads((results / "live.json").read_text())
+        assert report["nodes"]["client-2"]["alarms"] == 1 and report["nodes"]["client-2"]["last_alarm"] == alarm
+        assert report["nodes"]["client-1"]["alarms"] == 0 and report["last_round"]["round"] == 1
+        assert [json.loads(x) for x in mirrored.read_text().splitlines()] == [alarm]  # complete lines only
+        assert (results / "alarms" / "client-1.jsonl").read_text() == ""
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
 
 
 def test_entrypoint_server_resumes_exactly_when_this_run_has_a_checkpoint(tmp_path):
@@ -848,3 +942,101 @@ def test_image_node_without_a_shard_exits_2_with_a_clear_message():
         timeout=120,
     )
     assert r.returncode == 0 and "fedad-server" in r.stdout
+
+
+@needs_image
+@pytest.mark.integration
+def test_live_profile_scores_every_nodes_stream_while_rounds_run_and_down_removes_it(tmp_path):
+    """`docker compose --profile live up`: alarms of every node and rounds advance in ./results while the plant
+    runs; `docker compose --profile '*' down -v` removes its containers and volumes."""
+    import time
+
+    assert IMAGE is not None and DOCKER_ENV is not None
+    project = f"fedad-live-test-{os.getpid()}"
+    results = tmp_path / "results"
+    results.mkdir()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {
+        **DOCKER_ENV,
+        "FEDAD_IMAGE": IMAGE,
+        "FEDAD_RESULTS_DIR": str(results),
+        "FEDAD_DATA_DIR": str(tmp_path / "data"),
+        "FEDAD_PORT": str(port),
+        "FEDAD_RECORDS": "20000",
+        "FEDAD_LOCAL_EPOCHS": "1",
+        "FEDAD_ROUND_INTERVAL": "5s",
+        "FEDAD_LIVE_RATE": "20",
+        "FEDAD_METRICS_PORT": "",
+    }
+
+    def dc(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["docker", "compose", "-p", project, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+            timeout=timeout,
+        )  # fmt: skip
+
+    def alarm_lines() -> dict[str, int]:
+        return {
+            n: len((results / "alarms" / f"{n}.jsonl").read_text().splitlines())
+            if (results / "alarms" / f"{n}.jsonl").is_file()
+            else 0
+            for n in NODES
+        }
+
+    def rounds_done() -> int:
+        path = results / "rounds.jsonl"
+        return len(path.read_text().splitlines()) if path.is_file() else 0
+
+    def progress() -> tuple:
+        return tuple(alarm_lines().values()), rounds_done()
+
+    def wait(predicate, what: str, stall: float = 600, overall: float = 1800) -> None:
+        """Until predicate(); fails after ``stall`` s without new alarms or rounds, or ``overall`` s in all."""
+        start = last_move = time.monotonic()
+        seen = progress()
+        while not predicate():
+            now = time.monotonic()
+            if progress() != seen:
+                seen, last_move = progress(), now
+            if now - last_move > stall or now - start > overall:
+                logs = dc("logs", "--no-color", "--tail", "30", timeout=120).stdout[-6000:]
+                pytest.fail(f"no {what} (alarms {alarm_lines()}, rounds {rounds_done()}):\n{logs}")
+            time.sleep(2)
+
+    try:
+        r = dc("--profile", "live", "up", "-d", timeout=900)
+        assert r.returncode == 0, r.stderr[-3000:]
+        wait(lambda: rounds_done() >= 1 and sum(alarm_lines().values()) > 0, "first round and alarms")
+        before = alarm_lines()
+        rounds_before = rounds_done()
+        wait(lambda: rounds_done() >= max(2, rounds_before + 1), "second round")
+        wait(lambda: sum(alarm_lines().values()) > sum(before.values()), "more alarms")  # the files grow
+        after = alarm_lines()
+        assert sum(1 for n in NODES if after[n] > 0) >= 5, after  # most nodes alarm on their replayed episodes
+        report = json.loads((results / "live.json").read_text())
+        assert set(report["nodes"]) == set(NODES) and report["rounds"] >= 1
+        assert report["records_emitted_per_node"] > 0
+        for n in NODES:
+            lines = (results / "alarms" / f"{n}.jsonl").read_text().splitlines()
+            decisions = [json.loads(x) for x in lines]
+            assert all(d["alarm"] and int(d["version"]) >= 1 for d in decisions), n
+            assert [d["record"] for d in decisions] == sorted({d["record"] for d in decisions}), n
+        last = json.loads((results / "rounds.jsonl").read_text().splitlines()[-1])
+        assert len(last["clients"]) == 10, last  # every node takes part in rounds while it scores
+        ps = dc("--profile", "live", "ps", "--format", "json", timeout=120)
+        text = ps.stdout.strip()
+        states = json.loads(text) if text.startswith("[") else [json.loads(x) for x in text.splitlines() if x.strip()]
+        running = {c["Service"] for c in states if c.get("State") == "running"}
+        assert {"server", "live", *NODES} <= running, states
+    finally:
+        down = dc("--profile", "*", "down", "-v", timeout=600)
+    assert down.returncode == 0, down.stderr[-3000:]
+    label = f"com.docker.compose.project={project}"
+    for kind in ("container", "volume"):
+        left = subprocess.run(
+            ["docker", kind, "ls", "-q", *(["-a"] if kind == "container" else []), "--filter", f"label={label}"],
+            env=DOCKER_ENV, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert left.returncode == 0 and left.stdout.strip() == "", (kind, left.stdout)

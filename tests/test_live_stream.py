@@ -99,3 +99,69 @@ def test_site_trains_on_stream_records_besides_its_split():
     extra = site.train(_weights(0), 1, 0, extra_rows=site.split.val[:300] * 3.0)
     assert plain["examples"] == extra["examples"] == len(site.train_samples)  # the declared count
     assert not all(np.array_equal(a, b) for a, b in zip(plain["weights"], extra["weights"], strict=True))
+
+
+def test_adaptive_rule_on_the_node_decides_like_batch_adaptive_alarms_and_goes_on_over_a_repeated_offer(tmp_path):
+    from fedad.common.stream_rule import AdaptiveParams, adaptive_alarms
+
+    site = _site()
+    spec = FederationSpec(feature_names=NAMES, preprocessing={"scaler": "standard"})
+    config = {"spec": encode_json(spec.to_dict())}
+    client = FedadClient(site, "node", logging.getLogger("test"))
+    rows = np.vstack([site.split.val[:150], site.split.val[150:300] + [0.0, 3.0, 0.0]])  # a fault in feature b
+    stream_path = tmp_path / "s.csv"
+    stream_path.write_text("a,b,c\n" + "".join(",".join(repr(float(v)) for v in r) + "\n" for r in rows))
+    alarms = tmp_path / "alarms.jsonl"
+    params = AdaptiveParams(smooth=10)
+    import time
+
+    began = time.time()
+    node = NodeStream(str(stream_path), NAMES, logging.getLogger("test"), AlarmSink(str(alarms), all_decisions=True),
+                      idle_exit=0.5, adaptive=params)  # fmt: skip
+    client.on_global = lambda w, c, t: node.offer(site, w, c, t)
+    client.evaluate(_weights(1), {**config, "phase": "val", "round": 1})
+    scorer = node.scorer
+    assert scorer is not None and scorer.version == "1"
+    rule = scorer._rule
+    assert rule is not None  # the adaptive rule, fitted on this node's training and validation rows
+    deadline = time.monotonic() + 120
+    while scorer.records < len(rows) and time.monotonic() < deadline:  # the whole file, by round 1's model
+        time.sleep(0.05)
+    # the same model again (the test phase's threshold): no hand-over, the rule's state goes on
+    client.evaluate(_weights(1), {**config, "phase": "test", "round": 1, "threshold": 0.5})
+    assert scorer._rule is rule
+    client.evaluate(_weights(2), {**config, "phase": "val", "round": 2})  # a new model: a new rule
+    assert scorer._rule is not rule and scorer.version == "2"
+    node.wait()
+    assert node.error is None
+    got = [json.loads(x) for x in alarms.read_text().splitlines()]
+    assert [d["record"] for d in got] == list(range(len(rows)))
+    assert {d["version"] for d in got} == {"1"}  # all scored before round 2 arrived
+    assert all(began <= d["at"] <= time.time() for d in got)  # each decision's wall-clock time
+    batch = adaptive_alarms(site.detector(_weights(1), 0.5), rows, params)
+    assert [d["alarm"] for d in got] == batch.alarms.astype(bool).tolist()
+    np.testing.assert_allclose([d["score"] for d in got], batch.scores, rtol=1e-6)
+    assert 0 < sum(d["alarm"] for d in got) < len(rows)
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--rule", "adaptive"], "--rule needs --stream"),
+        (["--stream", "{s}", "--alarms", "{a}", "--rule", "adaptive", "--smooth", "0"], "--smooth, --change-window"),
+    ],
+)
+def test_client_rule_bad_input_is_one_line_and_exit_2(tmp_path, extra, message):
+    import subprocess
+    import sys
+
+    from procs import ENV
+
+    (tmp_path / "s.csv").write_text("a,b,c\n")
+    (tmp_path / "d.csv").write_text("a,b,c\n1,2,3\n")
+    args = [x.format(s=tmp_path / "s.csv", a=tmp_path / "al.jsonl") for x in extra]
+    cmd = [sys.executable, "-m", "fedad.client.main", "--server", "127.0.0.1:1", "--data", str(tmp_path / "d.csv")]
+    p = subprocess.run([*cmd, *args], capture_output=True, text=True, env=ENV, timeout=120)
+    lines = [x for x in p.stderr.splitlines() if x.strip()]
+    assert p.returncode == 2 and len(lines) == 1 and message in lines[0], p.stderr
+    assert not (tmp_path / "al.jsonl").exists()

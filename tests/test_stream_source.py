@@ -55,7 +55,7 @@ def test_alarm_sink_appends_flushed_json_lines(tmp_path, capsys):
     path = tmp_path / "alarms.jsonl"
     path.write_text('{"earlier": true}\n')
     sink = AlarmSink(str(path), stdout=True)
-    d = [Decision(i, None, float(i), 1.5, i > 1, "v3", 0.25) for i in range(4)]
+    d = [Decision(i, None, float(i), 1.5, i > 1, "v3", 0.25, 1_800_000_000.5) for i in range(4)]
     assert sink.write(d) == 2
     lines = path.read_text().splitlines()  # readable before close: flushed
     assert json.loads(lines[0]) == {"earlier": True}
@@ -68,6 +68,7 @@ def test_alarm_sink_appends_flushed_json_lines(tmp_path, capsys):
         "alarm": True,
         "version": "v3",
         "latency_ms": 0.25,
+        "at": 1_800_000_000.5,
     }
     assert len(capsys.readouterr().out.splitlines()) == 2
     sink.close()

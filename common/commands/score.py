@@ -44,6 +44,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from fedad.common.threads import add_threads_argument
 
     add_threads_argument(parser)
+    ad = add_rule_arguments(parser)
+    ad.add_argument(
+        "--baseline-rows",
+        type=int,
+        default=0,
+        metavar="N",
+        help="the first N rows of --data are this stream's normal start: feature error scales and the rule's "
+        "statistics come from them instead of the model's training rows, and they never alarm (a shared or "
+        "federated model scoring a site's own experiment; 0: off)",
+    )
+    from fedad.common.commands import score_follow
+
+    score_follow.add_arguments(parser)
+
+
+def add_rule_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """--rule and the adaptive rule's options (`fedad score`, `fedad-client --stream`); returns their group."""
     parser.add_argument(
         "--rule",
         default="threshold",
@@ -66,24 +83,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ad.add_argument("--drop", type=float, default=d.drop, help="fall of the mean score that ends an alarm")
     ad.add_argument("--collect", type=int, default=d.collect, help="rows judged normal and re-fitted on")
     ad.add_argument(
-        "--baseline-rows",
-        type=int,
-        default=0,
-        metavar="N",
-        help="the first N rows of --data are this stream's normal start: feature error scales and the rule's "
-        "statistics come from them instead of the model's training rows, and they never alarm (a shared or "
-        "federated model scoring a site's own experiment; 0: off)",
-    )
-    ad.add_argument(
         "--drift-ratio",
         type=float,
         default=d.drift_ratio,
         help="leave out features whose 60-row rolling mean in the training rows varies by at least "
         "this share of their std (>1: keep all)",
     )
-    from fedad.common.commands import score_follow
-
-    score_follow.add_arguments(parser)
+    return ad
 
 
 def run(args: argparse.Namespace) -> int:
