@@ -1,0 +1,187 @@
+"""Compressed downloads (--compress): q8 steps of the broadcast model, server-side error feedback, versions."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from flwr.common import Code, EvaluateRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+
+from fedad.common.broadcast import (
+    BroadcastError,
+    HeldModel,
+    apply_step,
+    carry_update,
+    choose_download,
+    next_version,
+    step_message,
+    weights_digest,
+)
+from fedad.common.compression import BLOCK, HEADER
+from fedad.server.client_calls import ClientCallFailed
+from fedad.server.downlink import Downlink
+
+SHAPES = [(12, 32), (32,), (32, 16), (16,), (16, 12), (12,)]  # a small dense autoencoder's layers
+
+
+def _model(rng, scale=0.1) -> list[np.ndarray]:
+    return [rng.normal(0.0, scale, s).astype(np.float32) for s in SHAPES]
+
+
+def _flat(ws) -> np.ndarray:
+    return np.concatenate([np.asarray(w, np.float64).ravel() for w in ws])
+
+
+def test_a_step_lands_within_half_a_code_of_the_exact_model_per_block():
+    rng = np.random.default_rng(0)
+    held = _model(rng)
+    exact = [w.astype(np.float64) + rng.normal(0.0, 1e-3, w.shape) for w in held]
+    message, new = next_version(exact, held)
+    assert [w.dtype for w in new] == [np.float32] * len(SHAPES) and [w.shape for w in new] == SHAPES
+    d = int(sum(w.size for w in held))
+    assert len(message) == HEADER.size + 4 * (-(-d // BLOCK)) + d  # one byte a value: ~4x under float32
+    assert 4 * d / len(message) > 3.9
+    gap, step = _flat(exact) - _flat(held), _flat(new) - _flat(exact)
+    for start in range(0, d, BLOCK):
+        block = slice(start, start + BLOCK)
+        half_code = np.abs(gap[block]).max() / 127 / 2
+        # half a code of the step, plus float32 rounding of the new weights
+        assert np.abs(step[block]).max() <= half_code * (1 + 1e-6) + 1e-7
+    assert np.array_equal(_flat(apply_step(held, message)), _flat(new))  # the node's arithmetic is the server's
+
+
+def test_error_feedback_keeps_the_drift_bounded_over_many_versions():
+    """Updates below half a code (next to an outlier in the same block) never move B without error feedback."""
+    rng = np.random.default_rng(1)
+    d = 2 * BLOCK
+    exact_ef = [np.zeros(d)]
+    held_ef = [np.zeros(d, np.float32)]
+    held_plain = [np.zeros(d, np.float32)]
+    truth = np.zeros(d)
+    drift_ef, drift_plain = [], []
+    for _ in range(300):
+        update = rng.normal(1e-4, 2e-5, d)  # a slow, steady drift on every coordinate
+        update[::BLOCK] = rng.choice([-1.0, 1.0], size=2) * 0.1  # one large coordinate per block sets its scale
+        truth += update
+        aggregated = [(held_ef[0].astype(np.float64) + update).astype(np.float32)]  # what a strategy returns
+        exact_ef = carry_update(exact_ef, held_ef, aggregated)
+        _, held_ef = next_version(exact_ef, held_ef)
+        # no error feedback: each round's update alone is quantised and what it could not carry is lost
+        held_plain = apply_step(held_plain, step_message([held_plain[0] + update], held_plain))
+        drift_ef.append(float(np.abs(_flat(held_ef) - truth).max()))
+        drift_plain.append(float(np.abs(_flat(held_plain) - truth).max()))
+    half_code = 0.12 / 127 / 2  # a block's code: its largest |X - B| (~ one outlier's 0.1 update) / 127
+    assert max(drift_ef) < half_code  # never more than half a code behind, after 300 versions
+    assert max(drift_ef[-50:]) <= 1.5 * max(drift_ef[:50]) + 1e-4  # not growing
+    assert drift_plain[-1] > 10 * max(drift_ef)  # without feedback the small updates are lost: ~300 x 1e-4
+    assert drift_plain[-1] > 0.5 * 300 * 1e-4
+
+
+def test_choose_download():
+    assert choose_download(None, 3, 2) == "full"  # a new connection
+    assert choose_download(3, 3, 2) == "held"
+    assert choose_download(2, 3, 2) == "delta"
+    assert choose_download(1, 3, 2) == "full"  # an older version: the step does not start there
+    assert choose_download(2, 3, None) == "full"  # no step to this version (an older model sent again)
+    assert choose_download(0, 0, None) == "held"
+
+
+def test_the_node_holds_bit_identical_weights_version_after_version():
+    rng = np.random.default_rng(2)
+    link = Downlink()
+    link.start(_model(rng))
+    node = HeldModel()
+    proxy = SimpleNamespace(cid="c1")
+    parameters = ndarrays_to_parameters(link.broadcast)
+    kinds = []
+    for rnd in range(1, 8):
+        sent, config, kind = link.dress("c1", parameters, {"phase": "val"})
+        kinds.append(kind)
+        held = node.receive(parameters_to_ndarrays(sent), config)
+        assert weights_digest(held) == weights_digest(parameters_to_ndarrays(parameters)) == config["model_digest"]
+        assert config["model_version"] == link.version
+        link.note([(proxy, SimpleNamespace(metrics={"model_version": node.version}))], [])
+        sent, config, kind = link.dress("c1", parameters, {"phase": "fit"})  # the next round: nothing to send
+        assert kind == "held" and sent.tensors == []
+        node.receive(parameters_to_ndarrays(sent), config)
+        aggregated = [w + rng.normal(0.0, 1e-3, w.shape).astype(np.float32) for w in link.broadcast]
+        parameters = ndarrays_to_parameters(link.advance(aggregated))
+        assert link.residual() < 1e-3 / 2  # X - B: under half a code of the step
+    assert kinds == ["full"] + ["delta"] * 6
+    step = link.step[1] if link.step else None
+    assert step is not None and sum(len(t) for t in step.tensors) < sum(len(t) for t in parameters.tensors) / 3
+
+
+def test_a_node_that_holds_another_version_gets_the_full_model():
+    rng = np.random.default_rng(3)
+    link = Downlink()
+    link.start(_model(rng))
+    v0 = ndarrays_to_parameters(link.broadcast)
+    for cid in ("on_time", "failed", "silent"):
+        link.note([(SimpleNamespace(cid=cid), SimpleNamespace(metrics={"model_version": 0}))], [])
+    v1 = ndarrays_to_parameters(link.advance([w + 0.01 for w in link.broadcast]))
+    link.note([], [ClientCallFailed(SimpleNamespace(cid="failed"), TimeoutError("deadline"))])
+    res = EvaluateRes(Status(Code.OK, ""), 0.1, 10, {"name": "silent"})  # an answer without model_version
+    link.note([(SimpleNamespace(cid="silent"), res)], [])
+    assert link.dress("on_time", v1, {})[2] == "delta"
+    assert link.dress("late", v1, {})[2] == "full"  # joined late: a new connection
+    assert link.dress("failed", v1, {})[2] == "full"
+    assert link.dress("silent", v1, {})[2] == "full"
+    link.note([(SimpleNamespace(cid="on_time"), SimpleNamespace(metrics={"model_version": 1}))], [])
+    v2 = ndarrays_to_parameters(link.advance([w + 0.01 for w in link.broadcast]))
+    assert link.dress("on_time", v2, {})[2] == "delta"
+    # --rounds auto keeps an older version: it goes down in full, with its own version number and digest
+    _, config, kind = link.dress("on_time", v0, {})
+    assert kind == "full" and config["model_version"] == 0
+    assert config["model_digest"] == weights_digest(parameters_to_ndarrays(v0))
+    # a model the server never broadcast gets a version number no later step can reuse
+    other = ndarrays_to_parameters([w * 2 for w in link.broadcast])
+    odd = link.dress("on_time", other, {})[1]["model_version"]
+    link.advance([w + 0.01 for w in link.broadcast])
+    assert odd not in (0, 1, 2) and link.version not in (0, 1, 2, odd)
+    link.forget("on_time")
+    assert link.dress("on_time", v1, {})[2] == "full"
+
+
+def test_the_node_refuses_a_model_it_cannot_apply():
+    rng = np.random.default_rng(4)
+    link = Downlink()
+    link.start(_model(rng))
+    v0 = ndarrays_to_parameters(link.broadcast)
+    link.note([(SimpleNamespace(cid="c"), SimpleNamespace(metrics={"model_version": 0}))], [])
+    v1 = ndarrays_to_parameters(link.advance([w + 0.01 for w in link.broadcast]))
+    step, config, kind = link.dress("c", v1, {})
+    assert kind == "delta" and config["model_base"] == 0
+    with pytest.raises(BroadcastError, match="holds None"):
+        HeldModel().receive(parameters_to_ndarrays(step), config)  # a step with nothing held
+    node = HeldModel()
+    node.receive(parameters_to_ndarrays(v0), link.dress("new", v0, {})[1])
+    assert node.version == 0
+    message = parameters_to_ndarrays(step)[0].copy()
+    message[-1] ^= 1  # one code changed in transit: the digest catches it
+    with pytest.raises(BroadcastError, match="digest"):
+        node.receive([message], config)
+    assert node.version is None and node.weights is None  # nothing half-applied is kept
+    node.receive(parameters_to_ndarrays(v0), link.dress("new", v0, {})[1])
+    with pytest.raises(BroadcastError, match="holds 0"):
+        node.receive([], {**config, "model": "held"})  # told it holds version 1
+    node.receive(parameters_to_ndarrays(v0), link.dress("new", v0, {})[1])
+    with pytest.raises(BroadcastError, match="step from model version 7"):
+        node.receive(parameters_to_ndarrays(step), {**config, "model_base": 7})
+    node.receive(parameters_to_ndarrays(v0), link.dress("new", v0, {})[1])
+    with pytest.raises(BroadcastError, match="malformed model step"):
+        node.receive([np.frombuffer(b"FDQC\x01", np.uint8)], config)
+    with pytest.raises(BroadcastError, match="model_version"):
+        node.receive([], {"model": "held"})
+    with pytest.raises(BroadcastError, match="unknown model download"):
+        node.receive([], {"model": "zip", "model_version": 0, "model_digest": "x"})
+
+
+def test_carry_update_moves_the_exact_model_by_the_aggregate_step():
+    exact = [np.array([1.0, 2.0])]
+    held = [np.array([0.9, 2.1], np.float32)]
+    aggregated = [np.array([1.4, 2.1], np.float32)]
+    moved = carry_update(exact, held, aggregated)
+    assert moved[0].dtype == np.float64
+    assert np.allclose(moved[0], [1.0 + (np.float32(1.4) - np.float32(0.9)), 2.0])
