@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -95,7 +96,7 @@ def test_the_node_holds_bit_identical_weights_version_after_version():
     proxy = SimpleNamespace(cid="c1")
     parameters = ndarrays_to_parameters(link.broadcast)
     kinds = []
-    for rnd in range(1, 8):
+    for _ in range(1, 8):
         sent, config, kind = link.dress("c1", parameters, {"phase": "val"})
         kinds.append(kind)
         held = node.receive(parameters_to_ndarrays(sent), config)
@@ -185,3 +186,75 @@ def test_carry_update_moves_the_exact_model_by_the_aggregate_step():
     moved = carry_update(exact, held, aggregated)
     assert moved[0].dtype == np.float64
     assert np.allclose(moved[0], [1.0 + (np.float32(1.4) - np.float32(0.9)), 2.0])
+
+
+@pytest.mark.integration
+def test_a_q8_federation_sends_steps_down_and_a_late_node_gets_the_full_model(tmp_path):
+    """Real processes: fedad-server --compress q8 (rounds every second until a stop file), 3 nodes, a 4th joins late.
+
+    After round 1 the nodes hold the model and get only its q8 step (validation) and nothing for training;
+    the late node's first download is the full model; every node's saved model is the server's final one.
+    """
+    from procs import finish, free_port, rounds, start_client, start_server, wait_for
+
+    from fedad.common.detector import AutoencoderDetector
+    from fedad.common.synth import write_plant
+
+    write_plant(tmp_path / "plant", nodes=4, records=60_000, seed=3, formats=("csv",))
+    shards = sorted((tmp_path / "plant").glob("node_*.csv"))
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    out, stop = tmp_path / "run", tmp_path / "stop"
+    address = f"127.0.0.1:{free_port()}"
+    args = ["--rounds", "0", "--round-interval", "1s", "--stop-file", str(stop), "--min-clients", "3"]
+    server = start_server(address, out, *args, "--local-epochs", "3", "--compress", "q8")
+
+    def node(i: int):
+        return start_client(address, shards[i], f"node{i}", logs, "--model-out", str(tmp_path / f"model{i}"))
+
+    procs = [server] + [node(i) for i in range(3)]
+    try:
+        wait_for(lambda: len(rounds(out)) >= 2, 300, "two rounds", procs)
+        procs.append(node(3))  # joins the running federation: it holds no version yet
+
+        def late_rounds() -> list[int]:
+            return [r["round"] for r in rounds(out) if "node3" in r["clients"]]
+
+        wait_for(lambda: len(late_rounds()) >= 2, 300, "two rounds with node3", procs)
+        stop.touch()
+        codes = finish(procs, timeout=300)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    server_log = (tmp_path / "run-server.log").read_text()
+    assert codes == [0, 0, 0, 0, 0], server_log[-3000:]
+    recs = rounds(out)
+    dim = 2164  # the default dense model: float32 weights are 4 x dim bytes, which an uncompressed round sends twice
+    assert [r["model_version"] for r in recs] == [r["round"] for r in recs]  # one broadcast version per round
+    assert not any(r["rejected"] or r.get("aggregate_refused") for r in recs)
+    first = late_rounds()[0]
+    for r in recs:
+        for c in r["per_client"]:
+            late = c["client"] == "node3" and r["round"] == first
+            if r["round"] == 1 or late:  # nothing held yet: the full model, then the new version's step
+                assert (c["model_fit"], c["model_val"]) == ("full", "delta"), (r["round"], c)
+                assert c["bytes_down"] > 4 * dim, c
+            else:  # the node holds the version it trains on, and the new one comes as a q8 step
+                assert (c["model_fit"], c["model_val"]) == ("held", "delta"), (r["round"], c)
+                assert 3 * c["bytes_down"] <= 2 * 4 * dim, c
+    steady = [r for r in recs if r["round"] > 1 and r["round"] != first]
+    assert steady and all(3 * r["bytes_down"] <= len(r["clients"]) * 2 * 4 * dim for r in steady)
+    assert "sending the full model to node3" in server_log
+    report = json.loads((out / "report.json").read_text())
+    assert report["metrics"]["f1"] > 0.5, report["metrics"]
+    assert recs[-1]["loss"] < recs[0]["loss"]
+    # the final model is the broadcast one: the server's global weights are bit for bit each node's saved model
+    with np.load(out / "global_weights.npz") as z:
+        final = [z[f"arr_{i}"] for i in range(len(z.files))]
+    for i in range(4):
+        saved = [t.numpy() for t in AutoencoderDetector.load(tmp_path / f"model{i}").model_.state_dict().values()]
+        assert weights_digest(saved) == weights_digest(final), f"node{i}"
+    for log in logs.iterdir():
+        text = log.read_text()
+        assert "Traceback" not in text and "sending q8-compressed updates" in text, text[-2000:]
