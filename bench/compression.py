@@ -105,7 +105,8 @@ def main() -> int:
         auc = "-" if r["roc_auc"] is None else f"{r['roc_auc']:.3f}"
         print(
             f"| {r['scheme']} | {r['bytes_up_per_round'] / 1e3:.1f} | {r['bytes_down_per_round'] / 1e3:.1f} | "
-            f"{r['up_ratio']:.2f}x | {r['down_ratio']:.2f}x | {r['round_ratio']:.2f}x | {r['steady_round_ratio']:.2f}x | "
+            f"{r['up_ratio']:.2f}x | {r['down_ratio']:.2f}x | {r['round_ratio']:.2f}x | "
+            f"{r['steady_round_ratio']:.2f}x | "
             f"{f1} | {d} | {auc} | {r['wall_s']:.0f} | "
             f"{'-' if r['scheme'] == 'none' else ('yes' if ok else 'NO')} |"
         )
