@@ -188,6 +188,48 @@ def test_carry_update_moves_the_exact_model_by_the_aggregate_step():
     assert np.allclose(moved[0], [1.0 + (np.float32(1.4) - np.float32(0.9)), 2.0])
 
 
+def test_a_node_trains_on_the_version_it_holds_acknowledges_it_and_refuses_a_mismatch():
+    import logging
+
+    import torch
+
+    from fedad.client.flower_client import FedadClient
+    from fedad.client.site import Site
+    from fedad.common.data import Dataset
+    from fedad.common.errors import FedadError
+    from fedad.common.federation_spec import FederationSpec
+    from fedad.common.models.registry import build_model
+    from fedad.common.training import get_weights
+    from fedad.common.wire import encode_json
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(1500, 3))
+    site = Site(Dataset(X=X, feature_names=["a", "b", "c"], y=None, time=None, source="s"), device="cpu")
+    spec = FederationSpec(feature_names=["a", "b", "c"], scaling="site", local_epochs=1)
+    torch.manual_seed(0)
+    link = Downlink()
+    link.start(get_weights(build_model("dense", 3)))
+    client = FedadClient(site, "node", logging.getLogger("test"))
+    proxy = SimpleNamespace(cid="c")
+    base = {"spec": encode_json(spec.to_dict()), "round": 1, "compress": "q8"}
+    v0 = ndarrays_to_parameters(link.broadcast)
+    sent, config, kind = link.dress("c", v0, {**base, "phase": "fit"})
+    assert kind == "full"
+    update, _, metrics = client.fit(parameters_to_ndarrays(sent), config)
+    assert metrics["model_version"] == 0 and len(update) == 1 and update[0].dtype == np.uint8  # a q8 update
+    link.note([(proxy, SimpleNamespace(metrics=metrics))], [])
+    v1 = ndarrays_to_parameters(link.advance([w + 0.01 for w in link.broadcast]))
+    sent, config, kind = link.dress("c", v1, {**base, "phase": "val"})
+    assert kind == "delta"
+    _, _, metrics = client.evaluate(parameters_to_ndarrays(sent), config)
+    assert metrics["model_version"] == 1
+    assert weights_digest(client.held.weights or []) == weights_digest(parameters_to_ndarrays(v1))
+    with pytest.raises(FedadError, match="cannot apply the server's global model.*version 2; it holds 1"):
+        client.evaluate([], {**config, "model": "held", "model_version": 2})
+    _, _, metrics = client.evaluate(parameters_to_ndarrays(v1), {**base, "phase": "val"})  # no --compress
+    assert "model_version" not in metrics
+
+
 @pytest.mark.integration
 def test_a_q8_federation_sends_steps_down_and_a_late_node_gets_the_full_model(tmp_path):
     """Real processes: fedad-server --compress q8 (rounds every second until a stop file), 3 nodes, a 4th joins late.
