@@ -300,3 +300,55 @@ def test_a_q8_federation_sends_steps_down_and_a_late_node_gets_the_full_model(tm
     for log in logs.iterdir():
         text = log.read_text()
         assert "Traceback" not in text and "sending q8-compressed updates" in text, text[-2000:]
+
+
+@pytest.mark.integration
+def test_a_resumed_compressed_run_sends_the_full_model_again_and_goes_on_with_the_versions(tmp_path):
+    """The server crashes after round 2's checkpoint; resumed, it sends every (reconnected) node the full
+    checkpointed model, the versions go on from the checkpoint and the nodes end with the server's model."""
+    import signal
+
+    from procs import finish, free_port, rounds, start_client, start_server, wait_for
+
+    from fedad.common.detector import AutoencoderDetector
+    from fedad.common.synth import write_plant
+
+    write_plant(tmp_path / "plant", nodes=2, records=30_000, seed=4, formats=("csv",))
+    shards = sorted((tmp_path / "plant").glob("node_*.csv"))
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    out = tmp_path / "run"
+    address = f"127.0.0.1:{free_port()}"
+    args = ("--rounds", "5", "--min-clients", "2", "--local-epochs", "2", "--compress", "q8")
+    server = start_server(address, out, *args)
+    model_args = ("--connect-timeout", "90", "--model-out")
+    clients = [
+        start_client(address, s, f"node{i}", logs, *model_args, str(tmp_path / f"m{i}")) for i, s in enumerate(shards)
+    ]
+
+    def checkpointed() -> int:
+        try:
+            return json.loads((out / "checkpoint" / "state.json").read_text())["round"]
+        except (FileNotFoundError, json.JSONDecodeError):
+            return 0
+
+    wait_for(lambda: checkpointed() >= 2, 120, "checkpoint of round 2", [server, *clients])
+    server.send_signal(signal.SIGKILL)
+    server.wait()
+    crashed_at = checkpointed()
+    assert crashed_at < 5 and (out / "checkpoint" / "exact.npz").is_file()
+    server = start_server(address, out, *args, "--resume")
+    codes = finish([server, *clients])
+    assert codes == [0, 0, 0], (tmp_path / "run-server.log").read_text()[-3000:]
+    recs = rounds(out)
+    assert [r["round"] for r in recs] == [1, 2, 3, 4, 5]
+    assert [r["model_version"] for r in recs] == [1, 2, 3, 4, 5]  # the versions go on from the checkpoint
+    replayed = recs[crashed_at]
+    assert all(c["model_fit"] == "full" for c in replayed["per_client"]), replayed  # new connections: full model
+    assert all(c["model_fit"] == "held" for r in recs[crashed_at + 1 :] for c in r["per_client"])
+    with np.load(out / "global_weights.npz") as z:
+        final = [z[f"arr_{i}"] for i in range(len(z.files))]
+    for i in range(2):
+        saved = [t.numpy() for t in AutoencoderDetector.load(tmp_path / f"m{i}").model_.state_dict().values()]
+        assert weights_digest(saved) == weights_digest(final), f"node{i}"
+    assert json.loads((out / "report.json").read_text())["metrics"]["f1"] > 0.5
