@@ -12,6 +12,7 @@ import flwr
 import numpy as np
 
 from fedad.client.site import Site
+from fedad.common.broadcast import BroadcastError, HeldModel
 from fedad.common.errors import FedadError
 from fedad.common.federated_stats import (
     N_BINS,
@@ -62,6 +63,7 @@ class FedadClient(flwr.client.NumPyClient):
         self.contact = Contact()
         self._scaler_cache: tuple[bytes, ScalerStats] | None = None
         self._global_cache: tuple[bytes, list[np.ndarray]] | None = None  # one decryption per aggregate
+        self.held = HeldModel()  # --compress: the broadcast model this node holds (versions arrive as q8 steps)
         self._site_threshold: float | None = None  # --threshold-scope site: from this node's own scores only
         # called with (global weights, config, threshold or None) for every global model (live scoring, --stream)
         self.on_global: Callable[[list[np.ndarray], dict, float | None], None] | None = None
@@ -101,7 +103,13 @@ class FedadClient(flwr.client.NumPyClient):
         return spec
 
     def _global(self, parameters: list[np.ndarray], config: dict) -> list[np.ndarray]:
-        """The global weights: decrypted in Paillier mode, as sent otherwise."""
+        """The global weights: decrypted in Paillier mode, this node's held model moved as told under --compress,
+        as sent otherwise."""
+        if config.get("model"):
+            try:
+                return self.held.receive(parameters, config)
+            except BroadcastError as exc:
+                raise FedadError(f"cannot apply the server's global model: {exc}") from None
         if config.get("encrypted_global"):
             key = hashlib.sha256(parameters[0].tobytes() + str(config["total_weight"]).encode()).digest()
             if self._global_cache is None or self._global_cache[0] != key:
@@ -109,6 +117,12 @@ class FedadClient(flwr.client.NumPyClient):
                 self._global_cache = (key, self.secure.decrypt_weights(parameters, config, shapes))
             return [w.copy() for w in self._global_cache[1]]
         return parameters
+
+    def _acknowledge(self, metrics: dict, config: dict) -> dict:
+        """Under --compress an answer says which model version this node now holds (the server sends steps from it)."""
+        if config.get("model") and self.held.version is not None:
+            metrics["model_version"] = self.held.version
+        return metrics
 
     def _features_match(self, config: dict) -> bool:
         """Whether this node's columns are the federation's (always so before the federation has chosen)."""
@@ -201,7 +215,7 @@ class FedadClient(flwr.client.NumPyClient):
             out["seconds"],
             f", encrypted in {metrics['encrypt_seconds']:.2f} s" if self.secure is not None else "",
         )
-        return weights, examples, metrics
+        return weights, examples, self._acknowledge(metrics, config)
 
     def _compressor(self, scheme: str):
         """The error-feedback compressor the server's scheme asks for (its residual is kept across rounds)."""
@@ -240,7 +254,7 @@ class FedadClient(flwr.client.NumPyClient):
                 m["hist_enc"] = self.secure.encrypt_histogram(hist, config)
             else:
                 m["hist"] = encode_histogram(hist)
-            return float(np.mean(scores)), len(scores), m
+            return float(np.mean(scores)), len(scores), self._acknowledge(m, config)
         if phase == "test":
             if "quarantined" in config:
                 self.quarantined = int(config["quarantined"])
@@ -287,8 +301,8 @@ class FedadClient(flwr.client.NumPyClient):
                 self.on_global(weights, config, float(t))
             if self.model_out:
                 self.log.info("saved this node's model to %s", self.site.save_model(self.model_out, weights, t))
-            return float(np.mean(scores)) if len(scores) else 0.0, len(scores), m
+            return float(np.mean(scores)) if len(scores) else 0.0, len(scores), self._acknowledge(m, config)
         loss = self.site.val_loss(weights)
         if self.on_global is not None:
             self.on_global(weights, config, None)
-        return loss, len(self.site.val_samples), {"name": self.name}
+        return loss, len(self.site.val_samples), self._acknowledge({"name": self.name}, config)

@@ -6,6 +6,7 @@ an int8 code times a per-block float32 scale (max |v| / 127 over ``BLOCK`` kept 
 could not carry (rounding, coordinates left out) is kept by the client and added to its next update (error
 feedback, Seide et al. 2014; Stich et al. 2018), so nothing is lost, only delayed. The server decodes and
 adds the delta to the global weights before any strategy math; everything it decodes is checked first.
+The global model goes down in the same format (dense q8 steps between versions): ``fedad.common.broadcast``.
 
 Wire format (one uint8 array; all integers big-endian):
 

@@ -39,6 +39,7 @@ from fedad.server import validation as check
 from fedad.server.admission import AdmittedClients, drop_connection
 from fedad.server.client_calls import ClientCallFailed, call_clients
 from fedad.server.convergence import StopRule, stop_reason
+from fedad.server.downlink import Downlink
 from fedad.server.quorum import DEFAULT_MIN_FIT_CLIENTS, Participation, continue_quorum, describe_quorum
 from fedad.server.report import format_round_flags
 from fedad.server.strategies.base import BlindStrategy, FedadStrategy, SecureStrategy, client_name
@@ -162,6 +163,8 @@ class FedadServer(Server):
         self.blind = bool(getattr(strategy, "plaintext_model", False))  # secure-robust: blind-decrypted aggregates
         # models with an alignment term get the global embedding; not under Paillier, where the server learns nothing
         self.aligns = model_aligns(spec.model) and not (self.encrypted and not self.blind)
+        self.downlink: Downlink | None = None  # --compress: the global model goes down as q8 steps (set by the run)
+        self.val_down: dict[str, tuple[int, str | None]] = {}  # the last validation call: cid -> (bytes, download)
         strategy.fit_config = self._fit_config
         strategy.evaluate_config = lambda r: self._config("val", r)
 
@@ -259,12 +262,36 @@ class FedadServer(Server):
         """One thread per client call: an idle node must never hold up an honest one (Flower's default is 6)."""
         return max(1, n)
 
+    def _with_model(self, instructions: list) -> tuple[list, dict[str, str]]:
+        """Under --compress each instruction brings its node to the model as held, a q8 step or in full."""
+        if self.downlink is None:
+            return instructions, {}
+        sent, kinds = [], {}
+        for proxy, ins in instructions:
+            parameters, config, kind = self.downlink.dress(proxy.cid, ins.parameters, ins.config)
+            sent.append((proxy, type(ins)(parameters, config)))
+            kinds[proxy.cid] = kind
+        full = sorted(self._name(p) for p, _ in instructions if kinds[p.cid] == "full")
+        if full and self.downlink.version > 0:
+            self.log.info("sending the full model to %s (no usable version held)", ", ".join(full))
+        return sent, kinds
+
+    def _call_with_model(self, method: str, instructions: list, timeout: float | None, rnd: int) -> tuple:
+        """``call_clients`` for calls that carry the model: (results, failures, instructions as sent, downloads)."""
+        sent, kinds = self._with_model(instructions)
+        results, failures = call_clients(method, sent, self._workers(len(sent)), timeout, rnd)
+        if self.downlink is not None:
+            self.downlink.note(results, failures)
+        return results, failures, sent, kinds
+
     def _name(self, proxy: ClientProxy) -> str:
         return self.strategy.names.get(proxy.cid, f"cid-{proxy.cid[:8]}")
 
     def _client_left(self, proxy: ClientProxy) -> None:
         """A client's connection ended mid-run (killed, crashed, network): name it in the log and the next round."""
         name = self.strategy.names.get(proxy.cid)
+        if self.downlink is not None:
+            self.downlink.forget(proxy.cid)
         if self.result or self.error or name is None or name in self.strategy.excluded:
             return  # the normal end, a refused client, or one that never said its name
         self.departed.add(name)
@@ -510,7 +537,7 @@ class FedadServer(Server):
         t0 = time.perf_counter()
         view = AdmittedClients(self._client_manager, self.admitted, self.strategy)
         instructions = self.strategy.configure_fit(rnd, self.parameters, view)
-        results, failures = call_clients("fit", instructions, self._workers(len(instructions)), timeout, rnd)
+        results, failures, sent, fit_kinds = self._call_with_model("fit", instructions, timeout, rnd)
         failed = self._record_failures("fit", rnd, failures)
         results = self._vet(results, timeout)
         trained = {self._name(proxy) for proxy, _ in results}
@@ -558,12 +585,16 @@ class FedadServer(Server):
                     "round %d: new global model refused (%s); keeping the previous one", rnd, aggregate_refused
                 )
                 new = self.parameters
-        down = {ins_proxy.cid: _payload_bytes(ins.parameters, ins.config) for ins_proxy, ins in instructions}
+        if self.downlink is not None and not aggregate_refused:  # the version every node will hold
+            new = ndarrays_to_parameters(self.downlink.advance(parameters_to_ndarrays(new)))
+        down = {ins_proxy.cid: _payload_bytes(ins.parameters, ins.config) for ins_proxy, ins in sent}
         per_client: list[dict[str, Any]] = []
+        cids: list[str] = []
         ok = {proxy.cid for proxy, _ in good}
         for proxy, res in results:
             name = self.strategy.names.get(proxy.cid, f"cid-{proxy.cid[:8]}")
             m = (res.metrics or {}) if proxy.cid in ok else {}
+            cids.append(proxy.cid)
             per_client.append(
                 {
                     "client": name,
@@ -576,6 +607,10 @@ class FedadServer(Server):
             )
         self.parameters = new
         loss, answers = self._evaluate_val(rnd, timeout)
+        for cid, c in zip(cids, per_client, strict=True):  # the new model went down for validation too
+            c["bytes_down"] += self.val_down.get(cid, (0, None))[0]
+            if self.downlink is not None:
+                c["model_fit"], c["model_val"] = fit_kinds.get(cid), self.val_down.get(cid, (0, None))[1]
         if self.encrypted and not self.blind and aggregate_refused is None:
             aggregate_refused = self._diverged(answers)
             if aggregate_refused:  # the server cannot read a Paillier aggregate: the nodes' losses on it can tell
@@ -592,7 +627,8 @@ class FedadServer(Server):
             "loss": loss,
             "train_loss": sum(c["train_loss"] * c["examples"] for c in counted) / total,
             "bytes_up": sum(c["bytes_up"] for c in per_client),
-            "bytes_down": sum(c["bytes_down"] for c in per_client),
+            "bytes_down": sum(down.values()) + sum(b for b, _ in self.val_down.values()),  # to every node sent to
+            "bytes_down_val": sum(b for b, _ in self.val_down.values()),
             "seconds": time.perf_counter() - t0,
             "failed": failed,
             "dropped": dropped,
@@ -609,6 +645,8 @@ class FedadServer(Server):
             record["clipped"] = dict(self.strategy.last_clipped)
         if aggregate_refused:
             record["aggregate_refused"] = aggregate_refused
+        if self.downlink is not None:
+            record["model_version"] = self.downlink.version
         if self.strategy.last_client_reports:
             record["flags"] = self.strategy.last_client_reports
             record.update(getattr(self.strategy, "last_summary", {}))
@@ -660,7 +698,8 @@ class FedadServer(Server):
     def _evaluate_val(self, rnd: int, timeout: float | None) -> tuple[float | None, list]:
         view = AdmittedClients(self._client_manager, self.admitted, self.strategy)
         instructions = self.strategy.configure_evaluate(rnd, self.parameters, view)
-        results, failures = call_clients("evaluate", instructions, self._workers(len(instructions)), timeout, rnd)
+        results, failures, sent, kinds = self._call_with_model("evaluate", instructions, timeout, rnd)
+        self.val_down = {p.cid: (_payload_bytes(ins.parameters, ins.config), kinds.get(p.cid)) for p, ins in sent}
         self._record_failures("val", rnd, failures)
         results = self._vet(results, timeout)
         kept = [(p, r) for p, r, _ in self._screen_evaluate("val", rnd, results)]
@@ -702,9 +741,7 @@ class FedadServer(Server):
                 ", ".join(sorted(untrusted)),
             )
         ins = EvaluateIns(self.parameters, self._config("threshold", rnd))
-        results, failures = call_clients(
-            "evaluate", [(c, ins) for c in clients], self._workers(len(clients)), timeout, rnd
-        )
+        results, failures, _, _ = self._call_with_model("evaluate", [(c, ins) for c in clients], timeout, rnd)
         self._record_failures("threshold", rnd, failures)
         results = self._vet(results, timeout)
         answers = self._screen_evaluate("threshold", rnd, results)
@@ -753,9 +790,7 @@ class FedadServer(Server):
                 pooled=combined.pooled, node_thresholds=combined.node_thresholds, dropped=combined.dropped
             )
             ins = EvaluateIns(self.parameters, self._config("test", rnd, threshold=threshold))
-        results, failures = call_clients(
-            "evaluate", [(c, ins) for c in clients], self._workers(len(clients)), timeout, rnd
-        )
+        results, failures, _, _ = self._call_with_model("evaluate", [(c, ins) for c in clients], timeout, rnd)
         self._record_failures("test", rnd, failures)
         results = self._vet(results, timeout)
         self._tell_quarantined(ins, untrusted, rnd, timeout)
@@ -799,7 +834,7 @@ class FedadServer(Server):
             if (n := names.get(c.cid, "")) in untrusted and c.cid in self.admitted
         ]
         if told:
-            _, failures = call_clients("evaluate", told, self._workers(len(told)), timeout, rnd)
+            _, failures, _, _ = self._call_with_model("evaluate", told, timeout, rnd)
             self._record_failures("quarantined", rnd, failures)
 
     # ---------------------------------------------------------------- checkpoints
@@ -810,6 +845,10 @@ class FedadServer(Server):
         tmp = ck / ".weights.tmp.npz"
         np.savez(tmp, *weights)
         os.replace(tmp, ck / "weights.npz")
+        if self.downlink is not None:  # the exact model: the broadcast one plus what the steps have not carried yet
+            tmp = ck / ".exact.tmp.npz"
+            np.savez(tmp, *self.downlink.exact)
+            os.replace(tmp, ck / "exact.npz")
         if self.encrypted:
             scaler = None
         elif self.scaler is None:
@@ -829,6 +868,7 @@ class FedadServer(Server):
             "quarantined_in": self.quarantined_in,
             "resumed": self.resumed,
             "participation": self.participation.to_dict(),
+            "model_version": self.downlink.version if self.downlink is not None else None,
         }
         _atomic_write(ck / "state.json", json.dumps(state))
 
@@ -853,6 +893,12 @@ class FedadServer(Server):
             self.participation.started = list(self.rounds[0]["clients"])
             self.participation.last = set(self.rounds[-1]["clients"])
         self.parameters = ndarrays_to_parameters(weights)
+        if self.downlink is not None:
+            exact = None
+            if (ck / "exact.npz").is_file() and state.get("model_version") is not None:
+                with np.load(ck / "exact.npz", allow_pickle=False) as z:
+                    exact = [z[f"arr_{i}"] for i in range(len(z.files))]
+            self.downlink.start(weights, exact, int(state.get("model_version") or 0) if exact is not None else 0)
         n_values = getattr(self.strategy, "n_values", None) or int(sum(w.size for w in weights))
         self.max_update_bytes = 2 * 8 * int(n_values) + (1 << 16)
         return int(state["round"])
@@ -905,6 +951,8 @@ class FedadServer(Server):
 
     def _run(self, num_rounds: int, timeout: float | None, t_start: float) -> None:
         start = 1
+        if self.strategy.compress is not None and not self.encrypted:
+            self.downlink = Downlink()
         if self.resume:
             start = self._load_checkpoint() + 1
             replays = start if start <= num_rounds else None  # None: only the threshold and test phase again
@@ -916,6 +964,8 @@ class FedadServer(Server):
             (self.out / "rounds.jsonl").write_text("")
             self._first_admission(timeout)
             self.parameters = ndarrays_to_parameters(self._initial_weights())
+            if self.downlink is not None:
+                self.downlink.start(parameters_to_ndarrays(self.parameters))
             if self.encrypted and not self.blind:  # the initial model's losses: round 1's divergence baseline
                 _, answers = self._evaluate_val(0, timeout)
                 losses = [float(r.loss) for _, r in answers]
@@ -952,7 +1002,7 @@ class FedadServer(Server):
             ):
                 lowest = (rnd, record["loss"], self.parameters)
             self.log.info(
-                "round %d/%s: %d clients, val loss %.5f, train loss %.5f, %.2f s, %.1f kB up",
+                "round %d/%s: %d clients, val loss %.5f, train loss %.5f, %.2f s, %.1f kB up, %.1f kB down",
                 rnd,
                 f"<={num_rounds}" if self.stop_rule else num_rounds,
                 len(record["clients"]),
@@ -960,6 +1010,7 @@ class FedadServer(Server):
                 record["train_loss"],
                 record["seconds"],
                 record["bytes_up"] / 1e3,
+                record["bytes_down"] / 1e3,
             )
             flag_line = format_round_flags(record)
             if flag_line:

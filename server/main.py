@@ -139,7 +139,9 @@ def build_parser() -> ArgumentParser:
         default="none",
         help="plaintext strategies: clients send 8-bit quantised deltas (q8) against the round's global model, "
         "optionally only the top fraction F of coordinates (q8+topk:F, e.g. q8+topk:0.1), with error feedback "
-        "on the client; the server decodes and checks them before aggregating",
+        "on the client; the server decodes and checks them before aggregating. The global model goes down as "
+        "q8 steps between versions every node holds (error feedback on the server; late or rejoining nodes get "
+        "it in full)",
     )
     p.add_argument(
         "--admission-timeout",
