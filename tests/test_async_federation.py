@@ -22,7 +22,7 @@ def test_a_slow_node_does_not_stall_asynchronous_rounds(tmp_path):
         address, out, "--async-buffer", "2", "--rounds", "8", "--min-clients", "3", "--local-epochs", "2"
     )
     clients = [
-        start_client(address, shard, f"node{i}", logs, *(["--slowdown", "6"] if i == 2 else []))
+        start_client(address, shard, f"node{i}", logs, *(["--slowdown", "4"] if i == 2 else []))
         for i, shard in enumerate(shards)
     ]
     codes = finish([server, *clients], watch=[out / "rounds.jsonl"])
