@@ -107,7 +107,9 @@ class AsyncRounds:
                     self.events.put(("failed", proxy, f"status {res.status.code.name}: {res.status.message}"))
                 else:
                     down = payload_bytes(params, config)
-                    self.events.put(("fit", Arrival(proxy, self.s._name(proxy), base, params, dispatch, res, down)))
+                    self.events.put(
+                        ("fit", proxy, Arrival(proxy, self.s._name(proxy), base, params, dispatch, res, down))
+                    )
                 self._evaluate_new(proxy)
         except Exception as exc:  # noqa: BLE001 - a lost connection ends this node's thread, not the run
             self.events.put(("gone", proxy, ClientCallFailed(proxy, exc)))
