@@ -13,7 +13,7 @@ slowest node has evaluated it, but the model existed then). The target is the sy
 the async run never reaches it, the larger of the two runs' lowest losses (printed as such).
 
     python bench/async.py [--clients 10] [--slow 2] [--slowdown 5] [--records 200000] [--rounds 8]
-                          [--async-buffer 5] [--versions 24] [--json async.json]
+                          [--async-buffer K (default: the fast nodes)] [--versions 60] [--json async.json]
 
 Target (issue 17): >= 2x shorter wall time to the same validation loss with 2 slow nodes; F1 within 0.02.
 """
@@ -62,13 +62,17 @@ def main() -> int:
     ap.add_argument("--slowdown", type=float, default=5.0, help="the slow nodes answer this many times slower")
     ap.add_argument("--records", type=int, default=200_000, help="records of the whole plant")
     ap.add_argument("--rounds", type=int, default=8, help="synchronous rounds")
-    ap.add_argument("--async-buffer", type=int, default=5, help="K: answers per asynchronous version")
-    ap.add_argument("--versions", type=int, default=24, help="asynchronous versions")
+    ap.add_argument(
+        "--async-buffer", type=int, default=None, help="K: answers per asynchronous version (default: the fast nodes)"
+    )
+    ap.add_argument("--versions", type=int, default=60, help="asynchronous versions")
     ap.add_argument("--local-epochs", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds a whole run may take")
     ap.add_argument("--json", default=None, metavar="FILE")
     args = ap.parse_args()
+    if args.async_buffer is None:
+        args.async_buffer = max(1, args.clients - args.slow)
     fr = _federation_run()
     from fedad.common.synth import write_plant
 
@@ -79,6 +83,7 @@ def main() -> int:
         write_plant(plant, nodes=args.clients, records=args.records, seed=args.seed, formats=("csv",))
         shards = sorted(plant.glob("node_*.csv"))
         slow = set(shards[len(shards) - args.slow :])
+        slow_names = sorted(p.stem for p in slow)
         common = ["--min-clients", str(args.clients), "--local-epochs", str(args.local_epochs)]
         common += ["--seed", str(args.seed)]
 
@@ -110,6 +115,8 @@ def main() -> int:
                     "wall_s": wall,
                     "bench_s": time.perf_counter() - t0,
                     "staleness": [t for r in recs for t in (r.get("staleness") or {}).values()],
+                    "slow_answers": sum(n in r.get("staleness", {}) for r in recs for n in slow_names),
+                    "stale_dropped": sum(len(r.get("stale") or {}) for r in recs),
                 }
             )
     sync, asyn = rows
@@ -144,7 +151,10 @@ def main() -> int:
         )
     st = asyn["staleness"]
     if st:
-        print(f"\nasync staleness of the aggregated answers: mean {sum(st) / len(st):.2f}, max {max(st)}")
+        print(
+            f"\nasync staleness of the aggregated answers: mean {sum(st) / len(st):.2f}, max {max(st)}; answers of the "
+            f"slow nodes aggregated: {asyn['slow_answers']}, dropped as too stale: {asyn['stale_dropped']}"
+        )
     print(
         f"\nsync / async time to target: {'-' if ratio is None else f'{ratio:.2f}x'} (target >= {TARGET_RATIO:g}x); "
         f"F1 async - sync: {'-' if f1_delta is None else f'{f1_delta:+.3f}'} (target within {TARGET_F1:g}): "
