@@ -111,6 +111,7 @@ class AsyncRounds:
                         ("fit", proxy, Arrival(proxy, self.s._name(proxy), base, params, dispatch, res, down))
                     )
                 self._evaluate_new(proxy)
+            self._evaluate_new(proxy)  # the run stopped: versions made since this node's last pass (the last one)
         except Exception as exc:  # noqa: BLE001 - a lost connection ends this node's thread, not the run
             self.events.put(("gone", proxy, ClientCallFailed(proxy, exc)))
             return
