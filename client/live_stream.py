@@ -47,6 +47,7 @@ class NodeStream:
         self._stop = threading.Event()
         self._done = threading.Event()  # the federation has ended
         self._last = time.monotonic()  # when the last record was decided
+        self._ended = 0.0  # when the federation ended (monotonic; 0: not yet)
         # --learn-from-stream: the newest ``learn_rows`` records scored normal (alarms never join)
         self.learned: collections.deque[np.ndarray] | None = (
             collections.deque(maxlen=learn_rows) if learn_rows else None
@@ -117,13 +118,15 @@ class NodeStream:
             return np.stack(self.learned) if self.learned else None
 
     def _should_stop(self) -> bool:
-        """Stop following a file: asked to, or the federation has ended and no line came for ``idle_exit`` s."""
-        idle = self.idle_exit is not None and time.monotonic() - self._last > self.idle_exit
+        """Stop following a file: asked to, or no line came for ``idle_exit`` s since the federation ended (or
+        since the last line, if later): a line written just after the end is still scored."""
+        idle = self.idle_exit is not None and time.monotonic() - max(self._last, self._ended) > self.idle_exit
         return self._stop.is_set() or (self._done.is_set() and idle)
 
     def wait(self) -> None:
         """The federation has ended: block until the stream ends (stdin at its end, a file idle for
         --stream-idle-exit seconds)."""
+        self._ended = time.monotonic()
         self._done.set()
         if self.thread is not None:
             self.thread.join()

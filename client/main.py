@@ -220,8 +220,8 @@ def build_parser() -> ArgumentParser:
         type=float,
         default=None,
         metavar="SECONDS",
-        help="--stream: after the federation ends, stop when the file has had no new line for this long "
-        "(default: follow it forever)",
+        help="--stream: after the federation ends, stop when the file has had no new line for this long, counted "
+        "from the end or the last line, whichever is later (default: follow it forever)",
     )
     from fedad.common.telemetry import add_metrics_argument
 

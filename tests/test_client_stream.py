@@ -33,7 +33,7 @@ def test_three_clients_stream_while_rounds_run(tmp_path):
     clients = [
         start_client(
             address, shard, f"node{i}", logs,
-            "--stream", str(streams[i]), "--alarms", str(alarms[i]), "--all-decisions", "--stream-idle-exit", "3",
+            "--stream", str(streams[i]), "--alarms", str(alarms[i]), "--all-decisions", "--stream-idle-exit", "15",
             *(["--metrics-port", str(mport), "--metrics-host", "127.0.0.1"] if i == 0 else []),
         )
         for i, shard in enumerate(shards)
