@@ -59,6 +59,7 @@ class FedadClient(flwr.client.NumPyClient):
     def __init__(self, site: Site, name: str, log: logging.Logger, attack=None, secure=None, model_out=None):
         self.site, self.name, self.log, self.attack, self.secure = site, name, log, attack, secure
         self.model_out = model_out
+        self.slowdown = 1.0  # --slowdown F: answer F times slower than training takes (a test and bench aid)
         self.quarantined: int | None = None  # the round the server quarantined this node in, once it says so
         self.contact = Contact()
         self._scaler_cache: tuple[bytes, ScalerStats] | None = None
@@ -188,6 +189,8 @@ class FedadClient(flwr.client.NumPyClient):
         )
         if extra is not None:
             self.log.info("round %d: also trained on %d stream records scored normal", rnd, len(extra))
+        if self.slowdown > 1.0:
+            time.sleep((self.slowdown - 1.0) * out["seconds"])
         weights, examples = out["weights"], out["examples"]
         if self.attack is not None:
             weights, examples = self.attack.apply(rnd, global_weights, weights, examples, self.log)

@@ -176,6 +176,14 @@ def build_parser() -> ArgumentParser:
         help="security testing: poison this node's updates with this attack: "
         f"{', '.join(shown_attack_names())} (sign_flip and sign-flip both work)",
     )
+    p.add_argument(
+        "--slowdown",
+        type=float,
+        default=1.0,
+        metavar="F",
+        help="test and bench aid: after each local training, sleep (F - 1) x its duration, so this node answers "
+        "F times slower than it trains (a slow node for asynchronous rounds) without using more CPU",
+    )
     p.add_argument("--attack-scale", type=float, default=None, help="attack strength (attack-specific default)")
     p.add_argument("--attack-start-round", type=int, default=1, help="first round the attack is active")
     p.add_argument(
@@ -260,6 +268,8 @@ def run(args) -> int:
     parse_host_port(args.server, "--server")
     if not args.keepalive > 0 or not args.connect_timeout >= 0:
         raise FedadError("--keepalive must be positive and --connect-timeout >= 0")
+    if not args.slowdown >= 1.0:
+        raise FedadError(f"--slowdown must be >= 1 (got {args.slowdown})")
 
     ca, identity = None, None
     if args.root_certificates:
@@ -375,6 +385,7 @@ def run(args) -> int:
         secure = SecureClient(args.private_key)
         log.info("Paillier mode: updates and statistics leave this node encrypted (key %s)", secure.fingerprint)
     client = FedadClient(site, name, log, attack, secure, args.model_out)
+    client.slowdown = args.slowdown
     health = None
     if args.health_file:
         from fedad.client.health import LinkHealth

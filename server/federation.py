@@ -122,6 +122,9 @@ class FedadServer(Server):
         stop_rule: StopRule | None = None,
         min_fit_clients: int | float = DEFAULT_MIN_FIT_CLIENTS,
         rejoin_timeout: float = 30.0,
+        async_buffer: int = 0,
+        max_staleness: int = 10,
+        server_lr: float = 1.0,
     ) -> None:
         manager = _ClientManager()
         manager.on_leave = self._client_left
@@ -133,6 +136,8 @@ class FedadServer(Server):
         self.min_fit_clients = min_fit_clients  # the continue quorum (a count or a fraction of who started)
         self.participation = Participation()
         self.rejoin_timeout = float(rejoin_timeout)  # after round 1: how long dropped nodes may take to come back
+        # --async-buffer K (0: synchronous rounds): a new global version every K answers (server/async_rounds.py)
+        self.async_buffer, self.max_staleness, self.server_lr = int(async_buffer), int(max_staleness), float(server_lr)
         self.stopped: dict | None = None  # why and where a run that could not go on stopped
         self.scaler: ScalerStats | None = None
         self.scaler_bytes = b""
@@ -970,6 +975,25 @@ class FedadServer(Server):
                 _, answers = self._evaluate_val(0, timeout)
                 losses = [float(r.loss) for _, r in answers]
                 self.median_val_loss = float(np.median(losses)) if losses else None
+        if self.async_buffer:
+            last, reason, lowest = self._async_rounds(start, num_rounds, timeout)
+        else:
+            last, reason, lowest = self._sync_rounds(start, num_rounds, timeout)
+        self._finish(num_rounds, timeout, t_start, last, reason, lowest)
+
+    def _async_rounds(self, start: int, num_rounds: int, timeout: float | None) -> tuple[int, str | None, Any]:
+        """--async-buffer K: buffered asynchronous versions instead of rounds (``fedad.server.async_rounds``)."""
+        from fedad.server.async_rounds import AsyncRounds
+
+        try:
+            return AsyncRounds(self, self.async_buffer, self.max_staleness, self.server_lr).run(
+                start, num_rounds, timeout
+            )
+        except FedadError as exc:
+            raise FederationFailed(str(exc)) from None
+
+    def _sync_rounds(self, start: int, num_rounds: int, timeout: float | None) -> tuple[int, str | None, Any]:
+        """Rounds ``start``..``num_rounds`` (fewer under --rounds auto or a paced stop): (last, reason, lowest)."""
         last, reason = start - 1, None
         lowest: tuple[int, float, Parameters] | None = None  # --rounds auto: the model of the lowest loss
         for rnd in range(start, num_rounds + 1):
@@ -1015,6 +1039,12 @@ class FedadServer(Server):
             flag_line = format_round_flags(record)
             if flag_line:
                 self.log.info("%s", flag_line)
+        return last, reason, lowest
+
+    def _finish(
+        self, num_rounds: int, timeout: float | None, t_start: float, last: int, reason: str | None, lowest: Any
+    ) -> None:
+        """After the rounds: the stop reason and the model kept, then threshold, test and the run's result."""
         if self.stop_rule is not None:
             reason = (
                 reason
@@ -1032,6 +1062,10 @@ class FedadServer(Server):
             "model_round": lowest[0] if lowest is not None else last,
             **(self.stop_rule.to_dict() if self.stop_rule else {}),
         }
+        if self.async_buffer:  # rounds are global versions, one every K answers
+            convergence.update(
+                async_buffer=self.async_buffer, max_staleness=self.max_staleness, server_lr=self.server_lr
+            )
         threshold, metrics = self._threshold_and_test(last, timeout)
         self.result = {
             "threshold": threshold,

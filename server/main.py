@@ -12,6 +12,7 @@ examples:
   fedad-server --certificates ca.pem server.pem server.key --out results/      # mutual TLS: nodes need certificates
   fedad-server --certificates ca.pem server.pem server.key --revoked revoked.txt --features features.txt
   fedad-server --resume --out results/          # continue after a crash from the last checkpoint
+  fedad-server --async-buffer 5 --rounds 40 --min-clients 10 --out results/   # no node waits for the slowest
 """
 
 from __future__ import annotations
@@ -121,6 +122,28 @@ def build_parser() -> ArgumentParser:
         "disconnected (named in the log and the next round) instead of holding a round until --round-timeout",
     )
     p.add_argument("--strategy", default="fedavg", choices=STRATEGIES, help="aggregation strategy")
+    p.add_argument(
+        "--async-buffer",
+        type=int,
+        default=0,
+        metavar="K",
+        help="asynchronous rounds (fedavg, flag, trust, robust): no node waits for another; each answer goes into "
+        "a buffer and the node gets the newest global model at once; every K answers (one per node) make a new "
+        "global version, FedBuff-weighted by staleness 1/sqrt(1+t) (flag/trust/robust score the K updates "
+        "against each other, K >= 3); --rounds counts versions; 0: synchronous rounds. See docs/federation.md",
+    )
+    p.add_argument(
+        "--max-staleness",
+        type=int,
+        default=10,
+        help="--async-buffer: an answer trained from a global version more than this many versions old is dropped",
+    )
+    p.add_argument(
+        "--server-lr",
+        type=float,
+        default=1.0,
+        help="--async-buffer: server learning rate on the buffer's staleness-weighted mean delta",
+    )
     p.add_argument(
         "--max-update-norm-ratio",
         type=float,
@@ -531,6 +554,7 @@ def check_args(args) -> None:
         raise FedadError("--keyholder and --keyholder-certificates are only used with --strategy secure-robust")
     if (args.client_ca or args.revoked) and not args.certificates:
         raise FedadError("--client-ca and --revoked need TLS: give --certificates CA CERT KEY")
+    check_async_args(args)
     if args.features and args.features_from:
         raise FedadError("give --features FILE or --features-from NODE, not both")
     if args.features_from:
@@ -540,6 +564,33 @@ def check_args(args) -> None:
     if args.resume and not (Path(args.out) / "checkpoint" / "state.json").is_file():
         raise FedadError(f"--resume: no checkpoint in {args.out}/checkpoint")
     check_can_listen(args.address, "--address")  # last: a port in use is said before anything starts
+
+
+def check_async_args(args) -> None:
+    """Bad --async-buffer combinations -> FedadError."""
+    if args.async_buffer < 0:
+        raise FedadError("--async-buffer must be >= 0 (0: synchronous rounds)")
+    if not args.async_buffer:
+        return
+    if args.strategy in ("paillier", "secure-robust"):
+        raise FedadError(
+            f"--async-buffer does not work with --strategy {args.strategy} yet (how it would: docs/federation.md)"
+        )
+    if getattr(args, "compress", "none") not in (None, "none"):
+        raise FedadError("--async-buffer does not work with --compress yet (compressed downloads are synchronous)")
+    if args.rounds == 0:
+        raise FedadError("--async-buffer does not work with --rounds 0 (continuous rounds are paced, not buffered)")
+    if args.strategy in ("flag", "trust", "robust") and args.async_buffer < 3:
+        raise FedadError(
+            f"--strategy {args.strategy} scores the buffer's updates against each other: --async-buffer >= 3"
+        )
+    if args.async_buffer > args.min_clients:
+        raise FedadError(
+            f"--async-buffer {args.async_buffer} is more than --min-clients {args.min_clients}: a buffer holds one "
+            "answer per node, so it could never fill"
+        )
+    if args.max_staleness < 0 or not args.server_lr > 0:
+        raise FedadError("--max-staleness must be >= 0 and --server-lr positive")
 
 
 def save_model(out: Path, spec, scaler, weights, threshold: float, scales=None) -> Path:
@@ -628,6 +679,9 @@ def run(args) -> int:
         stop_rule=stop_rule(args),
         min_fit_clients=args.min_fit_clients,
         rejoin_timeout=args.rejoin_timeout,
+        async_buffer=args.async_buffer,
+        max_staleness=args.max_staleness,
+        server_lr=args.server_lr,
     )
     from fedad.common.telemetry import from_args
 
@@ -642,6 +696,8 @@ def run(args) -> int:
         server.pace = RoundPacer(out, args.round_interval_s, stop_file, args.keep_versions, log)
         args.rounds = CONTINUOUS_ROUNDS
     rounds = args.max_rounds if args.rounds == "auto" else args.rounds
+    if args.async_buffer:
+        log.info("asynchronous: --rounds counts global versions, one every %d answers", args.async_buffer)
     log.info(
         "listening on %s (TLS %s), strategy %s, model %s, %s rounds, waiting for %d clients (continue quorum "
         "--min-fit-clients %s)",

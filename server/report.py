@@ -13,7 +13,16 @@ METRIC_KEYS = ("precision", "recall", "f1", "roc_auc", "far", "mar")
 
 
 ROUND_KEYS = ("round", "clients", "loss", "train_loss", "bytes_up", "bytes_down", "seconds", "failed", "rejected")
-ROUND_EXTRAS = ("capped_examples", "clipped", "aggregate_refused")  # only in rounds where they happened
+ROUND_EXTRAS = (
+    "capped_examples",
+    "clipped",
+    "aggregate_refused",
+    "version",
+    "staleness",
+    "elapsed",
+    "val_clients",
+    "stale",
+)  # only in rounds where they happened
 
 
 def round_summary(record: dict) -> dict:

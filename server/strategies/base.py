@@ -25,6 +25,7 @@ from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import Strategy
 
 from fedad.common.compression import Compression, decompress_weights
+from fedad.common.errors import FedadError
 from fedad.common.node_names import is_valid_node_name
 from fedad.common.wire import WireError, decode_array
 from fedad.server import validation as check
@@ -168,6 +169,18 @@ class FedadStrategy(Strategy):
         g = global_embedding(embeddings, num_examples)
         if g is not None:
             self.global_embedding = g
+
+    def aggregate_buffer(
+        self,
+        names: list[str],
+        deltas: list[np.ndarray],
+        counts: list[float],
+        staleness: list[int],
+        embeddings: list[np.ndarray | None],
+        server_lr: float = 1.0,
+    ) -> np.ndarray:
+        """Asynchronous mode: the flat step from a buffer of flat deltas (each from its own base model)."""
+        raise FedadError(f"--strategy {self.name} does not aggregate asynchronously (--async-buffer)")
 
     @abstractmethod
     def aggregate_updates(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from fedad.server.aggregation import apply_update, clip_to_norm, compute_update, norm_bounds, weighted_average
+from fedad.server.buffered import buffered_update
 from fedad.server.strategies.base import FedadStrategy
 
 NORM_ACTIONS = ("refuse", "clip")
@@ -47,3 +48,28 @@ class FedAvg(FedadStrategy):
         if not kept:
             return [np.asarray(g).copy() for g in glob]
         return weighted_average(kept)
+
+    def aggregate_buffer(self, names, deltas, counts, staleness, embeddings, server_lr: float = 1.0) -> np.ndarray:
+        """FedBuff step over the buffer, each delta bounded by the median norm of the buffer's others."""
+        self.last_rejections, self.last_clipped, self.last_client_reports = {}, {}, {}
+        norms = [float(np.linalg.norm(d)) for d in deltas]
+        kept: list[tuple[np.ndarray, float, int]] = []
+        for name, d, n, t, norm, bound in zip(
+            names, deltas, counts, staleness, norms, norm_bounds(norms, self.max_update_norm_ratio), strict=True
+        ):
+            if norm <= bound:
+                kept.append((d, n, t))
+            elif self.norm_action == "clip":
+                kept.append((clip_to_norm(d, bound), n, t))
+                self.last_clipped[name] = f"update norm {norm:.3g} clipped to {bound:.3g}"
+            else:
+                self.last_rejections[name] = (
+                    f"update norm {norm:.3g} is over {self.max_update_norm_ratio:g}x the median of the others "
+                    f"({bound:.3g})"
+                )
+        used = {n for n in names if n not in self.last_rejections}
+        self.note_embeddings([e if n in used else None for n, e in zip(names, embeddings, strict=True)], counts)
+        dim = deltas[0].size if deltas else 0
+        if not kept:
+            return np.zeros(dim)
+        return buffered_update([k[0] for k in kept], [k[1] for k in kept], [k[2] for k in kept], server_lr)

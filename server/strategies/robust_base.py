@@ -10,6 +10,7 @@ from flwr.common import Parameters, Scalar, ndarrays_to_parameters
 
 from fedad.common.wire import WireError, decode_array
 from fedad.server.aggregation import apply_update, compute_update, validate_update
+from fedad.server.buffered import buffered_update
 from fedad.server.defence.config import FlagConfig, TrustConfig
 from fedad.server.defence.flags import flag_precision_recall
 from fedad.server.defence.quarantine import Quarantine
@@ -113,6 +114,39 @@ class RobustStrategy(FedadStrategy):
         kept = set(result.kept)
         self.note_embeddings([e if n in kept else None for n, e in zip(names, embeddings, strict=True)], counts)
         return ndarrays_to_parameters(apply_update(global_weights, result.update)), {}
+
+    def aggregate_buffer(self, names, deltas, counts, staleness, embeddings, server_lr: float = 1.0) -> np.ndarray:
+        """Score the buffer's deltas against each other (``aggregate_round``), then a FedBuff step over the kept
+        ones: each enters with its share of the round's weight, as the defence rescaled it, times s(staleness)."""
+        dim = deltas[0].size if deltas else 0
+        result = aggregate_round(
+            self.mode,
+            names,
+            deltas,
+            counts,
+            dim=dim,
+            embeddings=embeddings if self.mode != "flag" else None,
+            rejected={},
+            history=self.history,
+            quarantine=self.quarantine,
+            flag_config=self.flag_config,
+            trust_config=self.trust_config,
+        )
+        self.last_rejections, self.last_clipped = {}, {}
+        self.last_client_reports = {r["client"]: r for r in result.records}
+        caught = result.flagged | (self.quarantine.quarantined & set(names))
+        self.last_summary = {"flagged": sorted(result.flagged), "kept": result.kept}
+        if self.malicious:
+            p, r = flag_precision_recall(caught, self.malicious & set(names))
+            self.last_summary.update(flag_precision=p, flag_recall=r)
+        rows = [
+            (rec["rescale"] if rec["rescale"] is not None else 1.0) * d
+            for rec, d in zip(result.records, deltas, strict=True)
+        ]
+        shares = [float(rec["weight"]) for rec in result.records]
+        kept = set(result.kept)
+        self.note_embeddings([e if n in kept else None for n, e in zip(names, embeddings, strict=True)], counts)
+        return buffered_update(rows, shares, staleness, server_lr)
 
     def untrusted(self) -> set[str]:
         return set(self.quarantine.quarantined)
