@@ -9,6 +9,7 @@ them sending sign-flipped updates:
   for a 1 % target);
 - the key holder's audit log shows per round exactly live clients x m sketch rows, one embedding block each
   and the aggregate's blocks, then only the threshold histogram, and no refusal;
+- the key holder's /metrics (--metrics-port) counts exactly the audited decryptions as served;
 - a client started with --private-key (paillier mode) against this server exits non-zero, saying why, and
   the run goes on without it.
 
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import pytest
 from procs import ENV, finish, free_port, rounds, start_client, start_server
+from test_telemetry_federation import scrape
 
 pytestmark = pytest.mark.integration
 
@@ -58,6 +60,7 @@ def test_secure_robust_federation_flags_the_attacker_through_a_pinned_key_holder
     logs.mkdir()
     audit, ready = tmp_path / "audit.jsonl", tmp_path / "keyholder.ready"
     kh_address, address = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    kh_metrics = free_port()
     keyholder = subprocess.Popen(
         [
             *keyholder_cmd(),
@@ -79,6 +82,10 @@ def test_secure_robust_federation_flags_the_attacker_through_a_pinned_key_holder
             "6",
             "--sketch-rows",
             str(ROWS),
+            "--metrics-port",
+            str(kh_metrics),
+            "--metrics-host",
+            "127.0.0.1",
         ],
         stdout=open(tmp_path / "keyholder.log", "w"),
         stderr=subprocess.STDOUT,
@@ -156,6 +163,7 @@ def test_secure_robust_federation_flags_the_attacker_through_a_pinned_key_holder
         )
         procs += [server, *clients, wrong]
         codes = finish([server, *clients, wrong], timeout=300)
+        kh_samples = scrape(kh_metrics)  # the key holder still serves /metrics after the run
         text = (tmp_path / "run-server.log").read_text()
         assert codes[:5] == [0] * 5, text[-3000:]
     finally:
@@ -224,5 +232,9 @@ def test_secure_robust_federation_flags_the_attacker_through_a_pinned_key_holder
     assert final[0]["op"] == "begin" and final[0]["final"] is True
     assert [(e["kind"], e["blocks"]) for e in final[1:]] == [("histogram", final[0]["budget"]["histogram"])]
     assert len(entries) == N_ROUNDS * 4 + 2
+    # its Prometheus counter: one served request per audited decryption, none refused
+    served = kh_samples.get(("fedad_keyholder_requests_total", (("outcome", "served"),)))
+    assert served == len([e for e in entries if e["op"] == "decrypt"]), kh_samples
+    assert kh_samples.get(("fedad_keyholder_requests_total", (("outcome", "refused"),)), 0.0) == 0.0
     kh_log = (tmp_path / "keyholder.log").read_text()
     assert "mutual TLS, aggregator pinned" in kh_log
