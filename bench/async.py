@@ -21,7 +21,6 @@ Target (issue 17): >= 2x shorter wall time to the same validation loss with 2 sl
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import itertools
 import json
 import os
@@ -30,17 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from _federation_run import free_address, run_federation
+
 TARGET_RATIO, TARGET_F1 = 2.0, 0.02
-
-
-def _federation_run():
-    """bench/_federation_run.py (the benches are scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location("_federation_run", Path(__file__).with_name("_federation_run.py"))
-    if spec is None or spec.loader is None:
-        raise SystemExit("bench/_federation_run.py is missing")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def curve(recs: list[dict], mode: str) -> list[tuple[float, float | None]]:
@@ -73,7 +64,6 @@ def main() -> int:
     args = ap.parse_args()
     if args.async_buffer is None:
         args.async_buffer = max(1, args.clients - args.slow)
-    fr = _federation_run()
     from fedad.common.synth import write_plant
 
     load = os.getloadavg()
@@ -97,8 +87,8 @@ def main() -> int:
         for mode, server_args in runs.items():
             print(f"  {mode}: fedad-server {' '.join(server_args)} ...", file=sys.stderr, flush=True)
             t0 = time.perf_counter()
-            wall, recs, report = fr.run_federation(
-                mode, Path(tmp) / mode, fr.free_address(), server_args, shards, client_args, args.timeout
+            wall, recs, report = run_federation(
+                mode, Path(tmp) / mode, free_address(), server_args, shards, client_args, args.timeout
             )
             m = report.get("metrics") or {}
             points = curve(recs, mode)

@@ -26,7 +26,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,21 +33,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-ENV = dict(
-    os.environ,
-    FLWR_TELEMETRY_ENABLED="0",
-    FLWR_DISABLE_UPDATE_CHECK="1",
-    PYTHONUNBUFFERED="1",
-    OMP_NUM_THREADS="1",
-    MKL_NUM_THREADS="1",
-)
-
-
-def free_address() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{sock.getsockname()[1]}"
+from _federation_run import ENV, free_address
 
 
 def rounds_done(out: Path) -> int:
