@@ -90,25 +90,7 @@ class RobustStrategy(FedadStrategy):
         self.last_rejections = invalid
         if not names:
             return None, {}
-        result = aggregate_round(
-            self.mode,
-            names,
-            updates,
-            counts,
-            dim=dim,
-            embeddings=embeddings if self.mode != "flag" else None,
-            rejected=invalid,
-            history=self.history,
-            quarantine=self.quarantine,
-            flag_config=self.flag_config,
-            trust_config=self.trust_config,
-        )
-        self.last_client_reports = {r["client"]: r for r in result.records}
-        caught = result.flagged | (self.quarantine.quarantined & set(names))
-        self.last_summary = {"flagged": sorted(result.flagged), "kept": result.kept}
-        if self.malicious:
-            p, r = flag_precision_recall(caught, self.malicious & set(names))
-            self.last_summary.update(flag_precision=p, flag_recall=r)
+        result = self._score(names, updates, counts, dim, embeddings, invalid)
         if not result.kept:
             return None, {}
         kept = set(result.kept)
@@ -118,27 +100,8 @@ class RobustStrategy(FedadStrategy):
     def aggregate_buffer(self, names, deltas, counts, staleness, embeddings, server_lr: float = 1.0) -> np.ndarray:
         """Score the buffer's deltas against each other (``aggregate_round``), then a FedBuff step over the kept
         ones: each enters with its share of the round's weight, as the defence rescaled it, times s(staleness)."""
-        dim = deltas[0].size if deltas else 0
-        result = aggregate_round(
-            self.mode,
-            names,
-            deltas,
-            counts,
-            dim=dim,
-            embeddings=embeddings if self.mode != "flag" else None,
-            rejected={},
-            history=self.history,
-            quarantine=self.quarantine,
-            flag_config=self.flag_config,
-            trust_config=self.trust_config,
-        )
+        result = self._score(names, deltas, counts, deltas[0].size if deltas else 0, embeddings, {})
         self.last_rejections, self.last_clipped = {}, {}
-        self.last_client_reports = {r["client"]: r for r in result.records}
-        caught = result.flagged | (self.quarantine.quarantined & set(names))
-        self.last_summary = {"flagged": sorted(result.flagged), "kept": result.kept}
-        if self.malicious:
-            p, r = flag_precision_recall(caught, self.malicious & set(names))
-            self.last_summary.update(flag_precision=p, flag_recall=r)
         rows = [
             (rec["rescale"] if rec["rescale"] is not None else 1.0) * d
             for rec, d in zip(result.records, deltas, strict=True)
@@ -147,6 +110,29 @@ class RobustStrategy(FedadStrategy):
         kept = set(result.kept)
         self.note_embeddings([e if n in kept else None for n, e in zip(names, embeddings, strict=True)], counts)
         return buffered_update(rows, shares, staleness, server_lr)
+
+    def _score(self, names, updates, counts, dim: int, embeddings, rejected: dict):
+        """``aggregate_round`` over these updates; keeps its per-client records, flags and flag precision/recall."""
+        result = aggregate_round(
+            self.mode,
+            names,
+            updates,
+            counts,
+            dim=dim,
+            embeddings=embeddings if self.mode != "flag" else None,
+            rejected=rejected,
+            history=self.history,
+            quarantine=self.quarantine,
+            flag_config=self.flag_config,
+            trust_config=self.trust_config,
+        )
+        self.last_client_reports = {r["client"]: r for r in result.records}
+        caught = result.flagged | (self.quarantine.quarantined & set(names))
+        self.last_summary = {"flagged": sorted(result.flagged), "kept": result.kept}
+        if self.malicious:
+            p, r = flag_precision_recall(caught, self.malicious & set(names))
+            self.last_summary.update(flag_precision=p, flag_recall=r)
+        return result
 
     def untrusted(self) -> set[str]:
         return set(self.quarantine.quarantined)
