@@ -110,6 +110,14 @@ def rounds(out: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def checkpointed(out: Path) -> int:
+    """The round of the server's last checkpoint in ``out`` (0: none yet)."""
+    try:
+        return json.loads((out / "checkpoint" / "state.json").read_text())["round"]
+    except (FileNotFoundError, json.JSONDecodeError):
+        return 0
+
+
 def finish(procs, timeout: float = 240, watch=()) -> list[int]:
     """Exit codes of ``procs``, once all have exited; fails (killing them) after ``timeout`` s without progress
     (a log line of any of them, one exiting, a change in ``watch``) or ``OVERALL_FACTOR`` x ``timeout`` in all."""

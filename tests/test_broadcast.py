@@ -308,7 +308,7 @@ def test_a_resumed_compressed_run_sends_the_full_model_again_and_goes_on_with_th
     checkpointed model, the versions go on from the checkpoint and the nodes end with the server's model."""
     import signal
 
-    from procs import finish, free_port, rounds, start_client, start_server, wait_for
+    from procs import checkpointed, finish, free_port, rounds, start_client, start_server, wait_for
 
     from fedad.common.detector import AutoencoderDetector
     from fedad.common.synth import write_plant
@@ -326,16 +326,10 @@ def test_a_resumed_compressed_run_sends_the_full_model_again_and_goes_on_with_th
         start_client(address, s, f"node{i}", logs, *model_args, str(tmp_path / f"m{i}")) for i, s in enumerate(shards)
     ]
 
-    def checkpointed() -> int:
-        try:
-            return json.loads((out / "checkpoint" / "state.json").read_text())["round"]
-        except (FileNotFoundError, json.JSONDecodeError):
-            return 0
-
-    wait_for(lambda: checkpointed() >= 2, 120, "checkpoint of round 2", [server, *clients])
+    wait_for(lambda: checkpointed(out) >= 2, 120, "checkpoint of round 2", [server, *clients])
     server.send_signal(signal.SIGKILL)
     server.wait()
-    crashed_at = checkpointed()
+    crashed_at = checkpointed(out)
     assert crashed_at < 5 and (out / "checkpoint" / "exact.npz").is_file()
     server = start_server(address, out, *args, "--resume")
     codes = finish([server, *clients])

@@ -8,7 +8,7 @@ import signal
 import numpy as np
 import pandas as pd
 import pytest
-from procs import finish, free_port, rounds, start_client, start_server, wait_for
+from procs import checkpointed, finish, free_port, rounds, start_client, start_server, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -112,16 +112,10 @@ def test_server_resumes_after_a_crash(plant, tmp_path):
     server = start_server(address, out, *args)
     clients = [start_client(address, plant[i], f"node{i}", logs, "--connect-timeout", "90") for i in range(2)]
 
-    def checkpointed() -> int:
-        try:
-            return json.loads((out / "checkpoint" / "state.json").read_text())["round"]
-        except (FileNotFoundError, json.JSONDecodeError):
-            return 0
-
-    wait_for(lambda: checkpointed() >= 2, 120, "checkpoint of round 2", [server, *clients])
+    wait_for(lambda: checkpointed(out) >= 2, 120, "checkpoint of round 2", [server, *clients])
     server.send_signal(signal.SIGKILL)
     server.wait()
-    crashed_at = checkpointed()
+    crashed_at = checkpointed(out)
     assert crashed_at < 5
     server = start_server(address, out, *args, "--resume")
     codes = finish([server, *clients])
@@ -151,19 +145,13 @@ def test_a_resumed_server_goes_on_with_the_continue_quorum_when_a_node_died_befo
     server = start_server(address, out, *args)
     clients = [start_client(address, plant[i], f"node{i}", logs, "--connect-timeout", "120") for i in range(3)]
 
-    def checkpointed() -> int:
-        try:
-            return json.loads((out / "checkpoint" / "state.json").read_text())["round"]
-        except (FileNotFoundError, json.JSONDecodeError):
-            return 0
-
-    wait_for(lambda: checkpointed() >= 1, 180, "checkpoint of round 1", [server, *clients])
+    wait_for(lambda: checkpointed(out) >= 1, 180, "checkpoint of round 1", [server, *clients])
     clients[2].send_signal(signal.SIGKILL)  # node2 is gone for good
     clients[2].wait()
-    wait_for(lambda: checkpointed() >= 2, 180, "checkpoint of round 2 without node2", [server, *clients[:2]])
+    wait_for(lambda: checkpointed(out) >= 2, 180, "checkpoint of round 2 without node2", [server, *clients[:2]])
     server.send_signal(signal.SIGKILL)
     server.wait()
-    crashed_at = checkpointed()
+    crashed_at = checkpointed(out)
     server = start_server(address, out, *args, "--resume")
     codes = finish([server, *clients[:2]])
     log = (tmp_path / "run-server.log").read_text()
