@@ -298,7 +298,7 @@ def aggregator(tmp_path_factory):
         capture_output=True,
         text=True,
         env=ENV,
-        timeout=120,
+        timeout=600,
     )
     assert p.returncode == 0, p.stderr
     public, private = keys / "public.key", keys / "private.key"
@@ -329,8 +329,9 @@ def aggregator(tmp_path_factory):
         stderr=subprocess.STDOUT,
         env=ENV,
     )
+    holder.log_path = log  # type: ignore[attr-defined]  # watched for progress
     try:
-        wait_for(ready.exists, 60, "the key holder to listen", [holder])
+        wait_for(ready.exists, 300, "the key holder to listen", [holder])
         sys.addaudithook(_audit_hook)
         _WATCH["paths"] = {os.path.abspath(private)}
         out = run_rounds(public, address)
@@ -339,7 +340,7 @@ def aggregator(tmp_path_factory):
         _WATCH["paths"] = set()
         holder.send_signal(signal.SIGINT)
         try:
-            holder.wait(timeout=20)
+            holder.wait(timeout=120)
         except subprocess.TimeoutExpired:
             holder.kill()
             raise
@@ -356,8 +357,8 @@ def aggregator(tmp_path_factory):
 
 def run_rounds(public: Path, address: str) -> dict:
     pub = load_public_key(public)
-    decryptor = RecordingDecryptor(pub, KeyHolderClient(address, timeout=60))
-    decryptor.client.wait_ready(30)
+    decryptor = RecordingDecryptor(pub, KeyHolderClient(address, timeout=300))  # generous: a loaded machine
+    decryptor.client.wait_ready(300)
     strategy = SecureRobust(
         public_key=pub,
         decryptor=decryptor,

@@ -139,7 +139,7 @@ def test_the_server_refuses_async_paillier_in_one_line(tmp_path):
         + ["--strategy", "paillier", "--public-key", "x"],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,
     )
     assert p.returncode == 2, p.stderr
     assert "--async-buffer" in p.stderr and len(p.stderr.strip().splitlines()) == 1

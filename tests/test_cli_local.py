@@ -116,7 +116,7 @@ def test_console_script_scores(labelled_csv, trained_model, tmp_path):
         cmd + ["score", "--model", str(trained_model), "--data", str(path), "--out", str(out), "--device", "cpu"],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
     assert "scored 600 rows" in proc.stdout
@@ -125,7 +125,7 @@ def test_console_script_scores(labelled_csv, trained_model, tmp_path):
         cmd + ["score", "--model", str(tmp_path / "nope"), "--data", str(path), "--out", str(out)],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,
     )
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "model directory not found" in proc.stderr

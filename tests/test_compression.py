@@ -182,7 +182,7 @@ def test_the_server_refuses_bad_compress_options(tmp_path):
             [sys.executable, "-m", "fedad.server.main", "--out", str(tmp_path / "o"), *extra],
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=600,
         )
         assert p.returncode == 2, p.stderr
         assert reason in p.stderr and len(p.stderr.strip().splitlines()) == 1

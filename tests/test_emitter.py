@@ -71,7 +71,7 @@ def test_sent_column_stamps_each_line(tmp_path):
 def test_emit_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     p = subprocess.run(
         [sys.executable, "-m", "fedad.common.cli", "data", "emit", "--out", str(tmp_path / "o"), *args],
-        capture_output=True, text=True, env=ENV, timeout=120, cwd=tmp_path,
+        capture_output=True, text=True, env=ENV, timeout=600, cwd=tmp_path,
     )  # fmt: skip
     lines = [x for x in p.stderr.splitlines() if x.strip()]
     assert p.returncode == 2 and len(lines) == 1 and message in lines[0], p.stderr
@@ -82,7 +82,7 @@ def test_emit_command_writes_every_nodes_stream(tmp_path):
     p = subprocess.run(
         [sys.executable, "-m", "fedad.common.cli", "data", "emit", "--out", str(tmp_path / "o"), "--nodes", "3",
          "--records", "300", "--rate", "200", "--seconds", "0.5"],
-        capture_output=True, text=True, env=ENV, timeout=120,
+        capture_output=True, text=True, env=ENV, timeout=600,
     )  # fmt: skip
     assert p.returncode == 0, p.stderr
     for k in (1, 2, 3):

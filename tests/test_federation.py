@@ -211,7 +211,7 @@ def test_unreachable_server_gives_a_clear_error(plant, tmp_path):
         capture_output=True,
         text=True,
         env=ENV,
-        timeout=60,
+        timeout=600,
     )
     assert p.returncode == 1
     assert f"could not reach the fedad server at 127.0.0.1:{port} within 3 s" in p.stderr
