@@ -4,6 +4,8 @@ Both runs are whole federations as OS processes on 127.0.0.1 (fedad-server + N f
 the same synthetic plant (`fedad data synth`: N nodes, --records split evenly, seed), the last --slow nodes
 started with `--slowdown F` (each answers F times slower than it trains: it sleeps (F - 1) x its training
 time, so it costs no extra CPU). Sync: fedavg, --rounds R. Async: fedavg --async-buffer K, --versions V.
+Both default to `auto` (fedad-server --rounds auto, the product's stop rule), so each run stops when its own
+validation loss settles and the two F1s compare converged models.
 
 Time to the target validation loss: the federated validation loss (sample-weighted over every node's
 validation rows, as the server computes it) of each round / version, against the seconds since the first
@@ -12,8 +14,8 @@ and that round's validation); async, the record's ``elapsed`` (a version's loss 
 slowest node has evaluated it, but the model existed then). The target is the sync run's final loss; when
 the async run never reaches it, the larger of the two runs' lowest losses (printed as such).
 
-    python bench/async.py [--clients 10] [--slow 2] [--slowdown 5] [--records 200000] [--rounds 8]
-                          [--async-buffer K (default: the fast nodes)] [--versions 60] [--json async.json]
+    python bench/async.py [--clients 10] [--slow 2] [--slowdown 5] [--records 200000] [--rounds auto|R]
+                          [--async-buffer K (default: the fast nodes)] [--versions auto|V] [--json async.json]
 
 Target (issue 17): >= 2x shorter wall time to the same validation loss with 2 slow nodes; F1 within 0.02.
 """
@@ -46,17 +48,24 @@ def time_to(points: list[tuple[float, float | None]], target: float) -> float | 
     return next((t for t, loss in points if loss is not None and loss <= target), None)
 
 
+def rounds_arg(text: str) -> str:
+    """A round count for fedad-server --rounds: a positive integer or 'auto'."""
+    if text != "auto" and not (text.isdigit() and int(text) > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}")
+    return text
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clients", type=int, default=10)
     ap.add_argument("--slow", type=int, default=2, help="how many nodes (the last ones) are slow")
     ap.add_argument("--slowdown", type=float, default=5.0, help="the slow nodes answer this many times slower")
     ap.add_argument("--records", type=int, default=200_000, help="records of the whole plant")
-    ap.add_argument("--rounds", type=int, default=8, help="synchronous rounds")
+    ap.add_argument("--rounds", type=rounds_arg, default="auto", help="synchronous rounds, or auto")
     ap.add_argument(
         "--async-buffer", type=int, default=None, help="K: answers per asynchronous version (default: the fast nodes)"
     )
-    ap.add_argument("--versions", type=int, default=60, help="asynchronous versions")
+    ap.add_argument("--versions", type=rounds_arg, default="auto", help="asynchronous versions, or auto")
     ap.add_argument("--local-epochs", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds a whole run may take")
@@ -81,8 +90,8 @@ def main() -> int:
             return ["--slowdown", str(args.slowdown)] if shard in slow else []
 
         runs = {
-            "sync": ["--rounds", str(args.rounds), *common],
-            "async": ["--rounds", str(args.versions), "--async-buffer", str(args.async_buffer), *common],
+            "sync": ["--rounds", args.rounds, *common],
+            "async": ["--rounds", args.versions, "--async-buffer", str(args.async_buffer), *common],
         }
         for mode, server_args in runs.items():
             print(f"  {mode}: fedad-server {' '.join(server_args)} ...", file=sys.stderr, flush=True)
@@ -99,6 +108,7 @@ def main() -> int:
                     "curve": points,
                     "final_loss": recs[-1]["loss"] if recs else None,
                     "best_loss": min((x for _, x in points if x is not None), default=None),
+                    "stop_reason": (report.get("convergence") or {}).get("stop_reason"),
                     "f1": m.get("f1"),
                     "roc_auc": m.get("roc_auc"),
                     "training_s": points[-1][0] if points else None,
@@ -139,6 +149,8 @@ def main() -> int:
             f"| {r['mode']} | {r['rounds']} | {tt} | {r['final_loss']:.5f} | {f1} | {auc} | "
             f"{r['training_s']:.1f} | {r['wall_s']:.1f} |"
         )
+    for r in rows:
+        print(f"{r['mode']} stopped: {r['stop_reason'] or '-'}")
     st = asyn["staleness"]
     if st:
         print(
