@@ -1,7 +1,9 @@
 """Asynchronous buffered rounds (``--async-buffer K``): no node waits for another; every K arrivals make a version.
 
 One thread per admitted node loops: train from the newest global model, hand the answer to the aggregator,
-evaluate every global version made since its last evaluation, train again. The main thread aggregates each
+evaluate every global version made since its last evaluation, train again -- from a newer version only: a node
+never trains twice from the same model (two answers from one base would re-apply one delta, which made the
+first versions overshoot by a factor of 50-250 before this rule). The main thread aggregates each
 K arrivals (one per node: a node's newer answer replaces its older one in the buffer) through the strategy's
 ``aggregate_buffer`` (FedBuff, ``fedad.server.buffered``). An answer more than ``max_staleness`` versions old
 is dropped. A version's validation loss is the sample-weighted mean of every node's loss on it, complete
@@ -65,6 +67,7 @@ class AsyncRounds:
     def __init__(self, server: FedadServer, buffer_size: int, max_staleness: int, server_lr: float) -> None:
         self.s, self.k, self.max_staleness, self.lr = server, int(buffer_size), int(max_staleness), float(server_lr)
         self.lock = threading.Lock()
+        self.new_version = threading.Condition(self.lock)  # notified when a version is made or the run stops
         self.events: queue.Queue = queue.Queue()
         self.stop = threading.Event()
         self.dispatches = itertools.count(1)
@@ -92,9 +95,14 @@ class AsyncRounds:
         """Train, hand over, evaluate the new versions; until the run stops or the node fails."""
         from fedad.server.federation import _payload_bytes as payload_bytes
 
+        trained_from = -1  # the version of this node's last delivered answer: it waits for a newer one
         try:
             while not self.stop.is_set():
-                with self.lock:
+                with self.new_version:
+                    while self.version <= trained_from and not self.stop.is_set():
+                        self.new_version.wait(timeout=1.0)
+                    if self.stop.is_set():
+                        break
                     base = self.version
                     params = self.params[base]
                 dispatch = next(self.dispatches)
@@ -110,6 +118,7 @@ class AsyncRounds:
                     self.events.put(
                         ("fit", proxy, Arrival(proxy, self.s._name(proxy), base, params, dispatch, res, down))
                     )
+                    trained_from = base
                 self._evaluate_new(proxy)
             self._evaluate_new(proxy)  # the run stopped: versions made since this node's last pass (the last one)
         except Exception as exc:  # noqa: BLE001 - a lost connection ends this node's thread, not the run
@@ -186,6 +195,8 @@ class AsyncRounds:
                 self._write()
         finally:
             self.stop.set()
+            with self.new_version:
+                self.new_version.notify_all()
         self._drain(quiet, failed)
         return self.version, reason, self.lowest
 
@@ -290,10 +301,11 @@ class AsyncRounds:
         for name, why in rejected.items():
             s.log.warning("version %d: rejected update of %s: %s", v + 1, name, why)
         now = time.perf_counter()
-        with self.lock:
+        with self.new_version:
             self.version = v + 1
             self.params[v + 1] = new
             expected = set(self.alive.values())
+            self.new_version.notify_all()
         s.parameters, s.current_round = new, v + 1
         for name in sorted(s.strategy.untrusted() - set(s.quarantined_in)):
             s.quarantined_in[name] = v + 1

@@ -25,6 +25,7 @@ class Node:
         self.cid, self.seconds, self.fail_after = cid, seconds, fail_after
         self.after = after  # a slow node: each training ends only once the other nodes have trained this often
         self.busy, self.fits, self.overlaps = threading.Lock(), 0, 0
+        self.bases: list[int] = []  # the global version each training started from
         self.rng = np.random.default_rng(len(cid))
 
     def _enter(self) -> None:
@@ -36,6 +37,7 @@ class Node:
         self._enter()
         try:
             self.fits += 1
+            self.bases.append(int(ins.config["version"]))
             if self.fail_after is not None and self.fits > self.fail_after:
                 raise ConnectionError("stream closed")
             time.sleep(self.seconds)
@@ -121,3 +123,14 @@ def test_a_node_that_leaves_is_recorded_and_the_run_goes_on(tmp_path):
     assert [f["client"] for f in server.failures] == ["n3"] and "stream closed" in server.failures[0]["error"]
     assert any(r["failed"] == ["n3"] for r in recs)
     assert recs[-1]["val_clients"] == ["n0", "n1", "n2"]  # a node that left is not waited for
+
+
+def test_a_node_never_trains_twice_from_the_same_version(tmp_path):
+    # n0 is 10x faster than the others: before this rule it trained from version 0 again and again while
+    # waiting for a second answer, and those answers re-applied the same delta in versions 2, 3, ...
+    nodes = [Node("n0", 0.005), Node("n1", 0.05), Node("n2", 0.05)]
+    _, last, recs = _run(tmp_path, nodes, k=2, versions=8)
+    assert last == 8 and len(recs) == 8
+    for node in nodes:
+        assert node.bases == sorted(set(node.bases)), (node.cid, node.bases)
+    assert len(nodes[0].bases) >= 4  # the fast node still trained from most versions
