@@ -18,6 +18,7 @@ examples:
 from __future__ import annotations
 
 import json
+import signal
 import struct
 import sys
 import threading
@@ -491,14 +492,35 @@ def run(args) -> int:
         budget.embedding_blocks,
         budget.max_aggregate_blocks,
     )
+    stopping = stop_on_signals()
     if args.ready_file:
         Path(args.ready_file).write_text(args.listen + "\n")
-    try:
-        server.wait_for_termination()
-    except KeyboardInterrupt:
-        server.stop(grace=1.0)
+    while not stopping.is_set():
+        server.wait_for_termination(timeout=0.5)
+    log.info("stopping (signal %s)", stopping.signal_name)
+    server.stop(grace=1.0).wait(timeout=10.0)
     log.info("stopped after %d decryptions", holder.decrypted)
     return 0
+
+
+class _Stopping(threading.Event):
+    signal_name = "?"
+
+
+def stop_on_signals() -> _Stopping:
+    """An event set by SIGINT or SIGTERM (Ctrl-C, docker stop), both made deliverable first: a process started
+    with them blocked or ignored (the mask and SIG_IGN survive exec) would otherwise never stop gracefully."""
+    stopping = _Stopping()
+    wanted = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, wanted)
+
+    def handler(signum, _frame) -> None:
+        stopping.signal_name = signal.Signals(signum).name
+        stopping.set()
+
+    for sig in wanted:
+        signal.signal(sig, handler)
+    return stopping
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,13 +18,14 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from procs import ENV, free_port
+from procs import ENV, free_port, wait_for
 
 from fedad.common.commands.certs import make_certificates
 from fedad.common.crypto.codec import ciphertext_bytes
@@ -424,13 +425,52 @@ def test_cli_refuses_to_run_without_tls_and_a_pin_unless_insecure(key_files, tmp
         capture_output=True,
         text=True,
         env=ENV,
-        timeout=60,
+        timeout=600,
         cwd=tmp_path,
     )
     assert p.returncode == 2, p.stderr
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and ": error: " in lines[0] and message in lines[0], p.stderr
     assert "Traceback" not in p.stderr and not (tmp_path / "ready").exists()
+
+
+def _block_sigint() -> None:
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize(
+    "sig,inherited",
+    [
+        (signal.SIGINT, None),
+        (signal.SIGTERM, None),  # docker stop
+        (signal.SIGINT, _block_sigint),  # a blocked mask and SIG_IGN survive exec: it once never stopped
+        (signal.SIGINT, _ignore_sigint),
+    ],
+)
+def test_the_key_holder_stops_gracefully_on_sigint_and_sigterm(key_files, tmp_path, sig, inherited):
+    _, private = key_files
+    ready, log = tmp_path / "ready", tmp_path / "keyholder.log"
+    holder = subprocess.Popen(
+        [*keyholder_cmd(), "--private-key", str(private), "--listen", f"127.0.0.1:{free_port()}", "--insecure"]
+        + ["--ready-file", str(ready)],
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+        env=ENV,
+        preexec_fn=inherited,
+    )
+    holder.log_path = log  # type: ignore[attr-defined]  # watched for progress
+    wait_for(ready.exists, 300, "the key holder to listen", [holder])
+    holder.send_signal(sig)
+    try:
+        assert holder.wait(timeout=120) == 0, log.read_text()
+    finally:
+        holder.kill()
+    text = log.read_text()
+    assert f"stopping (signal {signal.Signals(sig).name})" in text and "stopped after 0 decryptions" in text
 
 
 def test_cli_refuses_bad_keys_and_a_missing_pin(key_files, certs, tmp_path):
