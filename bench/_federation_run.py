@@ -21,6 +21,18 @@ ENV = dict(
 )
 
 
+def rounds_arg(text: str) -> str:
+    """A bench's --rounds: what fedad-server --rounds parses (``parse_rounds``), a positive count or 'auto'."""
+    from argparse import ArgumentTypeError
+
+    from fedad.server.main import parse_rounds
+
+    rounds = parse_rounds(text)
+    if rounds != "auto" and int(rounds) < 1:
+        raise ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}")
+    return str(rounds)
+
+
 def free_address() -> str:
     """A free host:port on 127.0.0.1."""
     with socket.socket() as sock:

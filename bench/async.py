@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _federation_run import free_address, run_federation
+from _federation_run import free_address, rounds_arg, run_federation
 
 TARGET_RATIO, TARGET_F1 = 2.0, 0.02
 
@@ -46,13 +46,6 @@ def curve(recs: list[dict], mode: str) -> list[tuple[float, float | None]]:
 def time_to(points: list[tuple[float, float | None]], target: float) -> float | None:
     """The first time the loss is at or below ``target`` (None: never)."""
     return next((t for t, loss in points if loss is not None and loss <= target), None)
-
-
-def rounds_arg(text: str) -> str:
-    """A round count for fedad-server --rounds: a positive integer or 'auto'."""
-    if text != "auto" and not (text.isdigit() and int(text) > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}")
-    return text
 
 
 def main() -> int:

@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _federation_run import rounds_arg
+
 PAPER_SECONDS = 45 * 60
 TARGET_SECONDS = 180
 AUTO_TARGET_SECONDS = 60  # issue 17: 1M records, 10 client processes, --rounds auto, whole wall time
@@ -32,7 +34,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--clients", type=int, default=10)
-    ap.add_argument("--rounds", default="8", help="rounds, or auto (fedad-server --rounds auto)")
+    ap.add_argument("--rounds", type=rounds_arg, default="8", help="rounds, or auto (fedad-server --rounds auto)")
     ap.add_argument("--no-baselines", action="store_true", help="skip the centralized and local-only models")
     ap.add_argument("--local-epochs", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
