@@ -20,7 +20,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.metrics import average_precision_score, confusion_matrix, roc_auc_score
+
+# scikit-learn is imported where it is used: it costs about 0.6 CPU-s, and federated clients, which send
+# confusion counts and histograms, never need it (ten of them start at once on a small host)
 
 METRIC_KEYS = ("precision", "recall", "f1", "roc_auc", "pr_auc", "far", "mar")
 
@@ -37,6 +39,8 @@ def confusion_counts(
     y_pred = _as_labels(y_pred, "y_pred")
     if y_true.shape != y_pred.shape:
         raise ValueError(f"y_true has {y_true.size} rows but y_pred has {y_pred.size}")
+    from sklearn.metrics import confusion_matrix
+
     tn, fp, fn, tp = confusion_matrix(y_true, y_pred, labels=[0, 1]).ravel()
     return int(tp), int(fp), int(tn), int(fn)
 
@@ -77,6 +81,8 @@ def detection_metrics(
         if not np.all(np.isfinite(s)):
             raise ValueError("scores contain NaN or infinite values")
         if 0 < int(y_true.sum()) < y_true.size:
+            from sklearn.metrics import average_precision_score, roc_auc_score
+
             out["roc_auc"] = float(roc_auc_score(y_true, s))
             out["pr_auc"] = float(average_precision_score(y_true, s))
     return {k: out[k] for k in METRIC_KEYS}

@@ -48,6 +48,16 @@ def _as_tensor(X: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tens
     return torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)).to(device)
 
 
+def adam(model: nn.Module, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Adam:
+    """Adam over the model's parameters, fused into one kernel per step on CPU and CUDA.
+
+    The same update as the default implementation up to float rounding; fused it costs about 0.44 instead of
+    0.69 ms per step of the default dense model on one CPU thread (bench/README.md, "Training steps").
+    """
+    fused = device.type in ("cpu", "cuda")
+    return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay, fused=fused or None)
+
+
 def _mean_loss(model: Autoencoder, X: torch.Tensor, batch_size: int) -> float:
     """Sample-weighted mean of ``model.loss`` over X in eval mode, without gradients."""
     model.eval()
@@ -92,7 +102,7 @@ def train_model(
     xt = _as_tensor(X_train, dev)
     xv = _as_tensor(X_val, dev) if X_val is not None and len(X_val) else None
     eval_batch = max(batch_size, 8192)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    optimizer = adam(model, lr, weight_decay, dev)
 
     history: dict[str, Any] = {"train_loss": [], "val_loss": [], "epochs": 0, "best_epoch": 0}
     best, best_state, stale = math.inf, None, 0

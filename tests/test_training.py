@@ -7,6 +7,7 @@ import torch
 from fedad.common.errors import FedadError
 from fedad.common.models import build_model
 from fedad.common.training import (
+    adam,
     get_weights,
     mean_embedding,
     reconstruction_errors,
@@ -126,3 +127,26 @@ def test_resolve_device(monkeypatch):
         resolve_device("cuda")
     with pytest.raises(FedadError, match="CUDA"):
         resolve_device("cuda:0")
+
+
+def test_adam_is_fused_on_cpu_and_takes_the_default_implementations_steps():
+    """The fused optimizer (one kernel per step) is the same update as torch's default Adam, to float rounding."""
+    X = torch.from_numpy(np.random.default_rng(0).normal(size=(512, 6)).astype(np.float32))
+    weights = []
+    for fused in (True, False):
+        torch.manual_seed(0)
+        model = build_model("dense", 6)
+        opt = (
+            adam(model, 1e-2, 1e-5, torch.device("cpu"))
+            if fused
+            else torch.optim.Adam(model.parameters(), lr=1e-2, weight_decay=1e-5)
+        )
+        assert bool(opt.defaults["fused"]) is fused
+        for start in range(0, len(X), 64):
+            loss = model.loss(X[start : start + 64])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        weights.append(get_weights(model))
+    for a, b in zip(*weights, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

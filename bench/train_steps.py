@@ -1,0 +1,91 @@
+"""Benchmark: local training time per step with the product's fused Adam against torch's default Adam.
+
+Both sides run the product's `train_model` on the same rows, same seed, one torch thread (what each
+fedad-client uses on a shared host); the baseline swaps the optimizer for `torch.optim.Adam` with its
+default (foreach) implementation, as `train_model` built it before. Each side is timed `--repeats` times
+after one warm-up epoch (the first optimizer of a process imports torch._dynamo: about 1 CPU-s, paid by
+both); the table gives the median ms per step and the fused / default ratio.
+
+    python bench/train_steps.py [--models dense lstm cnn] [--rows 64000] [--json train-steps.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fedad.common import training
+from fedad.common.models.registry import MODEL_NAMES, build_model
+
+
+def _default_adam(model: torch.nn.Module, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Adam:
+    return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+
+
+def time_training(name: str, X: np.ndarray, epochs: int, batch: int, repeats: int, fused: bool) -> list[float]:
+    """Seconds of ``repeats`` runs of ``train_model`` (``epochs`` epochs, no validation) with either optimizer."""
+    product = training.adam
+    training.adam = product if fused else _default_adam
+    try:
+        times = []
+        for r in range(repeats + 1):  # the first run warms up (not kept)
+            torch.manual_seed(r)
+            model = build_model(name, X.shape[-1])
+            samples = (
+                X
+                if not model.sequence
+                else np.lib.stride_tricks.sliding_window_view(X, (model.window, X.shape[1]))[:, 0]
+            )
+            t = time.perf_counter()
+            training.train_model(model, samples, None, epochs=epochs, batch_size=batch, device="cpu", seed=r)
+            if r:
+                times.append(time.perf_counter() - t)
+        return times
+    finally:
+        training.adam = product
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=["dense", "lstm", "cnn"], choices=MODEL_NAMES)
+    ap.add_argument("--rows", type=int, default=64_000, help="training rows (a 1M-record plant's node has ~61k)")
+    ap.add_argument("--epochs", type=int, default=2, help="epochs per timed run (a federated round's local epochs)")
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--json", default=None, metavar="FILE")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    X = np.random.default_rng(0).normal(size=(args.rows, 12)).astype(np.float32)
+    rows = []
+    print(f"{args.rows} rows x 12 features, {args.epochs} epochs, batch {args.batch}, 1 torch thread")
+    print(f"{'model':8s} {'steps':>7s} {'default ms/step':>16s} {'fused ms/step':>14s} {'fused / default':>16s}")
+    for name in args.models:
+        rows_used = args.rows if name == "dense" else args.rows // 8  # sequence models: fewer windows, same shape
+        data = X[:rows_used]
+        window = build_model(name, 12).window
+        steps = args.epochs * -(-(rows_used - window + 1) // args.batch)
+        default = statistics.median(time_training(name, data, args.epochs, args.batch, args.repeats, False))
+        fused = statistics.median(time_training(name, data, args.epochs, args.batch, args.repeats, True))
+        row = {
+            "model": name,
+            "steps": steps,
+            "default_ms_per_step": 1e3 * default / steps,
+            "fused_ms_per_step": 1e3 * fused / steps,
+            "ratio": fused / default,
+        }
+        rows.append(row)
+        d, f = row["default_ms_per_step"], row["fused_ms_per_step"]
+        print(f"{name:8s} {steps:7d} {d:16.3f} {f:14.3f} {row['ratio']:15.2f}x")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows, "args": vars(args)}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
