@@ -452,10 +452,13 @@ class FedadServer(Server):
             self.log.info("admitted %d newly connected client(s)", len(kept))
 
     def _vet(self, results: list, timeout: float | None) -> list:
-        """Keep results whose sender may be heard; refuse the others (who, why) without stopping the round.
+        """Keep results whose sender may be heard, in node-name order; refuse the others (who, why) without
+        stopping the round.
 
         Under mutual TLS a result's name is its connection's certificate subject: a result claiming another name,
         or from a revoked or expired certificate, is refused. Without it, the claimed name must be a valid name.
+        Name order makes every float sum over the results (weights, scaler statistics, losses) the same from run
+        to run whatever order the clients connected in, so a seed's federation is repeatable to the bit.
         """
         kept = []
         for proxy, res in results:
@@ -480,6 +483,7 @@ class FedadServer(Server):
                 self._refuse(proxy, f"cid-{proxy.cid[:8]}", f"invalid node name {safe_repr(claimed)}", timeout)
                 continue
             kept.append((proxy, res))
+        kept.sort(key=lambda pr: (str((pr[1].metrics or {}).get("name", "")), pr[0].cid))
         return kept
 
     def _refuse(self, proxy, name: str, reason: str, timeout: float | None) -> None:
