@@ -59,6 +59,12 @@ def main() -> int:
         "--async-buffer", type=int, default=None, help="K: answers per asynchronous version (default: the fast nodes)"
     )
     ap.add_argument("--versions", type=rounds_arg, default="auto", help="asynchronous versions, or auto")
+    ap.add_argument(
+        "--max-staleness",
+        type=int,
+        default=None,
+        help="fedad-server --max-staleness for the async run (default: the server's own default)",
+    )
     ap.add_argument("--local-epochs", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds a whole run may take")
@@ -82,9 +88,10 @@ def main() -> int:
         def client_args(shard: Path) -> list[str]:
             return ["--slowdown", str(args.slowdown)] if shard in slow else []
 
+        stale = [] if args.max_staleness is None else ["--max-staleness", str(args.max_staleness)]
         runs = {
             "sync": ["--rounds", args.rounds, *common],
-            "async": ["--rounds", args.versions, "--async-buffer", str(args.async_buffer), *common],
+            "async": ["--rounds", args.versions, "--async-buffer", str(args.async_buffer), *stale, *common],
         }
         for mode, server_args in runs.items():
             print(f"  {mode}: fedad-server {' '.join(server_args)} ...", file=sys.stderr, flush=True)
