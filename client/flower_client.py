@@ -244,9 +244,10 @@ class FedadClient(flwr.client.NumPyClient):
         if phase == "threshold":
             scores = self.site.record_scores(weights, self.site.split.val)
             spec = self.site.spec
-            self._site_threshold = threshold_by_rule(
-                scores, spec.threshold_rule, spec.threshold_quantile, spec.target_far
-            )
+            if spec.threshold_scope == "site":  # only then: the tail fit imports scipy (~0.6 CPU-s per node)
+                self._site_threshold = threshold_by_rule(
+                    scores, spec.threshold_rule, spec.threshold_quantile, spec.target_far
+                )
             hist = histogram(scores)
             m: dict[str, Any] = {"name": self.name}
             if spec.score != "mse" and self.secure is None:  # for the server's global model (global scaling)
