@@ -414,6 +414,7 @@ class FedadServer(Server):
         """Federated scaler: the operator's feature set (see ``_schema``), clients send sums instead of rows."""
         live = self._client_manager.all()
         reports = [r for r in self.pending if r[0].cid in live] + self._collect_stats(self._unasked(), timeout)
+        reports.sort(key=lambda r: (str(r[1]), r[0].cid))  # name order, as _vet's: the merged sums repeat run to run
         self.pending = []
         if not reports:  # every connection so far was refused or silent: wait for others (bounded by --wait-timeout)
             self.log.warning("no client sent usable statistics yet; waiting for others")

@@ -129,6 +129,9 @@ def test_resolve_device(monkeypatch):
         resolve_device("cuda:0")
 
 
+CPU_FUSES = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 4)  # else: the fallback
+
+
 def test_adam_is_fused_on_cpu_and_takes_the_default_implementations_steps():
     """The fused optimizer (one kernel per step) is the same update as torch's default Adam, to float rounding."""
     X = torch.from_numpy(np.random.default_rng(0).normal(size=(512, 6)).astype(np.float32))
@@ -141,7 +144,7 @@ def test_adam_is_fused_on_cpu_and_takes_the_default_implementations_steps():
             if fused
             else torch.optim.Adam(model.parameters(), lr=1e-2, weight_decay=1e-5)
         )
-        assert bool(opt.defaults["fused"]) is fused
+        assert bool(opt.defaults["fused"]) is (fused and CPU_FUSES)
         for start in range(0, len(X), 64):
             loss = model.loss(X[start : start + 64])
             opt.zero_grad(set_to_none=True)
