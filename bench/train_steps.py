@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from fedad.common import training
-from fedad.common.models.registry import MODEL_NAMES, build_model
+from fedad.common.models.registry import MODEL_NAMES, build_model, default_window
+from fedad.common.preprocessing import sliding_windows
 
 
 def _default_adam(model: torch.nn.Module, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Adam:
@@ -38,11 +39,7 @@ def time_training(name: str, X: np.ndarray, epochs: int, batch: int, repeats: in
         for r in range(repeats + 1):  # the first run warms up (not kept)
             torch.manual_seed(r)
             model = build_model(name, X.shape[-1])
-            samples = (
-                X
-                if not model.sequence
-                else np.lib.stride_tricks.sliding_window_view(X, (model.window, X.shape[1]))[:, 0]
-            )
+            samples = sliding_windows(X, model.window) if model.sequence else X
             t = time.perf_counter()
             training.train_model(model, samples, None, epochs=epochs, batch_size=batch, device="cpu", seed=r)
             if r:
@@ -69,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.models:
         rows_used = args.rows if name == "dense" else args.rows // 8  # sequence models: fewer windows, same shape
         data = X[:rows_used]
-        window = build_model(name, 12).window
+        window = default_window(name)
         steps = args.epochs * -(-(rows_used - window + 1) // args.batch)
         default = statistics.median(time_training(name, data, args.epochs, args.batch, args.repeats, False))
         fused = statistics.median(time_training(name, data, args.epochs, args.batch, args.repeats, True))
