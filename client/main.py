@@ -5,7 +5,8 @@ Start order does not matter: the client retries until the server is up (bounded 
 reconnects after a dropped connection, and exits 0 when the server ends the run. A node that the server's
 robust strategy quarantined logs "quarantined by the server in round N", still writes --model-out (the final
 global model and threshold) and also exits 0: the run completed, only its updates were left out. Exit 1: the
-server could not be reached; 2: bad input or refused by the server.
+server could not be reached; 2: bad input or refused by the server; 143: stopped by SIGTERM (docker stop), after
+removing its --health-file.
 
 examples:
   fedad-client --server plant-host:8080 --data shard.csv
@@ -472,7 +473,7 @@ def _load_identity(cert_path: str, key_path: str):
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    return run_cli(lambda: run(parse_args(parser, argv)))
+    return run_cli(lambda: run(parse_args(parser, argv)), parser.prog)
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = ArgumentParser(prog=f"fedad {name}", description=module.__doc__ or doc, formatter_class=HelpFormatter)
     add_config_option(parser)
     module.add_arguments(parser)
-    return run_cli(lambda: module.run(parse_args(parser, rest)))
+    return run_cli(lambda: module.run(parse_args(parser, rest)), parser.prog)
 
 
 if __name__ == "__main__":

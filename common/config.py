@@ -81,14 +81,28 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> a
     return args
 
 
-def run_cli(fn: Callable[[], int | None]) -> int:
-    """Run a command body: FedadError and Ctrl-C become one line on stderr and a non-zero exit code."""
-    prog = Path(sys.argv[0]).name
+def run_cli(fn: Callable[[], int | None], prog: str | None = None) -> int:
+    """Run a command body: FedadError, Ctrl-C and SIGTERM become one line on stderr, starting with ``prog`` (the
+    command's name; default: the script's), and a non-zero exit code (SIGTERM unwinds like Ctrl-C,
+    ``fedad.common.signals``: 143, as a process ended by it)."""
+    import signal
+
+    from fedad.common.signals import EXIT_CODE, Terminated, stop_on_sigterm
+
+    prog = prog or Path(sys.argv[0]).name
+    previous = signal.getsignal(signal.SIGTERM)
+    installed = stop_on_sigterm()
     try:
         return int(fn() or 0)
     except FedadError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Terminated:
+        print(f"{prog}: stopped by SIGTERM", file=sys.stderr)
+        return EXIT_CODE
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if installed:  # a command run in-process (tests, fedad demo's helpers) leaves the caller's handler as it was
+            signal.signal(signal.SIGTERM, previous)

@@ -526,7 +526,7 @@ def stop_on_signals() -> _Stopping:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    return run_cli(lambda: run(parse_args(parser, argv)))
+    return run_cli(lambda: run(parse_args(parser, argv)), parser.prog)
 
 
 if __name__ == "__main__":

@@ -827,7 +827,7 @@ def _fmt(v) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    return run_cli(lambda: run(parse_args(parser, argv)))
+    return run_cli(lambda: run(parse_args(parser, argv)), parser.prog)
 
 
 if __name__ == "__main__":

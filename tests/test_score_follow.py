@@ -128,3 +128,34 @@ def test_follow_bad_options_exit_2(model, capsys):
     assert "--alarms PATH or --print-alarms" in capsys.readouterr().err
     assert main(["score", "--model", str(model / "m"), "--data", str(model / "stream.csv")]) == 2
     assert "--out is required" in capsys.readouterr().err
+
+
+def test_follow_stopped_by_sigterm_ends_cleanly_with_its_summary(model, tmp_path):
+    """`docker stop` of a scorer that follows a file forever: exit 0 with the summary line, every decision kept."""
+    import signal
+
+    decisions = tmp_path / "decisions.jsonl"
+    n = len((model / "stream.csv").read_text().splitlines()) - 1
+    proc = _run(
+        ["score", "--model", str(model / "m"), "--data", str(model / "stream.csv"), "--device", "cpu", "--follow",
+         "--alarms", str(decisions), "--all-decisions"],
+        stderr=subprocess.PIPE, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        seen, still = -1, time.monotonic()
+        while True:  # every record decided, then the scorer waits for more lines (no --idle-exit)
+            size = decisions.stat().st_size if decisions.exists() else 0
+            if size != seen:
+                seen, still = size, time.monotonic()
+            if decisions.exists() and len(decisions.read_text().splitlines()) >= n:
+                break
+            assert proc.poll() is None and time.monotonic() - still < 180, "the scorer stalled or ended"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert f"scored {n} records live" in err
+    assert [d["record"] for d in _decisions(decisions)] == list(range(n))
