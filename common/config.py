@@ -81,6 +81,26 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> a
     return args
 
 
+def _freeze_at_exit() -> None:
+    """At interpreter exit, keep the cyclic garbage collector off every object alive then (``gc.freeze``).
+
+    Its final passes over torch's, Flower's and pandas' objects took 0.7-0.9 s of each process's exit (0.14 s
+    after), about 4 s at the end of a 10-node run on 2 cores. Registered once; atexit handlers run last-in
+    first-out, so the ones registered earlier (logging's flush) still run after it. Objects in reference
+    cycles are then not finalised at exit: fedad closes its files and sinks itself before it returns.
+    """
+    global _FREEZE_REGISTERED
+    if not _FREEZE_REGISTERED:
+        import atexit
+        import gc
+
+        atexit.register(gc.freeze)
+        _FREEZE_REGISTERED = True
+
+
+_FREEZE_REGISTERED = False
+
+
 def run_cli(fn: Callable[[], int | None], prog: str | None = None) -> int:
     """Run a command body: FedadError, Ctrl-C and SIGTERM become one line on stderr, starting with ``prog`` (the
     command's name; default: the script's), and a non-zero exit code (SIGTERM unwinds like Ctrl-C,
@@ -90,6 +110,7 @@ def run_cli(fn: Callable[[], int | None], prog: str | None = None) -> int:
     from fedad.common.signals import EXIT_CODE, Terminated, stop_on_sigterm
 
     prog = prog or Path(sys.argv[0]).name
+    _freeze_at_exit()
     previous = signal.getsignal(signal.SIGTERM)
     installed = stop_on_sigterm()
     try:
