@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 from fedad.common.config import ArgumentParser, HelpFormatter, add_config_option, parse_args, run_cli
 from fedad.common.contrastive_options import add_contrastive_options
 from fedad.common.errors import FedadError
+from fedad.common.signals import Terminated
 from fedad.server.convergence import DEFAULT_MAX_ROUNDS, DEFAULT_MIN_DELTA, DEFAULT_PATIENCE, StopRule
 from fedad.server.quorum import DEFAULT_MIN_FIT_CLIENTS, parse_min_fit_clients
 
@@ -698,20 +699,20 @@ def run(args) -> int:
     rounds = args.max_rounds if args.rounds == "auto" else args.rounds
     if args.async_buffer:
         log.info("asynchronous: --rounds counts global versions, one every %d answers", args.async_buffer)
-    log.info(
-        "listening on %s (TLS %s), strategy %s, model %s, %s rounds, waiting for %d clients (continue quorum "
-        "--min-fit-clients %s)",
-        args.address,
-        "on, client certificates required" if certs else "off",
-        args.strategy,
-        args.model,
-        f"auto (at most {rounds})" if args.rounds == "auto" else "continuous" if continuous else rounds,
-        args.min_clients,
-        args.min_fit_clients,
-    )
     t0 = time.perf_counter()
     limit = max_message_bytes(args.model, server.spec.window, server.spec.sizes)
     try:
+        log.info(
+            "listening on %s (TLS %s), strategy %s, model %s, %s rounds, waiting for %d clients (continue quorum "
+            "--min-fit-clients %s)",
+            args.address,
+            "on, client certificates required" if certs else "off",
+            args.strategy,
+            args.model,
+            f"auto (at most {rounds})" if args.rounds == "auto" else "continuous" if continuous else rounds,
+            args.min_clients,
+            args.min_fit_clients,
+        )
         serve(
             args.address,
             server,
@@ -725,7 +726,8 @@ def run(args) -> int:
         )
     except FederationFailed as exc:
         server.error = str(exc)
-    except SystemExit:  # Flower's SIGTERM/SIGINT handler: stopped from outside (docker stop, Ctrl-C) mid-run
+    except (SystemExit, Terminated):  # SIGTERM/SIGINT (docker stop, Ctrl-C): Flower's handler raises SystemExit;
+        # before serve registers it (the server is already listening), run_cli's raises Terminated
         if server.result and not server.error:
             raise
         server.error = f"terminated by a signal during round {server.current_round} (resume with --resume)"
