@@ -125,5 +125,5 @@ def run_cli(fn: Callable[[], int | None], prog: str | None = None) -> int:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     finally:
-        if installed:  # a command run in-process (tests, fedad demo's helpers) leaves the caller's handler as it was
+        if installed:  # a command run in-process (tests) leaves the caller's handler as it was
             signal.signal(signal.SIGTERM, previous)

@@ -1,7 +1,7 @@
 """SIGTERM (``docker stop``, ``kill``, a supervisor) unwinds a command like Ctrl-C, so its cleanup runs.
 
 Python's default for SIGTERM ends the process on the spot: no ``finally`` block runs, so a node's health file
-stayed behind, an alarm file lost its buffered lines and ``fedad demo`` left its server and clients running.
+stayed behind and ``fedad demo`` left its server and clients running.
 ``stop_on_sigterm`` raises ``Terminated`` (a ``KeyboardInterrupt``, so every Ctrl-C path applies) in the main
 thread instead; a second SIGTERM during that cleanup ends the process as before. Code that installs its own
 handler later (Flower's server, the key holder, ``fedad emit``) replaces this one.
