@@ -4,8 +4,8 @@ Both sides run the product's `train_model` on the same rows, same seed, one torc
 fedad-client uses on a shared host); the baseline swaps the optimizer for `torch.optim.Adam` with its
 default implementation (on CPU the single-tensor loop; foreach is its default on CUDA only), as
 `train_model` built it before. Each side is timed `--repeats` times after one untimed warm-up run (the first
-optimizer of a process imports torch._dynamo: about 1 CPU-s); the table gives the median ms per step and the
-fused / default ratio.
+torch.optim optimizer of a process imports torch._dynamo: about 0.75 s); the table gives the median ms per step
+and the fused / default ratio.
 
     python bench/train_steps.py [--models dense lstm cnn] [--rows 64000] [--json train-steps.json]
 """

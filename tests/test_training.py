@@ -1,5 +1,8 @@
 """The training loop learns, stops early, is deterministic; weights and devices behave."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -132,24 +135,41 @@ def test_resolve_device(monkeypatch):
 CPU_FUSES = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 4)  # else: the fallback
 
 
+def _fit(make_opt, X: torch.Tensor) -> list[np.ndarray]:
+    torch.manual_seed(0)
+    model = build_model("dense", 6)
+    opt = make_opt(model)
+    for start in range(0, len(X), 64):
+        loss = model.loss(X[start : start + 64])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return get_weights(model)
+
+
 def test_adam_is_fused_on_cpu_and_takes_the_default_implementations_steps():
-    """The fused optimizer (one kernel per step) is the same update as torch's default Adam, to float rounding."""
+    """fedad's Adam is torch's fused Adam to the bit, and torch's default Adam to float rounding."""
     X = torch.from_numpy(np.random.default_rng(0).normal(size=(512, 6)).astype(np.float32))
-    weights = []
-    for fused in (True, False):
-        torch.manual_seed(0)
-        model = build_model("dense", 6)
-        opt = (
-            adam(model, 1e-2, 1e-5, torch.device("cpu"))
-            if fused
-            else torch.optim.Adam(model.parameters(), lr=1e-2, weight_decay=1e-5)
-        )
-        assert bool(opt.defaults["fused"]) is (fused and CPU_FUSES)
-        for start in range(0, len(X), 64):
-            loss = model.loss(X[start : start + 64])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        weights.append(get_weights(model))
-    for a, b in zip(*weights, strict=True):
+    ours = _fit(lambda m: adam(m, 1e-2, 1e-5, torch.device("cpu")), X)
+    default = _fit(lambda m: torch.optim.Adam(m.parameters(), lr=1e-2, weight_decay=1e-5), X)
+    for a, b in zip(ours, default, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    if CPU_FUSES:
+        fused = _fit(lambda m: torch.optim.Adam(m.parameters(), lr=1e-2, weight_decay=1e-5, fused=True), X)
+        for a, b in zip(ours, fused, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.skipif(not CPU_FUSES, reason="torch < 2.4 takes torch.optim.Adam on CPU")
+def test_training_does_not_import_torch_dynamo():
+    """torch.optim imports torch._dynamo on first use (~0.75 s of every training process); fedad's Adam does not."""
+    code = (
+        "import sys, numpy as np\n"
+        "from fedad.common.models import build_model\n"
+        "from fedad.common.training import train_model\n"
+        "X = np.random.default_rng(0).normal(size=(300, 4)).astype(np.float32)\n"
+        "train_model(build_model('dense', 4), X[:200], X[200:], epochs=2, device='cpu')\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
