@@ -750,6 +750,9 @@ class FedadServer(Server):
                 "leaving quarantined or refused client(s) %s out of the threshold and evaluation",
                 ", ".join(sorted(untrusted)),
             )
+        if self.encrypted:  # a node admitted after the last round: the histograms' headroom must count it too
+            secure = self._secure()
+            secure.max_clients = max(secure.max_clients, len(clients))
         ins = EvaluateIns(self.parameters, self._config("threshold", rnd))
         results, failures, _, _ = self._call_with_model("evaluate", [(c, ins) for c in clients], timeout, rnd)
         self._record_failures("threshold", rnd, failures)

@@ -94,7 +94,10 @@ def test_every_bad_kind_is_refused_and_the_honest_run_is_unharmed(plant, tmp_pat
     # connections that never answer join once the run has started: a misbehaving node must not decide who
     # is in the first round, and the idle ones must neither count toward --min-clients nor hold up a round
     go = tmp_path / "go"
-    honest = [start_client(address, plant[i], f"node{i}", h, "--connect-timeout", "300") for i in range(3)]
+    # --slowdown: each honest round lasts 100x its training (a few seconds), so the late nodes join while rounds
+    # remain and the idle connections meet the admission timeout mid-run, however fast training is
+    slow = ("--slowdown", "100")
+    honest = [start_client(address, plant[i], f"node{i}", h, "--connect-timeout", "300", *slow) for i in range(3)]
     wait = ("--wait-for", str(go))
     procs = [
         bad(address, ",".join(MALLORY), "mallory", plant[3], h, *wait),

@@ -245,7 +245,12 @@ def test_bad_encrypted_updates_are_rejected_and_the_round_goes_on(plant, tmp_pat
         stderr=subprocess.STDOUT,
         env=ENV,
     )
-    honest = [start_client(address, plant[i], f"node{i}", logs, "--private-key", str(private)) for i in range(3)]
+    # --slowdown: an honest round lasts 100x its training (a second or more), so the bad node, which connects
+    # after the statistics phase, joins while its rounds remain however fast training is
+    honest = [
+        start_client(address, plant[i], f"node{i}", logs, "--private-key", str(private), "--slowdown", "100")
+        for i in range(3)
+    ]
     # --min-clients 3 counts usable updates: the three honest clients must all be in from the start, so the
     # bad one connects after the statistics phase and is admitted as a newcomer at the next round
     wait_for(
@@ -284,3 +289,34 @@ def test_bad_encrypted_updates_are_rejected_and_the_round_goes_on(plant, tmp_pat
     assert recs[-1]["loss"] < recs[0]["loss"]
     for name in ("node0", "node1", "node2", "mallory"):
         assert not tracebacks((logs / f"{name}.log").read_text()), name
+
+
+def test_a_node_admitted_after_the_last_round_counts_in_the_encrypted_threshold(plant, tmp_path):
+    """A node that connects during the last round is admitted at the threshold phase: the summed encrypted
+    histograms' headroom counts it (the run used to end with 'internal error: ... weights sum to 4, above the
+    announced bound 3': the bound was the last round's client count, 3, whose headroom bits hold a sum of 3)."""
+    public, private = keygen(tmp_path / "keys")
+    run, logs = tmp_path / "run", tmp_path / "logs"
+    logs.mkdir()
+    address = f"127.0.0.1:{free_port()}"
+    server = start_server(
+        address,
+        run,
+        *("--strategy", "paillier", "--public-key", str(public), "--rounds", "2", "--min-clients", "3"),
+        *("--local-epochs", "2", "--wait-timeout", "120"),
+    )
+    # --slowdown: round 2 lasts 400x its training (seconds), long enough for the late node to start and connect
+    first = [
+        start_client(address, plant[i], f"node{i}", logs, "--private-key", str(private), "--slowdown", "400")
+        for i in range(3)
+    ]
+    wait_for(lambda: "round 1/2" in server_log(run), 300, "round 1", [server, *first])
+    late = start_client(address, plant[3], "node3", logs, "--private-key", str(private))
+    codes = finish([server, *first, late])
+    text = server_log(run)
+    assert codes == [0, 0, 0, 0, 0], text[-3000:]
+    assert all("node3" not in r["clients"] for r in rounds(run))  # it trained in no round
+    assert text.index("admitted 1 newly connected client") > text.index("round 2/2"), text[-3000:]
+    report = json.loads((run / "report.json").read_text())
+    assert report["status"] == "ok"
+    assert "node3" in report["per_client_test"]
