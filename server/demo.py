@@ -22,7 +22,7 @@ from pathlib import Path
 
 from fedad.common.errors import FedadError
 from fedad.server.convergence import DEFAULT_MAX_ROUNDS
-from fedad.server.main import add_detection_arguments, check_detection_args, parse_rounds
+from fedad.server.main import MODELS, add_detection_arguments, check_detection_args, parse_rounds
 
 
 def add_arguments(parser) -> None:
@@ -37,9 +37,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-rounds", type=int, default=DEFAULT_MAX_ROUNDS, help="--rounds auto: the cap on rounds")
     parser.add_argument("--records", type=int, default=200_000, help="records in the whole plant")
     parser.add_argument("--local-epochs", type=int, default=2, help="local epochs per round")
-    parser.add_argument(
-        "--model", default="dense", choices=("dense", "lstm", "gru", "cnn", "vae", "contrastive"), help="autoencoder"
-    )
+    parser.add_argument("--model", default="dense", choices=MODELS, help="autoencoder")
     parser.add_argument(
         "--strategy",
         default="fedavg",

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 from fedad.common.config import ArgumentParser, HelpFormatter, add_config_option, parse_args, run_cli
 from fedad.common.contrastive_options import add_contrastive_options
 from fedad.common.errors import FedadError
+from fedad.common.models.names import MODEL_NAMES
 from fedad.common.signals import Terminated
 from fedad.server.convergence import DEFAULT_MAX_ROUNDS, DEFAULT_MIN_DELTA, DEFAULT_PATIENCE, StopRule
 from fedad.server.quorum import DEFAULT_MIN_FIT_CLIENTS, parse_min_fit_clients
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from fedad.server.strategies.base import ConfigFn
 
 STRATEGIES = ("fedavg", "paillier", "trust", "flag", "robust", "secure-robust")
-MODELS = ("dense", "lstm", "gru", "cnn", "vae", "contrastive")
+MODELS = MODEL_NAMES
 
 
 def parse_rounds(text: str) -> int | str:

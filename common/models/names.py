@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-MODEL_NAMES: tuple[str, ...] = ("dense", "lstm", "gru", "cnn", "vae", "contrastive")
+MODEL_NAMES: tuple[str, ...] = ("dense", "linear", "lstm", "gru", "cnn", "vae", "contrastive")
 # records per sample when no window is given: row models score single records, sequence models windows
-DEFAULT_WINDOW: dict[str, int] = {"dense": 1, "vae": 1, "lstm": 16, "gru": 16, "cnn": 16, "contrastive": 1}
+DEFAULT_WINDOW: dict[str, int] = {"dense": 1, "linear": 1, "vae": 1, "lstm": 16, "gru": 16, "cnn": 16, "contrastive": 1}
 # models whose anomaly score is fitted on normal data and is not a reconstruction error alone (contrastive:
 # reconstruction mixed with the distance to its normal centre): they score with their own score, and the
 # per-feature normalised scores (--score max/mean/topk) do not apply to them

@@ -10,6 +10,7 @@ from fedad.common.models.cnn import CNNAutoencoder
 from fedad.common.models.contrastive import ContrastiveAutoencoder
 from fedad.common.models.dense import DenseAutoencoder
 from fedad.common.models.gru import GRUAutoencoder
+from fedad.common.models.linear import LinearAutoencoder
 from fedad.common.models.lstm import LSTMAutoencoder
 from fedad.common.models.names import DEFAULT_WINDOW, MODEL_NAMES
 from fedad.common.models.vae import VariationalAutoencoder
@@ -18,6 +19,7 @@ __all__ = ["DEFAULT_WINDOW", "MODEL_NAMES", "MODELS", "build_model", "default_wi
 
 MODELS: dict[str, type[Autoencoder]] = {
     "dense": DenseAutoencoder,
+    "linear": LinearAutoencoder,
     "lstm": LSTMAutoencoder,
     "gru": GRUAutoencoder,
     "cnn": CNNAutoencoder,
