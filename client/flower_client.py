@@ -236,6 +236,22 @@ class FedadClient(flwr.client.NumPyClient):
             self.log.info("sending %s-compressed updates (error feedback kept on this node)", parsed.name)
         return current
 
+    def _operating_range(self, split) -> dict[str, Any]:
+        """The share of test records outside the training records' range, and the feature most often there."""
+        from fedad.common.operating_range import outside_training_range
+
+        r = outside_training_range(split.train, split.test)
+        if r.share >= 0.05:
+            name = self.site.data.feature_names[r.most_outside]
+            self.log.warning(
+                "%.0f %% of the test rows lie outside the range of this node's training rows (most often %s, "
+                "%.0f %%): alarms there may be an operating state the model never saw rather than a fault",
+                100 * r.share,
+                name,
+                100 * r.feature_shares[r.most_outside],
+            )
+        return {"outside_range": r.share, "outside_feature": r.most_outside}
+
     def evaluate(self, parameters, config):
         self.contact.seen = True
         self._spec(config)
@@ -290,6 +306,8 @@ class FedadClient(flwr.client.NumPyClient):
                 pred = res.alarms.astype(bool)
                 self.log.info("adaptive alarm rule: %d re-baseline(s) in the test rows", len(res.events))
             m = {"name": self.name, "n_test": len(scores), "alarms": int(pred.sum()), "threshold": t}
+            if len(split.test):
+                m.update(self._operating_range(split))
             if split.test_labels is not None:
                 y = split.test_labels.astype(bool)
                 m.update(

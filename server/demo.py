@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from fedad.common.errors import FedadError
+from fedad.common.operating_range import describe_outside
 from fedad.server.convergence import DEFAULT_MAX_ROUNDS
 from fedad.server.main import MODELS, add_detection_arguments, check_detection_args, parse_rounds
 
@@ -293,6 +294,9 @@ def run(args) -> int:
                 for k, w in (("precision", 9), ("recall", 7), ("f1", 6), ("roc_auc", 7), ("far", 6), ("mar", 6))
             )
         )
+    outside = describe_outside(report.get("per_client_test") or {})
+    if outside:
+        print(outside)
     print(
         f"federation: {len(report['rounds'])} rounds in {fed_seconds:.1f} s wall ({conv.get('stop_reason', '')}); "
         f"report {out / 'report.json'}"

@@ -32,6 +32,7 @@ from fedad.common.federated_stats import (
 from fedad.common.federation_spec import FederationSpec
 from fedad.common.models.registry import model_aligns
 from fedad.common.node_names import is_valid_node_name, safe_repr
+from fedad.common.operating_range import describe_outside
 from fedad.common.preprocessing import ScalerStats
 from fedad.common.threshold_rule import expected_far
 from fedad.common.wire import WireError, encode_array, encode_json
@@ -819,10 +820,16 @@ class FedadServer(Server):
             tp, fp, tn, fn = tp + d["tp"], fp + d["fp"], tn + d["tn"], fn + d["fn"]
             pos += d["pos_hist"]
             neg += d["neg_hist"]
-            per_client[self.strategy.names.get(proxy.cid, client_name(res, proxy))] = {
-                k: d[k] for k in ("tp", "fp", "tn", "fn")
-            }
+            entry: dict[str, Any] = {k: d[k] for k in ("tp", "fp", "tn", "fn")}
+            if "outside_range" in d:  # the node's share of test rows outside its training rows' range
+                features, i = self._features(), d["outside_feature"]
+                entry["outside_training_range"] = d["outside_range"]
+                entry["most_outside_feature"] = features[i] if 0 <= i < len(features) else None
+            per_client[self.strategy.names.get(proxy.cid, client_name(res, proxy))] = entry
         metrics = metrics_from_counts(tp, fp, tn, fn, pos, neg) if (tp + fp + tn + fn) else {}
+        outside = describe_outside(per_client)
+        if outside:
+            self.log.warning("%s", outside)
         self.score_histograms = (pos, neg)
         metrics["per_client"] = per_client
         if self.spec.threshold_scope == "site":  # each node used its own threshold; report them

@@ -231,6 +231,9 @@ def evaluate_result(
             if int(pos.sum()) != c["tp"] + c["fn"] or int(neg.sum()) != c["fp"] + c["tn"]:
                 raise InvalidMessage("score histograms do not sum to the confusion counts")
             out.update(c, pos_hist=pos, neg_hist=neg)
+        if "outside_range" in m:
+            out["outside_range"] = real(m["outside_range"], "outside_range", low=0.0, high=1.0)
+            out["outside_feature"] = count(m.get("outside_feature"), "outside_feature", low=-1, high=MAX_FEATURES)
     return out
 
 

@@ -47,6 +47,9 @@ def test_labelled_test_data_gives_metrics_and_an_unlabelled_one_null(tmp_path):
     for k in (1, 2):  # fit on an unlabelled file with no anomalies; evaluate on a separate labelled file
         frame = generate_node(k, 6000, seed=5)
         fit, test = frame.iloc[:4000], frame.iloc[4000:]
+        if k == 2:  # n2's test rows are its fitting period again, at a speed above any of its training rows
+            test = fit.iloc[:2000].copy()
+            test["speed"] += 10 * (fit["speed"].max() - fit["speed"].min())
         fit[fit["label"] == 0].drop(columns=["label"]).to_csv(tmp_path / f"fit{k}.csv", index=False)
         test.to_csv(tmp_path / f"test{k}.csv", index=False)
         test.drop(columns=["label"]).to_csv(tmp_path / f"test{k}-nolabel.csv", index=False)
@@ -69,7 +72,14 @@ def test_labelled_test_data_gives_metrics_and_an_unlabelled_one_null(tmp_path):
         assert f"{n - round(n * 0.1)} training, {round(n * 0.1)} validation and 2000 test rows" in log, log[-1500:]
         if case == "labelled":
             counts = report["per_client_test"]["n1"]
-            assert sum(counts.values()) == 2000
+            assert sum(counts[k] for k in ("tp", "fp", "tn", "fn")) == 2000
+            # each node says how much of its test part left its training range, and where
+            shifted = report["per_client_test"]["n2"]
+            assert shifted["outside_training_range"] == 1.0 and shifted["most_outside_feature"] == "speed"
+            assert 0.0 <= counts["outside_training_range"] <= 1.0
+            server_log = (tmp_path / f"{case}-server.log").read_text()
+            assert "n2 100 % (speed, false alarms" in server_log, server_log[-2000:]
+            assert "of the test rows lie outside the range" in (logs / "n2.log").read_text()
             assert report["metrics"]["f1"] is not None and report["metrics"]["roc_auc"] is not None
         else:
             assert report["per_client_test"] == {}

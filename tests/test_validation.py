@@ -173,6 +173,18 @@ def test_evaluate_result_checks_every_phase():
         check.evaluate_result("test", 0.1, 10, {**m, "tp": 3}, n_bins=N_BINS, encrypted=False, max_blob=1 << 20)
     with pytest.raises(check.InvalidMessage, match="tp must be an integer"):
         check.evaluate_result("test", 0.1, 10, {**m, "tp": "2"}, n_bins=N_BINS, encrypted=False, max_blob=1 << 20)
+    d = check.evaluate_result(
+        "test", 0.1, 10, {**m, "outside_range": 0.25, "outside_feature": 3}, n_bins=N_BINS, encrypted=False, max_blob=1
+    )
+    assert d["outside_range"] == 0.25 and d["outside_feature"] == 3
+    for bad, match in (
+        ({"outside_range": 1.5, "outside_feature": 0}, "outside_range"),
+        ({"outside_range": "0.2", "outside_feature": 0}, "outside_range must be a number"),
+        ({"outside_range": 0.2, "outside_feature": -2}, "outside_feature"),
+        ({"outside_range": 0.2}, "outside_feature must be an integer"),
+    ):
+        with pytest.raises(check.InvalidMessage, match=match):
+            check.evaluate_result("test", 0.1, 10, {**m, **bad}, n_bins=N_BINS, encrypted=False, max_blob=1 << 20)
     with pytest.raises(check.InvalidMessage, match="loss"):
         check.evaluate_result("val", float("nan"), 10, {}, n_bins=N_BINS, encrypted=False, max_blob=1 << 20)
 

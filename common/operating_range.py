@@ -1,0 +1,66 @@
+"""Operating range: how many scored records lie outside the range of the records the model was trained on.
+
+A record with a sensor below or above every training record is a state the model never saw; its reconstruction
+is an extrapolation, and a node whose whole test period runs there false-alarms however good the model is (the
+synthetic plant's misses, bench/README.md "Detection on the synthetic plant"). Nodes report the share (an
+aggregate statistic; records stay on the node) beside their test counts, so the report can say which nodes'
+alarms may be a new operating state rather than a fault.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class RangeReport:
+    """``share``: records with at least one feature outside the training range; ``feature_shares``: per feature."""
+
+    share: float
+    feature_shares: np.ndarray
+
+    @property
+    def most_outside(self) -> int:
+        """Index of the feature most often outside its range, or -1 when none is."""
+        return int(np.argmax(self.feature_shares)) if self.share > 0 else -1
+
+
+def outside_training_range(train: np.ndarray, rows: np.ndarray) -> RangeReport:
+    """Which of ``rows`` (n, d) lie outside the per-feature [min, max] of ``train`` (m, d); missing values
+    (NaN) count as inside, and a feature with no training value as never outside."""
+    train, rows = np.asarray(train, dtype=np.float64), np.asarray(rows, dtype=np.float64)
+    if rows.ndim != 2 or train.ndim != 2 or train.shape[1] != rows.shape[1]:
+        raise ValueError(f"training rows {train.shape} and scored rows {rows.shape} differ in features")
+    if len(rows) == 0:
+        return RangeReport(0.0, np.zeros(rows.shape[1]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-missing column: no range, never outside
+        low, high = np.nanmin(train, axis=0), np.nanmax(train, axis=0)
+    with np.errstate(invalid="ignore"):
+        out = (rows < low) | (rows > high)  # NaN compares False: inside
+    return RangeReport(float(out.any(axis=1).mean()), out.mean(axis=0))
+
+
+# a node whose share of test rows outside its training range reaches this is named in the logs and the demo
+NOTABLE_SHARE = 0.05
+
+
+def describe_outside(per_client: dict[str, dict]) -> str | None:
+    """One line naming the nodes (report ``per_client_test`` entries) with a notable share of test rows outside
+    their training range, the feature most often outside, and each node's false-alarm rate; None when none."""
+    parts = []
+    for name, c in sorted(per_client.items()):
+        share = c.get("outside_training_range")
+        if share is None or share < NOTABLE_SHARE:
+            continue
+        normal = c.get("fp", 0) + c.get("tn", 0)
+        far = f", false alarms {100 * c['fp'] / normal:.1f} %" if normal else ""
+        parts.append(f"{name} {100 * share:.0f} % ({c.get('most_outside_feature')}{far})")
+    if not parts:
+        return None
+    return "test rows outside their node's training range (alarms there may be a new operating state): " + "; ".join(
+        parts
+    )
