@@ -34,13 +34,25 @@ def outside_training_range(train: np.ndarray, rows: np.ndarray) -> RangeReport:
     train, rows = np.asarray(train, dtype=np.float64), np.asarray(rows, dtype=np.float64)
     if rows.ndim != 2 or train.ndim != 2 or train.shape[1] != rows.shape[1]:
         raise ValueError(f"training rows {train.shape} and scored rows {rows.shape} differ in features")
-    if len(rows) == 0:
-        return RangeReport(0.0, np.zeros(rows.shape[1]))
+    if len(train) == 0:
+        return outside_bounds(np.full(train.shape[1], np.nan), np.full(train.shape[1], np.nan), rows)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # an all-missing column: no range, never outside
-        low, high = np.nanmin(train, axis=0), np.nanmax(train, axis=0)
+        return outside_bounds(np.nanmin(train, axis=0), np.nanmax(train, axis=0), rows)
+
+
+def outside_bounds(low: np.ndarray, high: np.ndarray, rows: np.ndarray) -> RangeReport:
+    """Which of ``rows`` (n, d) lie outside per-feature bounds [low, high] (e.g. a saved scaler's min and max);
+    a NaN value or a NaN or infinite bound counts as inside."""
+    rows = np.asarray(rows, dtype=np.float64)
+    low, high = np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
+    if rows.ndim != 2 or low.shape != (rows.shape[1],) or high.shape != (rows.shape[1],):
+        raise ValueError(f"bounds {low.shape} / {high.shape} do not fit rows {rows.shape}")
+    if len(rows) == 0:
+        return RangeReport(0.0, np.zeros(rows.shape[1]))
+    known = np.isfinite(low) & np.isfinite(high)
     with np.errstate(invalid="ignore"):
-        out = (rows < low) | (rows > high)  # NaN compares False: inside
+        out = ((rows < low) | (rows > high)) & known  # NaN compares False: inside
     return RangeReport(float(out.any(axis=1).mean()), out.mean(axis=0))
 
 

@@ -86,6 +86,20 @@ def test_score_preserves_rows_and_flags_anomalies(labelled_csv, trained_model, t
     assert (scores["is_anomaly"][y == 0] == 1).mean() < 0.05
 
 
+def test_score_says_when_rows_leave_the_training_range(labelled_csv, trained_model, tmp_path, capsys):
+    path, frame = labelled_csv
+    assert main(["score", "--model", str(trained_model), "--data", str(path), "--out", str(tmp_path / "a.csv")]) == 0
+    assert "outside the range" not in capsys.readouterr().out  # only the 4 % anomalous rows are
+    shifted = frame.copy()
+    shifted.loc[N_ROWS // 2 :, "sensor_2"] += 100.0  # the second half runs far above any training row
+    shifted.to_csv(tmp_path / "shifted.csv", index=False)
+    out = ["--out", str(tmp_path / "b.csv")]
+    assert main(["score", "--model", str(trained_model), "--data", str(tmp_path / "shifted.csv"), *out]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("5") and "% of the rows lie outside the range of the model's training rows" in line
+    assert "(most often sensor_2, 50%)" in line, line
+
+
 def test_score_matches_columns_by_name(labelled_csv, trained_model, tmp_path):
     path, frame = labelled_csv
     shuffled = frame[["label", "sensor_3", "sensor_0", "timestamp", "sensor_4", "sensor_2", "sensor_1"]]

@@ -159,7 +159,30 @@ def run(args: argparse.Namespace) -> int:
         f"above threshold {detector.threshold_:.6g} ({detector.threshold_rule} rule, expected false-alarm rate "
         f"{detector.expected_far_:.3g}); wrote {out}"
     )
+    note = range_note(detector, X)
+    if note:
+        print(note)
     return 0
+
+
+def range_note(detector: Any, X: np.ndarray) -> str | None:
+    """A line when a notable share of ``X`` lies outside the range of the model's training records (the min/max its
+    scaler saved); None otherwise, or when the preprocessing changes values before the scaler (detrend, denoise,
+    clip), where raw records and that range are not comparable."""
+    from fedad.common.operating_range import NOTABLE_SHARE, outside_bounds
+
+    pre = getattr(detector, "preprocessor_", None)  # an ensemble has none
+    stats = getattr(pre, "scaler_stats_", None)
+    if pre is None or stats is None or pre.detrend or pre.denoise or pre.clip_quantile:
+        return None
+    r = outside_bounds(stats.min, stats.max, X)
+    if r.share < NOTABLE_SHARE:
+        return None
+    name = detector.feature_names_[r.most_outside]
+    return (
+        f"{r.share:.0%} of the rows lie outside the range of the model's training rows (most often {name}, "
+        f"{r.feature_shares[r.most_outside]:.0%}): alarms there may be an operating state the model never saw"
+    )
 
 
 def adaptive_params(args: argparse.Namespace) -> Any:
