@@ -241,15 +241,9 @@ class FedadClient(flwr.client.NumPyClient):
         from fedad.common.operating_range import outside_training_range
 
         r = outside_training_range(split.train, split.test)
-        if r.share >= 0.05:
-            name = self.site.data.feature_names[r.most_outside]
-            self.log.warning(
-                "%.0f %% of the test rows lie outside the range of this node's training rows (most often %s, "
-                "%.0f %%): alarms there may be an operating state the model never saw rather than a fault",
-                100 * r.share,
-                name,
-                100 * r.feature_shares[r.most_outside],
-            )
+        note = r.note(list(self.site.data.feature_names), "test rows", "this node's training rows")
+        if note:
+            self.log.warning("%s", note)
         return {"outside_range": r.share, "outside_feature": r.most_outside}
 
     def evaluate(self, parameters, config):

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# a share of scored rows outside the training range from which the logs, the demo and fedad score name it
+NOTABLE_SHARE = 0.05
+
 
 @dataclass(frozen=True)
 class RangeReport:
@@ -26,6 +29,18 @@ class RangeReport:
     def most_outside(self) -> int:
         """Index of the feature most often outside its range, or -1 when none is."""
         return int(np.argmax(self.feature_shares)) if self.share > 0 else -1
+
+    def note(self, feature_names: list[str], rows: str, training: str) -> str | None:
+        """A line when the share is notable (``NOTABLE_SHARE``), e.g. ``rows="test rows"``,
+        ``training="this node's training rows"``; None otherwise."""
+        if self.share < NOTABLE_SHARE:
+            return None
+        i = self.most_outside
+        return (
+            f"{self.share:.0%} of the {rows} lie outside the range of {training} (most often {feature_names[i]}, "
+            f"{self.feature_shares[i]:.0%}): alarms there may be an operating state the model never saw rather "
+            "than a fault"
+        )
 
 
 def outside_training_range(train: np.ndarray, rows: np.ndarray) -> RangeReport:
@@ -54,10 +69,6 @@ def outside_bounds(low: np.ndarray, high: np.ndarray, rows: np.ndarray) -> Range
     with np.errstate(invalid="ignore"):
         out = ((rows < low) | (rows > high)) & known  # NaN compares False: inside
     return RangeReport(float(out.any(axis=1).mean()), out.mean(axis=0))
-
-
-# a node whose share of test rows outside its training range reaches this is named in the logs and the demo
-NOTABLE_SHARE = 0.05
 
 
 def describe_outside(per_client: dict[str, dict]) -> str | None:

@@ -13,6 +13,11 @@ def test_rows_outside_any_features_range_are_counted_once():
     assert r.share == pytest.approx(0.5)
     np.testing.assert_allclose(r.feature_shares, [0.5, 0.25])
     assert r.most_outside == 0
+    assert r.note(["x", "y"], "rows", "the training rows") == (
+        "50% of the rows lie outside the range of the training rows (most often x, 50%): alarms there may be an "
+        "operating state the model never saw rather than a fault"
+    )
+    assert outside_training_range(train, rows[:1]).note(["x", "y"], "rows", "the training rows") is None
 
 
 def test_missing_values_count_as_inside_and_nothing_outside_names_no_feature():

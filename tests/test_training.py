@@ -10,6 +10,7 @@ import torch
 from fedad.common.errors import FedadError
 from fedad.common.models import build_model
 from fedad.common.training import (
+    _CPU_FUSES,
     adam,
     get_weights,
     mean_embedding,
@@ -132,7 +133,7 @@ def test_resolve_device(monkeypatch):
         resolve_device("cuda:0")
 
 
-CPU_FUSES = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 4)  # else: the fallback
+CPU_FUSES = _CPU_FUSES  # torch fuses Adam on CPU (else adam() falls back to torch.optim.Adam)
 
 
 def _fit(make_opt, X: torch.Tensor) -> list[np.ndarray]:

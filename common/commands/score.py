@@ -169,19 +169,14 @@ def range_note(detector: Any, X: np.ndarray) -> str | None:
     """A line when a notable share of ``X`` lies outside the range of the model's training records (the min/max its
     scaler saved); None otherwise, or when the preprocessing changes values before the scaler (detrend, denoise,
     clip), where raw records and that range are not comparable."""
-    from fedad.common.operating_range import NOTABLE_SHARE, outside_bounds
+    from fedad.common.operating_range import outside_bounds
 
     pre = getattr(detector, "preprocessor_", None)  # an ensemble has none
     stats = getattr(pre, "scaler_stats_", None)
     if pre is None or stats is None or pre.detrend or pre.denoise or pre.clip_quantile:
         return None
-    r = outside_bounds(stats.min, stats.max, X)
-    if r.share < NOTABLE_SHARE:
-        return None
-    name = detector.feature_names_[r.most_outside]
-    return (
-        f"{r.share:.0%} of the rows lie outside the range of the model's training rows (most often {name}, "
-        f"{r.feature_shares[r.most_outside]:.0%}): alarms there may be an operating state the model never saw"
+    return outside_bounds(stats.min, stats.max, X).note(
+        list(detector.feature_names_), "rows", "the model's training rows"
     )
 
 
