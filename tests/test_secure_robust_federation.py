@@ -5,8 +5,8 @@ pins the certificate `fedad certs --client aggregator` made), the clients holdin
 them sending sign-flipped updates:
 
 - the run completes with report.json; the attacker is flagged and gets weight 0 in rounds 1 and 2 at least,
-  the honest clients are never flagged; the detector reaches F1 >= 0.8 (false alarms < 3 %
-  for a 1 % target);
+  the honest clients are never flagged; the detector reaches F1 >= 0.8 on the honest nodes' test rows
+  (false alarms < 3 % for a 1 % target);
 - the key holder's audit log shows per round exactly live clients x m sketch rows, one embedding block each
   and the aggregate's blocks, then only the threshold histogram, and no refusal;
 - the key holder's /metrics (--metrics-port) counts exactly the audited decryptions as served;
@@ -27,6 +27,8 @@ from pathlib import Path
 import pytest
 from procs import ENV, finish, free_port, rounds, start_client, start_server
 from test_telemetry_federation import scrape
+
+from fedad.common.metrics import metrics_from_confusion
 
 pytestmark = pytest.mark.integration
 
@@ -184,12 +186,18 @@ def test_secure_robust_federation_flags_the_attacker_through_a_pinned_key_holder
 
     report = json.loads((run / "report.json").read_text())
     assert report["strategy"] == "secure-robust" and len(report["rounds"]) == N_ROUNDS
-    # 5 % anomalies: chance is ROC-AUC 0.5, F1 ~0.1. Measured 2026-12-04 (this setup, five runs): F1 0.92-0.95,
-    # false-alarm rate 0.000-0.001 against the 1 % the threshold is set for. (With 3 local epochs the model is
-    # not converged after 3 rounds and F1 swung 0.67-0.85 from run to run; on the seed-3 plant two of the four
-    # nodes leave their training operating range in the test period, F1 0.3-0.6 for every strategy.)
+    # 5 % anomalies: chance is ROC-AUC 0.5, F1 ~0.1. F1 and the false-alarm rate are asserted on the honest
+    # nodes' test rows. The attacker's own rows (in the report while it is not quarantined) are a site the model
+    # never learned, its updates having been left out: over 22 runs on 2026-12-05 its false alarms went from 0
+    # to 319 of ~1900 with the fresh sketch seed of each round, and the plant F1 from 0.71 to 0.96, while the
+    # honest nodes' F1 stayed at 0.87-0.96. (With 3 local epochs the model is not converged after 3 rounds and
+    # F1 swung 0.67-0.85 from run to run; on the seed-3 plant two of the four nodes leave their training
+    # operating range in the test period, F1 0.3-0.6 for every strategy.)
     m = report["metrics"]
-    assert m["f1"] >= 0.8 and m["roc_auc"] > 0.95 and m["far"] < 0.03, m
+    assert m["roc_auc"] > 0.95, m
+    honest = [report["per_client_test"][n] for n in NODES[:3]]
+    h = metrics_from_confusion(*(sum(c[k] for c in honest) for k in ("tp", "fp", "tn", "fn")))
+    assert h["f1"] >= 0.8 and h["far"] < 0.03, (h, report["per_client_test"])
     recs = rounds(run)
     assert [r["round"] for r in recs] == list(range(1, N_ROUNDS + 1))
     for r in recs:
