@@ -29,7 +29,7 @@ from fedad.common.errors import FedadError
 from fedad.server import validation as check
 from fedad.server.aggregation import apply_update, compute_update
 from fedad.server.client_calls import ClientCallFailed
-from fedad.server.convergence import stop_reason
+from fedad.server.convergence import stop_reason, versions_rule
 from fedad.server.strategies.base import embedding_of
 
 if TYPE_CHECKING:
@@ -158,6 +158,15 @@ class AsyncRounds:
             self.max_staleness,
             len(nodes),
         )
+        if s.stop_rule is not None:  # --rounds auto: as many answers without improvement as in synchronous rounds
+            patience = s.stop_rule.patience
+            s.stop_rule = versions_rule(s.stop_rule, len(nodes), self.k)
+            s.log.info(
+                "--rounds auto: stop after %d versions without improvement (%d rounds' worth of answers of %d nodes)",
+                s.stop_rule.patience,
+                patience,
+                len(nodes),
+            )
         self.t0 = self.last = time.perf_counter()
         for proxy in nodes.values():
             self._start(proxy)
@@ -169,7 +178,7 @@ class AsyncRounds:
         try:
             while self.version < num_rounds:
                 if s.stop_rule is not None:
-                    reason = stop_reason([r["loss"] for r in s.rounds], s.stop_rule)
+                    reason = stop_reason([r["loss"] for r in s.rounds], s.stop_rule, "version")
                     if reason:
                         break
                 kind, proxy, data = self._next(quiet)

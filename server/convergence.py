@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 # documented defaults of --rounds auto (fedad-server --help, README)
 # (the synthetic plant's loss has plateaus of a few rounds at ~0.5 % per round before it drops again, so a
@@ -41,17 +41,23 @@ def best_round(losses: Sequence[float | None], min_delta: float) -> int | None:
     return at
 
 
-def stop_reason(losses: Sequence[float | None], rule: StopRule) -> str | None:
-    """Why the federation should stop after ``len(losses)`` rounds, or None to go on."""
+def stop_reason(losses: Sequence[float | None], rule: StopRule, unit: str = "round") -> str | None:
+    """Why the federation should stop after ``len(losses)`` rounds (or versions: ``unit``), or None to go on."""
     n = len(losses)
     if n >= rule.max_rounds:
-        return f"reached the cap of {rule.max_rounds} rounds (--max-rounds) before the validation loss settled"
+        return f"reached the cap of {rule.max_rounds} {unit}s (--max-rounds) before the validation loss settled"
     at = best_round(losses, rule.min_delta)
     if at is None:
-        return None if n < rule.patience else f"no client reported a validation loss in {n} rounds"
+        return None if n < rule.patience else f"no client reported a validation loss in {n} {unit}s"
     if n - at >= rule.patience:
         return (
             f"converged: the validation loss did not improve by {rule.min_delta:.1%} for {rule.patience} "
-            f"rounds (last such improvement: {losses[at - 1]:.5g} in round {at})"
+            f"{unit}s (last such improvement: {losses[at - 1]:.5g} in {unit} {at})"
         )
     return None
+
+
+def versions_rule(rule: StopRule, nodes: int, buffer: int) -> StopRule:
+    """The rule of an asynchronous run: patience in versions of ``buffer`` answers, as many answers as
+    ``rule.patience`` rounds of all ``nodes`` (never fewer versions than rounds); the cap stays in versions."""
+    return replace(rule, patience=max(rule.patience, math.ceil(rule.patience * int(nodes) / max(int(buffer), 1))))

@@ -1063,7 +1063,9 @@ class FedadServer(Server):
         if self.stop_rule is not None:
             reason = (
                 reason
-                or stop_reason([r["loss"] for r in self.rounds], self.stop_rule)
+                or stop_reason(
+                    [r["loss"] for r in self.rounds], self.stop_rule, "version" if self.async_buffer else "round"
+                )
                 or (f"reached the cap of {num_rounds} rounds")
             )
             self.log.info("stopped after round %d: %s", last, reason)

@@ -73,7 +73,8 @@ def build_parser() -> ArgumentParser:
         "--patience",
         type=int,
         default=DEFAULT_PATIENCE,
-        help="--rounds auto: rounds without improvement before stopping",
+        help="--rounds auto: rounds without improvement before stopping (--async-buffer K: "
+        "ceil(patience x nodes / K) versions, the answers of as many rounds)",
     )
     p.add_argument(
         "--min-delta",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from procs import finish, free_port, rounds, start_client, start_server
@@ -66,3 +67,35 @@ def test_a_slow_node_does_not_stall_asynchronous_rounds(tmp_path):
     for log in logs.iterdir():
         assert "Traceback" not in log.read_text(), log.read_text()[-2000:]
     assert "Traceback" not in (tmp_path / "run-server.log").read_text()
+
+
+def test_rounds_auto_counts_its_patience_in_versions_of_as_many_answers(tmp_path):
+    from fedad.common.synth import write_plant
+    from fedad.server.convergence import best_round
+
+    write_plant(tmp_path / "plant", nodes=3, records=12_000, seed=1, formats=("csv",))
+    shards = sorted((tmp_path / "plant").glob("node_*.csv"))
+    out, logs = tmp_path / "run", tmp_path / "logs"
+    logs.mkdir()
+    address = f"127.0.0.1:{free_port()}"
+    server = start_server(
+        address, out, "--async-buffer", "2", "--rounds", "auto", "--max-rounds", "40", "--min-clients", "3"
+    )
+    clients = [start_client(address, shard, f"node{i}", logs) for i, shard in enumerate(shards)]
+    codes = finish([server, *clients], watch=[out / "rounds.jsonl"])
+    text = (tmp_path / "run-server.log").read_text()
+    assert codes == [0, 0, 0, 0], text[-3000:]
+    # 5 rounds of 3 nodes' answers are 15 answers: 8 versions of 2
+    assert "stop after 8 versions without improvement (5 rounds' worth of answers of 3 nodes)" in text, text[-3000:]
+    conv = json.loads((out / "report.json").read_text())["convergence"]
+    assert conv["rule"] == "auto" and conv["patience"] == 8 and conv["async_buffer"] == 2, conv
+    losses = [r["loss"] for r in rounds(out)]
+    best = min(range(len(losses)), key=lambda i: losses[i])
+    if "converged" in conv["stop_reason"]:  # stopped by the rule: 8 versions after its last improvement
+        # (versions made while the stop was decided are evaluated afterwards and may improve further)
+        assert "for 8 versions" in conv["stop_reason"], conv
+        at = int(re.search(r"in version (\d+)\)$", conv["stop_reason"]).group(1))
+        assert len(losses) >= at + 8 and best_round(losses[: at + 8], 0.005) == at, (conv, losses)
+    else:
+        assert conv["stop_reason"].startswith("reached the cap of 40 versions"), conv
+    assert conv["model_round"] == best + 1, (conv, losses)

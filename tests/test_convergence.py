@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fedad.server.convergence import StopRule, best_round, stop_reason
+from fedad.server.convergence import StopRule, best_round, stop_reason, versions_rule
 from fedad.server.main import build_parser, parse_rounds, stop_rule
 
 
@@ -30,6 +30,21 @@ def test_cap_and_missing_losses():
     assert stop_reason([None, None], StopRule(patience=3)) is None
     assert "no client reported" in stop_reason([None, None, None], StopRule(patience=3))
     assert best_round([None, float("nan"), 2.0, 1.0], 0.0) == 4
+
+
+def test_asynchronous_patience_counts_the_answers_of_as_many_synchronous_rounds():
+    rule = StopRule(patience=5, min_delta=0.005, max_rounds=100)
+    assert versions_rule(rule, nodes=10, buffer=8) == StopRule(patience=7, min_delta=0.005, max_rounds=100)
+    assert versions_rule(rule, nodes=10, buffer=10).patience == 5
+    assert versions_rule(rule, nodes=10, buffer=3).patience == 17
+    assert versions_rule(rule, nodes=4, buffer=8).patience == 5  # never fewer versions than rounds
+    losses = [1.0, 0.5, 0.4] + [0.41] * 6
+    assert stop_reason(losses, rule, "version") == (
+        "converged: the validation loss did not improve by 0.5% for 5 versions "
+        "(last such improvement: 0.4 in version 3)"
+    )
+    assert stop_reason(losses, versions_rule(rule, nodes=10, buffer=8), "version") is None
+    assert "cap of 3 versions" in stop_reason([1.0, 0.5, 0.25], StopRule(max_rounds=3), "version")
 
 
 def test_server_option_parses_auto_or_a_number():
