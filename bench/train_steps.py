@@ -1,11 +1,15 @@
-"""Benchmark: local training time per step with the product's fused Adam against torch's default Adam.
+"""Benchmark: local training time per step, the product's `train_model` against what it did before.
 
-Both sides run the product's `train_model` on the same rows, same seed, one torch thread (what each
-fedad-client uses on a shared host); the baseline swaps the optimizer for `torch.optim.Adam` with its
-default implementation (on CPU the single-tensor loop; foreach is its default on CUDA only), as
-`train_model` built it before. Each side is timed `--repeats` times after one untimed warm-up run (the first
-torch.optim optimizer of a process imports torch._dynamo: about 0.75 s); the table gives the median ms per step
-and the fused / default ratio.
+Every column runs the product's `train_model` on the same rows, same seed, one torch thread (what each
+fedad-client uses on a shared host):
+- default: the optimizer swapped for `torch.optim.Adam` with its default implementation (on CPU the
+  single-tensor loop; foreach is its default on CUDA only) and gradients from autograd, as `train_model` built
+  it before 2026-12-05;
+- autograd: the product's fused Adam, gradients from autograd (the dense models' own backward pass,
+  `DenseAutoencoder.loss_and_grads`, switched off), as before 2026-12-06;
+- product: `train_model` as it is.
+Each is timed `--repeats` times after one untimed warm-up run (the first torch.optim optimizer of a process
+imports torch._dynamo: about 0.75 s); the table gives the median ms per step and the ratios.
 
     python bench/train_steps.py [--models dense lstm cnn] [--rows 64000] [--json train-steps.json]
 """
@@ -22,6 +26,7 @@ import numpy as np
 import torch
 
 from fedad.common import training
+from fedad.common.models.dense import DenseAutoencoder
 from fedad.common.models.registry import MODEL_NAMES, build_model, default_window
 from fedad.common.preprocessing import sliding_windows
 
@@ -30,10 +35,13 @@ def _default_adam(model: torch.nn.Module, lr: float, weight_decay: float, device
     return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
 
 
-def time_training(name: str, X: np.ndarray, epochs: int, batch: int, repeats: int, fused: bool) -> list[float]:
-    """Seconds of ``repeats`` runs of ``train_model`` (``epochs`` epochs, no validation) with either optimizer."""
-    product = training.adam
-    training.adam = product if fused else _default_adam
+def time_training(name: str, X: np.ndarray, epochs: int, batch: int, repeats: int, variant: str) -> list[float]:
+    """Seconds of ``repeats`` runs of ``train_model`` (``epochs`` epochs, no validation) as ``variant``."""
+    product, manual = training.adam, DenseAutoencoder.has_manual_gradients
+    if variant == "default":
+        training.adam = _default_adam
+    if variant in ("default", "autograd"):
+        DenseAutoencoder.has_manual_gradients = lambda self: False  # type: ignore[method-assign]
     try:
         times = []
         for r in range(repeats + 1):  # the first run warms up (not kept)
@@ -46,7 +54,7 @@ def time_training(name: str, X: np.ndarray, epochs: int, batch: int, repeats: in
                 times.append(time.perf_counter() - t)
         return times
     finally:
-        training.adam = product
+        training.adam, DenseAutoencoder.has_manual_gradients = product, manual  # type: ignore[method-assign]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,24 +70,31 @@ def main(argv: list[str] | None = None) -> int:
     X = np.random.default_rng(0).normal(size=(args.rows, 12)).astype(np.float32)
     rows = []
     print(f"{args.rows} rows x 12 features, {args.epochs} epochs, batch {args.batch}, 1 torch thread")
-    print(f"{'model':8s} {'steps':>7s} {'default ms/step':>16s} {'fused ms/step':>14s} {'fused / default':>16s}")
+    print(
+        f"{'model':8s} {'steps':>6s} {'default ms':>11s} {'autograd ms':>12s} {'product ms':>11s} "
+        f"{'product / default':>18s} {'product / autograd':>19s}"
+    )
     for name in args.models:
         rows_used = args.rows if name == "dense" else args.rows // 8  # sequence models: fewer windows, same shape
         data = X[:rows_used]
         window = default_window(name)
         steps = args.epochs * -(-(rows_used - window + 1) // args.batch)
-        default = statistics.median(time_training(name, data, args.epochs, args.batch, args.repeats, False))
-        fused = statistics.median(time_training(name, data, args.epochs, args.batch, args.repeats, True))
+        ms = {
+            v: 1e3 * statistics.median(time_training(name, data, args.epochs, args.batch, args.repeats, v)) / steps
+            for v in ("default", "autograd", "product")
+        }
         row = {
             "model": name,
             "steps": steps,
-            "default_ms_per_step": 1e3 * default / steps,
-            "fused_ms_per_step": 1e3 * fused / steps,
-            "ratio": fused / default,
+            **{f"{v}_ms_per_step": t for v, t in ms.items()},
+            "ratio": ms["product"] / ms["default"],
+            "ratio_autograd": ms["product"] / ms["autograd"],
         }
         rows.append(row)
-        d, f = row["default_ms_per_step"], row["fused_ms_per_step"]
-        print(f"{name:8s} {steps:7d} {d:16.3f} {f:14.3f} {row['ratio']:15.2f}x")
+        print(
+            f"{name:8s} {steps:6d} {ms['default']:11.3f} {ms['autograd']:12.3f} {ms['product']:11.3f} "
+            f"{row['ratio']:17.2f}x {row['ratio_autograd']:18.2f}x"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "args": vars(args)}, indent=2) + "\n")
     return 0

@@ -174,3 +174,65 @@ def test_training_does_not_import_torch_dynamo():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    ("name", "d", "window", "batch"),
+    [("dense", 12, 1, 256), ("dense", 12, 1, 1), ("dense", 119, 1, 100), ("dense", 5, 4, 64), ("linear", 12, 1, 256)],
+)
+def test_dense_models_own_gradients_are_autograds_to_the_bit(name, d, window, batch):
+    """loss_and_grads gives the loss and every parameter's gradient that loss().backward() gives, exactly."""
+    torch.manual_seed(1)
+    model = build_model(name, d, window=window)
+    assert model.has_manual_gradients()
+    shape = (batch, window, d) if window > 1 else (batch, d)
+    x = torch.from_numpy(np.random.default_rng(2).normal(size=shape).astype(np.float32))
+    loss = model.loss(x)
+    loss.backward()
+    expected = [p.grad.clone() for p in model.parameters()]
+    for p in model.parameters():
+        p.grad = None
+    got = model.loss_and_grads(x)
+    assert torch.equal(got, loss.detach())
+    for p, g in zip(model.parameters(), expected, strict=True):
+        assert p.grad is not None and torch.equal(p.grad, g)
+
+
+def test_training_with_the_dense_models_own_gradients_gives_autograds_weights(monkeypatch):
+    """A whole train_model run (several epochs, a short last batch, weight decay, early stopping) ends with the
+    same weights to the bit whether the steps take loss_and_grads or autograd."""
+    from fedad.common.models.dense import DenseAutoencoder
+
+    X = np.random.default_rng(3).normal(size=(1100, 12)).astype(np.float32)
+    calls = []
+    real = DenseAutoencoder.loss_and_grads
+
+    def counted(self, x):
+        calls.append(len(x))
+        return real(self, x)
+
+    monkeypatch.setattr(DenseAutoencoder, "loss_and_grads", counted)
+    runs = []
+    for manual in (True, False):
+        monkeypatch.setattr(DenseAutoencoder, "has_manual_gradients", lambda self, m=manual: m)
+        torch.manual_seed(0)
+        model = build_model("dense", 12)
+        hist = train_model(model, X[:900], X[900:], epochs=4, batch_size=128, device="cpu", seed=5)
+        runs.append((get_weights(model), hist["train_loss"]))
+    assert calls and calls[-1] == 900 % 128  # the manual path ran, short last batch included
+    (w1, l1), (w2, l2) = runs
+    assert l1 == l2
+    for a, b in zip(w1, w2, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_models_that_change_the_dense_loss_or_forward_keep_autograd():
+    from fedad.common.models.dense import DenseAutoencoder
+
+    class Penalised(DenseAutoencoder):
+        def loss(self, x):
+            return super().loss(x) + sum(p.square().sum() for p in self.parameters())
+
+    assert not Penalised(6).has_manual_gradients()
+    assert build_model("dense", 6).has_manual_gradients()
+    assert not hasattr(build_model("vae", 6), "has_manual_gradients")

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from fedad.common.models.base import Autoencoder
@@ -42,6 +43,44 @@ class DenseAutoencoder(Autoencoder):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x.flatten(1))
+
+    def has_manual_gradients(self) -> bool:
+        """Whether ``loss_and_grads`` computes this model's training loss: the dense forward pass and the MSE
+        loss, neither overridden by a subclass, through Linear and ReLU layers only."""
+        kind = type(self)
+        return (
+            kind.forward is DenseAutoencoder.forward
+            and kind.loss is Autoencoder.loss
+            and all(isinstance(m, (nn.Linear, nn.ReLU)) for m in (*self.encoder, *self.decoder))
+        )
+
+    def loss_and_grads(self, x: torch.Tensor) -> torch.Tensor:
+        """``loss(x)``, with its gradients written to the parameters' ``.grad``, without autograd.
+
+        It calls the kernels autograd calls (addmm forward, mse_loss, threshold_backward and mm backward), so the
+        values are the same to the bit (tests/test_training.py); it skips building and walking the graph, which
+        costs most of a step of this small network (bench/train_steps.py). Only where
+        ``has_manual_gradients()``.
+        """
+        with torch.no_grad():
+            h = x.flatten(1)
+            trace: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = []
+            for m in (*self.encoder, *self.decoder):
+                out = torch.addmm(m.bias, h, m.weight.t()) if isinstance(m, nn.Linear) else torch.relu(h)
+                trace.append((m, h, out))
+                h = out
+            loss = F.mse_loss(h.view_as(x), x)
+            g = (h - x.flatten(1)) * (2.0 / h.numel())
+            for i in range(len(trace) - 1, -1, -1):
+                m, inp, out = trace[i]
+                if isinstance(m, nn.Linear):
+                    m.weight.grad = g.t().mm(inp)
+                    m.bias.grad = g.sum(0)
+                    if i:
+                        g = g.mm(m.weight)
+                else:
+                    g = torch.ops.aten.threshold_backward(g, out, 0)
+        return loss
 
     def config(self) -> dict[str, Any]:
         return {"hidden": list(self.hidden), "latent_dim": self.latent_dim}
