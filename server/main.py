@@ -801,6 +801,7 @@ def run(args) -> int:
     if flag_rows:
         report["flags"] = {
             "summary": flag_rows,
+            "unflagged_metrics": rep.unflagged_metrics(report["per_client_test"], flag_rows),
             "malicious": sorted(args.malicious),
             "per_round": [
                 {k: r.get(k) for k in ("round", "flagged", "flag_precision", "flag_recall")} for r in server.rounds
@@ -812,6 +813,17 @@ def run(args) -> int:
     if flag_rows:
         rep.plot_trust(out, server.rounds)
         print(rep.format_flag_summary(flag_rows, server.rounds))
+        unflagged = report["flags"]["unflagged_metrics"]
+        if unflagged is not None:
+            log.info(
+                "the %d never-flagged node(s) (%s): F1 %s, precision %s, recall %s, false alarms %s",
+                len(unflagged["clients"]),
+                ", ".join(unflagged["clients"]),
+                _fmt(unflagged["f1"]),
+                _fmt(unflagged["precision"]),
+                _fmt(unflagged["recall"]),
+                _fmt(unflagged["far"]),
+            )
     rep.plot_report_roc(out, report)
     log.info(
         "done in %.1f s: F1 %s, precision %s, recall %s, ROC-AUC %s; report %s",

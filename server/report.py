@@ -156,6 +156,21 @@ def write_flag_report(out: Path, rounds: list[dict]) -> list[dict]:
     return rows
 
 
+def unflagged_metrics(per_client: dict[str, dict], rows: list[dict]) -> dict[str, Any] | None:
+    """Detection metrics over the test counts of the nodes never flagged in the run (a security test's question:
+    what the defence left the honest nodes), with their names; None when no node was flagged or none of the
+    others reported labelled test counts."""
+    from fedad.common.metrics import metrics_from_confusion
+
+    flagged = {r["client"] for r in rows if r["flagged_rounds"]}
+    keys = ("tp", "fp", "tn", "fn")
+    clean = sorted(n for n, c in per_client.items() if n not in flagged and all(c.get(k) is not None for k in keys))
+    if not flagged or not clean:
+        return None
+    counts = [sum(int(per_client[n][k]) for n in clean) for k in keys]
+    return {"clients": clean, **metrics_from_confusion(*counts)}
+
+
 def format_flag_summary(rows: list[dict], rounds: list[dict]) -> str:
     """The table printed at the end of a robust run."""
     out = [f"{'client':<16} {'flagged':>9} {'mean weight':>11}  last reason"]

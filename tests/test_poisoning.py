@@ -105,6 +105,9 @@ def test_final_f1_stays_within_0_02_of_the_clean_run(runs):
     assert rep["metrics"]["f1"] >= ref["metrics"]["f1"] - 0.02, (rep["metrics"], ref["metrics"])
     f1_honest, f1_honest_clean = _f1(rep["per_client_test"], honest), _f1(ref["per_client_test"], honest)
     assert f1_honest >= f1_honest_clean - 0.02, (f1_honest, f1_honest_clean)
+    # the report's metrics over the never-flagged nodes are the honest ones' (the attacker is flagged)
+    unflagged = rep["flags"]["unflagged_metrics"]
+    assert unflagged["clients"] == honest and unflagged["f1"] == f1_honest, unflagged
 
 
 def test_report_has_per_round_flag_precision_recall_and_trust_plot(runs):

@@ -99,3 +99,20 @@ def test_every_panel_of_clients_png_has_a_y_axis_label(tmp_path, monkeypatch):
     rep.plot_rounds(tmp_path, rounds)
     assert len(labels["clients.png"]) == 2 and all(labels["clients.png"]), labels
     assert all(labels["loss.png"])
+
+
+def test_metrics_over_the_never_flagged_nodes(tmp_path):
+    rows = rep.write_flag_report(tmp_path, _rounds())  # evil1 and evil2 flagged, honest never
+    per_client = {
+        "honest": {"tp": 9, "fp": 1, "tn": 89, "fn": 1, "outside_training_range": 0.0},
+        "evil1": {"tp": 0, "fp": 50, "tn": 40, "fn": 10},
+        "evil2": {"tp": 5, "fp": 5, "tn": 85, "fn": 5},
+        "late": {"tp": 4, "fp": 0, "tn": 96, "fn": 0},  # answered the test, never in a flagged round's table
+        "unlabelled": {"tp": None, "fp": None, "tn": None, "fn": None},
+    }
+    m = rep.unflagged_metrics(per_client, rows)
+    assert m is not None and m["clients"] == ["honest", "late"]
+    assert m["f1"] == 2 * 13 / (2 * 13 + 1 + 1) and m["far"] == 1 / 186
+    clean_rows = [dict(r, flagged_rounds=0) for r in rows]
+    assert rep.unflagged_metrics(per_client, clean_rows) is None  # nobody flagged: the plant metrics say it all
+    assert rep.unflagged_metrics({"evil1": per_client["evil1"]}, rows) is None

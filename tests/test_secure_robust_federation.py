@@ -198,6 +198,9 @@ def test_secure_robust_federation_flags_the_attacker_through_a_pinned_key_holder
     honest = [report["per_client_test"][n] for n in NODES[:3]]
     h = metrics_from_confusion(*(sum(c[k] for c in honest) for k in ("tp", "fp", "tn", "fn")))
     assert h["f1"] >= 0.8 and h["far"] < 0.03, (h, report["per_client_test"])
+    # the report gives the same numbers: metrics over the never-flagged nodes, named, and the server log says them
+    assert report["flags"]["unflagged_metrics"] == {"clients": NODES[:3], **h}, report["flags"]
+    assert f"the 3 never-flagged node(s) ({', '.join(NODES[:3])}): F1 {h['f1']:.3f}" in text
     recs = rounds(run)
     assert [r["round"] for r in recs] == list(range(1, N_ROUNDS + 1))
     for r in recs:
