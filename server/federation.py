@@ -1060,22 +1060,21 @@ class FedadServer(Server):
         self, num_rounds: int, timeout: float | None, t_start: float, last: int, reason: str | None, lowest: Any
     ) -> None:
         """After the rounds: the stop reason and the model kept, then threshold, test and the run's result."""
+        unit = "version" if self.async_buffer else "round"  # async: rounds are global versions
         if self.stop_rule is not None:
             reason = (
                 reason
-                or stop_reason(
-                    [r["loss"] for r in self.rounds], self.stop_rule, "version" if self.async_buffer else "round"
-                )
-                or (f"reached the cap of {num_rounds} rounds")
+                or stop_reason([r["loss"] for r in self.rounds], self.stop_rule, unit)
+                or f"reached the cap of {num_rounds} {unit}s"
             )
-            self.log.info("stopped after round %d: %s", last, reason)
+            self.log.info("stopped after %s %d: %s", unit, last, reason)
             if lowest is not None and lowest[0] != last:
                 self.parameters = lowest[2]
                 self.log.info("using the global model of round %d (lowest validation loss %.5g)", *lowest[:2])
         convergence = {
             "rounds_run": last,
             "rule": "auto" if self.stop_rule else "fixed",
-            "stop_reason": reason or f"fixed number of rounds ({num_rounds})",
+            "stop_reason": reason or f"fixed number of {unit}s ({num_rounds})",
             "model_round": lowest[0] if lowest is not None else last,
             **(self.stop_rule.to_dict() if self.stop_rule else {}),
         }

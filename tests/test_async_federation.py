@@ -59,6 +59,7 @@ def test_a_slow_node_does_not_stall_asynchronous_rounds(tmp_path):
     assert recs[-1]["loss"] < recs[0]["loss"]
     report = json.loads((out / "report.json").read_text())
     assert report["status"] == "ok" and report["convergence"]["async_buffer"] == 2
+    assert report["convergence"]["stop_reason"] == "fixed number of versions (30)", report["convergence"]
     assert report["metrics"]["f1"] is not None and report["metrics"]["roc_auc"] > 0.7, report["metrics"]
     assert sorted(report["per_client_test"]) == ["node0", "node1", "node2"]
     assert report["rounds"][0]["staleness"] == recs[0]["staleness"]
@@ -88,6 +89,7 @@ def test_rounds_auto_counts_its_patience_in_versions_of_as_many_answers(tmp_path
     # 5 rounds of 3 nodes' answers are 15 answers: 8 versions of 2
     assert "stop after 8 versions without improvement (5 rounds' worth of answers of 3 nodes)" in text, text[-3000:]
     conv = json.loads((out / "report.json").read_text())["convergence"]
+    assert f"stopped after version {len(rounds(out))}: {conv['stop_reason']}" in text, text[-3000:]
     assert conv["rule"] == "auto" and conv["patience"] == 8 and conv["async_buffer"] == 2, conv
     losses = [r["loss"] for r in rounds(out)]
     best = min(range(len(losses)), key=lambda i: losses[i])
