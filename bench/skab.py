@@ -235,18 +235,11 @@ def adaptive_rule(name: str, X: np.ndarray, args: argparse.Namespace, cache: dic
     fitting rows: fits are seeded, so a cached fit is the fit the rule would make again, and a parameter grid
     only re-runs the cheap streaming part and new re-fits."""
     from fedad.common.baselines import BASELINES
+    from fedad.common.commands.score import adaptive_params
     from fedad.common.rebaseline import drifting_features, stream_alarms
-    from fedad.common.stream_rule import AdaptiveParams, adaptive_alarms, stream_scores
+    from fedad.common.stream_rule import adaptive_alarms, stream_scores
 
-    params = AdaptiveParams(
-        smooth=args.smooth,
-        threshold_scale=args.threshold_scale,
-        change_window=args.change_window,
-        change_sds=args.change_sds,
-        drop=args.drop,
-        collect=args.collect,
-        drift_ratio=args.drift_ratio,
-    )
+    params = adaptive_params(args)  # the options of `fedad score --rule adaptive`, checked as it checks them
 
     def fit(rows: np.ndarray):
         if cache is None:
@@ -267,7 +260,7 @@ def adaptive_rule(name: str, X: np.ndarray, args: argparse.Namespace, cache: dic
             det.decision_function(stream[:, keep]),
             det.decision_function(train[:, keep]),
             train[:, keep].std(axis=0),
-            lambda rows: fit(rows[:, keep]).decision_function,
+            lambda rows: fit(rows).decision_function,  # rows of stream[:, keep]: already reduced
             smooth=params.smooth,
             threshold_scale=params.threshold_scale,
             change_window=params.change_window,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -54,6 +55,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def keyholder_cmd() -> list[str]:
+    """The installed ``fedad-keyholder`` command, as an operator runs it, or its module where not installed."""
+    script = shutil.which("fedad-keyholder") or str(Path(sys.executable).with_name("fedad-keyholder"))
+    return [script] if Path(script).is_file() else [sys.executable, "-m", "fedad.server.keyholder"]
+
+
 def start_server(address: str, out: Path, *args: str, log: Path | None = None) -> subprocess.Popen:
     log = log or out.with_name(out.name + "-server.log")
     cmd = [sys.executable, "-m", "fedad.server.main", "--address", address, "--out", str(out), *args]
@@ -62,24 +69,29 @@ def start_server(address: str, out: Path, *args: str, log: Path | None = None) -
     return proc
 
 
-def start_client(address: str, data: Path, name: str, log_dir: Path, *args: str) -> subprocess.Popen:
-    cmd = [
-        sys.executable,
-        "-m",
-        "fedad.client.main",
-        "--server",
-        address,
-        "--data",
-        str(data),
-        "--name",
-        name,
-        "--device",
-        "cpu",
-        *args,
-    ]
-    proc = subprocess.Popen(cmd, stdout=open(log_dir / f"{name}.log", "a"), stderr=subprocess.STDOUT, env=ENV)
-    proc.log_path = log_dir / f"{name}.log"  # type: ignore[attr-defined]  # watched for progress
+def start_client(address: str, data: Path, name: str | None, log_dir: Path, *args: str) -> subprocess.Popen:
+    """A fedad-client process logging to ``log_dir``/NAME.log; ``name`` None leaves --name to the client (its
+    default: the certificate's subject or the host name) and names the log after the data file."""
+    cmd = [sys.executable, "-m", "fedad.client.main", "--server", address, "--data", str(data), "--device", "cpu"]
+    cmd += ["--name", name] if name is not None else []
+    log = log_dir / f"{name if name is not None else data.stem}.log"
+    proc = subprocess.Popen([*cmd, *args], stdout=open(log, "a"), stderr=subprocess.STDOUT, env=ENV)
+    proc.log_path = log  # type: ignore[attr-defined]  # watched for progress
     return proc
+
+
+def run_module(module: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``python -m MODULE ARGS`` to its exit, its output captured as text: a command the test expects to end by
+    itself (a refusal, a one-shot job). ``timeout`` is slack for a busy machine, not a limit on the command."""
+    cmd = [sys.executable, "-m", module, *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=timeout)
+
+
+def run_client(address: str, data: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """One fedad-client run to its exit (``run_module``): a node that should stop by itself."""
+    return run_module(
+        "fedad.client.main", "--server", address, "--data", str(data), "--device", "cpu", *args, timeout=timeout
+    )
 
 
 def wait_for(predicate, timeout: float, what: str, procs=(), watch=()) -> None:

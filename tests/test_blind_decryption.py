@@ -24,7 +24,6 @@ import json
 import math
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -36,7 +35,7 @@ import numpy as np
 import pytest
 from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
 from phe.paillier import PaillierPrivateKey
-from procs import ENV, free_port, wait_for
+from procs import ENV, free_port, keyholder_cmd, wait_for
 from scipy import stats
 
 from fedad.client.secure import PublicKeyClient
@@ -247,11 +246,6 @@ class Manager:
 
     def all(self):
         return dict(self.proxies)
-
-
-def keyholder_cmd() -> list[str]:
-    script = shutil.which("fedad-keyholder") or str(Path(sys.executable).with_name("fedad-keyholder"))
-    return [script] if Path(script).is_file() else [sys.executable, "-m", "fedad.server.keyholder"]
 
 
 def client_round(rng, rnd: int, global_weights, public_key_path: Path, config: dict):

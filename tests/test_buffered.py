@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
@@ -134,12 +131,18 @@ def test_bad_async_options_are_refused(extra, reason):
 
 
 def test_the_server_refuses_async_paillier_in_one_line(tmp_path):
-    p = subprocess.run(
-        [sys.executable, "-m", "fedad.server.main", "--out", str(tmp_path / "o"), "--async-buffer", "2"]
-        + ["--strategy", "paillier", "--public-key", "x"],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    from procs import run_module
+
+    p = run_module(
+        "fedad.server.main",
+        "--out",
+        str(tmp_path / "o"),
+        "--async-buffer",
+        "2",
+        "--strategy",
+        "paillier",
+        "--public-key",
+        "x",
     )
     assert p.returncode == 2, p.stderr
     assert "--async-buffer" in p.stderr and len(p.stderr.strip().splitlines()) == 1

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import struct
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -174,16 +172,13 @@ def test_strategies_decode_compressed_answers_and_refuse_malformed_ones(strategy
 
 
 def test_the_server_refuses_bad_compress_options(tmp_path):
+    from procs import run_module
+
     for extra, reason in (
         (["--compress", "q9"], "unknown --compress"),
         (["--compress", "q8", "--strategy", "paillier", "--public-key", "x"], "plaintext strategies"),
     ):
-        p = subprocess.run(
-            [sys.executable, "-m", "fedad.server.main", "--out", str(tmp_path / "o"), *extra],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        p = run_module("fedad.server.main", "--out", str(tmp_path / "o"), *extra)
         assert p.returncode == 2, p.stderr
         assert reason in p.stderr and len(p.stderr.strip().splitlines()) == 1
         assert not (tmp_path / "o").exists()

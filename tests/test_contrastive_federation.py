@@ -65,8 +65,8 @@ def test_contrastive_federation_sends_the_global_embedding_and_scores(tmp_path):
 def test_contrastive_under_secure_robust_aligns_to_the_blind_decrypted_mean_direction(tmp_path):
     import subprocess
 
-    from procs import ENV
-    from test_secure_robust_federation import cli, keyholder_cmd
+    from procs import ENV, keyholder_cmd
+    from test_secure_robust_federation import cli
 
     keys, certs, plant = tmp_path / "keys", tmp_path / "certs", tmp_path / "plant"
     cli("keygen", "--bits", "1024", "--out", str(keys))

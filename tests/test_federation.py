@@ -8,7 +8,7 @@ import signal
 import numpy as np
 import pandas as pd
 import pytest
-from procs import checkpointed, finish, free_port, rounds, start_client, start_server, wait_for
+from procs import checkpointed, finish, free_port, rounds, run_client, start_client, start_server, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -190,29 +190,8 @@ def test_client_with_wrong_features_is_refused_and_the_run_goes_on(plant, tmp_pa
 
 
 def test_unreachable_server_gives_a_clear_error(plant, tmp_path):
-    import subprocess
-    import sys
-
-    from procs import ENV
-
     port = free_port()
-    p = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fedad.client.main",
-            "--server",
-            f"127.0.0.1:{port}",
-            "--data",
-            str(plant[0]),
-            "--connect-timeout",
-            "3",
-        ],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=600,
-    )
+    p = run_client(f"127.0.0.1:{port}", plant[0], "--connect-timeout", "3")
     assert p.returncode == 1
     assert f"could not reach the fedad server at 127.0.0.1:{port} within 3 s" in p.stderr
     assert "Traceback" not in p.stderr

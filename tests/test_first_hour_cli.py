@@ -10,11 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from procs import ENV, free_port
-
-
-def _run(*cmd: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", *cmd], capture_output=True, text=True, env=ENV, timeout=timeout)
+from procs import ENV, free_port, run_module
 
 
 def _one_line_error(p: subprocess.CompletedProcess) -> str:
@@ -26,7 +22,9 @@ def _one_line_error(p: subprocess.CompletedProcess) -> str:
 
 def test_server_refuses_bad_local_epochs_before_any_work(tmp_path):
     out = tmp_path / "run"
-    p = _run("fedad.server.main", "--local-epochs", "-2", "--address", f"127.0.0.1:{free_port()}", "--out", str(out))
+    p = run_module(
+        "fedad.server.main", "--local-epochs", "-2", "--address", f"127.0.0.1:{free_port()}", "--out", str(out)
+    )
     assert "--local-epochs must be at least 1" in _one_line_error(p)
     assert "listening on" not in p.stderr and not out.exists()
 
@@ -34,7 +32,7 @@ def test_server_refuses_bad_local_epochs_before_any_work(tmp_path):
 @pytest.mark.parametrize("module,option", [("fedad.server.main", "--address"), ("fedad.client.main", "--server")])
 def test_an_address_without_port_is_one_line(tmp_path, module, option):
     extra = ["--data", str(tmp_path / "x.csv")] if option == "--server" else ["--out", str(tmp_path / "run")]
-    p = _run(module, option, "localhost", *extra)
+    p = run_module(module, option, "localhost", *extra)
     assert f"{option} must be HOST:PORT" in _one_line_error(p)
     assert "Exit Code" not in p.stderr and not (tmp_path / "run").exists()
 
@@ -44,7 +42,7 @@ def test_a_port_in_use_is_reported_before_listening(tmp_path):
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        p = _run("fedad.server.main", "--address", f"127.0.0.1:{port}", "--out", str(tmp_path / "run"))
+        p = run_module("fedad.server.main", "--address", f"127.0.0.1:{port}", "--out", str(tmp_path / "run"))
     assert f"port {port} is already in use" in _one_line_error(p)
     assert "listening on" not in p.stderr and not (tmp_path / "run").exists()
 
@@ -62,7 +60,7 @@ def test_a_port_in_use_is_reported_before_listening(tmp_path):
 def test_every_cli_has_version(cmd):
     from fedad.common.config import version
 
-    p = _run(*cmd, "--version")
+    p = run_module(*cmd, "--version")
     assert p.returncode == 0 and p.stdout.strip().endswith(version()), p.stdout + p.stderr
 
 
@@ -74,7 +72,7 @@ def test_train_and_score_help_do_not_import_torch(sub):
     )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=600)
     assert p.returncode == 0 and p.stdout.strip() == "False", p.stdout + p.stderr
-    assert _run("fedad.common.cli", sub, "--help").returncode == 0
+    assert run_module("fedad.common.cli", sub, "--help").returncode == 0
 
 
 def test_attack_names_take_dashes_or_underscores():
@@ -83,7 +81,7 @@ def test_attack_names_take_dashes_or_underscores():
     assert attack_name("sign-flip") == attack_name("sign_flip") == "sign_flip"
     text = build_parser().format_help()
     assert "sign-flip" in text and "min-max" in text and "{sign_flip" not in text
-    p = _run("fedad.client.main", "--attack", "flip", "--data", "x.csv")
+    p = run_module("fedad.client.main", "--attack", "flip", "--data", "x.csv")
     assert "unknown attack 'flip'" in _one_line_error(p)
 
 
@@ -129,7 +127,7 @@ def test_train_says_how_many_values_it_imputes(tmp_path):
     df.loc[df.index[df["label"] == 0][:7], "voltage"] = np.nan  # normal rows: the ones training sees
     data = tmp_path / "gaps.csv"
     df.to_csv(data, index=False)
-    p = _run(
+    p = run_module(
         "fedad.common.cli",
         "train",
         "--data",

@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from procs import ENV, free_port, wait_for
+from procs import ENV, free_port, keyholder_cmd, wait_for
 
 from fedad.common.commands.certs import make_certificates
 from fedad.common.crypto.codec import ciphertext_bytes
@@ -384,11 +382,6 @@ def test_only_the_pinned_aggregator_is_served(keys, certs, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------------ CLI
-
-
-def keyholder_cmd() -> list[str]:
-    script = shutil.which("fedad-keyholder") or str(Path(sys.executable).with_name("fedad-keyholder"))
-    return [script] if Path(script).is_file() else [sys.executable, "-m", "fedad.server.keyholder"]
 
 
 @pytest.fixture(scope="module")

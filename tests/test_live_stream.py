@@ -152,16 +152,12 @@ def test_adaptive_rule_on_the_node_decides_like_batch_adaptive_alarms_and_goes_o
     ],
 )
 def test_client_rule_bad_input_is_one_line_and_exit_2(tmp_path, extra, message):
-    import subprocess
-    import sys
-
-    from procs import ENV
+    from procs import run_client
 
     (tmp_path / "s.csv").write_text("a,b,c\n")
     (tmp_path / "d.csv").write_text("a,b,c\n1,2,3\n")
     args = [x.format(s=tmp_path / "s.csv", a=tmp_path / "al.jsonl") for x in extra]
-    cmd = [sys.executable, "-m", "fedad.client.main", "--server", "127.0.0.1:1", "--data", str(tmp_path / "d.csv")]
-    p = subprocess.run([*cmd, *args], capture_output=True, text=True, env=ENV, timeout=120)
+    p = run_client("127.0.0.1:1", tmp_path / "d.csv", *args)
     lines = [x for x in p.stderr.splitlines() if x.strip()]
     assert p.returncode == 2 and len(lines) == 1 and message in lines[0], p.stderr
     assert not (tmp_path / "al.jsonl").exists()

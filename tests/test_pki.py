@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-import subprocess
-import sys
 
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from procs import ENV
+from procs import run_client, run_module
 
 from fedad.common.errors import FedadError
 from fedad.common.pki import (
@@ -27,7 +25,7 @@ from fedad.server.node_gate import NodeGate, Revocations, parse_revocations
 
 
 def fedad(*args):
-    return subprocess.run([sys.executable, "-m", "fedad.common.cli", *args], capture_output=True, text=True, env=ENV)
+    return run_module("fedad.common.cli", *args)
 
 
 @pytest.fixture(scope="module")
@@ -168,24 +166,7 @@ def test_client_checks_its_certificate_and_key_before_connecting(ca_dir, tmp_pat
     data.write_text("a,b\n1,2\n")
 
     def client(*args):
-        return subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "fedad.client.main",
-                "--server",
-                "127.0.0.1:1",
-                "--data",
-                str(data),
-                "--connect-timeout",
-                "1",
-                *args,
-            ],
-            capture_output=True,
-            text=True,
-            env=ENV,
-            timeout=120,
-        )
+        return run_client("127.0.0.1:1", data, "--connect-timeout", "1", *args)
 
     ca = str(ca_dir / "ca.pem")
     wrong_key = client(

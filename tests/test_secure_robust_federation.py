@@ -19,13 +19,11 @@ them sending sign-flipped updates:
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from procs import ENV, finish, free_port, rounds, start_client, start_server
+from procs import ENV, finish, free_port, keyholder_cmd, rounds, run_module, start_client, start_server
 from test_telemetry_federation import scrape
 
 from fedad.common.metrics import metrics_from_confusion
@@ -38,16 +36,9 @@ ATTACKER = "node_04"
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    p = subprocess.run(
-        [sys.executable, "-m", "fedad.common.cli", *args], capture_output=True, text=True, env=ENV, timeout=120
-    )
+    p = run_module("fedad.common.cli", *args)
     assert p.returncode == 0, p.stderr
     return p
-
-
-def keyholder_cmd() -> list[str]:
-    script = shutil.which("fedad-keyholder") or str(Path(sys.executable).with_name("fedad-keyholder"))
-    return [script] if Path(script).is_file() else [sys.executable, "-m", "fedad.server.keyholder"]
 
 
 def test_secure_robust_federation_flags_the_attacker_through_a_pinned_key_holder(tmp_path):

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from procs import ENV, finish, free_port, start_server
+from procs import ENV, finish, free_port, run_client, start_client, start_server
 
 pytestmark = pytest.mark.integration
 
@@ -65,75 +65,27 @@ def test_tls_federation_and_a_client_without_the_ca(tmp_path):
         str(certs / "server.key"),
     )
     # no CA: the client says the server speaks TLS and what to pass (not "could not reach"), exit 2
-    plain = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fedad.client.main",
-            "--server",
-            address,
-            "--data",
-            str(shards[0]),
-            "--connect-timeout",
-            "60",
-            "--device",
-            "cpu",
-        ],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=300,  # the client gives up after its 60 s --connect-timeout; slack for a busy machine
-    )
+    plain = run_client(address, shards[0], "--connect-timeout", "60")
     assert plain.returncode == 2, plain.stderr
     assert f"the server at {address} speaks TLS: pass --root-certificates" in plain.stderr
     assert "could not reach" not in plain.stderr and "Traceback" not in plain.stderr
     # the CA alone is not enough any more: TLS is mutual, a node needs a client certificate, and is told so
-    ca_only = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fedad.client.main",
-            "--server",
-            address,
-            "--data",
-            str(shards[0]),
-            "--root-certificates",
-            str(certs / "ca.pem"),
-            "--connect-timeout",
-            "60",
-            "--device",
-            "cpu",
-        ],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=300,  # the client gives up after its 60 s --connect-timeout; slack for a busy machine
-    )
+    ca_only = run_client(address, shards[0], "--root-certificates", str(certs / "ca.pem"), "--connect-timeout", "60")
     assert ca_only.returncode == 2, ca_only.stderr
     assert "asks for a client certificate: pass --tls-certificate" in ca_only.stderr
     # --name defaults to the certificate's subject
+    tls = ("--root-certificates", str(certs / "ca.pem"))
     clients = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "fedad.client.main",
-                "--server",
-                address,
-                "--data",
-                str(s),
-                "--device",
-                "cpu",
-                "--root-certificates",
-                str(certs / "ca.pem"),
-                "--tls-certificate",
-                str(certs / f"{s.stem}.pem"),
-                "--tls-key",
-                str(certs / f"{s.stem}.key"),
-            ],
-            stdout=open(logs / f"{s.stem}.log", "w"),
-            stderr=subprocess.STDOUT,
-            env=ENV,
+        start_client(
+            address,
+            s,
+            None,
+            logs,
+            *tls,
+            "--tls-certificate",
+            str(certs / f"{s.stem}.pem"),
+            "--tls-key",
+            str(certs / f"{s.stem}.key"),
         )
         for s in shards
     ]
@@ -161,26 +113,13 @@ def test_a_tls_client_at_a_plaintext_server_is_told_so(tmp_path):
     out = tmp_path / "run"
     server = start_server(address, out, "--rounds", "1", "--min-clients", "1", "--wait-timeout", "120")
     try:
-        p = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "fedad.client.main",
-                "--server",
-                address,
-                "--data",
-                str(tmp_path / "plant" / "node_01.csv"),
-                "--root-certificates",
-                str(certs / "ca.pem"),
-                "--connect-timeout",
-                "60",
-                "--device",
-                "cpu",
-            ],
-            capture_output=True,
-            text=True,
-            env=ENV,
-            timeout=300,  # the client gives up after its 60 s --connect-timeout; slack for a busy machine
+        p = run_client(
+            address,
+            tmp_path / "plant" / "node_01.csv",
+            "--root-certificates",
+            str(certs / "ca.pem"),
+            "--connect-timeout",
+            "60",
         )
     finally:
         server.kill()
