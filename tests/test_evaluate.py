@@ -122,6 +122,33 @@ def test_evaluate_command_end_to_end(tmp_path, trained_model, capsys):
     assert set(json.loads((tmp_path / "eval2" / "metrics.json").read_text())) == set(metrics)
 
 
+def test_test_fraction_evaluates_the_held_out_tail_with_or_without_baselines(tmp_path, trained_model, capsys):
+    data = tmp_path / "plant.csv"
+    _plant(seed=2).to_csv(data, index=False)  # 400 rows, the anomalies in the last fifth
+    base = ["evaluate", "--model", str(trained_model), "--data", str(data)]
+    assert _cli([*base, "--out", str(tmp_path / "all")]) == 0
+    assert "scoring 400 rows (40 anomalous)" in capsys.readouterr().err  # no split: every row
+    assert _cli([*base, "--test-fraction", "0.1", "--out", str(tmp_path / "tail")]) == 0
+    err = capsys.readouterr().err
+    assert "evaluating the last 40 of the 400 rows" in err and "scoring 40 rows (20 anomalous)" in err
+    assert _cli([*base, "--test-fraction", "0.1", "--baselines", "--out", str(tmp_path / "both")]) == 0
+    assert "scoring 40 rows (20 anomalous)" in capsys.readouterr().err  # the model and the baselines alike
+    tail = json.loads((tmp_path / "tail" / "metrics.json").read_text())["autoencoder"]
+    both = json.loads((tmp_path / "both" / "metrics.json").read_text())["autoencoder"]
+    assert tail == both
+    # with --train-data all of --data is the test set: a split of it is refused, before anything is written
+    train = tmp_path / "train.csv"
+    _plant(seed=3, anomalies=False).to_csv(train, index=False)
+    out = tmp_path / "refused"
+    argv = [*base, "--baselines", "--train-data", str(train), "--test-fraction", "0.2", "--out", str(out)]
+    assert _cli(argv) == 2
+    err = capsys.readouterr().err
+    assert "--test-fraction splits --data; with --train-data" in err and len(err.strip().splitlines()) == 1
+    assert _cli([*base, "--test-fraction", "1.5", "--out", str(out)]) == 2
+    assert "--test-fraction must be between 0 and 1" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_evaluate_bad_input_exits_2(tmp_path, trained_model, capsys):
     df = _plant(seed=2).drop(columns=["label"])
     data = tmp_path / "nolabel.csv"

@@ -6,14 +6,16 @@ model's own threshold, and prints precision, recall, F1, ROC-AUC, PR-AUC, FAR (f
 roc_auc, pr_auc, far, mar}}; the model is named "autoencoder", or "ensemble" for a model trained with
 `fedad train --model ensemble`) and OUT/roc.png.
 
-With --baselines, IQR, Isolation Forest, One-Class SVM and PCA are fitted and scored on the same split
-as the model:
+With --test-fraction F, --data is split in time order as `fedad train --test-fraction F` splits a file
+(fedad.common.split) and only its trailing F of rows is evaluated: the rows the model never saw when it was
+trained on this same file with the same F. Without it every row of --data is evaluated.
+
+With --baselines, IQR, Isolation Forest, One-Class SVM and PCA are fitted and scored on the same rows as the
+model:
   * with --train-data: the baselines fit on the normal rows (label 0) of that file, and every detector is
-    evaluated on all rows of --data;
-  * without it: --data is split in time order as `fedad train` splits a file (fedad.common.split): the
-    leading 1 - TEST_FRACTION of rows are the fitting part, whose normal rows fit the baselines, and every
-    detector (the model included) is evaluated on the trailing TEST_FRACTION of rows only. When the model
-    was trained on this same file with the same --test-fraction, that tail is data it never saw.
+    evaluated on all rows of --data (--test-fraction is refused);
+  * without it: the normal rows of the leading 1 - F of --data fit the baselines, and every detector is
+    evaluated on the trailing F (F defaults to 0.2 here).
 """
 
 from __future__ import annotations
@@ -62,9 +64,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--test-fraction",
         type=float,
-        default=0.2,
-        help="with --baselines and no --train-data: trailing fraction of --data that is "
-        "the test set; the normal rows before it fit the baselines",
+        default=None,
+        metavar="F",
+        help="evaluate only the trailing fraction F of --data (time order), the part `fedad train --test-fraction "
+        "F` held out of the same file; with --baselines (and no --train-data) the normal rows before it fit the "
+        "baselines, and F defaults to 0.2. Default: every row of --data",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the randomised baselines")
     parser.add_argument("--out", default="evaluation", metavar="DIR", help="directory for metrics.json and roc.png")
@@ -91,8 +95,12 @@ def run(args: argparse.Namespace) -> int:
         if not args.baselines:
             raise FedadError("--train-data only fits the baselines; add --baselines")
         _check_file(args.train_data, "--train-data")
-    if not 0.0 < args.test_fraction < 1.0:
-        raise FedadError(f"--test-fraction must be between 0 and 1 (exclusive), got {args.test_fraction}")
+    if args.test_fraction is not None and args.train_data is not None:
+        raise FedadError("--test-fraction splits --data; with --train-data every row of --data is the test set")
+    test_fraction = 0.2 if args.test_fraction is None and args.baselines and args.train_data is None else None
+    test_fraction = args.test_fraction if args.test_fraction is not None else test_fraction
+    if test_fraction is not None and not 0.0 < test_fraction < 1.0:
+        raise FedadError(f"--test-fraction must be between 0 and 1 (exclusive), got {test_fraction}")
     for option, path in (("--data", args.data), ("--train-data", args.train_data)):  # before loading anything
         if path is not None:
             _check_labels_in_header(path, args, option)
@@ -105,24 +113,28 @@ def run(args: argparse.Namespace) -> int:
 
     name = "ensemble" if isinstance(detector, EnsembleDetector) else "autoencoder"
     detectors: dict[str, Detector] = {name: detector}
+    fit_X = None
+    if test_fraction is not None:
+        from fedad.common.split import split_site
+
+        split = split_site(X, y, test_fraction=test_fraction, val_fraction=0.2)
+        fit_X = np.concatenate([split.train, split.val])
+        X, y = split.test, split.test_labels
+        if len(X) == 0:
+            raise FedadError("the test split is empty; use a larger --test-fraction")
+        print(f"evaluating the last {len(X)} of the {len(data.X)} rows of {args.data}", file=sys.stderr)
     if args.baselines:
         if args.train_data is not None:
             train = _load_labelled(args.train_data, args, "--train-data")
             fit_X = _model_columns(detector, train, args.train_data)[train.y == 0]
             where = f"normal rows of {args.train_data}; test = all {len(X)} rows of {args.data}"
         else:
-            from fedad.common.split import split_site
-
-            split = split_site(X, y, test_fraction=args.test_fraction, val_fraction=0.2)
-            fit_X = np.concatenate([split.train, split.val])
-            X, y = split.test, split.test_labels
             where = (
                 f"normal rows of the first {len(data.X) - len(X)} rows of {args.data}; test = its last {len(X)} rows"
             )
+        assert fit_X is not None
         if len(fit_X) < 10:
             raise FedadError(f"only {len(fit_X)} normal rows to fit the baselines on; need at least 10")
-        if len(X) == 0:
-            raise FedadError("the test split is empty; use a larger --test-fraction")
         print(f"baselines fit on {len(fit_X)} {where}", file=sys.stderr)
         for name, cls in BASELINES.items():
             kwargs = {"seed": args.seed} if "seed" in inspect.signature(cls).parameters else {}
