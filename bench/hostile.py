@@ -2,7 +2,10 @@
 code before the fix) and after (measured now, real processes over gRPC on 127.0.0.1, one case at a time).
 
 Per case: a fedad-server, 3 honest fedad-client processes and one misbehaving node (tests/bad_client.py,
-joining once the honest ones are admitted) on the fourth shard; the clean run has all four nodes honest.
+joining once the honest ones are admitted) on the fourth shard; the clean run has all four nodes honest. The honest
+nodes run ``--slowdown 100`` (a round lasts about 100 x their training, a few seconds), so the late node joins while
+rounds remain however fast training is, as in tests/test_hostile.py; round times include that wait. A case whose
+hostile node never took part says so in its outcome.
 F1 and ROC-AUC of the run's report (every node that answered the test phase), F1 of the three honest nodes
 alone (from their confusion counts), the run's outcome (ok / failed, and why), rounds completed, the
 server's peak memory (VmHWM) and the slowest round. Plus the node-side CSV memory and the key holder's cap.
@@ -57,6 +60,10 @@ CASES = {
     "pai-range": ("paillier", "pai-range", (), "every honest client crashed decrypting; run dead"),
     "pai-clip": ("paillier", "pai-clip", (), "AUC 0.500, reported success"),
 }
+
+
+# honest nodes: a round lasts ~100 x their training, so a node that joins late still finds rounds to join
+SLOW = ("--slowdown", "100")
 
 
 def peak_kb(pid: int) -> int:
@@ -144,6 +151,7 @@ def run_case(name: str, plant: list[Path], work: Path, rounds: int, keys: tuple[
                     f"node{i}",
                     "--device",
                     "cpu",
+                    *SLOW,
                     *cargs,
                 ],
                 stdout=open(logs / f"node{i}.log", "w"),
@@ -199,6 +207,8 @@ def run_case(name: str, plant: list[Path], work: Path, rounds: int, keys: tuple[
     outcome = report.get("status", "no report")
     if report.get("error"):
         outcome += f": {report['error'][:90]}"
+    if kind not in (None, "idle") and "mallory" not in json.dumps([recs, report]):
+        outcome += " (the hostile node never took part: this case measured nothing)"
     refusals = sorted(
         {w for r in recs for w in r.get("rejected", {}).values()}
         | set(report.get("refused", {}))

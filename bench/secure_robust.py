@@ -34,7 +34,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import poisoning as P
@@ -59,7 +58,8 @@ def progress(msg: str) -> None:
 
 def detection(args, attacks: list[str], rows_m: int, strategies=("robust", "secure-robust")) -> list[dict]:
     """bench/poisoning.py's rows (in-process federations) for robust and secure-robust with m sketch rows."""
-    ns = SimpleNamespace(
+    ns = P.build_parser().parse_args([])  # poisoning's own defaults (its score and threshold options too)
+    ns.__dict__.update(
         attacks=attacks,
         strategies=list(strategies),
         rounds=args.rounds,
