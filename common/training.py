@@ -43,10 +43,12 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
 
 
 def _as_tensor(X: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A float32 tensor on ``device``, made once (no copy on CPU when X is already contiguous float32)."""
+    """A float32 tensor on ``device``, made once (no copy on CPU when X is already contiguous, writable float32;
+    a read-only array, e.g. a view of a memory-mapped or Arrow-backed frame, is copied: torch cannot share it)."""
     if isinstance(X, torch.Tensor):
         return X.detach().to(device=device, dtype=torch.float32)
-    return torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)).to(device)
+    A = np.ascontiguousarray(X, dtype=np.float32)
+    return torch.from_numpy(A if A.flags.writeable else A.copy()).to(device)
 
 
 # torch.optim.Adam fuses on CPU from torch 2.4 (on CUDA since 2.0); pyproject allows torch >= 2.2
