@@ -3,9 +3,10 @@ code before the fix) and after (measured now, real processes over gRPC on 127.0.
 
 Per case: a fedad-server, 3 honest fedad-client processes and one misbehaving node (tests/bad_client.py,
 joining once the honest ones are admitted) on the fourth shard; the clean run has all four nodes honest. The honest
-nodes run ``--slowdown 100`` (a round lasts about 100 x their training, a few seconds), so the late node joins while
-rounds remain however fast training is, as in tests/test_hostile.py; round times include that wait. A case whose
-hostile node never took part says so in its outcome.
+nodes beside a late hostile node run ``--slowdown 100`` (a round lasts about 100 x their training, a few seconds),
+so it joins while rounds remain however fast training is, as in tests/test_hostile.py; those cases' round times
+include that wait (the clean and idle cases run at full speed). A case whose hostile node never took part says so
+in its outcome.
 F1 and ROC-AUC of the run's report (every node that answered the test phase), F1 of the three honest nodes
 alone (from their confusion counts), the run's outcome (ok / failed, and why), rounds completed, the
 server's peak memory (VmHWM) and the slowest round. Plus the node-side CSV memory and the key holder's cap.
@@ -62,8 +63,19 @@ CASES = {
 }
 
 
-# honest nodes: a round lasts ~100 x their training, so a node that joins late still finds rounds to join
+# honest nodes beside a late hostile node: a round lasts ~100 x their training, so it still finds rounds to join
 SLOW = ("--slowdown", "100")
+# bad-client kinds that lie in the threshold or test phase, not in a round's update
+LATE_PHASE_KINDS = ("no-hist", "count-string", "hist-poison")
+
+
+def took_part(kind: str, recs: list[dict], report: dict) -> bool:
+    """Whether mallory was in a round (answered, refused or failed) or refused at admission; a node that lies in
+    the threshold or test phase counts once the report names it anywhere (a late node is still asked those)."""
+    if kind in LATE_PHASE_KINDS:
+        return "mallory" in json.dumps(report)
+    rounds = [{k: r.get(k) for k in ("clients", "rejected", "failed")} for r in recs]
+    return "mallory" in json.dumps([rounds, report.get("refused", {})])
 
 
 def peak_kb(pid: int) -> int:
@@ -151,7 +163,7 @@ def run_case(name: str, plant: list[Path], work: Path, rounds: int, keys: tuple[
                     f"node{i}",
                     "--device",
                     "cpu",
-                    *SLOW,
+                    *(SLOW if kind not in (None, "idle") else ()),
                     *cargs,
                 ],
                 stdout=open(logs / f"node{i}.log", "w"),
@@ -207,7 +219,7 @@ def run_case(name: str, plant: list[Path], work: Path, rounds: int, keys: tuple[
     outcome = report.get("status", "no report")
     if report.get("error"):
         outcome += f": {report['error'][:90]}"
-    if kind not in (None, "idle") and "mallory" not in json.dumps([recs, report]):
+    if kind not in (None, "idle") and not took_part(kind, recs, report):
         outcome += " (the hostile node never took part: this case measured nothing)"
     refusals = sorted(
         {w for r in recs for w in r.get("rejected", {}).values()}

@@ -66,18 +66,19 @@ def feature_residuals(detector, X: np.ndarray) -> np.ndarray:
     import torch
 
     from fedad.common.preprocessing import sliding_windows
+    from fedad.common.training import as_tensor
 
     model = detector.model_
     Z = detector.preprocessor_.transform(np.asarray(X, dtype=np.float64)).astype(np.float32)
     model.eval()
     with torch.inference_mode():
         if not model.sequence:
-            z = torch.from_numpy(Z).to(detector.device_)
+            z = as_tensor(Z, detector.device_)
             return (model(z) - z).abs().cpu().numpy().astype(np.float64)
         w = model.window
         if len(Z) < w:
             raise FedadError(f"too few records ({len(Z)}) to score with window {w}")
-        W = torch.from_numpy(np.ascontiguousarray(sliding_windows(Z, w))).to(detector.device_)
+        W = as_tensor(sliding_windows(Z, w), detector.device_)
         E = (model(W) - W).square().mean(1).sqrt().cpu().numpy().astype(np.float64)
     out = np.empty((len(Z), Z.shape[1]), dtype=np.float64)
     out[w - 1 :] = E

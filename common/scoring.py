@@ -48,15 +48,13 @@ def feature_errors(
     """Squared reconstruction error per sample and feature, float64 (n, d); windows: mean over the window."""
     import torch
 
-    from fedad.common.training import ready_for_scoring
+    from fedad.common.training import as_tensor, ready_for_scoring
 
     ready_for_scoring(model, device)
     out = np.empty((len(samples), samples.shape[-1]), dtype=np.float64)
     with torch.inference_mode():
         for start in range(0, len(samples), batch_size):
-            xb = torch.from_numpy(np.ascontiguousarray(samples[start : start + batch_size], dtype=np.float32)).to(
-                device
-            )
+            xb = as_tensor(samples[start : start + batch_size], device)
             err = (model(xb) - xb).square()  # eval mode: VAEs reconstruct from the posterior mean
             if err.ndim == 3:
                 err = err.mean(1)

@@ -42,7 +42,7 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     raise FedadError(f"bad device '{spec}' (use auto, cpu, cuda or cuda:N)")
 
 
-def _as_tensor(X: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+def as_tensor(X: np.ndarray | torch.Tensor, device: str | torch.device) -> torch.Tensor:
     """A float32 tensor on ``device``, made once (no copy on CPU when X is already contiguous, writable float32;
     a read-only array, e.g. a view of a memory-mapped or Arrow-backed frame, is copied: torch cannot share it)."""
     if isinstance(X, torch.Tensor):
@@ -155,8 +155,8 @@ def train_model(
     torch.manual_seed(seed)  # the VAE samples its latent code from the global generator
     generator = torch.Generator(device="cpu").manual_seed(seed)
     model.to(dev)
-    xt = _as_tensor(X_train, dev)
-    xv = _as_tensor(X_val, dev) if X_val is not None and len(X_val) else None
+    xt = as_tensor(X_train, dev)
+    xv = as_tensor(X_val, dev) if X_val is not None and len(X_val) else None
     eval_batch = max(batch_size, 8192)
     optimizer = adam(model, lr, weight_decay, dev)
 
@@ -232,7 +232,7 @@ def reconstruction_errors(
     out = np.empty(len(X), dtype=np.float64)
     with torch.inference_mode():
         for start in range(0, len(X), batch_size):
-            xb = _as_tensor(X[start : start + batch_size], dev)
+            xb = as_tensor(X[start : start + batch_size], dev)
             out[start : start + len(xb)] = model.score(xb).cpu().numpy()
     return out
 
@@ -251,7 +251,7 @@ def calibrate(model: Autoencoder, X: np.ndarray | torch.Tensor, device: str | to
     idx = np.linspace(0, len(X) - 1, num=min(len(X), CALIBRATE_MAX)).round().astype(np.int64)
     model.to(dev).eval()
     with torch.no_grad():
-        model.calibrate(_as_tensor(X[idx] if len(idx) < len(X) else X, dev))
+        model.calibrate(as_tensor(X[idx] if len(idx) < len(X) else X, dev))
 
 
 def mean_embedding(
@@ -268,7 +268,7 @@ def mean_embedding(
     with torch.inference_mode():
         total = torch.zeros(model.latent_dim, dtype=torch.float64, device=dev)
         for start in range(0, len(X), batch_size):
-            total += model.encode(_as_tensor(X[start : start + batch_size], dev)).double().sum(0)
+            total += model.encode(as_tensor(X[start : start + batch_size], dev)).double().sum(0)
     return (total / len(X)).cpu().numpy()
 
 

@@ -1070,7 +1070,7 @@ class FedadServer(Server):
             self.log.info("stopped after %s %d: %s", unit, last, reason)
             if lowest is not None and lowest[0] != last:
                 self.parameters = lowest[2]
-                self.log.info("using the global model of round %d (lowest validation loss %.5g)", *lowest[:2])
+                self.log.info("using the global model of %s %d (lowest validation loss %.5g)", unit, *lowest[:2])
         convergence = {
             "rounds_run": last,
             "rule": "auto" if self.stop_rule else "fixed",

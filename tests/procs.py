@@ -71,7 +71,8 @@ def start_server(address: str, out: Path, *args: str, log: Path | None = None) -
 
 def start_client(address: str, data: Path, name: str | None, log_dir: Path, *args: str) -> subprocess.Popen:
     """A fedad-client process logging to ``log_dir``/NAME.log; ``name`` None leaves --name to the client (its
-    default: the certificate's subject or the host name) and names the log after the data file."""
+    default: the certificate's subject under mutual TLS, else the data file's stem) and names the log after the
+    data file."""
     cmd = [sys.executable, "-m", "fedad.client.main", "--server", address, "--data", str(data), "--device", "cpu"]
     cmd += ["--name", name] if name is not None else []
     log = log_dir / f"{name if name is not None else data.stem}.log"

@@ -43,6 +43,7 @@ WITH_DATA: dict[str, list[str]] = {
     "kdd": ["--data", "{data}/kddcup99_10pct", "--train-rows", "2000", "--test-rows", "2000", "--epochs", "1"],
     "skab": ["--data", "{data}/skab", "--limit", "1", "--epochs", "1"],
     "skab_product": ["--data", "{data}/skab", "--limit", "1", "--timeout", "600"],
+    "kdd_product": ["--data", "{data}/kddcup99_10pct", "--seeds", "0"],
     "contrastive": ["--data", "{data}", "--seeds", "0", "--rounds", "1", "--local-epochs", "1"]
     + ["--plant-records", "500", "--fit-rows", "200"],
 }

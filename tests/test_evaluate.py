@@ -145,8 +145,13 @@ def test_test_fraction_evaluates_the_held_out_tail_with_or_without_baselines(tmp
     err = capsys.readouterr().err
     assert "--test-fraction splits --data; with --train-data" in err and len(err.strip().splitlines()) == 1
     assert _cli([*base, "--test-fraction", "1.5", "--out", str(out)]) == 2
-    assert "--test-fraction must be between 0 and 1" in capsys.readouterr().err
+    assert "--test-fraction must be in [0, 1), got 1.5" in capsys.readouterr().err
+    assert _cli([*base, "--baselines", "--test-fraction", "0", "--out", str(out)]) == 2
+    assert "give --test-fraction above 0 or --train-data" in capsys.readouterr().err
     assert not out.exists()
+    # 0, `fedad train`'s default, holds nothing out: every row is evaluated
+    assert _cli([*base, "--test-fraction", "0", "--out", str(tmp_path / "zero")]) == 0
+    assert "scoring 400 rows (40 anomalous)" in capsys.readouterr().err
 
 
 def test_evaluate_bad_input_exits_2(tmp_path, trained_model, capsys):

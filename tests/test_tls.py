@@ -73,22 +73,13 @@ def test_tls_federation_and_a_client_without_the_ca(tmp_path):
     ca_only = run_client(address, shards[0], "--root-certificates", str(certs / "ca.pem"), "--connect-timeout", "60")
     assert ca_only.returncode == 2, ca_only.stderr
     assert "asks for a client certificate: pass --tls-certificate" in ca_only.stderr
-    # --name defaults to the certificate's subject
+    # --name defaults to the certificate's subject (not to the data file's stem: the files are renamed)
     tls = ("--root-certificates", str(certs / "ca.pem"))
-    clients = [
-        start_client(
-            address,
-            s,
-            None,
-            logs,
-            *tls,
-            "--tls-certificate",
-            str(certs / f"{s.stem}.pem"),
-            "--tls-key",
-            str(certs / f"{s.stem}.key"),
-        )
-        for s in shards
-    ]
+    clients = []
+    for s in shards:
+        data = s.rename(s.with_name(f"site-{s.stem[-1]}.csv"))
+        pem, key = str(certs / f"{s.stem}.pem"), str(certs / f"{s.stem}.key")
+        clients.append(start_client(address, data, None, logs, *tls, "--tls-certificate", pem, "--tls-key", key))
     assert finish([server, *clients]) == [0, 0, 0], (tmp_path / "run-server.log").read_text()[-2000:]
     report = json.loads((out / "report.json").read_text())
     assert [r["clients"] for r in report["rounds"]] == [["node_01", "node_02"]] * 2

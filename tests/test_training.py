@@ -238,16 +238,17 @@ def test_models_that_change_the_dense_loss_or_forward_keep_autograd():
     assert not hasattr(build_model("vae", 6), "has_manual_gradients")
 
 
-def test_a_read_only_array_trains_and_scores_without_torch_warning():
+def test_a_read_only_array_becomes_a_tensor_without_torch_warning():
     import warnings
 
-    from fedad.common.training import _as_tensor
+    from fedad.common.training import as_tensor
 
     X = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
     X.flags.writeable = False  # as a view of an Arrow-backed or memory-mapped frame is
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # torch warns "not writable" once per process: none may reach the user
-        t = _as_tensor(X, torch.device("cpu"))
+        t = as_tensor(X, torch.device("cpu"))
     assert torch.equal(t, torch.from_numpy(X.copy()))
+    assert t.data_ptr() != X.__array_interface__["data"][0]  # a copy (torch warns only once a process)
     W = np.ascontiguousarray(X.copy())
-    assert _as_tensor(W, torch.device("cpu")).data_ptr() == W.__array_interface__["data"][0]  # writable: shared
+    assert as_tensor(W, torch.device("cpu")).data_ptr() == W.__array_interface__["data"][0]  # writable: shared

@@ -6,9 +6,10 @@ model's own threshold, and prints precision, recall, F1, ROC-AUC, PR-AUC, FAR (f
 roc_auc, pr_auc, far, mar}}; the model is named "autoencoder", or "ensemble" for a model trained with
 `fedad train --model ensemble`) and OUT/roc.png.
 
-With --test-fraction F, --data is split in time order as `fedad train --test-fraction F` splits a file
+With --test-fraction F > 0, --data is split in time order as `fedad train --test-fraction F` splits a file
 (fedad.common.split) and only its trailing F of rows is evaluated: the rows the model never saw when it was
-trained on this same file with the same F. Without it every row of --data is evaluated.
+trained on this same file with the same F. With 0 (`fedad train`'s default too) or without it, every row of
+--data is evaluated.
 
 With --baselines, IQR, Isolation Forest, One-Class SVM and PCA are fitted and scored on the same rows as the
 model:
@@ -68,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="F",
         help="evaluate only the trailing fraction F of --data (time order), the part `fedad train --test-fraction "
         "F` held out of the same file; with --baselines (and no --train-data) the normal rows before it fit the "
-        "baselines, and F defaults to 0.2. Default: every row of --data",
+        "baselines, and F defaults to 0.2. Default (or 0): every row of --data",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the randomised baselines")
     parser.add_argument("--out", default="evaluation", metavar="DIR", help="directory for metrics.json and roc.png")
@@ -95,12 +96,16 @@ def run(args: argparse.Namespace) -> int:
         if not args.baselines:
             raise FedadError("--train-data only fits the baselines; add --baselines")
         _check_file(args.train_data, "--train-data")
-    if args.test_fraction is not None and args.train_data is not None:
+    head_fits_baselines = args.baselines and args.train_data is None
+    test_fraction = args.test_fraction if args.test_fraction is not None else (0.2 if head_fits_baselines else 0.0)
+    if not 0.0 <= test_fraction < 1.0:
+        raise FedadError(f"--test-fraction must be in [0, 1), got {test_fraction}")
+    if test_fraction > 0 and args.train_data is not None:
         raise FedadError("--test-fraction splits --data; with --train-data every row of --data is the test set")
-    test_fraction = 0.2 if args.test_fraction is None and args.baselines and args.train_data is None else None
-    test_fraction = args.test_fraction if args.test_fraction is not None else test_fraction
-    if test_fraction is not None and not 0.0 < test_fraction < 1.0:
-        raise FedadError(f"--test-fraction must be between 0 and 1 (exclusive), got {test_fraction}")
+    if test_fraction == 0 and head_fits_baselines:
+        raise FedadError(
+            "--baselines fit on the rows before the test part: give --test-fraction above 0 or --train-data"
+        )
     for option, path in (("--data", args.data), ("--train-data", args.train_data)):  # before loading anything
         if path is not None:
             _check_labels_in_header(path, args, option)
@@ -114,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     name = "ensemble" if isinstance(detector, EnsembleDetector) else "autoencoder"
     detectors: dict[str, Detector] = {name: detector}
     fit_X = None
-    if test_fraction is not None:
+    if test_fraction > 0:
         from fedad.common.split import split_site
 
         split = split_site(X, y, test_fraction=test_fraction, val_fraction=0.2)
