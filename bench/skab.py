@@ -567,7 +567,15 @@ def print_table(rows: list[dict], n_files: int, n_test: int, args) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from fedad.common.commands.score import adaptive_params
+    from fedad.common.errors import FedadError
+
     args = parse_args(argv)
+    try:
+        adaptive_params(args)  # bad rule options: one line, before any data is read
+    except FedadError as exc:
+        print(f"skab.py: error: {exc}", file=sys.stderr)
+        return 2
     models = names(args.models, MODELS, "model")
     baselines = names(args.baselines, BASELINE_NAMES, "baseline")
     groups = names(args.groups, GROUPS, "group")
