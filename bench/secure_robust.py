@@ -299,9 +299,11 @@ def print_sweep(sweep: list[dict]) -> None:
 
 def print_cost(rows: list[dict]) -> None:
     by = {r["strategy"]: r for r in rows}
+    n = rows[0]["rounds"]
+    which = f"median of rounds 2..{n}" if n >= 3 else "median of all rounds"  # as the rows take them
     print(
         f"\nCost (processes over gRPC on 127.0.0.1, 10 clients incl. 3 sign-flip attackers, "
-        f"{rows[0]['records']} records, median of rounds 2..{rows[0]['rounds']}):"
+        f"{rows[0]['records']} records, {which}):"
     )
     print(f"{'strategy':<26}{'round s':>9}{'vs paillier':>12}{'kB/round':>10}{'flag P':>8}{'flag R':>8}{'F1':>7}")
     ref = by.get("paillier", {}).get("round_s")
