@@ -227,8 +227,10 @@ def run_case(name: str, plant: list[Path], work: Path, rounds: int, keys: tuple[
         | {x["phase"] + ": " + x["reason"] for x in report.get("rejected_results", [])}
     )
     per = report.get("per_client_test") or {}
-    c = {k: sum(per[n][k] for n in ("node0", "node1", "node2") if n in per) for k in ("tp", "fp", "fn")}
-    f1_honest = 2 * c["tp"] / (2 * c["tp"] + c["fp"] + c["fn"]) if per else None
+    from fedad.common.metrics import metrics_from_confusion
+
+    honest = [per[n] for n in ("node0", "node1", "node2") if n in per]
+    f1_honest = metrics_from_confusion(*(sum(c[k] for c in honest) for k in ("tp", "fp", "tn", "fn")))["f1"]
     return {
         "case": name,
         "f1": m.get("f1"),

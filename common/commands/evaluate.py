@@ -118,12 +118,12 @@ def run(args: argparse.Namespace) -> int:
 
     name = "ensemble" if isinstance(detector, EnsembleDetector) else "autoencoder"
     detectors: dict[str, Detector] = {name: detector}
-    fit_X = None
+    head: tuple[np.ndarray, ...] = ()  # the normal rows before the test part (what fits the baselines)
     if test_fraction > 0:
         from fedad.common.split import split_site
 
         split = split_site(X, y, test_fraction=test_fraction, val_fraction=0.2)
-        fit_X = np.concatenate([split.train, split.val])
+        head = (split.train, split.val)
         X, y = split.test, split.test_labels
         if len(X) == 0:
             raise FedadError("the test split is empty; use a larger --test-fraction")
@@ -133,11 +133,11 @@ def run(args: argparse.Namespace) -> int:
             train = _load_labelled(args.train_data, args, "--train-data")
             fit_X = _model_columns(detector, train, args.train_data)[train.y == 0]
             where = f"normal rows of {args.train_data}; test = all {len(X)} rows of {args.data}"
-        else:
+        else:  # test_fraction > 0 here (checked above)
+            fit_X = np.concatenate(head)
             where = (
                 f"normal rows of the first {len(data.X) - len(X)} rows of {args.data}; test = its last {len(X)} rows"
             )
-        assert fit_X is not None
         if len(fit_X) < 10:
             raise FedadError(f"only {len(fit_X)} normal rows to fit the baselines on; need at least 10")
         print(f"baselines fit on {len(fit_X)} {where}", file=sys.stderr)
