@@ -248,8 +248,8 @@ def run(args) -> int:
             raise FedadError("--stream needs --alarms PATH or --print-alarms")
         if args.stream != "-" and not os.path.isfile(args.stream):
             raise FedadError(f"--stream file not found: {args.stream}")
-        if args.stream_idle_exit is not None and args.stream_idle_exit < 0:
-            raise FedadError("--stream-idle-exit must be >= 0")
+        if args.stream_idle_exit is not None and not args.stream_idle_exit >= 0:  # NaN too
+            raise FedadError("--stream-idle-exit must be a number >= 0")
         if args.learn_from_stream < 0:
             raise FedadError("--learn-from-stream must be >= 0")
         from fedad.common.commands.score import adaptive_params
@@ -261,6 +261,10 @@ def run(args) -> int:
         raise FedadError("--rule needs --stream")
     elif args.learn_from_stream:
         raise FedadError("--learn-from-stream needs --stream")
+    if args.model_out is not None:  # before the federation, not after it
+        from fedad.common.outputs import check_model_out
+
+        check_model_out(args.model_out, "--model-out")
     if args.private_key and args.public_key:
         raise FedadError("give --private-key (strategy paillier) or --public-key (strategy secure-robust), not both")
     from fedad.common.address import parse_host_port

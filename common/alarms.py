@@ -23,8 +23,14 @@ class AlarmSink:
             target = Path(path)
             if target.is_dir():
                 raise FedadError(f"--alarms {target} is a directory; give a file name")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(target, "a", encoding="utf-8")
+            from fedad.common.outputs import check_parent, write_error
+
+            check_parent(target, "--alarms")
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                self._file = open(target, "a", encoding="utf-8")
+            except OSError as exc:
+                raise write_error("--alarms", target, exc) from None
         self._stdout = stdout
         self._all = all_decisions
         self.alarms = 0

@@ -53,12 +53,16 @@ def add_config_option(parser: argparse.ArgumentParser) -> None:
 def load_config(path: str | os.PathLike, parser: argparse.ArgumentParser) -> dict[str, Any]:
     """Read a YAML config and map its keys to the parser's option destinations, rejecting unknown keys."""
     p = Path(path)
+    if p.is_dir():
+        raise FedadError(f"config file {p} is a directory")
     if not p.is_file():
         raise FedadError(f"config file not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise FedadError(f"config file {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FedadError(f"cannot read config file {p}: {exc}") from None
     if not isinstance(data, dict):
         raise FedadError(f"config file {p} must hold a mapping of option: value")
     dests = {a.dest for a in parser._actions if a.dest not in ("help", "config", "version")}
@@ -71,14 +75,51 @@ def load_config(path: str | os.PathLike, parser: argparse.ArgumentParser) -> dic
     return out
 
 
+def config_tokens(values: dict[str, Any], parser: argparse.ArgumentParser, source: str) -> list[str]:
+    """The command-line words that give the config's values, so they pass the options' own types, choices and
+    required checks (a value set as a default would skip them)."""
+    actions = {a.dest: a for a in parser._actions if a.option_strings}
+    words: list[str] = []
+    for dest, value in values.items():
+        action = actions[dest]
+        option = next((o for o in action.option_strings if o.startswith("--")), action.option_strings[0])
+        flag = isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction))
+        if value is None:
+            continue
+        if flag:
+            if not isinstance(value, bool):
+                raise FedadError(f"config file {source}: '{dest}' is a switch; give true or false, got {value!r}")
+            if value == isinstance(action, argparse._StoreTrueAction):
+                words.append(option)
+            continue
+        if isinstance(value, (bool, dict)):
+            raise FedadError(f"config file {source}: '{dest}' takes a value like {option} does, got {value!r}")
+        if isinstance(value, list):
+            if isinstance(action, argparse._AppendAction):
+                words += [f"{option}={item}" for item in value]
+            elif action.nargs not in (None, "?"):
+                words += [option, *(str(item) for item in value)]
+            else:
+                raise FedadError(f"config file {source}: '{dest}' takes one value, got a list")
+        else:
+            words.append(f"{option}={value}")
+    return words
+
+
 def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
-    """Parse argv, filling options not given on the command line from ``--config`` when present."""
+    """Parse argv, filling options not given on the command line from ``--config`` when present: the file's
+    values are read as if given first on the command line, so each is checked like the option itself and the
+    command line's own value wins."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
-    if getattr(args, "config", None):
-        parser.set_defaults(**load_config(args.config, parser))
-        args = parser.parse_args(argv)
-    return args
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    known, _ = pre.parse_known_args(argv)
+    if not known.config:
+        return parser.parse_args(argv)
+    values = load_config(known.config, parser)
+    given = {a.dest for a in parser._actions for o in a.option_strings for w in argv if w == o or w.startswith(o + "=")}
+    values = {k: v for k, v in values.items() if k not in given}  # a repeatable option: the command line's only
+    return parser.parse_args(config_tokens(values, parser, known.config) + argv)
 
 
 def _freeze_at_exit() -> None:

@@ -247,7 +247,7 @@ def load_dataset(
             time_required=time_column is not None,
         )
     if max_rows is not None and int(max_rows) < 1:
-        raise FedadError(f"max_rows must be at least 1, got {max_rows}")
+        raise FedadError(f"--max-rows must be at least 1, got {max_rows}")
     if fmt == "csv" and path.stat().st_size > CHUNKED_CSV_BYTES:
         return _load_csv_in_blocks(path, sep, label_column, time_column, features, max_rows)
     frame = read_parquet(path) if fmt == "parquet" else read_csv(path, sep)
@@ -386,8 +386,13 @@ def sniff_separator(path: str | Path) -> str:
 def _check_file(path: Path) -> None:
     if not path.is_file():
         raise FedadError(f"data file not found: {path}")
-    if path.stat().st_size == 0:
+    size = path.stat().st_size
+    if size == 0:
         raise FedadError(f"{path}: empty file")
+    if size <= 1 << 16:  # blank lines only: refused here, not by pyarrow, whose failed reader can abort the exit
+        with open(path, "rb") as f:
+            if not f.read().strip():
+                raise FedadError(f"{path}: empty file (blank lines only)")
 
 
 def _parse_error(path: Path, what: str, exc: Exception) -> FedadError:
@@ -434,6 +439,9 @@ def check_header(path: str | Path, sep: str | None = None) -> None:
     """Refuse a CSV whose first line is a data row: pandas would take it as the column names and drop
     the text columns, so the file would be read wrong without a word."""
     cells = [c for c in header_cells(path, sep) if c]
+    repeated = sorted({c for c in cells if cells.count(c) > 1})
+    if repeated:  # pandas would rename the second one (a.1) and the columns would be matched by the wrong names
+        raise FedadError(f"{path}: column name(s) used twice in the header: {_column_list(repeated)}")
     numbers = [c for c in cells if _is_number(c)]
     if cells and len(numbers) * 2 > len(cells):
         raise FedadError(
@@ -610,6 +618,14 @@ def dataset_from_frame(
     empty = [c for j, c in enumerate(names) if np.isnan(X[:, j]).all()]
     if empty:
         raise FedadError(f"{source}: column(s) with no values at all: {_column_list(empty)}")
+    infinite = np.isinf(X)
+    if infinite.any():
+        row = int(np.flatnonzero(infinite.any(axis=1))[0])
+        bad = [str(c) for j, c in enumerate(names) if infinite[:, j].any()]
+        raise FedadError(
+            f"{source}: infinite values in column(s) {_column_list(bad)} (first in data row {row + 1}); "
+            "leave those cells empty (missing) or give finite numbers"
+        )
     y = _labels(frame, label, source) if label is not None else None
     time = _times(frame[time_name]) if time_name is not None else None
     return Dataset(X=X, feature_names=[str(c) for c in names], y=y, time=time, source=source)

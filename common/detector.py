@@ -308,16 +308,14 @@ class AutoencoderDetector:
         never sees a half-written model. An existing ``path`` must be a model directory (or empty).
         """
         self._check_fitted()
-        target = Path(path)
-        if target.exists() and not target.is_dir():
-            raise FedadError(f"model output {target} exists and is not a directory")
-        held = (target / CONFIG_FILE).is_file() or (target / "ensemble.json").is_file()  # an ensemble is replaced too
-        if target.is_dir() and any(target.iterdir()) and not held:
-            raise FedadError(
-                f"model output {target} is a non-empty directory that holds no fedad model; not replacing it"
-            )
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        from fedad.common.outputs import check_model_out, write_error
+
+        target = check_model_out(path)  # an ensemble is replaced too
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        except OSError as exc:
+            raise write_error("model output", target, exc) from None
         try:
             (tmp / CONFIG_FILE).write_text(json.dumps(self._config(), indent=2, allow_nan=False) + "\n")
             state = {k: v.detach().cpu() for k, v in self.model_.state_dict().items()}
@@ -413,7 +411,10 @@ class AutoencoderDetector:
         det.preprocessor_ = Preprocessor.from_dict(preprocessing)
         det.n_features_ = det.n_features_in_ = n_features
         det.feature_names_ = [str(f) for f in feature_names]
-        det.threshold_ = math.inf if threshold is None else float(threshold)
+        try:
+            det.threshold_ = math.inf if threshold is None else float(threshold)
+        except (TypeError, ValueError):
+            raise FedadError(f"{config_path}: missing or bad field 'threshold' ({threshold!r})") from None
         det.history_ = cfg.get("history") or {}
         det.feature_scales_ = scales_from_list(cfg.get("feature_scales"), n_features)
         if det.score != "mse" and det.feature_scales_ is None:

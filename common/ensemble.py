@@ -238,15 +238,14 @@ class EnsembleDetector:
         from fedad.common.detector import _replace_dir
 
         self._check_fitted()
-        target = Path(path)
-        if target.exists() and not target.is_dir():
-            raise FedadError(f"model output {target} exists and is not a directory")
-        if target.is_dir() and any(target.iterdir()) and not is_model_dir(target):
-            raise FedadError(
-                f"model output {target} is a non-empty directory that holds no fedad model; not replacing it"
-            )
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        from fedad.common.outputs import check_model_out, write_error
+
+        target = check_model_out(path)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        except OSError as exc:
+            raise write_error("model output", target, exc) from None
         try:
             for name, det in self.members_.items():
                 sub = tmp / MEMBERS_DIR / name

@@ -10,6 +10,7 @@ from pathlib import Path
 FEDAD_PROGRAMS = ("fedad-client", "fedad-server", "fedad-keyholder")
 FEDAD_MODULES = ("fedad.client.main", "fedad.server.main", "fedad.server.keyholder")
 FEDAD_SUBCOMMANDS = ("train", "score", "evaluate")
+MAX_THREADS = 1024
 
 
 def parse_threads(value: str) -> int | None:
@@ -20,8 +21,8 @@ def parse_threads(value: str) -> int | None:
         n = int(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"--threads must be 'auto' or a positive integer (got '{value}')") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"--threads must be at least 1 (got {n})")
+    if not 1 <= n <= MAX_THREADS:  # torch aborts the process when it cannot start that many threads
+        raise argparse.ArgumentTypeError(f"expected between 1 and {MAX_THREADS} threads, got {n}")
     return n
 
 

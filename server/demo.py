@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from fedad.common import arg_types
 from fedad.common.errors import FedadError
 from fedad.common.operating_range import describe_outside
 from fedad.server.convergence import DEFAULT_MAX_ROUNDS
@@ -36,7 +37,7 @@ def add_arguments(parser) -> None:
         "improving (fedad-server --rounds auto: --patience, --min-delta, --max-rounds)",
     )
     parser.add_argument("--max-rounds", type=int, default=DEFAULT_MAX_ROUNDS, help="--rounds auto: the cap on rounds")
-    parser.add_argument("--records", type=int, default=200_000, help="records in the whole plant")
+    parser.add_argument("--records", type=arg_types.count, default=200_000, help="records in the whole plant")
     parser.add_argument("--local-epochs", type=int, default=2, help="local epochs per round")
     parser.add_argument("--model", default="dense", choices=MODELS, help="autoencoder")
     parser.add_argument(
@@ -57,7 +58,7 @@ def add_arguments(parser) -> None:
         default="none",
         help="plaintext strategies: compressed updates, q8 or q8+topk:F (fedad-server --compress)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the plant and the training")
+    parser.add_argument("--seed", type=arg_types.seed, default=0, help="seed of the plant and the training")
     parser.add_argument("--port", type=int, default=0, help="server port on 127.0.0.1 (0: a free one)")
     parser.add_argument("--out", default="demo-results", help="output directory")
     parser.add_argument("--no-baselines", action="store_true", help="skip the centralized and local-only baselines")

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fedad.common import arg_types
 from fedad.common.config import ArgumentParser, HelpFormatter, add_config_option, parse_args, run_cli
 from fedad.common.contrastive_options import add_contrastive_options
 from fedad.common.errors import FedadError
@@ -244,12 +245,14 @@ def build_parser() -> ArgumentParser:
         help="secure-robust: each update value is clipped to [-R, R] before quantization",
     )
     p.add_argument("--model", default="dense", choices=MODELS, help="autoencoder every client trains")
-    p.add_argument("--window", type=int, default=None, help="window length for sequence models (model default)")
+    p.add_argument(
+        "--window", type=arg_types.count, default=None, help="window length for sequence models (model default)"
+    )
     add_contrastive_options(p)
     p.add_argument("--local-epochs", type=int, default=2, help="local epochs per round on each client")
-    p.add_argument("--batch-size", type=int, default=256, help="local batch size")
+    p.add_argument("--batch-size", type=arg_types.count, default=256, help="local batch size")
     p.add_argument("--lr", type=float, default=1e-3, help="local Adam learning rate")
-    p.add_argument("--weight-decay", type=float, default=1e-5, help="local L2 weight decay")
+    p.add_argument("--weight-decay", type=arg_types.finite, default=1e-5, help="local L2 weight decay")
     p.add_argument("--scaler", default="standard", choices=("standard", "minmax"), help="feature scaler")
     p.add_argument(
         "--scaling",
@@ -266,7 +269,7 @@ def build_parser() -> ArgumentParser:
         help="quantile rule: the threshold is this quantile of the clients' validation scores",
     )
     add_detection_arguments(p)
-    p.add_argument("--seed", type=int, default=0, help="seed of the initial model and local training")
+    p.add_argument("--seed", type=arg_types.seed, default=0, help="seed of the initial model and local training")
     p.add_argument("--out", default="results", help="directory for checkpoints, rounds.jsonl, report and model")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     cont = p.add_argument_group("continuous federation (--rounds 0)")

@@ -106,8 +106,9 @@ def test_score_matches_columns_by_name(labelled_csv, trained_model, tmp_path):
     shuffled.to_csv(tmp_path / "shuffled.csv", index=False)
     for name in ("shuffled.csv", "node.csv"):
         data = tmp_path / name if name == "shuffled.csv" else path
-        assert main(["score", "--model", str(trained_model), "--data", str(data), "--out", str(tmp_path / name)]) == 0
-    a, b = pd.read_csv(tmp_path / "shuffled.csv"), pd.read_csv(tmp_path / "node.csv")
+        out = str(tmp_path / f"scores_{name}")
+        assert main(["score", "--model", str(trained_model), "--data", str(data), "--out", out]) == 0
+    a, b = pd.read_csv(tmp_path / "scores_shuffled.csv"), pd.read_csv(tmp_path / "scores_node.csv")
     np.testing.assert_allclose(a["score"], b["score"])
 
 

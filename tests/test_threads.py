@@ -132,4 +132,4 @@ def test_fedad_train_says_its_threads(tmp_path):
         text=True,
         timeout=300,
     )
-    assert res.returncode == 2 and "--threads must be at least 1" in res.stderr
+    assert res.returncode == 2 and "argument --threads: expected between 1 and 1024 threads, got 0" in res.stderr

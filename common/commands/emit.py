@@ -19,6 +19,7 @@ import sys
 import threading
 from pathlib import Path
 
+from fedad.common import arg_types
 from fedad.common.errors import FedadError
 
 
@@ -27,9 +28,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--source", default=None, metavar="DIR", help="replay the node_NN.csv/.parquet files of this plant directory"
     )
-    parser.add_argument("--nodes", type=int, default=10, help="nodes (without --source: of the synthetic plant)")
-    parser.add_argument("--records", type=int, default=20_000, help="synthetic records per node (replayed in a loop)")
-    parser.add_argument("--seed", type=int, default=0, help="synthetic plant seed (the same as `fedad data synth`)")
+    parser.add_argument(
+        "--nodes", type=arg_types.count, default=10, help="nodes (without --source: of the synthetic plant)"
+    )
+    parser.add_argument(
+        "--records", type=arg_types.count, default=20_000, help="synthetic records per node (replayed in a loop)"
+    )
+    parser.add_argument(
+        "--seed", type=arg_types.seed, default=0, help="synthetic plant seed (the same as `fedad data synth`)"
+    )
     parser.add_argument("--anomaly-rate", type=float, default=0.05, help="synthetic share of anomalous records")
     parser.add_argument("--rate", type=float, default=10.0, help="records per second per node")
     parser.add_argument("--seconds", type=float, default=None, help="stop after this long (default: until interrupted)")

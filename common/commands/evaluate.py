@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fedad.common import arg_types
 from fedad.common.errors import FedadError
 
 FORMATS = ("auto", "csv", "parquet", "skab", "kdd", "ton_iot")
@@ -71,7 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "F` held out of the same file; with --baselines (and no --train-data) the normal rows before it fit the "
         "baselines, and F defaults to 0.2. Default (or 0): every row of --data",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the randomised baselines")
+    parser.add_argument("--seed", type=arg_types.seed, default=0, help="seed of the randomised baselines")
     parser.add_argument("--out", default="evaluation", metavar="DIR", help="directory for metrics.json and roc.png")
 
 
@@ -106,6 +107,12 @@ def run(args: argparse.Namespace) -> int:
         raise FedadError(
             "--baselines fit on the rows before the test part: give --test-fraction above 0 or --train-data"
         )
+    out = Path(args.out)
+    if str(args.out) == "" or (out.exists() and not out.is_dir()):
+        raise FedadError(f"--out {str(args.out)!r} must be a directory (metrics.json and roc.png go there)")
+    from fedad.common.outputs import check_parent
+
+    check_parent(out / "metrics.json", "--out")
     for option, path in (("--data", args.data), ("--train-data", args.train_data)):  # before loading anything
         if path is not None:
             _check_labels_in_header(path, args, option)
@@ -151,7 +158,6 @@ def run(args: argparse.Namespace) -> int:
     results = metrics_for_outputs(y, outputs)
     curves = roc_curves(y, outputs)
 
-    out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

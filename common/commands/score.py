@@ -16,6 +16,7 @@ name and renamed when complete.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
@@ -24,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from fedad.common import arg_types
 from fedad.common.commands.train import add_data_arguments
 from fedad.common.errors import FedadError
 
@@ -71,17 +73,19 @@ def add_rule_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGro
 
     d = AdaptiveParams()
     ad = parser.add_argument_group("adaptive rule (--rule adaptive)")
-    ad.add_argument("--smooth", type=int, default=d.smooth, help="rows per trailing mean of scores")
+    ad.add_argument("--smooth", type=arg_types.count, default=d.smooth, help="rows per trailing mean of scores")
     ad.add_argument(
         "--threshold-scale",
         type=float,
         default=d.threshold_scale,
         help="threshold = median + this x (max - median) of the training rows' trailing means",
     )
-    ad.add_argument("--change-window", type=int, default=d.change_window, help="rows per mean compared for a change")
+    ad.add_argument(
+        "--change-window", type=arg_types.count, default=d.change_window, help="rows per mean compared for a change"
+    )
     ad.add_argument("--change-sds", type=float, default=d.change_sds, help="change size, training std units")
     ad.add_argument("--drop", type=float, default=d.drop, help="fall of the mean score that ends an alarm")
-    ad.add_argument("--collect", type=int, default=d.collect, help="rows judged normal and re-fitted on")
+    ad.add_argument("--collect", type=arg_types.count, default=d.collect, help="rows judged normal and re-fitted on")
     ad.add_argument(
         "--drift-ratio",
         type=float,
@@ -98,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
     from fedad.common.ensemble import EnsembleDetector, load_model
 
     if not Path(args.model).is_dir():
+        if Path(args.model).exists():
+            raise FedadError(f"--model {args.model} is a file; give the model directory `fedad train --out` wrote")
         raise FedadError(f"model directory not found: {args.model}")
     if not (args.follow and args.data == "-") and not Path(args.data).exists():
         raise FedadError(f"--data file not found: {args.data}")
@@ -110,9 +116,9 @@ def run(args: argparse.Namespace) -> int:
         return follow(args, detector)
     if args.out is None:
         raise FedadError("--out is required (or --follow for live scoring)")
-    out = Path(args.out)
-    if out.is_dir():
-        raise FedadError(f"--out {out} is a directory; give a file name")
+    from fedad.common.outputs import check_file_out
+
+    out = check_file_out(args.out, "--out", inputs=[args.data], keep_dirs=[args.model])
     from fedad.common.threads import apply_threads
 
     threads, why = apply_threads(args.threads)  # said once every check passed: bad input prints one line
@@ -131,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
         base = args.baseline_rows
         if not 0 <= base < len(X):
             raise FedadError(f"--baseline-rows must be in [0, {len(X)}) for {len(X)} rows, got {base}")
+        if 0 < base < params.smooth:  # the rule's threshold comes from trailing means of --smooth baseline rows
+            raise FedadError(f"--baseline-rows {base} is fewer than --smooth ({params.smooth}) rows")
         if base:
             rebaseline_on(detector, X[:base])
         res = adaptive_alarms(detector, X[base:], params)
@@ -195,6 +203,14 @@ def adaptive_params(args: argparse.Namespace) -> Any:
     )
     if min(params.smooth, params.change_window, params.collect) < 1:
         raise FedadError("--smooth, --change-window and --collect must be at least 1")
+    for option, value in (
+        ("--threshold-scale", params.threshold_scale),
+        ("--change-sds", params.change_sds),
+        ("--drop", params.drop),
+        ("--drift-ratio", params.drift_ratio),
+    ):
+        if not (math.isfinite(value) and value > 0):  # nan would silence every alarm, a negative one raise them all
+            raise FedadError(f"{option} must be a finite number > 0, got {value}")
     return params
 
 
@@ -214,8 +230,13 @@ def write_scores(path: Path, scores: np.ndarray, flags: np.ndarray) -> None:
     import pyarrow as pa
     import pyarrow.csv as pa_csv
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    from fedad.common.outputs import write_error
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise write_error("--out", path, exc) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(b"score,is_anomaly\n")  # plain header: pyarrow would quote the names

@@ -63,8 +63,8 @@ def follow(args: argparse.Namespace, detector: Any) -> int:
         raise FedadError("--follow needs --alarms PATH or --print-alarms")
     if args.baseline_rows:
         raise FedadError("--baseline-rows does not work with --follow yet")
-    if args.idle_exit is not None and args.idle_exit < 0:
-        raise FedadError("--idle-exit must be >= 0")
+    if args.idle_exit is not None and not args.idle_exit >= 0:  # NaN too: it would follow forever
+        raise FedadError("--idle-exit must be a number >= 0")
     adaptive = None
     if args.rule == "adaptive":
         from fedad.common.commands.score import adaptive_params
@@ -72,12 +72,18 @@ def follow(args: argparse.Namespace, detector: Any) -> int:
         adaptive = adaptive_params(args)
     version = args.model_version or model_version(args.model)
     scorer = LiveScorer(LiveModel(detector, version), adaptive)  # checks before any output
+    new_file = args.alarms is not None and not Path(args.alarms).exists()
     sink = AlarmSink(args.alarms, stdout=args.print_alarms, all_decisions=args.all_decisions)
     try:
         parser_for = parser_factory(list(detector.feature_names_), args.time_column, args.sep)
         score_stream(args.data, scorer, sink, parser_for, idle_exit=args.idle_exit if args.data != "-" else None)
     except KeyboardInterrupt:
         pass
+    except BaseException:  # a stream refused before any alarm leaves no empty --alarms file behind
+        sink.close()
+        if new_file and Path(args.alarms).is_file() and Path(args.alarms).stat().st_size == 0:
+            Path(args.alarms).unlink()
+        raise
     finally:
         sink.close()
     print(f"scored {scorer.records} records live (model {version}): {sink.alarms} alarms", file=sys.stderr)

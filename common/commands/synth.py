@@ -14,20 +14,27 @@ import argparse
 import sys
 import time
 
+from fedad.common import arg_types
 from fedad.common.errors import FedadError
 from fedad.common.synth import FORMATS, write_plant
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--nodes", type=int, default=10, help="number of nodes (one file per node and format)")
-    parser.add_argument("--records", type=int, default=1_000_000, help="records in all, split evenly over the nodes")
+    parser.add_argument(
+        "--nodes", type=arg_types.count, default=10, help="number of nodes (one file per node and format)"
+    )
+    parser.add_argument(
+        "--records", type=arg_types.count, default=1_000_000, help="records in all, split evenly over the nodes"
+    )
     parser.add_argument(
         "--out",
         default="data/plant",
         metavar="DIR",
         help="output directory (created; node files and manifest.json in it are replaced)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same plant")
+    parser.add_argument(
+        "--seed", type=arg_types.seed, default=0, help="random seed; the same seed gives the same plant"
+    )
     parser.add_argument(
         "--anomaly-rate", type=float, default=0.05, help="share of records in anomaly episodes (0 to 0.5)"
     )

@@ -28,6 +28,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from fedad.common import arg_types
 from fedad.common.contrastive_options import add_contrastive_options, contrastive_sizes
 from fedad.common.errors import FedadError
 from fedad.common.models.names import DEFAULT_WINDOW, MODEL_NAMES
@@ -76,12 +77,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "ranked against its validation scores and the ranks are averaged",
     )
     model.add_argument(
-        "--window", type=int, default=None, metavar="W", help=f"records per sample; default per model ({windows})"
+        "--window",
+        type=arg_types.count,
+        default=None,
+        metavar="W",
+        help=f"records per sample; default per model ({windows})",
     )
-    model.add_argument("--epochs", type=int, default=50, metavar="E", help="maximum training epochs")
-    model.add_argument("--batch-size", type=int, default=256, metavar="B", help="samples per optimiser step")
+    model.add_argument("--epochs", type=arg_types.count, default=50, metavar="E", help="maximum training epochs")
+    model.add_argument(
+        "--batch-size", type=arg_types.count, default=256, metavar="B", help="samples per optimiser step"
+    )
     model.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    model.add_argument("--weight-decay", type=float, default=1e-5, help="Adam weight decay (L2)")
+    model.add_argument("--weight-decay", type=arg_types.finite, default=1e-5, help="Adam weight decay (L2)")
     model.add_argument(
         "--patience", type=int, default=5, help="stop after this many epochs without a lower validation loss (0: never)"
     )
@@ -102,7 +109,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from fedad.common.threads import add_threads_argument
 
     add_threads_argument(model)
-    model.add_argument("--seed", type=int, default=0, help="seed of weight initialisation and batch order")
+    model.add_argument("--seed", type=arg_types.seed, default=0, help="seed of weight initialisation and batch order")
     from fedad.common.scoring import DEFAULT_SCORE, DEFAULT_TOP_K, SCORES
     from fedad.common.threshold_rule import DEFAULT_RULE, THRESHOLD_RULES
 
@@ -180,9 +187,11 @@ def run(args: argparse.Namespace) -> int:
     from fedad.common.threads import apply_threads
 
     threads, why = apply_threads(args.threads)  # said with the header: a refused fit prints only its error
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise FedadError(f"--out {out} exists and is not a directory")
+    from fedad.common.outputs import check_model_out
+
+    if str(args.out) == "":
+        raise FedadError("--out '' names no directory; give the model directory to write")
+    out = check_model_out(args.out, "--out")
     data = load_dataset(
         args.data, format=args.format, label_column=args.label_column, time_column=args.time_column, sep=args.sep
     )
