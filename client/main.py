@@ -248,6 +248,12 @@ def run(args) -> int:
             raise FedadError("--stream needs --alarms PATH or --print-alarms")
         if args.stream != "-" and not os.path.isfile(args.stream):
             raise FedadError(f"--stream file not found: {args.stream}")
+        if args.alarms is not None:
+            from fedad.common.outputs import check_file_out
+
+            check_file_out(
+                args.alarms, "--alarms", inputs=[args.stream, args.data] if args.stream != "-" else [args.data]
+            )
         if args.stream_idle_exit is not None and not args.stream_idle_exit >= 0:  # NaN too
             raise FedadError("--stream-idle-exit must be a number >= 0")
         if args.learn_from_stream < 0:

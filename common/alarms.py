@@ -25,7 +25,8 @@ class AlarmSink:
                 raise FedadError(f"--alarms {target} is a directory; give a file name")
             from fedad.common.outputs import check_parent, write_error
 
-            check_parent(target, "--alarms")
+            if not target.exists():  # an existing file, FIFO or /dev/stdout is appended to as it is
+                check_parent(target, "--alarms")
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 self._file = open(target, "a", encoding="utf-8")

@@ -99,8 +99,8 @@ def config_tokens(values: dict[str, Any], parser: argparse.ArgumentParser, sourc
                 words += [f"{option}={item}" for item in value]
             elif action.nargs not in (None, "?"):
                 words += [option, *(str(item) for item in value)]
-            else:
-                raise FedadError(f"config file {source}: '{dest}' takes one value, got a list")
+            else:  # one value: a list is written as the comma-separated text the option takes (--members)
+                words.append(f"{option}={','.join(str(item) for item in value)}")
         else:
             words.append(f"{option}={value}")
     return words
@@ -111,15 +111,28 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> a
     values are read as if given first on the command line, so each is checked like the option itself and the
     command line's own value wins."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    pre = argparse.ArgumentParser(add_help=False)
+    if any(w in ("-h", "--help", "--version") for w in argv):
+        return parser.parse_args(argv)  # help and version come first, whatever the config holds
+    pre = ArgumentParser(add_help=False, prog=parser.prog)
     pre.add_argument("--config", default=None)
     known, _ = pre.parse_known_args(argv)
     if not known.config:
         return parser.parse_args(argv)
     values = load_config(known.config, parser)
-    given = {a.dest for a in parser._actions for o in a.option_strings for w in argv if w == o or w.startswith(o + "=")}
+    given = {dest for w in argv if (dest := _option_dest(parser, w)) is not None}
     values = {k: v for k, v in values.items() if k not in given}  # a repeatable option: the command line's only
     return parser.parse_args(config_tokens(values, parser, known.config) + argv)
+
+
+def _option_dest(parser: argparse.ArgumentParser, word: str) -> str | None:
+    """The destination of the long option a command-line word names, abbreviations included (None: no option)."""
+    if not word.startswith("--"):
+        return None
+    name = word.split("=", 1)[0]
+    actions = [a for a in parser._actions if a.option_strings]
+    exact = [a for a in actions if name in a.option_strings]
+    prefixed = exact or [a for a in actions if any(o.startswith(name) for o in a.option_strings if o.startswith("--"))]
+    return prefixed[0].dest if len(prefixed) == 1 else None
 
 
 def _freeze_at_exit() -> None:

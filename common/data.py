@@ -8,6 +8,7 @@ that names the file and what is wrong with it.
 
 from __future__ import annotations
 
+import csv
 import gzip
 import re
 from collections.abc import Mapping, Sequence
@@ -210,6 +211,28 @@ def load_dataset(
     (default ``KDD_CATEGORIES``; see ``kdd_categories``). ``max_rows``: keep only the most recent rows of a
     CSV, read in blocks (``CSV_BLOCK_BYTES``) so that memory is bounded by it rather than the file's size.
     """
+    data = _load_dataset(path, format, label_column, time_column, features, sep, categories, max_rows)
+    infinite = np.isinf(data.X)
+    if infinite.any():  # refused with the file and the columns named, not later by the preprocessing
+        row = int(np.flatnonzero(infinite.any(axis=1))[0])
+        bad = [c for j, c in enumerate(data.feature_names) if infinite[:, j].any()]
+        raise FedadError(
+            f"{data.source}: infinite values in column(s) {_column_list(bad)} (first in data row {row + 1} of the "
+            "rows read); leave those cells empty (missing) or give finite numbers"
+        )
+    return data
+
+
+def _load_dataset(
+    path: str | Path,
+    format: str,
+    label_column: str | None,
+    time_column: str | None,
+    features: Sequence[str] | str | None,
+    sep: str | None,
+    categories: Mapping[str, Sequence[str]] | None,
+    max_rows: int | None,
+) -> Dataset:
     path = Path(path)
     fmt = str(format).lower()
     if fmt not in FORMATS:
@@ -271,6 +294,7 @@ def _load_csv_in_blocks(
     sep = sep or sniff_separator(path)
     if len(sep) != 1:
         raise FedadError(f"separator must be one character, got {sep!r}")
+    check_header(path, sep)
     parts: deque[Dataset] = deque()
     kept, names = 0, None
     read = pa_csv.ReadOptions(block_size=CSV_BLOCK_BYTES)
@@ -424,7 +448,10 @@ def header_cells(path: str | Path, sep: str | None = None) -> list[str]:
     path = Path(path)
     head = _first_line(path)
     sep = sep or sniff_separator(path)
-    return [c.strip().strip('"').strip("'").strip() for c in head.split(sep)] if head else []
+    if not head:
+        return []
+    cells = next(csv.reader([head], delimiter=sep))  # quoted names may hold the separator ("Flow, m3/h")
+    return [c.strip().strip('"').strip("'").strip() for c in cells]
 
 
 def _is_number(text: str) -> bool:
@@ -618,14 +645,6 @@ def dataset_from_frame(
     empty = [c for j, c in enumerate(names) if np.isnan(X[:, j]).all()]
     if empty:
         raise FedadError(f"{source}: column(s) with no values at all: {_column_list(empty)}")
-    infinite = np.isinf(X)
-    if infinite.any():
-        row = int(np.flatnonzero(infinite.any(axis=1))[0])
-        bad = [str(c) for j, c in enumerate(names) if infinite[:, j].any()]
-        raise FedadError(
-            f"{source}: infinite values in column(s) {_column_list(bad)} (first in data row {row + 1}); "
-            "leave those cells empty (missing) or give finite numbers"
-        )
     y = _labels(frame, label, source) if label is not None else None
     time = _times(frame[time_name]) if time_name is not None else None
     return Dataset(X=X, feature_names=[str(c) for c in names], y=y, time=time, source=source)

@@ -14,8 +14,11 @@ def check_parent(path: str | os.PathLike, what: str) -> None:
     """FedadError unless ``path``'s directory exists and is writable, or can be created under one that is."""
     target = Path(path)
     ancestor = target.parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
+    try:
+        while not ancestor.exists() and ancestor != ancestor.parent:
+            ancestor = ancestor.parent
+    except OSError as exc:  # a directory on the way that may not be looked into
+        raise FedadError(f"cannot write {what} {target}: {exc.strerror or exc}") from None
     if not ancestor.is_dir():
         raise FedadError(f"cannot write {what} {target}: {ancestor} is not a directory")
     try:  # a real write: permission bits say nothing for root, or on /proc
@@ -40,9 +43,10 @@ def check_file_out(
         if out.exists() and src.exists() and os.path.samefile(out, src):
             raise FedadError(f"{what} {out} is the input file {src}; writing it would destroy the data")
     for directory in keep_dirs:
-        if Path(directory).is_dir() and out.resolve().parent == Path(directory).resolve():
+        if Path(directory).is_dir() and out.resolve().is_relative_to(Path(directory).resolve()):
             raise FedadError(f"{what} {out} is inside the model directory {directory}; give another place")
-    check_parent(out, what)
+    if not out.exists():  # an existing file (a FIFO, /dev/stdout) is tested by the write itself
+        check_parent(out, what)
     return out
 
 

@@ -67,7 +67,11 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise FedadError(f"--out {out} exists and is not a directory")
     if args.source:
-        feeds = [feed_from_file(f, out / f"{f.stem}.csv") for f in source_files(Path(args.source), args.nodes)]
+        files = source_files(Path(args.source), args.nodes)
+        for f in files:  # the stream files are written from the start: never over the files they replay
+            if (out / f"{f.stem}.csv").resolve() == f.resolve():
+                raise FedadError(f"--out {out} would write {f.name} over the --source file it replays; give another")
+        feeds = [feed_from_file(f, out / f"{f.stem}.csv") for f in files]
     else:
         if args.records < 100:
             raise FedadError(f"--records must be at least 100, got {args.records}")

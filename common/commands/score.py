@@ -119,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
     from fedad.common.outputs import check_file_out
 
     out = check_file_out(args.out, "--out", inputs=[args.data], keep_dirs=[args.model])
+    if args.rule == "adaptive":
+        adaptive_params(args)  # refused before the model and the data are loaded
     from fedad.common.threads import apply_threads
 
     threads, why = apply_threads(args.threads)  # said once every check passed: bad input prints one line

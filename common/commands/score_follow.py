@@ -72,6 +72,10 @@ def follow(args: argparse.Namespace, detector: Any) -> int:
         adaptive = adaptive_params(args)
     version = args.model_version or model_version(args.model)
     scorer = LiveScorer(LiveModel(detector, version), adaptive)  # checks before any output
+    if args.alarms is not None and args.data != "-":
+        from fedad.common.outputs import check_file_out
+
+        check_file_out(args.alarms, "--alarms", inputs=[args.data], keep_dirs=[args.model])
     new_file = args.alarms is not None and not Path(args.alarms).exists()
     sink = AlarmSink(args.alarms, stdout=args.print_alarms, all_decisions=args.all_decisions)
     try:
