@@ -233,3 +233,11 @@ def test_follow_never_appends_alarms_to_the_stream_it_reads(capsys, plant, tmp_p
     argv = ("score", "--model", plant / "model", "--data", data, "--follow", "--idle-exit", "0", "--alarms", data)
     assert "is the input file" in refused(capsys, fedad, *argv)
     assert data.read_bytes() == before
+
+
+def test_adaptive_options_without_the_adaptive_rule_are_refused(capsys, plant, tmp_path):
+    argv = ("score", "--model", plant / "model", "--data", plant / "node_02.csv", "--out", tmp_path / "s.csv")
+    line = refused(capsys, fedad, *argv, "--smooth", "10", "--baseline-rows", "100")
+    assert "--smooth, --baseline-rows: options of --rule adaptive" in line  # they were ignored without a word
+    code, err = run(capsys, fedad, *argv, "--smooth", "45")  # the default, given explicitly: nothing is lost
+    assert code == 0, err

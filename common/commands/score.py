@@ -107,6 +107,10 @@ def run(args: argparse.Namespace) -> int:
         raise FedadError(f"model directory not found: {args.model}")
     if not (args.follow and args.data == "-") and not Path(args.data).exists():
         raise FedadError(f"--data file not found: {args.data}")
+    if args.rule != "adaptive":
+        unused = adaptive_only_options(args)
+        if unused:
+            raise FedadError(f"{', '.join(unused)}: options of --rule adaptive; add it or leave them out")
     if args.follow:
         from fedad.common.commands.score_follow import follow
 
@@ -157,8 +161,6 @@ def run(args: argparse.Namespace) -> int:
             + f": {int(alarms.sum())} alarms ({alarms.mean():.2%}), {len(res.events)} re-baseline(s); wrote {out}"
         )
         return 0
-    if args.baseline_rows:
-        raise FedadError("--baseline-rows works with --rule adaptive only")
     scores = detector.decision_function(X)
     flags = (scores > detector.threshold_).astype(np.int8)
     print(f"torch uses {threads} CPU thread(s) ({why})", file=sys.stderr)
@@ -188,6 +190,16 @@ def range_note(detector: Any, X: np.ndarray) -> str | None:
     return outside_bounds(stats.min, stats.max, X).note(
         list(detector.feature_names_), "rows", "the model's training rows"
     )
+
+
+def adaptive_only_options(args: argparse.Namespace) -> list[str]:
+    """The adaptive rule's options set away from their defaults (they mean nothing under --rule threshold)."""
+    from dataclasses import asdict
+
+    from fedad.common.stream_rule import AdaptiveParams
+
+    names = [f"--{k.replace('_', '-')}" for k, v in asdict(AdaptiveParams()).items() if getattr(args, k) != v]
+    return names + (["--baseline-rows"] if args.baseline_rows else [])
 
 
 def adaptive_params(args: argparse.Namespace) -> Any:
