@@ -11,22 +11,26 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
-from fedad.common.errors import FedadError
-
 
 class AlarmSink:
     """Writes the alarms among decisions (``alarm``, ``to_dict()``); ``all_decisions``: every decision."""
 
-    def __init__(self, path: str | None = None, stdout: bool = False, all_decisions: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | None = None,
+        stdout: bool = False,
+        all_decisions: bool = False,
+        inputs: Iterable[str] = (),
+        keep_dirs: Iterable[str] = (),
+    ) -> None:
+        """``path``: appended to, never one of the ``inputs`` files or inside ``keep_dirs`` (checked first)."""
         self._file: IO[str] | None = None
+        self._created: Path | None = None  # the file this sink made, removed by ``abandon`` while still empty
         if path is not None:
-            target = Path(path)
-            if target.is_dir():
-                raise FedadError(f"--alarms {target} is a directory; give a file name")
-            from fedad.common.outputs import check_parent, write_error
+            from fedad.common.outputs import check_file_out, write_error
 
-            if not target.exists():  # an existing file, FIFO or /dev/stdout is appended to as it is
-                check_parent(target, "--alarms")
+            target = check_file_out(path, "--alarms", inputs, keep_dirs)
+            self._created = None if target.exists() else target
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 self._file = open(target, "a", encoding="utf-8")
@@ -58,3 +62,9 @@ class AlarmSink:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+    def abandon(self) -> None:
+        """Close, and remove the file when this sink created it and nothing was written (a refused stream)."""
+        self.close()
+        if self._created is not None and self._created.is_file() and self._created.stat().st_size == 0:
+            self._created.unlink()

@@ -308,14 +308,9 @@ class AutoencoderDetector:
         never sees a half-written model. An existing ``path`` must be a model directory (or empty).
         """
         self._check_fitted()
-        from fedad.common.outputs import check_model_out, write_error
+        from fedad.common.outputs import staging_dir
 
-        target = check_model_out(path)  # an ensemble is replaced too
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-        except OSError as exc:
-            raise write_error("model output", target, exc) from None
+        target, tmp = staging_dir(path)  # an ensemble is replaced too
         try:
             (tmp / CONFIG_FILE).write_text(json.dumps(self._config(), indent=2, allow_nan=False) + "\n")
             state = {k: v.detach().cpu() for k, v in self.model_.state_dict().items()}

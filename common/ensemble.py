@@ -28,7 +28,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -238,14 +237,9 @@ class EnsembleDetector:
         from fedad.common.detector import _replace_dir
 
         self._check_fitted()
-        from fedad.common.outputs import check_model_out, write_error
+        from fedad.common.outputs import staging_dir
 
-        target = check_model_out(path)
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-        except OSError as exc:
-            raise write_error("model output", target, exc) from None
+        target, tmp = staging_dir(path)
         try:
             for name, det in self.members_.items():
                 sub = tmp / MEMBERS_DIR / name

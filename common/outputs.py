@@ -64,6 +64,17 @@ def check_model_out(path: str | os.PathLike, what: str = "model output") -> Path
     return target
 
 
+def staging_dir(path: str | os.PathLike) -> tuple[Path, Path]:
+    """(target, temporary sibling directory) for a model directory written whole and renamed into place
+    (``check_model_out`` first)."""
+    target = check_model_out(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target, Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    except OSError as exc:
+        raise write_error("model output", target, exc) from None
+
+
 def write_error(what: str, path: str | os.PathLike, exc: OSError) -> FedadError:
     """The one-line error for an output that could not be written."""
     return FedadError(f"cannot write {what} {path}: {exc.strerror or exc}")

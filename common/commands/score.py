@@ -123,8 +123,7 @@ def run(args: argparse.Namespace) -> int:
     from fedad.common.outputs import check_file_out
 
     out = check_file_out(args.out, "--out", inputs=[args.data], keep_dirs=[args.model])
-    if args.rule == "adaptive":
-        adaptive_params(args)  # refused before the model and the data are loaded
+    params = adaptive_params(args) if args.rule == "adaptive" else None  # refused before anything is loaded
     from fedad.common.threads import apply_threads
 
     threads, why = apply_threads(args.threads)  # said once every check passed: bad input prints one line
@@ -136,10 +135,9 @@ def run(args: argparse.Namespace) -> int:
         args.data, format=args.format, label_column=args.label_column, time_column=args.time_column, sep=args.sep
     )
     X = model_columns(detector.feature_names_, data.X, list(data.feature_names), args.data)
-    if args.rule == "adaptive":
+    if params is not None:
         from fedad.common.stream_rule import adaptive_alarms, kept_features, rebaseline_on, stream_scores
 
-        params = adaptive_params(args)
         base = args.baseline_rows
         if not 0 <= base < len(X):
             raise FedadError(f"--baseline-rows must be in [0, {len(X)}) for {len(X)} rows, got {base}")

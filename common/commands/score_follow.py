@@ -72,21 +72,20 @@ def follow(args: argparse.Namespace, detector: Any) -> int:
         adaptive = adaptive_params(args)
     version = args.model_version or model_version(args.model)
     scorer = LiveScorer(LiveModel(detector, version), adaptive)  # checks before any output
-    if args.alarms is not None and args.data != "-":
-        from fedad.common.outputs import check_file_out
-
-        check_file_out(args.alarms, "--alarms", inputs=[args.data], keep_dirs=[args.model])
-    new_file = args.alarms is not None and not Path(args.alarms).exists()
-    sink = AlarmSink(args.alarms, stdout=args.print_alarms, all_decisions=args.all_decisions)
+    sink = AlarmSink(
+        args.alarms,
+        stdout=args.print_alarms,
+        all_decisions=args.all_decisions,
+        inputs=[args.data],
+        keep_dirs=[args.model],
+    )
     try:
         parser_for = parser_factory(list(detector.feature_names_), args.time_column, args.sep)
         score_stream(args.data, scorer, sink, parser_for, idle_exit=args.idle_exit if args.data != "-" else None)
     except KeyboardInterrupt:
         pass
     except BaseException:  # a stream refused before any alarm leaves no empty --alarms file behind
-        sink.close()
-        if new_file and Path(args.alarms).is_file() and Path(args.alarms).stat().st_size == 0:
-            Path(args.alarms).unlink()
+        sink.abandon()
         raise
     finally:
         sink.close()
