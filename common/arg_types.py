@@ -25,6 +25,11 @@ def count(text: str) -> int:
     return n
 
 
+def auto_or_count(text: str) -> int | str:
+    """``auto`` or a size or count (see ``count``)."""
+    return "auto" if text == "auto" else count(text)
+
+
 def finite(text: str) -> float:
     """A finite number (no nan or inf)."""
     try:

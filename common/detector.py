@@ -16,6 +16,8 @@ import numpy as np
 import torch
 
 from fedad.common.errors import FedadError
+from fedad.common.models.averaged import AveragedAutoencoder
+from fedad.common.models.base import Autoencoder
 from fedad.common.models.names import effective_score
 from fedad.common.models.registry import MODEL_NAMES, build_model, default_window
 from fedad.common.preprocessing import Preprocessor, sliding_windows, window_scores_to_records
@@ -41,6 +43,11 @@ WEIGHTS_FILE = "model.pt"
 SCORE_BLOCK_ROWS = 65536
 # scores of the last fitting records saved with a model, for the streaming alarm rule's threshold
 FIT_SCORES_KEPT = 10000
+# n_models="auto": fits of fewer training samples than this (at the default batch of 256, at most 4 optimiser
+# steps an epoch) average AUTO_MODELS initialisations; larger fits train one model
+AUTO_MODELS_BELOW = 1000
+AUTO_MODELS = 5
+MAX_MODELS = 64
 
 
 class AutoencoderDetector:
@@ -80,6 +87,7 @@ class AutoencoderDetector:
         seed: int = 0,
         preprocessing: dict[str, Any] | None = None,
         model_sizes: dict[str, Any] | None = None,
+        n_models: int | str = "auto",
     ) -> None:
         self.model = model
         self.window = window
@@ -98,6 +106,7 @@ class AutoencoderDetector:
         self.seed = seed
         self.preprocessing = preprocessing
         self.model_sizes = model_sizes
+        self.n_models = n_models
 
     # ----------------------------------------------------------------- scikit-learn plumbing
     def get_params(self, deep: bool = True) -> dict[str, Any]:
@@ -158,6 +167,11 @@ class AutoencoderDetector:
             cut = len(X)
         else:
             cut = self._n_train(n, window, model.sequence)  # training records first, validation records last
+        k = self._models_for(cut - (window - 1 if model.sequence else 0))
+        if k > 1:  # members 2..k: the next draws of the seeded generator
+            model = averaged(
+                model, [build_model(self.model, d, window=window, **(self.model_sizes or {})) for _ in range(k - 1)]
+            )
         if model.sequence:
             train = np.ascontiguousarray(sliding_windows(Z[:cut], window))
             val = np.ascontiguousarray(sliding_windows(Z[cut:], window)) if cut < n else None
@@ -231,9 +245,16 @@ class AutoencoderDetector:
         out[: w - 1] = E[0]
         return out
 
+    def _models_for(self, samples: int) -> int:
+        """How many initialisations ``n_models`` averages for a fit of ``samples`` training samples."""
+        if self.n_models != "auto":
+            return int(self.n_models)
+        return AUTO_MODELS if samples < AUTO_MODELS_BELOW and self.model != "contrastive" else 1
+
     def _check_params(self) -> None:
         if self.model not in MODEL_NAMES:
             raise FedadError(f"unknown model '{self.model}' (choose from {', '.join(MODEL_NAMES)})")
+        check_n_models(self.n_models, self.model)
         if not 0.0 <= float(self.val_fraction) < 1.0:
             raise FedadError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.target_far is None and not 0.0 < float(self.threshold_quantile) <= 1.0:
@@ -335,6 +356,7 @@ class AutoencoderDetector:
             "n_features": self.n_features_,
             "window": self.model_.window,
             "model_sizes": self.model_.config(),
+            "n_models": getattr(self.model_, "n_members", 1),
             "feature_names": self.feature_names_,
             "threshold": _finite_or_none(self.threshold_),
             "expected_far": self.expected_far_,
@@ -384,6 +406,8 @@ class AutoencoderDetector:
             name, n_features, window = cfg["model"], int(cfg["n_features"]), int(cfg["window"])
             sizes, feature_names, threshold = dict(cfg["model_sizes"]), list(cfg["feature_names"]), cfg["threshold"]
             preprocessing = cfg["preprocessing"]
+            n_models = int(cfg.get("n_models", 1))  # models saved before n_models: one
+            check_n_models(n_models, name)
         except (KeyError, TypeError, ValueError) as exc:
             raise FedadError(f"{config_path}: missing or bad field {exc}") from None
         if len(feature_names) != n_features:
@@ -396,6 +420,10 @@ class AutoencoderDetector:
         except TypeError as exc:
             raise FedadError(f"{config_path}: bad params: {exc}") from None
         model = build_model(name, n_features, window=window, **sizes)
+        if n_models > 1:
+            model = averaged(
+                model, [build_model(name, n_features, window=window, **sizes) for _ in range(n_models - 1)]
+            )
         try:
             state = torch.load(weights_path, map_location="cpu", weights_only=True)
             model.load_state_dict(state)
@@ -462,3 +490,19 @@ def _replace_dir(src: Path, dst: Path) -> None:
         raise
     finally:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def check_n_models(n_models: Any, model: str) -> None:
+    """FedadError unless ``n_models`` is "auto" or 1..MAX_MODELS (contrastive: 1, it scores with its own
+    statistics)."""
+    if n_models == "auto":
+        return
+    if isinstance(n_models, bool) or not isinstance(n_models, int) or not 1 <= n_models <= MAX_MODELS:
+        raise FedadError(f"n_models must be 'auto' or an integer in 1..{MAX_MODELS}, got {n_models!r}")
+    if n_models > 1 and model == "contrastive":
+        raise FedadError("the contrastive model scores with its own statistics and cannot be averaged (n_models 1)")
+
+
+def averaged(first: Autoencoder, others: list[Autoencoder]) -> Autoencoder:
+    """``first`` and ``others`` as one ``AveragedAutoencoder``."""
+    return AveragedAutoencoder([first, *others])

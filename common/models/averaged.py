@@ -1,0 +1,48 @@
+"""Several autoencoders of one architecture from different random initialisations, reconstructing as their mean.
+
+A fit of a few hundred records takes a few optimiser steps before early stopping, so the model stays close to
+its random initialisation and its errors depend on the seed (bench/README.md, "SKAB through the product").
+Averaging the reconstructions of K such models removes most of that dependence. Each member is trained on its
+own reconstruction loss (the members share no parameters, so one optimiser over all of them trains each as if
+alone); scoring sees one model whose output is the members' mean.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from fedad.common.models.base import Autoencoder
+
+
+class AveragedAutoencoder(Autoencoder):
+    """K members of one architecture: ``forward`` is the mean of their reconstructions, ``loss`` the mean of
+    their own losses, ``encode`` their codes side by side ``(B, K * latent_dim)``."""
+
+    def __init__(self, members: Sequence[Autoencoder]) -> None:
+        first = members[0]
+        if len(members) < 2 or any(type(m) is not type(first) or m.config() != first.config() for m in members):
+            raise ValueError("an averaged autoencoder needs at least two members of one architecture and size")
+        super().__init__(first.n_features, first.window, first.latent_dim * len(members))
+        self.sequence = first.sequence
+        self.members = nn.ModuleList(members)
+
+    @property
+    def n_members(self) -> int:
+        return len(self.members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.members]).mean(0)
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m.loss(x) for m in self.members]).mean()
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([m.encode(x) for m in self.members], dim=1)
+
+    def config(self) -> dict[str, Any]:
+        """The members' constructor sizes (the member count is saved beside them, as ``n_models``)."""
+        return self.members[0].config()

@@ -1,0 +1,147 @@
+"""Averaged autoencoders (``n_models``): the mean of K initialisations, chosen by fit size, saved and loaded."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fedad.common.cli import main as fedad
+from fedad.common.detector import AUTO_MODELS, AUTO_MODELS_BELOW, AutoencoderDetector
+from fedad.common.errors import FedadError
+from fedad.common.models.averaged import AveragedAutoencoder
+from fedad.common.models.registry import build_model
+
+torch.set_num_threads(1)
+
+FAST = dict(epochs=3, batch_size=64, preprocessing={"impute": None})
+
+
+def records(n, d=6, seed=0):
+    """Records on a 2-D plane in d dimensions plus a little noise."""
+    rng = np.random.default_rng(seed)
+    z = np.column_stack([np.sin(np.arange(n) / 25.0), rng.normal(size=n)])
+    return z @ np.random.default_rng(99).normal(size=(2, d)) + 0.05 * rng.normal(size=(n, d))
+
+
+def test_forward_is_the_mean_and_loss_the_mean_of_the_members_losses():
+    torch.manual_seed(0)
+    members = [build_model("dense", 5) for _ in range(3)]
+    avg = AveragedAutoencoder(members).eval()
+    x = torch.randn(7, 5)
+    with torch.no_grad():
+        assert torch.allclose(avg(x), sum(m(x) for m in members) / 3, atol=1e-6)
+        assert torch.allclose(avg.loss(x), sum(m.loss(x) for m in members) / 3, atol=1e-6)
+        assert avg.encode(x).shape == (7, 3 * members[0].latent_dim)
+    assert avg.n_members == 3 and avg.config() == members[0].config()
+
+
+def test_members_must_share_one_architecture():
+    with pytest.raises(ValueError):
+        AveragedAutoencoder([build_model("dense", 5)])
+    with pytest.raises(ValueError):
+        AveragedAutoencoder([build_model("dense", 5), build_model("linear", 5)])
+    with pytest.raises(ValueError):
+        AveragedAutoencoder([build_model("dense", 5), build_model("dense", 5, latent_dim=4)])
+
+
+def test_each_member_trains_on_its_own_loss():
+    """One optimiser over all members: a member's gradient is its own loss's gradient / K, never the mean
+    reconstruction's (which would couple the members into one wider model)."""
+    torch.manual_seed(0)
+    members = [build_model("dense", 5) for _ in range(2)]
+    avg = AveragedAutoencoder(members)
+    x = torch.randn(16, 5)
+    avg.loss(x).backward()
+    alone = build_model("dense", 5)
+    alone.load_state_dict(members[0].state_dict())
+    (alone.loss(x) / 2).backward()
+    for a, b in zip(members[0].parameters(), alone.parameters(), strict=True):
+        assert torch.allclose(a.grad, b.grad, atol=1e-7)
+
+
+def test_auto_averages_small_fits_only():
+    n_small = int((AUTO_MODELS_BELOW - 1) / 0.8)  # training part (80 %) just under the limit
+    small = AutoencoderDetector(seed=0, **FAST).fit(records(n_small))
+    assert isinstance(small.model_, AveragedAutoencoder) and small.model_.n_members == AUTO_MODELS
+    large = AutoencoderDetector(seed=0, **FAST).fit(records(int(AUTO_MODELS_BELOW / 0.8) + 2))
+    assert not isinstance(large.model_, AveragedAutoencoder)
+    one = AutoencoderDetector(seed=0, n_models=1, **FAST).fit(records(n_small))
+    assert not isinstance(one.model_, AveragedAutoencoder)
+    three = AutoencoderDetector(seed=0, n_models=3, **FAST).fit(records(3000))
+    assert three.model_.n_members == 3
+
+
+def test_the_averaged_score_depends_less_on_the_seed():
+    """What the averaging is for: two seeds' scores of the same records agree more with 5 members than with 1."""
+    X, Y = records(400), records(300, seed=5)
+    Y[::10] += 2.0
+
+    def disagreement(k):
+        a, b = (AutoencoderDetector(seed=s, n_models=k, **FAST).fit(X).decision_function(Y) for s in (1, 2))
+        return float(np.mean(np.abs(a - b)) / np.mean(np.abs(a)))
+
+    one, five = disagreement(1), disagreement(5)
+    assert five < 0.7 * one, (one, five)
+
+
+def test_save_and_load_keep_the_members(tmp_path):
+    X = records(400)
+    det = AutoencoderDetector(seed=0, n_models=3, **FAST).fit(X)
+    det.save(tmp_path / "m")
+    cfg = json.loads((tmp_path / "m" / "detector.json").read_text())
+    assert cfg["n_models"] == 3
+    back = AutoencoderDetector.load(tmp_path / "m", device="cpu")
+    assert back.model_.n_members == 3
+    np.testing.assert_allclose(back.decision_function(X), det.decision_function(X), rtol=1e-5)
+    # a model directory written before n_models (no key) is one model
+    one = AutoencoderDetector(seed=0, n_models=1, **FAST).fit(X)
+    one.save(tmp_path / "old")
+    cfg = json.loads((tmp_path / "old" / "detector.json").read_text())
+    del cfg["n_models"], cfg["params"]["n_models"]
+    (tmp_path / "old" / "detector.json").write_text(json.dumps(cfg))
+    assert not isinstance(AutoencoderDetector.load(tmp_path / "old", device="cpu").model_, AveragedAutoencoder)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 65, "three", True, 2.5])
+def test_bad_n_models_refused(bad):
+    with pytest.raises(FedadError, match="n_models"):
+        AutoencoderDetector(n_models=bad, **FAST).fit(records(100))
+
+
+def test_contrastive_is_not_averaged():
+    with pytest.raises(FedadError, match="contrastive"):
+        AutoencoderDetector(model="contrastive", n_models=2, **FAST).fit(records(100))
+
+
+@pytest.fixture()
+def small_csv(tmp_path):
+    path = tmp_path / "d.csv"
+    np.savetxt(path, records(300), delimiter=",", header=",".join(f"s{i}" for i in range(6)), comments="")
+    return path
+
+
+def test_fedad_train_averages_a_small_file_and_says_so(small_csv, tmp_path, capsys):
+    assert fedad(["train", "--data", str(small_csv), "--out", str(tmp_path / "m"), "--epochs", "2"]) == 0
+    assert f"mean of {AUTO_MODELS} initialisations" in capsys.readouterr().out
+    assert json.loads((tmp_path / "m" / "detector.json").read_text())["n_models"] == AUTO_MODELS
+    assert fedad(["train", "--data", str(small_csv), "--out", str(tmp_path / "one"), "--n-models", "1"]) == 0
+    assert "initialisations" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--n-models", "0"], "--n-models"),
+        (["--n-models", "x"], "--n-models"),
+        (["--n-models", "2", "--model", "contrastive"], "--n-models"),
+        (["--n-models", "2", "--model", "ensemble"], "--model ensemble"),
+    ],
+)
+def test_fedad_train_refuses_bad_n_models(small_csv, tmp_path, capsys, extra, message):
+    out = tmp_path / "m"
+    with pytest.raises(SystemExit) as exc:
+        code = fedad(["train", "--data", str(small_csv), "--out", str(out), *extra])
+        raise SystemExit(code)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err and not out.exists()
