@@ -10,7 +10,7 @@ alone); scoring sees one model whose output is the members' mean.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -34,15 +34,18 @@ class AveragedAutoencoder(Autoencoder):
     def n_members(self) -> int:
         return len(self.members)
 
+    def _each(self) -> list[Autoencoder]:
+        return [cast(Autoencoder, m) for m in self._each()]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([m(x) for m in self.members]).mean(0)
+        return torch.stack([m(x) for m in self._each()]).mean(0)
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([m.loss(x) for m in self.members]).mean()
+        return torch.stack([m.loss(x) for m in self._each()]).mean()
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([m.encode(x) for m in self.members], dim=1)
+        return torch.cat([m.encode(x) for m in self._each()], dim=1)
 
     def config(self) -> dict[str, Any]:
         """The members' constructor sizes (the member count is saved beside them, as ``n_models``)."""
-        return self.members[0].config()
+        return self._each()[0].config()
