@@ -35,7 +35,7 @@ class AveragedAutoencoder(Autoencoder):
         return len(self.members)
 
     def _each(self) -> list[Autoencoder]:
-        return [cast(Autoencoder, m) for m in self._each()]
+        return [cast(Autoencoder, m) for m in self.members]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.stack([m(x) for m in self._each()]).mean(0)
