@@ -16,8 +16,7 @@ import numpy as np
 import torch
 
 from fedad.common.errors import FedadError
-from fedad.common.models.averaged import AveragedAutoencoder
-from fedad.common.models.base import Autoencoder
+from fedad.common.models.averaged import MAX_MODELS
 from fedad.common.models.names import effective_score
 from fedad.common.models.registry import MODEL_NAMES, build_model, default_window
 from fedad.common.preprocessing import Preprocessor, sliding_windows, window_scores_to_records
@@ -47,7 +46,6 @@ FIT_SCORES_KEPT = 10000
 # steps an epoch) average AUTO_MODELS initialisations; larger fits train one model
 AUTO_MODELS_BELOW = 1000
 AUTO_MODELS = 5
-MAX_MODELS = 64
 
 
 class AutoencoderDetector:
@@ -60,7 +58,9 @@ class AutoencoderDetector:
     ``threshold_rule`` (``fedad.common.threshold_rule``: the ``threshold_quantile``, or peaks-over-threshold
     at risk ``target_far``). ``decision_function`` gives one score per input record; a sequence model's
     window score is assigned to the record that ends the window. ``fit_scores_`` holds the scores of all
-    fitting records (training then validation part, time order) for streaming alarm rules.
+    fitting records (training then validation part, time order) for streaming alarm rules. ``n_models``: K
+    initialisations reconstructing as their mean (``fedad.common.models.averaged``); ``"auto"`` takes
+    ``AUTO_MODELS`` for fits of fewer than ``AUTO_MODELS_BELOW`` training samples, one otherwise.
     """
 
     # set by fit (or load): what the adaptive stream rule needs (fedad.common.stream_rule.fit_stream_state)
@@ -154,7 +154,8 @@ class AutoencoderDetector:
         window = default_window(self.model) if self.window is None else int(self.window)
         device = resolve_device(self.device)
         torch.manual_seed(self.seed)
-        model = build_model(self.model, d, window=window, **(self.model_sizes or {}))
+        sizes = {k: v for k, v in (self.model_sizes or {}).items() if k != "n_models"}  # n_models decides that
+        model = build_model(self.model, d, window=window, **sizes)
         pre = Preprocessor(**(self.preprocessing or {}))
         Z = pre.fit_transform(X)
         if X_val is not None:
@@ -168,10 +169,9 @@ class AutoencoderDetector:
         else:
             cut = self._n_train(n, window, model.sequence)  # training records first, validation records last
         k = self._models_for(cut - (window - 1 if model.sequence else 0))
-        if k > 1:  # members 2..k: the next draws of the seeded generator
-            model = averaged(
-                model, [build_model(self.model, d, window=window, **(self.model_sizes or {})) for _ in range(k - 1)]
-            )
+        if k > 1:  # the same first member, then the next draws of the seeded generator
+            torch.manual_seed(self.seed)
+            model = build_model(self.model, d, window=window, **sizes, n_models=k)
         if model.sequence:
             train = np.ascontiguousarray(sliding_windows(Z[:cut], window))
             val = np.ascontiguousarray(sliding_windows(Z[cut:], window)) if cut < n else None
@@ -356,7 +356,6 @@ class AutoencoderDetector:
             "n_features": self.n_features_,
             "window": self.model_.window,
             "model_sizes": self.model_.config(),
-            "n_models": getattr(self.model_, "n_members", 1),
             "feature_names": self.feature_names_,
             "threshold": _finite_or_none(self.threshold_),
             "expected_far": self.expected_far_,
@@ -406,8 +405,6 @@ class AutoencoderDetector:
             name, n_features, window = cfg["model"], int(cfg["n_features"]), int(cfg["window"])
             sizes, feature_names, threshold = dict(cfg["model_sizes"]), list(cfg["feature_names"]), cfg["threshold"]
             preprocessing = cfg["preprocessing"]
-            n_models = int(cfg.get("n_models", 1))  # models saved before n_models: one
-            check_n_models(n_models, name)
         except (KeyError, TypeError, ValueError) as exc:
             raise FedadError(f"{config_path}: missing or bad field {exc}") from None
         if len(feature_names) != n_features:
@@ -420,10 +417,6 @@ class AutoencoderDetector:
         except TypeError as exc:
             raise FedadError(f"{config_path}: bad params: {exc}") from None
         model = build_model(name, n_features, window=window, **sizes)
-        if n_models > 1:
-            model = averaged(
-                model, [build_model(name, n_features, window=window, **sizes) for _ in range(n_models - 1)]
-            )
         try:
             state = torch.load(weights_path, map_location="cpu", weights_only=True)
             model.load_state_dict(state)
@@ -501,8 +494,3 @@ def check_n_models(n_models: Any, model: str) -> None:
         raise FedadError(f"n_models must be 'auto' or an integer in 1..{MAX_MODELS}, got {n_models!r}")
     if n_models > 1 and model == "contrastive":
         raise FedadError("the contrastive model scores with its own statistics and cannot be averaged (n_models 1)")
-
-
-def averaged(first: Autoencoder, others: list[Autoencoder]) -> Autoencoder:
-    """``first`` and ``others`` as one ``AveragedAutoencoder``."""
-    return AveragedAutoencoder([first, *others])

@@ -33,7 +33,17 @@ def test_forward_is_the_mean_and_loss_the_mean_of_the_members_losses():
         assert torch.allclose(avg(x), sum(m(x) for m in members) / 3, atol=1e-6)
         assert torch.allclose(avg.loss(x), sum(m.loss(x) for m in members) / 3, atol=1e-6)
         assert avg.encode(x).shape == (7, 3 * members[0].latent_dim)
-    assert avg.n_members == 3 and avg.config() == members[0].config()
+    assert avg.n_members == 3 and avg.config() == {**members[0].config(), "n_models": 3}
+
+
+def test_build_model_builds_k_members_or_refuses():
+    assert build_model("dense", 5, n_models=3).n_members == 3
+    assert not isinstance(build_model("dense", 5, n_models=1), AveragedAutoencoder)
+    for bad in (0, 65, "2", True):
+        with pytest.raises(FedadError, match="n_models"):
+            build_model("dense", 5, n_models=bad)
+    with pytest.raises(FedadError, match="contrastive"):
+        build_model("contrastive", 5, n_models=2)
 
 
 def test_members_must_share_one_architecture():
@@ -90,7 +100,7 @@ def test_save_and_load_keep_the_members(tmp_path):
     det = AutoencoderDetector(seed=0, n_models=3, **FAST).fit(X)
     det.save(tmp_path / "m")
     cfg = json.loads((tmp_path / "m" / "detector.json").read_text())
-    assert cfg["n_models"] == 3
+    assert cfg["model_sizes"]["n_models"] == 3
     back = AutoencoderDetector.load(tmp_path / "m", device="cpu")
     assert back.model_.n_members == 3
     np.testing.assert_allclose(back.decision_function(X), det.decision_function(X), rtol=1e-5)
@@ -98,7 +108,8 @@ def test_save_and_load_keep_the_members(tmp_path):
     one = AutoencoderDetector(seed=0, n_models=1, **FAST).fit(X)
     one.save(tmp_path / "old")
     cfg = json.loads((tmp_path / "old" / "detector.json").read_text())
-    del cfg["n_models"], cfg["params"]["n_models"]
+    assert "n_models" not in cfg["model_sizes"]
+    del cfg["params"]["n_models"]
     (tmp_path / "old" / "detector.json").write_text(json.dumps(cfg))
     assert not isinstance(AutoencoderDetector.load(tmp_path / "old", device="cpu").model_, AveragedAutoencoder)
 
@@ -124,7 +135,7 @@ def small_csv(tmp_path):
 def test_fedad_train_averages_a_small_file_and_says_so(small_csv, tmp_path, capsys):
     assert fedad(["train", "--data", str(small_csv), "--out", str(tmp_path / "m"), "--epochs", "2"]) == 0
     assert f"mean of {AUTO_MODELS} initialisations" in capsys.readouterr().out
-    assert json.loads((tmp_path / "m" / "detector.json").read_text())["n_models"] == AUTO_MODELS
+    assert json.loads((tmp_path / "m" / "detector.json").read_text())["model_sizes"]["n_models"] == AUTO_MODELS
     assert fedad(["train", "--data", str(small_csv), "--out", str(tmp_path / "one"), "--n-models", "1"]) == 0
     assert "initialisations" not in capsys.readouterr().out
 

@@ -99,7 +99,7 @@ def test_save_load_round_trip(tmp_path, dense_detector):
     dense_detector.save(out)
     cfg = json.loads((out / "detector.json").read_text())
     assert cfg["format_version"] == 1 and cfg["model"] == "dense" and cfg["feature_names"][0] == "s0"
-    assert cfg["model_sizes"] == {"hidden": [32, 16], "latent_dim": 8}
+    assert cfg["model_sizes"] == {"hidden": [32, 16], "latent_dim": 8, "n_models": 5}  # 640 samples: averaged
     assert (out / "model.pt").is_file()
     loaded = AutoencoderDetector.load(out, device="cpu")
     np.testing.assert_array_equal(loaded.decision_function(X), dense_detector.decision_function(X))

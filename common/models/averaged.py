@@ -17,6 +17,8 @@ from torch import nn
 
 from fedad.common.models.base import Autoencoder
 
+MAX_MODELS = 64
+
 
 class AveragedAutoencoder(Autoencoder):
     """K members of one architecture: ``forward`` is the mean of their reconstructions, ``loss`` the mean of
@@ -47,5 +49,5 @@ class AveragedAutoencoder(Autoencoder):
         return torch.cat([m.encode(x) for m in self._each()], dim=1)
 
     def config(self) -> dict[str, Any]:
-        """The members' constructor sizes (the member count is saved beside them, as ``n_models``)."""
-        return self._each()[0].config()
+        """The members' constructor sizes and ``n_models``: ``build_model(name, ..., **config)`` rebuilds it."""
+        return {**self._each()[0].config(), "n_models": self.n_members}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fedad.common.errors import FedadError
+from fedad.common.models.averaged import MAX_MODELS, AveragedAutoencoder
 from fedad.common.models.base import Autoencoder
 from fedad.common.models.cnn import CNNAutoencoder
 from fedad.common.models.contrastive import ContrastiveAutoencoder
@@ -43,7 +44,8 @@ def build_model(name: str, n_features: int, window: int | None = None, **sizes: 
     """A freshly initialised model; ``window=None`` takes the model's default (1 for row models, 16 otherwise).
 
     ``sizes`` are the model's constructor sizes (e.g. ``hidden=(32, 16), latent_dim=8`` for dense), as
-    returned by ``model.config()``. Unknown names or sizes raise FedadError.
+    returned by ``model.config()``; ``n_models=K`` (K > 1) builds K of them, one after another from the torch
+    generator, as one ``AveragedAutoencoder``. Unknown names or sizes raise FedadError.
     """
     _check_name(name)
     window = DEFAULT_WINDOW[name] if window is None else int(window)
@@ -51,10 +53,17 @@ def build_model(name: str, n_features: int, window: int | None = None, **sizes: 
         raise FedadError(f"window must be at least 1, got {window}")
     if int(n_features) < 1:
         raise FedadError(f"a model needs at least one feature, got {n_features}")
+    sizes = dict(sizes)
+    n_models = sizes.pop("n_models", 1)
+    if isinstance(n_models, bool) or not isinstance(n_models, int) or not 1 <= n_models <= MAX_MODELS:
+        raise FedadError(f"n_models must be an integer in 1..{MAX_MODELS}, got {n_models!r}")
+    if n_models > 1 and name == "contrastive":
+        raise FedadError("the contrastive model scores with its own statistics and cannot be averaged (n_models 1)")
     try:
-        return MODELS[name](int(n_features), window, **sizes)
+        members = [MODELS[name](int(n_features), window, **sizes) for _ in range(n_models)]
     except (TypeError, ValueError) as exc:
         raise FedadError(f"bad sizes for model '{name}' {sizes}: {exc}") from None
+    return members[0] if n_models == 1 else AveragedAutoencoder(members)
 
 
 def _check_name(name: str) -> None:
