@@ -32,7 +32,8 @@ def _epochs(say: Say | None, what: str):
 
 
 def _detector(spec, epochs: int, **preprocessing) -> AutoencoderDetector:
-    """Exactly ``epochs`` epochs (no early stopping): the rows are seen as often as in the federation."""
+    """Exactly ``epochs`` epochs (no early stopping): the rows are seen as often as in the federation; one
+    model, as the federation trains, however few the rows (``n_models`` 1)."""
     return AutoencoderDetector(
         model=spec.model,
         window=spec.window,
@@ -50,6 +51,7 @@ def _detector(spec, epochs: int, **preprocessing) -> AutoencoderDetector:
         target_far=spec.target_far,
         preprocessing={**spec.preprocessing, **preprocessing},
         model_sizes=dict(spec.sizes) or None,
+        n_models=1,
     )
 
 
