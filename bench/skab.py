@@ -110,6 +110,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--patience", type=int, default=5, help="early-stopping patience (epochs)")
     ap.add_argument(
+        "--n-models",
+        default="auto",
+        type=lambda v: v if v == "auto" else int(v),
+        help="autoencoder initialisations averaged per fit (fedad train --n-models; auto: 5 below 1,000 training "
+        "samples, i.e. every SKAB fit; 1 reproduces the tables measured before 2026-12-06)",
+    )
+    ap.add_argument(
         "--scaler",
         default="standard",
         choices=("standard", "minmax", "none"),
@@ -318,6 +325,7 @@ def make_detector(name: str, args: argparse.Namespace):
         device=args.device,
         seed=args.seed,
         preprocessing=pre,
+        n_models=args.n_models,
     )
 
 

@@ -27,7 +27,12 @@ def count(text: str) -> int:
 
 def auto_or_count(text: str) -> int | str:
     """``auto`` or a size or count (see ``count``)."""
-    return "auto" if text == "auto" else count(text)
+    if text == "auto":
+        return text
+    try:
+        return count(text)
+    except ArgumentTypeError as exc:
+        raise ArgumentTypeError(f"expected 'auto' or an integer: {exc}") from None
 
 
 def finite(text: str) -> float:

@@ -412,6 +412,7 @@ class AutoencoderDetector:
         params["device"] = "auto" if device is None else device
         params.setdefault("score", "mse")  # models saved before scores existed
         params.setdefault("threshold_rule", "quantile")
+        params.setdefault("n_models", 1)  # models saved before n_models: their re-fits stay one model
         try:
             det = cls(**params)
         except TypeError as exc:

@@ -197,6 +197,7 @@ class EnsembleDetector:
             device=self.device,
             seed=self.seed,
             preprocessing=self.preprocessing,
+            n_models=1,  # the ensemble combines its members; each autoencoder member is one model
         )
         return ae.fit(train, progress=progress, X_val=val)
 

@@ -38,6 +38,7 @@ def test_forward_is_the_mean_and_loss_the_mean_of_the_members_losses():
 
 def test_build_model_builds_k_members_or_refuses():
     assert build_model("dense", 5, n_models=3).n_members == 3
+    assert build_model("dense", 5, n_models=64).n_members == 64
     assert not isinstance(build_model("dense", 5, n_models=1), AveragedAutoencoder)
     for bad in (0, 65, "2", True):
         with pytest.raises(FedadError, match="n_models"):
@@ -53,29 +54,58 @@ def test_members_must_share_one_architecture():
         AveragedAutoencoder([build_model("dense", 5), build_model("linear", 5)])
     with pytest.raises(ValueError):
         AveragedAutoencoder([build_model("dense", 5), build_model("dense", 5, latent_dim=4)])
+    with pytest.raises(ValueError):
+        AveragedAutoencoder([build_model("dense", 5), build_model("dense", 6)])
+    with pytest.raises(ValueError):
+        AveragedAutoencoder([build_model("lstm", 5, window=8), build_model("lstm", 5, window=16)])
 
 
-def test_each_member_trains_on_its_own_loss():
-    """One optimiser over all members: a member's gradient is its own loss's gradient / K, never the mean
-    reconstruction's (which would couple the members into one wider model)."""
+def test_each_member_gets_its_own_loss_gradient():
+    """A member's gradient is its own loss's, neither / K (Adam's weight decay would then weigh K times as much)
+    nor the mean reconstruction's (which would couple the members into one wider model)."""
     torch.manual_seed(0)
     members = [build_model("dense", 5) for _ in range(2)]
     avg = AveragedAutoencoder(members)
     x = torch.randn(16, 5)
-    avg.loss(x).backward()
+    loss = avg.loss(x)
+    loss.backward()
     alone = build_model("dense", 5)
     alone.load_state_dict(members[0].state_dict())
-    (alone.loss(x) / 2).backward()
+    alone.loss(x).backward()
     for a, b in zip(members[0].parameters(), alone.parameters(), strict=True):
         assert torch.allclose(a.grad, b.grad, atol=1e-7)
+    with torch.no_grad():
+        assert torch.allclose(loss, (members[0].loss(x) + members[1].loss(x)) / 2)
+
+
+def test_the_first_member_trains_exactly_as_the_single_model():
+    """Same seed, batches, weight decay and epochs (no early stopping): member 0 of an averaged fit ends where
+    the single model does, so the averaging adds members and changes nothing else."""
+    X = records(600)
+    opts = {**FAST, "patience": None, "weight_decay": 1e-2}
+    single = AutoencoderDetector(seed=3, n_models=1, **opts).fit(X)
+    avg = AutoencoderDetector(seed=3, n_models=3, **opts).fit(X)
+    first = avg.model_.members[0]
+    for a, b in zip(first.state_dict().values(), single.model_.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+    other = avg.model_.members[1]
+    assert not torch.allclose(next(other.parameters()), next(first.parameters()))
+
+
+def members(det):
+    return getattr(det.model_, "n_members", 1)
 
 
 def test_auto_averages_small_fits_only():
-    n_small = int((AUTO_MODELS_BELOW - 1) / 0.8)  # training part (80 %) just under the limit
-    small = AutoencoderDetector(seed=0, **FAST).fit(records(n_small))
-    assert isinstance(small.model_, AveragedAutoencoder) and small.model_.n_members == AUTO_MODELS
-    large = AutoencoderDetector(seed=0, **FAST).fit(records(int(AUTO_MODELS_BELOW / 0.8) + 2))
-    assert not isinstance(large.model_, AveragedAutoencoder)
+    assert AUTO_MODELS_BELOW == 1000  # the row counts below: 999 and 1,000 training rows after a 20 % validation tail
+    opts = {**FAST, "epochs": 1}
+    assert members(AutoencoderDetector(seed=0, **opts).fit(records(1249))) == AUTO_MODELS
+    assert members(AutoencoderDetector(seed=0, **opts).fit(records(1250))) == 1
+    # sequence models count windows: 1,014 rows hold 999 windows of 16, 1,015 rows 1,000
+    lstm = {**opts, "model": "lstm", "window": 16}
+    assert members(AutoencoderDetector(seed=0, **lstm).fit(records(1268))) == AUTO_MODELS
+    assert members(AutoencoderDetector(seed=0, **lstm).fit(records(1269))) == 1
+    n_small = 1249
     one = AutoencoderDetector(seed=0, n_models=1, **FAST).fit(records(n_small))
     assert not isinstance(one.model_, AveragedAutoencoder)
     three = AutoencoderDetector(seed=0, n_models=3, **FAST).fit(records(3000))
@@ -88,8 +118,11 @@ def test_the_averaged_score_depends_less_on_the_seed():
     Y[::10] += 2.0
 
     def disagreement(k):
-        a, b = (AutoencoderDetector(seed=s, n_models=k, **FAST).fit(X).decision_function(Y) for s in (1, 2))
-        return float(np.mean(np.abs(a - b)) / np.mean(np.abs(a)))
+        out = []
+        for pair in ((1, 2), (3, 4), (5, 6)):
+            a, b = (AutoencoderDetector(seed=s, n_models=k, **FAST).fit(X).decision_function(Y) for s in pair)
+            out.append(np.mean(np.abs(a - b)) / np.mean(np.abs(a)))
+        return float(np.mean(out))
 
     one, five = disagreement(1), disagreement(5)
     assert five < 0.7 * one, (one, five)
@@ -104,14 +137,22 @@ def test_save_and_load_keep_the_members(tmp_path):
     back = AutoencoderDetector.load(tmp_path / "m", device="cpu")
     assert back.model_.n_members == 3
     np.testing.assert_allclose(back.decision_function(X), det.decision_function(X), rtol=1e-5)
-    # a model directory written before n_models (no key) is one model
+    # re-fits (the adaptive rule's) follow n_models, not the loaded model's member count
+    assert members(AutoencoderDetector(**back.get_params()).fit(records(140))) == 3
+    auto = AutoencoderDetector(seed=0, **FAST).fit(X)
+    auto.save(tmp_path / "auto")
+    params = AutoencoderDetector.load(tmp_path / "auto", device="cpu").get_params()
+    assert params["model_sizes"]["n_models"] == AUTO_MODELS
+    assert members(AutoencoderDetector(**params).fit(records(1600))) == 1
+    # a model directory written before n_models (no key) is one model, and so are its re-fits
     one = AutoencoderDetector(seed=0, n_models=1, **FAST).fit(X)
     one.save(tmp_path / "old")
     cfg = json.loads((tmp_path / "old" / "detector.json").read_text())
     assert "n_models" not in cfg["model_sizes"]
     del cfg["params"]["n_models"]
     (tmp_path / "old" / "detector.json").write_text(json.dumps(cfg))
-    assert not isinstance(AutoencoderDetector.load(tmp_path / "old", device="cpu").model_, AveragedAutoencoder)
+    old = AutoencoderDetector.load(tmp_path / "old", device="cpu")
+    assert members(old) == 1 and members(AutoencoderDetector(**old.get_params()).fit(records(140))) == 1
 
 
 @pytest.mark.parametrize("bad", [0, -1, 65, "three", True, 2.5])
@@ -144,8 +185,9 @@ def test_fedad_train_averages_a_small_file_and_says_so(small_csv, tmp_path, caps
     "extra, message",
     [
         (["--n-models", "0"], "--n-models"),
-        (["--n-models", "x"], "--n-models"),
-        (["--n-models", "2", "--model", "contrastive"], "--n-models"),
+        (["--n-models", "x"], "expected 'auto' or an integer"),
+        (["--n-models", "65"], "1..64"),
+        (["--n-models", "2", "--model", "contrastive"], "--n-models must be 1"),
         (["--n-models", "2", "--model", "ensemble"], "--model ensemble"),
     ],
 )
