@@ -16,9 +16,8 @@ import numpy as np
 import torch
 
 from fedad.common.errors import FedadError
-from fedad.common.models.averaged import MAX_MODELS
 from fedad.common.models.names import effective_score
-from fedad.common.models.registry import MODEL_NAMES, build_model, default_window
+from fedad.common.models.registry import MODEL_NAMES, build_model, check_n_models, default_window
 from fedad.common.preprocessing import Preprocessor, sliding_windows, window_scores_to_records
 from fedad.common.scoring import (
     DEFAULT_SCORE,
@@ -254,7 +253,7 @@ class AutoencoderDetector:
     def _check_params(self) -> None:
         if self.model not in MODEL_NAMES:
             raise FedadError(f"unknown model '{self.model}' (choose from {', '.join(MODEL_NAMES)})")
-        check_n_models(self.n_models, self.model)
+        check_n_models(self.n_models, self.model, auto=True)
         if not 0.0 <= float(self.val_fraction) < 1.0:
             raise FedadError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.target_far is None and not 0.0 < float(self.threshold_quantile) <= 1.0:
@@ -484,14 +483,3 @@ def _replace_dir(src: Path, dst: Path) -> None:
         raise
     finally:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def check_n_models(n_models: Any, model: str) -> None:
-    """FedadError unless ``n_models`` is "auto" or 1..MAX_MODELS (contrastive: 1, it scores with its own
-    statistics)."""
-    if n_models == "auto":
-        return
-    if isinstance(n_models, bool) or not isinstance(n_models, int) or not 1 <= n_models <= MAX_MODELS:
-        raise FedadError(f"n_models must be 'auto' or an integer in 1..{MAX_MODELS}, got {n_models!r}")
-    if n_models > 1 and model == "contrastive":
-        raise FedadError("the contrastive model scores with its own statistics and cannot be averaged (n_models 1)")

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from test_detector import manifold
 
 from fedad.common.cli import main as fedad
 from fedad.common.detector import AUTO_MODELS, AUTO_MODELS_BELOW, AutoencoderDetector
@@ -15,13 +16,6 @@ from fedad.common.models.registry import build_model
 torch.set_num_threads(1)
 
 FAST = dict(epochs=3, batch_size=64, preprocessing={"impute": None})
-
-
-def records(n, d=6, seed=0):
-    """Records on a 2-D plane in d dimensions plus a little noise."""
-    rng = np.random.default_rng(seed)
-    z = np.column_stack([np.sin(np.arange(n) / 25.0), rng.normal(size=n)])
-    return z @ np.random.default_rng(99).normal(size=(2, d)) + 0.05 * rng.normal(size=(n, d))
 
 
 def test_forward_is_the_mean_and_loss_the_mean_of_the_members_losses():
@@ -81,7 +75,7 @@ def test_each_member_gets_its_own_loss_gradient():
 def test_the_first_member_trains_exactly_as_the_single_model():
     """Same seed, batches, weight decay and epochs (no early stopping): member 0 of an averaged fit ends where
     the single model does, so the averaging adds members and changes nothing else."""
-    X = records(600)
+    X = manifold(600)
     opts = {**FAST, "patience": None, "weight_decay": 1e-2}
     single = AutoencoderDetector(seed=3, n_models=1, **opts).fit(X)
     avg = AutoencoderDetector(seed=3, n_models=3, **opts).fit(X)
@@ -99,22 +93,22 @@ def members(det):
 def test_auto_averages_small_fits_only():
     assert AUTO_MODELS_BELOW == 1000  # the row counts below: 999 and 1,000 training rows after a 20 % validation tail
     opts = {**FAST, "epochs": 1}
-    assert members(AutoencoderDetector(seed=0, **opts).fit(records(1249))) == AUTO_MODELS
-    assert members(AutoencoderDetector(seed=0, **opts).fit(records(1250))) == 1
+    assert members(AutoencoderDetector(seed=0, **opts).fit(manifold(1249))) == AUTO_MODELS
+    assert members(AutoencoderDetector(seed=0, **opts).fit(manifold(1250))) == 1
     # sequence models count windows: 1,014 rows hold 999 windows of 16, 1,015 rows 1,000
     lstm = {**opts, "model": "lstm", "window": 16}
-    assert members(AutoencoderDetector(seed=0, **lstm).fit(records(1268))) == AUTO_MODELS
-    assert members(AutoencoderDetector(seed=0, **lstm).fit(records(1269))) == 1
+    assert members(AutoencoderDetector(seed=0, **lstm).fit(manifold(1268))) == AUTO_MODELS
+    assert members(AutoencoderDetector(seed=0, **lstm).fit(manifold(1269))) == 1
     n_small = 1249
-    one = AutoencoderDetector(seed=0, n_models=1, **FAST).fit(records(n_small))
+    one = AutoencoderDetector(seed=0, n_models=1, **FAST).fit(manifold(n_small))
     assert not isinstance(one.model_, AveragedAutoencoder)
-    three = AutoencoderDetector(seed=0, n_models=3, **FAST).fit(records(3000))
+    three = AutoencoderDetector(seed=0, n_models=3, **FAST).fit(manifold(3000))
     assert three.model_.n_members == 3
 
 
 def test_the_averaged_score_depends_less_on_the_seed():
     """What the averaging is for: two seeds' scores of the same records agree more with 5 members than with 1."""
-    X, Y = records(400), records(300, seed=5)
+    X, Y = manifold(400), manifold(300, seed=5)
     Y[::10] += 2.0
 
     def disagreement(k):
@@ -129,7 +123,7 @@ def test_the_averaged_score_depends_less_on_the_seed():
 
 
 def test_save_and_load_keep_the_members(tmp_path):
-    X = records(400)
+    X = manifold(400)
     det = AutoencoderDetector(seed=0, n_models=3, **FAST).fit(X)
     det.save(tmp_path / "m")
     cfg = json.loads((tmp_path / "m" / "detector.json").read_text())
@@ -138,12 +132,12 @@ def test_save_and_load_keep_the_members(tmp_path):
     assert back.model_.n_members == 3
     np.testing.assert_allclose(back.decision_function(X), det.decision_function(X), rtol=1e-5)
     # re-fits (the adaptive rule's) follow n_models, not the loaded model's member count
-    assert members(AutoencoderDetector(**back.get_params()).fit(records(140))) == 3
+    assert members(AutoencoderDetector(**back.get_params()).fit(manifold(140))) == 3
     auto = AutoencoderDetector(seed=0, **FAST).fit(X)
     auto.save(tmp_path / "auto")
     params = AutoencoderDetector.load(tmp_path / "auto", device="cpu").get_params()
     assert params["model_sizes"]["n_models"] == AUTO_MODELS
-    assert members(AutoencoderDetector(**params).fit(records(1600))) == 1
+    assert members(AutoencoderDetector(**params).fit(manifold(1600))) == 1
     # a model directory written before n_models (no key) is one model, and so are its re-fits
     one = AutoencoderDetector(seed=0, n_models=1, **FAST).fit(X)
     one.save(tmp_path / "old")
@@ -152,24 +146,24 @@ def test_save_and_load_keep_the_members(tmp_path):
     del cfg["params"]["n_models"]
     (tmp_path / "old" / "detector.json").write_text(json.dumps(cfg))
     old = AutoencoderDetector.load(tmp_path / "old", device="cpu")
-    assert members(old) == 1 and members(AutoencoderDetector(**old.get_params()).fit(records(140))) == 1
+    assert members(old) == 1 and members(AutoencoderDetector(**old.get_params()).fit(manifold(140))) == 1
 
 
 @pytest.mark.parametrize("bad", [0, -1, 65, "three", True, 2.5])
 def test_bad_n_models_refused(bad):
     with pytest.raises(FedadError, match="n_models"):
-        AutoencoderDetector(n_models=bad, **FAST).fit(records(100))
+        AutoencoderDetector(n_models=bad, **FAST).fit(manifold(100))
 
 
 def test_contrastive_is_not_averaged():
     with pytest.raises(FedadError, match="contrastive"):
-        AutoencoderDetector(model="contrastive", n_models=2, **FAST).fit(records(100))
+        AutoencoderDetector(model="contrastive", n_models=2, **FAST).fit(manifold(100))
 
 
 @pytest.fixture()
 def small_csv(tmp_path):
     path = tmp_path / "d.csv"
-    np.savetxt(path, records(300), delimiter=",", header=",".join(f"s{i}" for i in range(6)), comments="")
+    np.savetxt(path, manifold(300), delimiter=",", header=",".join(f"s{i}" for i in range(6)), comments="")
     return path
 
 

@@ -324,17 +324,12 @@ def _check_options(args: argparse.Namespace) -> None:
             raise FedadError(f"{option} must be at least 1, got {value}")
     if args.patience < 0:
         raise FedadError(f"--patience must be >= 0, got {args.patience}")
-    if args.n_models != "auto":
-        from fedad.common.detector import MAX_MODELS
+    if args.model == "ensemble" and args.n_models not in ("auto", 1):
+        raise FedadError("--n-models applies to one autoencoder: each member of --model ensemble is one model")
+    if args.model != "ensemble":
+        from fedad.common.models.registry import check_n_models
 
-        if args.model == "ensemble" and args.n_models != 1:
-            raise FedadError("--n-models applies to one autoencoder: each member of --model ensemble is one model")
-        if args.model == "contrastive" and args.n_models != 1:
-            raise FedadError(
-                f"--model contrastive scores with its own statistics: --n-models must be 1, got {args.n_models}"
-            )
-        if not 1 <= args.n_models <= MAX_MODELS:
-            raise FedadError(f"--n-models must be 'auto' or 1..{MAX_MODELS}, got {args.n_models}")
+        check_n_models(args.n_models, args.model, "--n-models", auto=True)
     if not args.lr > 0 or args.weight_decay < 0:
         raise FedadError(f"--lr must be > 0 and --weight-decay >= 0, got {args.lr} and {args.weight_decay}")
     if not 0.0 <= args.val_fraction < 1.0:

@@ -55,15 +55,24 @@ def build_model(name: str, n_features: int, window: int | None = None, **sizes: 
         raise FedadError(f"a model needs at least one feature, got {n_features}")
     sizes = dict(sizes)
     n_models = sizes.pop("n_models", 1)
-    if isinstance(n_models, bool) or not isinstance(n_models, int) or not 1 <= n_models <= MAX_MODELS:
-        raise FedadError(f"n_models must be an integer in 1..{MAX_MODELS}, got {n_models!r}")
-    if n_models > 1 and name == "contrastive":
-        raise FedadError("the contrastive model scores with its own statistics and cannot be averaged (n_models 1)")
+    check_n_models(n_models, name)
     try:
         members = [MODELS[name](int(n_features), window, **sizes) for _ in range(n_models)]
     except (TypeError, ValueError) as exc:
         raise FedadError(f"bad sizes for model '{name}' {sizes}: {exc}") from None
     return members[0] if n_models == 1 else AveragedAutoencoder(members)
+
+
+def check_n_models(n_models: Any, name: str, what: str = "n_models", auto: bool = False) -> None:
+    """FedadError unless ``n_models`` is an integer in 1..MAX_MODELS (or "auto" where ``auto``), and 1 for the
+    contrastive model (it scores with its own statistics); ``what`` names it in the message."""
+    if auto and n_models == "auto":
+        return
+    if isinstance(n_models, bool) or not isinstance(n_models, int) or not 1 <= n_models <= MAX_MODELS:
+        either = "'auto' or " if auto else ""
+        raise FedadError(f"{what} must be {either}an integer in 1..{MAX_MODELS}, got {n_models!r}")
+    if n_models > 1 and name == "contrastive":
+        raise FedadError(f"the contrastive model scores with its own statistics: {what} must be 1, got {n_models}")
 
 
 def _check_name(name: str) -> None:
