@@ -89,6 +89,19 @@ def configure_flower_logging(tag: str) -> None:
             formatter._fmt = fmt.replace("%(message)s", f"[{tag}] flwr: %(message)s")
 
 
+def _is_grpc_poll_race(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is grpc's channel-state poller finding its channel closed under it ('Channel closed!',
+    raised in ``grpc._channel._poll_connectivity`` as 'Cannot monitor channel state' or 'Cannot invoke RPC')."""
+    if not isinstance(exc, ValueError) or "Channel closed" not in str(exc):
+        return False
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "_poll_connectivity":
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def _quiet_grpc_thread_errors() -> None:
     """grpc's channel-state monitor thread raises 'Channel closed' when a retried connection is torn down:
     harmless, but it would print a traceback into the client's log on every retry."""
@@ -97,7 +110,7 @@ def _quiet_grpc_thread_errors() -> None:
     previous = threading.excepthook
 
     def hook(args):
-        if isinstance(args.exc_value, ValueError) and "Cannot monitor channel state" in str(args.exc_value):
+        if _is_grpc_poll_race(args.exc_value):
             return
         previous(args)
 
