@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -149,6 +150,7 @@ class FedadServer(Server):
         self.feature_scales: np.ndarray | None = None  # pooled training error scales (plaintext runs)
         self.admitted: set[str] = set()  # Flower cids whose features were checked
         self.departed: set[str] = set()  # names of clients whose connection ended since the last round
+        self._departed_lock = threading.Lock()  # gRPC threads add to it while a round reads it
         self.current_round = 0
         self.on_round: Callable[[dict], None] = lambda record: None  # e.g. the Prometheus metrics
         self.pace: Callable[[int], bool] = lambda rnd: True  # before each round; False ends the rounds (continuous)
@@ -300,11 +302,18 @@ class FedadServer(Server):
             self.downlink.forget(proxy.cid)
         if self.result or self.error or name is None or name in self.strategy.excluded:
             return  # the normal end, a refused client, or one that never said its name
-        self.departed.add(name)
+        with self._departed_lock:
+            self.departed.add(name)
         self.failures.append(
             {"phase": "connection", "round": self.current_round, "client": name, "error": "disconnected"}
         )
         self.log.warning("client %s disconnected (round %d)", name, self.current_round)
+
+    def _take_departed(self) -> set[str]:
+        """The clients that left since the last call, emptied in one step (a departure is never read twice or lost)."""
+        with self._departed_lock:
+            departed, self.departed = self.departed, set()
+        return departed
 
     def _record_failures(self, phase: str, rnd: int, failures) -> list[str]:
         names = []
@@ -553,8 +562,9 @@ class FedadServer(Server):
         results = self._vet(results, timeout)
         trained = {self._name(proxy) for proxy, _ in results}
         just_failed = set(self.rounds[-1]["failed"]) if self.rounds else set()  # killed mid-fit: named there
-        failed += sorted(n for n in self.departed if n not in failed and n not in trained and n not in just_failed)
-        self.departed.clear()
+        failed += sorted(
+            n for n in self._take_departed() if n not in failed and n not in trained and n not in just_failed
+        )
         good, refused, capped = self._screen_fit(rnd, results)
         previous = (self.parameters, getattr(self.strategy, "total_weight", None))  # Paillier: the kept aggregate
         try:

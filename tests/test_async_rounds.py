@@ -134,3 +134,50 @@ def test_a_node_never_trains_twice_from_the_same_version(tmp_path):
     for node in nodes:
         assert node.bases == sorted(set(node.bases)), (node.cid, node.bases)
     assert len(nodes[0].bases) >= 4  # the fast node still trained from most versions
+
+
+def test_departures_reported_from_grpc_threads_are_each_taken_once(tmp_path):
+    """Connections end on gRPC threads while a round takes the departed set: no departure is lost or counted twice."""
+    import sys
+
+    args = build_parser().parse_args(["--min-clients", "1"])
+    server = FedadServer(
+        strategy=build_strategy(args),
+        spec=build_spec(args),
+        out_dir=tmp_path,
+        min_clients=1,
+        wait_timeout=5,
+        resume=False,
+        log=logging.getLogger("test-departures"),
+    )
+    server.log.disabled = True
+    names = [[f"t{t}-n{i}" for i in range(3000)] for t in range(4)]
+
+    class Proxy:
+        def __init__(self, cid: str) -> None:
+            self.cid = cid
+
+    for name in sum(names, []):
+        server.strategy.names[name] = name
+    taken: list[str] = []
+    done = threading.Event()
+
+    def leave(batch: list[str]) -> None:
+        for name in batch:
+            server._client_left(Proxy(name))  # type: ignore[arg-type]  # as _ClientManager.unregister calls it
+
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: a read-then-clear would lose names
+    try:
+        threads = [threading.Thread(target=leave, args=(batch,)) for batch in names]
+        for t in threads:
+            t.start()
+        watcher = threading.Thread(target=lambda: ([t.join() for t in threads], done.set()))
+        watcher.start()
+        while not done.is_set():
+            taken.extend(server._take_departed())
+        watcher.join()
+        taken.extend(server._take_departed())
+    finally:
+        sys.setswitchinterval(previous)
+    assert len(taken) == len(set(taken)) == 12000
