@@ -92,14 +92,11 @@ def configure_flower_logging(tag: str) -> None:
 def _is_grpc_poll_race(exc: BaseException | None) -> bool:
     """Whether ``exc`` is grpc's channel-state poller finding its channel closed under it ('Channel closed!',
     raised in ``grpc._channel._poll_connectivity`` as 'Cannot monitor channel state' or 'Cannot invoke RPC')."""
+    import traceback
+
     if not isinstance(exc, ValueError) or "Channel closed" not in str(exc):
         return False
-    tb = exc.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_code.co_name == "_poll_connectivity":
-            return True
-        tb = tb.tb_next
-    return False
+    return any(frame.f_code.co_name == "_poll_connectivity" for frame, _ in traceback.walk_tb(exc.__traceback__))
 
 
 def _quiet_grpc_thread_errors() -> None:
