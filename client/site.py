@@ -201,7 +201,8 @@ class Site:
         return s if self.spec.window <= 1 else window_scores_to_records(s, len(rows), self.spec.window)
 
     def feature_scales(self, weights: list[np.ndarray]) -> np.ndarray:
-        """RMS reconstruction error per feature of this site's training samples under ``weights`` (cached)."""
+        """Error scale per feature (``scoring.feature_scales``) of this site's training samples under ``weights``
+        (cached)."""
         key = (self._scaler_key, hash(tuple(w.tobytes() for w in weights)))
         if self._scales is None or self._scales[0] != key:
             self._load(weights)  # weights and this site's score calibration (contrastive), never weights alone

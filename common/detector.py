@@ -52,7 +52,7 @@ class AutoencoderDetector:
 
     ``fit(X)`` fits the preprocessing on X, trains on windows (sequence models) or rows, holds out the last
     ``val_fraction`` of the records (time order, as ``fedad.common.split`` does) for early stopping,
-    measures each feature's RMS reconstruction error on the training part (``feature_scales_``, used by
+    measures each feature's reconstruction error scale on the training part (``feature_scales_``, used by
     the ``score``s of ``fedad.common.scoring``), and sets ``threshold_`` from the validation scores under
     ``threshold_rule`` (``fedad.common.threshold_rule``: the ``threshold_quantile``, or peaks-over-threshold
     at risk ``target_far``). ``decision_function`` gives one score per input record; a sequence model's

@@ -10,8 +10,8 @@ already seen:
   their rolling mean over ``window`` rows is at least ``ratio`` of their standard deviation) are left out;
   400 rows cannot teach their level.
 - ``max_feature_score`` / ``feature_residuals``: the record score is log(1 + max over features of
-  |reconstruction error| / that feature's RMS error on the fitting rows), so one sensor far off counts as
-  much as several slightly off, and a huge error does not swamp the smoothing window.
+  |reconstruction error| / that feature's error scale on the fitting rows, ``scoring.feature_scales``), so one
+  sensor far off counts as much as several slightly off, and a huge error does not swamp the smoothing window.
 - ``rebaseline_scores``: a streaming alarm rule with re-fitting. Record t is an alarm when the trailing
   mean of the last ``smooth`` scores exceeds the threshold set on the fitting rows (median + scale x
   (max - median) of their trailing-mean scores). While it alarms, an abrupt change of the inputs (the mean
@@ -87,10 +87,11 @@ def feature_residuals(detector, X: np.ndarray) -> np.ndarray:
 
 
 def max_feature_score(residuals: Callable[[np.ndarray], np.ndarray], fit_rows: np.ndarray) -> Scorer:
-    """Scorer log(1 + max_j |e_j| / rms_j), rms_j = the RMS residual of feature j on ``fit_rows``."""
-    rms = np.sqrt(np.mean(np.square(residuals(fit_rows)), axis=0))
-    rms = np.where(rms > 0, rms, 1e-12)
-    return lambda X: np.log1p((residuals(X) / rms).max(axis=1))
+    """Scorer log(1 + max_j |e_j| / s_j), s_j = feature j's error scale on ``fit_rows`` (``scoring.feature_scales``)."""
+    from fedad.common.scoring import feature_scales
+
+    scales = feature_scales(np.square(residuals(fit_rows)))
+    return lambda X: np.log1p((residuals(X) / scales).max(axis=1))
 
 
 @dataclass

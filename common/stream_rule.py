@@ -6,7 +6,7 @@ each feature drifts slowly (``drift_ratios_``: features at or above ``drift_rati
 stream score, 400 rows cannot teach their level),
 each feature's standard deviation (the unit of an abrupt change) and the normalised feature errors of the
 last fitting records (threshold and first trailing windows). The stream score of a record is
-log(1 + max over the non-drifting features of |error| / training RMS error), the ``max`` score of
+log(1 + max over the non-drifting features of |error| / training error scale), the ``max`` score of
 ``fedad.common.scoring``. The alarm and re-baselining logic is ``fedad.common.rebaseline.StreamAlarms`` (batch:
 ``adaptive_alarms``; live, block by block: ``AdaptiveStream``):
 record t alarms when the trailing mean of the last ``smooth`` scores exceeds median + ``threshold_scale``
@@ -51,7 +51,7 @@ class AdaptiveParams:
 
 
 def normalised_errors(detector: Any, X: np.ndarray) -> np.ndarray:
-    """|reconstruction error| / training RMS error per record and feature (n, d)."""
+    """|reconstruction error| / training error scale (``scoring.feature_scales``) per record and feature (n, d)."""
     return np.sqrt(detector.feature_errors(X)) / detector.feature_scales_
 
 
@@ -80,7 +80,7 @@ def rebaseline_on(detector: Any, X: np.ndarray) -> None:
 
 
 def stream_scores(detector: Any, X: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """log(1 + max over the kept features of |error| / training RMS error) per record of X."""
+    """log(1 + max over the kept features of |error| / training error scale) per record of X."""
     return np.log1p(normalised_errors(detector, X)[:, keep].max(axis=1))
 
 

@@ -52,7 +52,9 @@ END_TIMEOUT = 10.0  # seconds a connected client has to take the end-of-run inst
 
 
 def pooled_feature_scales(metrics: list[dict]) -> np.ndarray | None:
-    """RMS training error per feature over all nodes, from their sums of squared errors and counts."""
+    """Training error scale per feature over all nodes: sqrt(sum(n * scale^2) / sum(n)) of the nodes' scales and
+    training counts (their pooled RMS error where the nodes' scales are RMS; a weighted quadratic mean of their
+    0.999 quantiles otherwise)."""
     from fedad.common.wire import decode_array
 
     total, count = None, 0

@@ -6,12 +6,54 @@ import numpy as np
 import pytest
 
 from fedad.common.errors import FedadError
-from fedad.common.scoring import SCORES, aggregate_errors, check_score, feature_scales
+from fedad.common.scoring import (
+    SCORES,
+    TAIL_MIN_SAMPLES,
+    TAIL_QUANTILE,
+    aggregate_errors,
+    check_score,
+    feature_scales,
+)
 
 
-def test_feature_scales_are_rms_errors():
+def test_feature_scales_are_rms_errors_below_1000_samples():
     errors = np.array([[1.0, 4.0], [9.0, 16.0]])  # squared errors
     np.testing.assert_allclose(feature_scales(errors), np.sqrt([5.0, 10.0]))
+    rng = np.random.default_rng(0)
+    e = np.square(rng.exponential(size=(TAIL_MIN_SAMPLES - 1, 3)))
+    np.testing.assert_allclose(feature_scales(e), np.sqrt(e.mean(axis=0)))
+
+
+def test_feature_scales_are_tail_quantiles_from_1000_samples():
+    rng = np.random.default_rng(0)
+    a = np.abs(rng.normal(size=(20000, 2)) * [1.0, 3.0])
+    np.testing.assert_allclose(feature_scales(np.square(a)), np.quantile(a, TAIL_QUANTILE, axis=0))
+    # |N(0, sd)|: the 0.999 quantile is 3.29 sd, whatever the sd
+    np.testing.assert_allclose(feature_scales(np.square(a)), [3.29, 3 * 3.29], rtol=0.05)
+    exact = np.square(np.arange(1, TAIL_MIN_SAMPLES + 1, dtype=float))[:, None]  # |errors| 1..1000
+    assert feature_scales(exact)[0] == pytest.approx(np.quantile(np.arange(1, 1001), 0.999))
+    assert (feature_scales(np.zeros((2000, 2))) > 0).all()  # a perfectly reconstructed feature: floored
+
+
+def test_a_sparse_feature_does_not_set_every_max():
+    """A feature whose normal errors are near zero except in a few per cent of rows (a category present in some
+    normal records, a one-hot column) has a small RMS, so those rows' normalised errors set the normal max score's
+    upper quantiles and hide a clear anomaly elsewhere (KDD Cup 99); with the tail quantile each feature has the
+    same rate of normal errors above its scale."""
+    rng = np.random.default_rng(1)
+    n = 20000
+    sparse = np.abs(rng.normal(size=n)) * 0.01
+    sparse[rng.random(n) < 0.03] = 1.0  # 3 % of normal rows
+    dense = np.abs(rng.normal(size=n))
+    train = np.square(np.column_stack([sparse, dense]))
+    anomaly = np.square(np.array([[0.01, 4.5]]))  # 4.5 sd off on the dense feature, normal on the sparse one
+
+    def flagged(scales):  # above the 0.99 quantile of the normal records' max scores
+        normal = aggregate_errors(train, scales, "max")
+        return aggregate_errors(anomaly, scales, "max")[0] > np.quantile(normal, 0.99)
+
+    assert flagged(feature_scales(train))
+    assert not flagged(np.sqrt(train.mean(axis=0)))  # the RMS scales: the sparse rows (5.8 RMS) hide it
 
 
 def test_aggregates_of_normalised_errors():

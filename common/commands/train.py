@@ -4,8 +4,9 @@ Features are all numeric columns except the label and time columns. Rows labelle
 left out of training when the data has a label column. With --test-fraction, the trailing fraction of
 rows is held out entirely (the split `fedad evaluate` uses), so the model can be evaluated on unseen data.
 The last --val-fraction of the remaining normal rows (time order) is the validation part: early stopping
-on its loss. Scores (--score): each feature's reconstruction error divided by its RMS error on the
-training rows, then the max (default), mean or top-k mean over features, log(1 + .); `mse` is the plain
+on its loss. Scores (--score): each feature's reconstruction error divided by its error scale on the
+training rows (the 0.999 quantile of its errors; the RMS error below 1,000 training rows), then the max
+(default), mean or top-k mean over features, log(1 + .); `mse` is the plain
 mean squared error. The threshold (--threshold-rule) comes from the validation scores: `pot` (default)
 fits a generalised Pareto tail to their upper 2 % and sets the threshold at false-alarm risk --target-far
 (default 0.01); `quantile` takes their --threshold-quantile (or 1 - --target-far).
