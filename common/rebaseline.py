@@ -3,15 +3,12 @@
 Built for test rigs such as SKAB, where a detector is fitted on the first rows of an experiment and the
 plant does not come back to that state after a disturbance: slow sensors (temperatures) keep drifting, and
 the state after a valve experiment differs from the state before it, so the normal rows after a disturbance
-raise alarms for the rest of the experiment. Three label-free steps, all decided from data the detector has
+raise alarms for the rest of the experiment. Two label-free steps, both decided from data the detector has
 already seen:
 
 - ``drifting_features``: sensors whose training rows are dominated by slow drift (the standard deviation of
   their rolling mean over ``window`` rows is at least ``ratio`` of their standard deviation) are left out;
   400 rows cannot teach their level.
-- ``max_feature_score`` / ``feature_residuals``: the record score is log(1 + max over features of
-  |reconstruction error| / that feature's error scale on the fitting rows, ``scoring.feature_scales``), so one
-  sensor far off counts as much as several slightly off, and a huge error does not swamp the smoothing window.
 - ``rebaseline_scores``: a streaming alarm rule with re-fitting. Record t is an alarm when the trailing
   mean of the last ``smooth`` scores exceeds the threshold set on the fitting rows (median + scale x
   (max - median) of their trailing-mean scores). While it alarms, an abrupt change of the inputs (the mean
@@ -55,43 +52,6 @@ def drifting_features(X: np.ndarray, window: int = 60, ratio: float = 0.6) -> np
     """Boolean mask (d,) of the columns of X (n, d) whose rolling mean over ``window`` rows varies by at
     least ``ratio`` of their standard deviation (constant columns are not drifting)."""
     return drift_ratios(X, window) >= ratio
-
-
-def feature_residuals(detector, X: np.ndarray) -> np.ndarray:
-    """|reconstruction error| per record and feature (n, d) of a fitted ``AutoencoderDetector``.
-
-    Sequence models: the RMS over the window that ends at the record (the first window-1 records get the
-    first window's errors), the record-to-window mapping ``decision_function`` uses.
-    """
-    import torch
-
-    from fedad.common.preprocessing import sliding_windows
-    from fedad.common.training import as_tensor
-
-    model = detector.model_
-    Z = detector.preprocessor_.transform(np.asarray(X, dtype=np.float64)).astype(np.float32)
-    model.eval()
-    with torch.inference_mode():
-        if not model.sequence:
-            z = as_tensor(Z, detector.device_)
-            return (model(z) - z).abs().cpu().numpy().astype(np.float64)
-        w = model.window
-        if len(Z) < w:
-            raise FedadError(f"too few records ({len(Z)}) to score with window {w}")
-        W = as_tensor(sliding_windows(Z, w), detector.device_)
-        E = (model(W) - W).square().mean(1).sqrt().cpu().numpy().astype(np.float64)
-    out = np.empty((len(Z), Z.shape[1]), dtype=np.float64)
-    out[w - 1 :] = E
-    out[: w - 1] = E[0]
-    return out
-
-
-def max_feature_score(residuals: Callable[[np.ndarray], np.ndarray], fit_rows: np.ndarray) -> Scorer:
-    """Scorer log(1 + max_j |e_j| / s_j), s_j = feature j's error scale on ``fit_rows`` (``scoring.feature_scales``)."""
-    from fedad.common.scoring import feature_scales
-
-    scales = feature_scales(np.square(residuals(fit_rows)))
-    return lambda X: np.log1p((residuals(X) / scales).max(axis=1))
 
 
 @dataclass

@@ -8,8 +8,6 @@ import pytest
 from fedad.common.errors import FedadError
 from fedad.common.rebaseline import (
     drifting_features,
-    feature_residuals,
-    max_feature_score,
     rebaseline_scores,
 )
 
@@ -73,21 +71,3 @@ def test_rebaseline_keeps_model_when_refit_fails():
     assert res.alarms[res.events[0] + 1 : end].sum() == 0 and res.alarms[end:].mean() > 0.9
     with pytest.raises(FedadError):
         rebaseline_scores(X, zscore_fit, train_rows=0)
-
-
-def test_feature_residuals_and_max_feature_score():
-    from fedad.common.detector import AutoencoderDetector
-
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(300, 4))
-    for model, window in (("dense", None), ("cnn", 10)):
-        det = AutoencoderDetector(model=model, window=window, epochs=2, batch_size=64, device="cpu", score="mse").fit(X)
-        R = feature_residuals(det, X)
-        assert R.shape == X.shape and (R >= 0).all()
-        if model == "dense":  # mean squared residual is the detector's own score
-            np.testing.assert_allclose((R**2).mean(1), det.decision_function(X), rtol=1e-4, atol=1e-6)
-        score = max_feature_score(lambda Z, det=det: feature_residuals(det, Z), X)
-        Y = X.copy()
-        Y[-1, 2] += 50.0
-        s = score(Y)
-        assert s.shape == (300,) and s[-1] > s[:-1].max()
