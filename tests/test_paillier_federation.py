@@ -66,9 +66,13 @@ def server_log(out: Path) -> str:
     return out.with_name(out.name + "-server.log").read_text()
 
 
-# grpcio's connectivity-polling thread can print this when a client's connection attempt fails while the
-# server is not up yet (the client retries and goes on): noise of the retry path, not an error of fedad
-GRPC_RETRY_NOISE = "ValueError: Cannot monitor channel state: Channel closed!"
+# grpcio's connectivity-polling thread can print this, in either wording, when a client's connection attempt
+# fails while the server is not up yet (the client retries and goes on): noise of the retry path, not an error of
+# fedad (fedad's clients silence both: server/transport._is_grpc_poll_race)
+GRPC_RETRY_NOISE = (
+    "ValueError: Cannot monitor channel state: Channel closed!",
+    "ValueError: Cannot invoke RPC: Channel closed!",
+)
 
 
 def tracebacks(text: str) -> list[str]:
@@ -77,7 +81,7 @@ def tracebacks(text: str) -> list[str]:
     for i, line in enumerate(lines):
         if line.startswith("Traceback"):
             end = next((j for j in range(i + 1, len(lines)) if lines[j] and not lines[j][0].isspace()), len(lines) - 1)
-            if lines[end] != GRPC_RETRY_NOISE:
+            if lines[end] not in GRPC_RETRY_NOISE:
                 blocks.append("\n".join(lines[i : end + 1]))
     return blocks
 
