@@ -263,6 +263,8 @@ class FedadClient(flwr.client.NumPyClient):
             if spec.score != "mse" and self.secure is None:  # for the server's global model (global scaling)
                 scales = self.site.feature_scales(weights)
                 n_train = len(self.site.train_samples)
+                # n * scale^2 (the sum of squared errors where the scales are RMS, under 1,000 samples); the server
+                # pools sqrt(sum / count) (server.federation.pooled_feature_scales) and compares the counts
                 m.update(fe_sq_sum=encode_array(np.square(scales) * n_train), fe_count=n_train)
             if self.secure is not None:
                 m["hist_enc"] = self.secure.encrypt_histogram(hist, config)

@@ -35,6 +35,7 @@ from fedad.common.models.registry import model_aligns
 from fedad.common.node_names import is_valid_node_name, safe_repr
 from fedad.common.operating_range import describe_outside
 from fedad.common.preprocessing import ScalerStats
+from fedad.common.scoring import TAIL_MIN_SAMPLES
 from fedad.common.threshold_rule import expected_far
 from fedad.common.wire import WireError, encode_array, encode_json
 from fedad.server import validation as check
@@ -72,6 +73,15 @@ def pooled_feature_scales(metrics: list[dict]) -> np.ndarray | None:
     if total is None or count <= 0:
         return None
     return np.maximum(np.sqrt(total / count), 1e-12)
+
+
+def rms_scaled_nodes(metrics: dict[str, dict]) -> list[str]:
+    """Nodes whose error scales are RMS (``fe_count`` under ``scoring.TAIL_MIN_SAMPLES`` training samples) in a
+    federation where others have the 0.999 quantile: their scales are smaller, so their scores run higher against
+    one global threshold. Empty when all nodes are on the same side (or none says its count)."""
+    counts = {name: int(m["fe_count"]) for name, m in metrics.items() if isinstance((m or {}).get("fe_count"), int)}
+    small = sorted(name for name, n in counts.items() if n < TAIL_MIN_SAMPLES)
+    return small if len(small) < len(counts) else []
 
 
 class FederationFailed(Exception):
@@ -812,6 +822,16 @@ class FedadServer(Server):
                 self.log.warning("threshold: left out the histogram of %s: %s", name, why)
             threshold = combined.threshold
             self.feature_scales = pooled_feature_scales([res.metrics for _, res, _ in answers])
+            small = rms_scaled_nodes({self._name(proxy): res.metrics for proxy, res, _ in answers})
+            if small and self.spec.threshold_scope == "global":
+                self.threshold_info["rms_scaled_nodes"] = small
+                self.log.warning(
+                    "threshold: %s scored with RMS error scales (fewer than %d training samples) beside nodes "
+                    "with 0.999-quantile scales: their scores run higher against the one global threshold (more "
+                    "false alarms there); --threshold-scope site gives every node its own",
+                    ", ".join(small),
+                    TAIL_MIN_SAMPLES,
+                )
             self.threshold_info.update(
                 pooled=combined.pooled, node_thresholds=combined.node_thresholds, dropped=combined.dropped
             )

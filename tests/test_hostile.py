@@ -168,6 +168,10 @@ def test_every_bad_kind_is_refused_and_the_honest_run_is_unharmed(plant, tmp_pat
     nodes = report["detection"]["node_thresholds"]
     assert "liar" in nodes or "liar" in report["detection"]["dropped"], report["detection"]
     assert report["detection"]["threshold"] <= max(nodes[n] for n in HONEST), report["detection"]
+    # the small bad nodes (640 training samples: RMS error scales) beside the honest ones (5,120: 0.999 quantile)
+    # are named, and the server says what that does to one global threshold
+    assert "liar" in report["detection"]["rms_scaled_nodes"] and "node0" not in report["detection"]["rms_scaled_nodes"]
+    assert "scored with RMS error scales" in text
     # the attackers cost the honest nodes' detection nothing: F1 at most 0.02 below the clean run's (the bad
     # nodes' honest parts, their first round and their small test shards, may move it either way a little)
     f1, f1_clean = honest_f1(report), honest_f1(clean)

@@ -103,3 +103,29 @@ def test_detector_saves_and_reloads_its_score(tmp_path, score):
     Y = X[:50].copy()
     Y[:, 1] += 20.0  # break the learnt relation: every score rises
     assert (det.decision_function(Y) > det.decision_function(X[:50])).all()
+
+
+def test_the_server_pools_node_scales_as_a_count_weighted_quadratic_mean():
+    from fedad.common.wire import encode_array
+    from fedad.server.federation import pooled_feature_scales
+
+    def node(scales, n):  # what a node sends in the threshold phase (client/flower_client.py)
+        return {"fe_sq_sum": encode_array(np.square(np.asarray(scales, float)) * n), "fe_count": n}
+
+    pooled = pooled_feature_scales([node([1.0, 2.0], 3000), node([3.0, 2.0], 1000)])
+    np.testing.assert_allclose(pooled, [np.sqrt((3000 * 1 + 1000 * 9) / 4000), 2.0])
+    # RMS scales: the pooled RMS error of the nodes' squared errors
+    e1, e2 = np.square(np.arange(1.0, 7.0).reshape(3, 2)), np.square(np.arange(2.0, 10.0).reshape(4, 2))
+    sent = [node(feature_scales(e), len(e)) for e in (e1, e2)]
+    np.testing.assert_allclose(pooled_feature_scales(sent), feature_scales(np.vstack([e1, e2])))
+    assert pooled_feature_scales([node([1.0], 10), {"hist": "x"}]) is None  # a node without scales: none pooled
+
+
+def test_the_server_names_rms_scaled_nodes_beside_quantile_scaled_ones():
+    from fedad.server.federation import rms_scaled_nodes
+
+    big, small = {"fe_count": TAIL_MIN_SAMPLES}, {"fe_count": TAIL_MIN_SAMPLES - 1}
+    assert rms_scaled_nodes({"a": big, "b": small, "c": small, "d": big}) == ["b", "c"]
+    assert rms_scaled_nodes({"a": big, "d": big}) == []
+    assert rms_scaled_nodes({"b": small, "c": small}) == []  # all RMS: one kind of scale, nothing to say
+    assert rms_scaled_nodes({"a": big, "m": {"hist": "x"}}) == []  # a node that sends no count is not judged
