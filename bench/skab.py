@@ -18,7 +18,8 @@ first column group is --rule; every threshold comes from the 400 training rows o
       test stream, using rows 0..t only for the decision on row t. Sensors whose training rows are
       dominated by slow drift (std of the 60-row rolling mean >= --drift-ratio x their std: in SKAB mostly
       Temperature and Thermocouple) are left out. Autoencoder record score: log(1 + max over sensors of
-      |reconstruction error| / that sensor's RMS error on the fitting rows); baselines: their own score.
+      |reconstruction error| / that sensor's error scale on the fitting rows, scoring.feature_scales: its RMS
+      error, these fits having fewer than 1,000 rows); baselines: their own score.
       Alarm when the trailing mean of the last --smooth scores exceeds median + --threshold-scale x
       (max - median) of the training rows' trailing means. During an alarm, an abrupt input change (the
       mean of the last --change-window rows differs from that of the rows before by > --change-sds training

@@ -68,7 +68,7 @@ def server_log(out: Path) -> str:
 
 # grpcio's connectivity-polling thread can print this, in either wording, when a client's connection attempt
 # fails while the server is not up yet (the client retries and goes on): noise of the retry path, not an error of
-# fedad (fedad's clients silence both: server/transport._is_grpc_poll_race)
+# fedad (fedad's clients silence both: server/transport._is_grpc_poll_race); only from grpc's poller thread
 GRPC_RETRY_NOISE = (
     "ValueError: Cannot monitor channel state: Channel closed!",
     "ValueError: Cannot invoke RPC: Channel closed!",
@@ -81,7 +81,7 @@ def tracebacks(text: str) -> list[str]:
     for i, line in enumerate(lines):
         if line.startswith("Traceback"):
             end = next((j for j in range(i + 1, len(lines)) if lines[j] and not lines[j][0].isspace()), len(lines) - 1)
-            if lines[end] not in GRPC_RETRY_NOISE:
+            if lines[end] not in GRPC_RETRY_NOISE or not any("_poll_connectivity" in x for x in lines[i:end]):
                 blocks.append("\n".join(lines[i : end + 1]))
     return blocks
 

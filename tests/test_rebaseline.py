@@ -1,4 +1,4 @@
-"""fedad.common.rebaseline: drifting sensors, max-feature scores, the streaming re-baselining rule."""
+"""fedad.common.rebaseline: drifting sensors and the streaming re-baselining rule."""
 
 from __future__ import annotations
 
