@@ -79,7 +79,7 @@ def rms_scaled_nodes(metrics: dict[str, dict]) -> list[str]:
     """Nodes whose error scales are RMS (``fe_count`` under ``scoring.TAIL_MIN_SAMPLES`` training samples) in a
     federation where others have the 0.999 quantile: their scales are smaller, so their scores run higher against
     one global threshold. Empty when all nodes are on the same side (or none says its count)."""
-    counts = {name: int(m["fe_count"]) for name, m in metrics.items() if isinstance((m or {}).get("fe_count"), int)}
+    counts = {name: m["fe_count"] for name, m in metrics.items() if isinstance((m or {}).get("fe_count"), int)}
     small = sorted(name for name, n in counts.items() if n < TAIL_MIN_SAMPLES)
     return small if len(small) < len(counts) else []
 

@@ -10,10 +10,9 @@ With five heterogeneous nodes that data alone can move the honest nodes' F1 a lo
 node0-node3's test parts, five honest nodes / node0-node3 alone: plant seed 0 0.858 / 0.746, seed 5 0.866 /
 0.773, seed 6 0.915 / 0.874; the attacked robust run matched the 4-node federation exactly at seeds 6 and 8).
 Plant seed 8 is one where the 5th node's data does not cost the honest nodes anything (0.767 / 0.803; the server's
-F1 over every node's test part, 0.745 clean, 0.803 attacked) and where FedAvg under the same attack drops to
-0.561, so the F1 check separates a defended run from an undefended one.
-The in-process bench
-(bench/poisoning.py) covers the other attacks and strategies with 10 clients.
+F1 over the test parts it evaluated: 0.745 clean, all five; 0.803 attacked, the quarantined attacker's left out)
+and where FedAvg under the same attack drops to 0.561, so the F1 check separates a defended run from an undefended
+one. The in-process bench (bench/poisoning.py) covers the other attacks and strategies with 10 clients.
 """
 
 from __future__ import annotations
