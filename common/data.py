@@ -12,7 +12,7 @@ import csv
 import gzip
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -178,9 +178,16 @@ class Dataset:
     y: np.ndarray | None
     time: np.ndarray | None
     source: str
+    ignored: list[str] = field(default_factory=list)  # text columns left out of the features
 
     def __len__(self) -> int:
         return len(self.X)
+
+    def ignored_note(self) -> str | None:
+        """A line naming the text columns left out of the features, or None when there are none."""
+        if not self.ignored:
+            return None
+        return f"left out non-numeric column(s) {_column_list(self.ignored)}: text columns are not features"
 
 
 def check_min_rows(n: int, window: int, source: str = "the data") -> None:
@@ -297,6 +304,7 @@ def _load_csv_in_blocks(
     check_header(path, sep)
     parts: deque[Dataset] = deque()
     kept, names = 0, None
+    ignored: list[str] = []
     read = pa_csv.ReadOptions(block_size=CSV_BLOCK_BYTES)
     parse = pa_csv.ParseOptions(delimiter=sep)
     try:
@@ -317,6 +325,7 @@ def _load_csv_in_blocks(
                 continue
             part = dataset_from_frame(frame, str(path), label_column, time_column, names or features)
             names = names or part.feature_names
+            ignored = ignored or part.ignored
             parts.append(part)
             kept += len(part.X)
             while max_rows is not None and kept - len(parts[0].X) >= max_rows:
@@ -329,22 +338,29 @@ def _load_csv_in_blocks(
     X = np.concatenate([p.X for p in parts])[start:]
     y = None if parts[0].y is None else np.concatenate([p.y for p in parts])[start:]
     t = None if parts[0].time is None else np.concatenate([p.time for p in parts])[start:]
-    return Dataset(X=X, feature_names=list(names or []), y=y, time=t, source=str(path))
+    return Dataset(X=X, feature_names=list(names or []), y=y, time=t, source=str(path), ignored=ignored)
 
 
 # ---------------------------------------------------------------------------------------------------- detection
 
 
-def _first_line(path: Path, limit: int = 65_536) -> str:
-    """The first line of a (possibly gzip-compressed) text file, BOM removed; '' when empty or binary."""
+def _first_lines(path: Path, count: int, limit: int = 65_536) -> list[str]:
+    """Up to ``count`` first lines of a (possibly gzip-compressed) text file, BOM removed; [] when empty or
+    binary. Only the first ``limit`` bytes are read."""
     try:
         opener = gzip.open if path.suffix.lower() == ".gz" else open
         with opener(path, "rb") as f:
             head = f.read(limit)
     except (OSError, EOFError):
-        return ""
+        return []
     text = head.decode("utf-8", errors="replace").lstrip("\ufeff")
-    return text.splitlines()[0] if text.strip() else ""
+    return text.splitlines()[:count] if text.strip() else []
+
+
+def _first_line(path: Path, limit: int = 65_536) -> str:
+    """The first line of a (possibly gzip-compressed) text file, BOM removed; '' when empty or binary."""
+    lines = _first_lines(path, 1, limit)
+    return lines[0] if lines else ""
 
 
 def detect_format(path: str | Path) -> str:
@@ -445,13 +461,18 @@ def read_csv(path: str | Path, sep: str | None = None, **kwargs) -> pd.DataFrame
 
 def header_cells(path: str | Path, sep: str | None = None) -> list[str]:
     """The cells of a CSV file's first line (quotes and blanks stripped), without reading further."""
-    path = Path(path)
-    head = _first_line(path)
-    sep = sep or sniff_separator(path)
-    if not head:
+    lines = _line_cells(Path(path), sep, 1)
+    return lines[0] if lines else []
+
+
+def _line_cells(path: Path, sep: str | None, count: int) -> list[list[str]]:
+    """The cells of a CSV file's first ``count`` lines (quotes and blanks stripped)."""
+    lines = _first_lines(path, count)
+    if not lines:
         return []
-    cells = next(csv.reader([head], delimiter=sep))  # quoted names may hold the separator ("Flow, m3/h")
-    return [c.strip().strip('"').strip("'").strip() for c in cells]
+    sep = sep or sniff_separator(path)
+    rows = csv.reader(lines, delimiter=sep)  # quoted names may hold the separator ("Flow, m3/h")
+    return [[c.strip().strip('"').strip("'").strip() for c in row] for row in rows]
 
 
 def _is_number(text: str) -> bool:
@@ -462,15 +483,28 @@ def _is_number(text: str) -> bool:
     return True
 
 
+def _same_kinds(first: list[str], second: list[str]) -> bool:
+    """Whether two CSV lines hold a number and a non-number in the same places (cells empty in either line
+    not compared), with at least one number: what two data rows do, and a header above numeric columns does
+    not (its cells there are names)."""
+    if len(first) != len(second):
+        return False
+    pairs = [(a, b) for a, b in zip(first, second, strict=True) if a and b]
+    return any(_is_number(a) for a, _ in pairs) and all(_is_number(a) == _is_number(b) for a, b in pairs)
+
+
 def check_header(path: str | Path, sep: str | None = None) -> None:
     """Refuse a CSV whose first line is a data row: pandas would take it as the column names and drop
-    the text columns, so the file would be read wrong without a word."""
-    cells = [c for c in header_cells(path, sep) if c]
+    the text columns, so the file would be read wrong without a word. A first line is taken for a data row
+    when most of its cells are numbers, or when it has numbers and the second line has numbers in exactly
+    the same places."""
+    lines = _line_cells(Path(path), sep, 2)
+    cells = [c for c in lines[0] if c] if lines else []
     repeated = sorted({c for c in cells if cells.count(c) > 1})
     if repeated:  # pandas would rename the second one (a.1) and the columns would be matched by the wrong names
         raise FedadError(f"{path}: column name(s) used twice in the header: {_column_list(repeated)}")
     numbers = [c for c in cells if _is_number(c)]
-    if cells and len(numbers) * 2 > len(cells):
+    if cells and (len(numbers) * 2 > len(cells) or (len(lines) == 2 and _same_kinds(lines[0], lines[1]))):
         raise FedadError(
             f"{path}: the first line looks like a data row, not a header ({len(numbers)} of {len(cells)} cells are "
             f"numbers: {_column_list(numbers, 4)}); add a header line naming the columns (KDD Cup 99 and NSL-KDD "
@@ -647,7 +681,8 @@ def dataset_from_frame(
         raise FedadError(f"{source}: column(s) with no values at all: {_column_list(empty)}")
     y = _labels(frame, label, source) if label is not None else None
     time = _times(frame[time_name]) if time_name is not None else None
-    return Dataset(X=X, feature_names=[str(c) for c in names], y=y, time=time, source=source)
+    ignored = [str(c) for c in textual]
+    return Dataset(X=X, feature_names=[str(c) for c in names], y=y, time=time, source=source, ignored=ignored)
 
 
 # ------------------------------------------------------------------------------------------------------- SKAB

@@ -306,6 +306,17 @@ def test_large_csv_is_read_in_blocks_with_the_same_result(tmp_path, monkeypatch)
     assert np.array_equal(data_module.load_dataset(path, max_rows=777).X, newest.X, equal_nan=True)
 
 
+def test_text_columns_left_out_are_named_when_read_in_blocks(tmp_path, monkeypatch):
+    import fedad.common.data as data_module
+
+    rows = "".join(f"{i % 7},srv{i % 3},{i / 10},0\n" for i in range(5000))
+    path = write(tmp_path / "big.csv", "bytes,host,rate,label\n" + rows)
+    monkeypatch.setattr(data_module, "CHUNKED_CSV_BYTES", 16 << 10)
+    monkeypatch.setattr(data_module, "CSV_BLOCK_BYTES", 16 << 10)
+    data = data_module.load_dataset(path)
+    assert data.feature_names == ["bytes", "rate"] and data.ignored == ["host"] and len(data) == 5000
+
+
 # --------------------------------------------------------------------------- fail fast and loudly (issue 12)
 
 
@@ -319,6 +330,17 @@ def test_headerless_csv_is_refused_not_read_wrong(tmp_path, fmt):
     assert load_dataset(ok, format=fmt).feature_names == ["duration", "bytes"]
     numbered = write(tmp_path / "numbered.csv", "sensor_1,2,label\n0.5,1.0,0\n")  # one numeric name is fine
     assert load_dataset(numbered, format=fmt).feature_names == ["sensor_1", "2"]
+    # half of the cells or fewer are numbers, but the second line has its numbers in the same places
+    for text in ("0.134,tcp,0.847,b\n0.255,udp,0.5,a\n", "5,tcp,7,udp\n6,udp,,tcp\n"):
+        with pytest.raises(FedadError, match="first line looks like a data row"):
+            load_dataset(write(tmp_path / "half.csv", text), format=fmt)
+    # a header over text and numeric columns, with a missing value and an NA in the first data row
+    mixed = write(tmp_path / "mixed.csv", "host,bytes,proto,label\nsrv1,,tcp,0\nsrv2,12,NA,1\n")
+    data = load_dataset(mixed, format=fmt)
+    assert data.feature_names == ["bytes"] and data.ignored == ["host", "proto"]
+    assert data.ignored_note() == "left out non-numeric column(s) host, proto: text columns are not features"
+    assert load_dataset(ok, format=fmt).ignored == ["proto"]
+    assert load_dataset(numbered, format=fmt).ignored_note() is None
 
 
 def test_nsl_kdd_43_column_layout_loads_with_format_kdd(tmp_path):
