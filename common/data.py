@@ -155,6 +155,9 @@ KDD_CATEGORIES: dict[str, tuple[str, ...]] = {
 }
 KDD_NORMAL_LABELS = ("normal.", "normal")
 KDD_DIFFICULTY = "difficulty"  # NSL-KDD's 43rd column: how many of 21 learners got the record wrong (not a feature)
+# What the CSV reader reads as missing (pyarrow's defaults, and pandas' "None" and "<NA>"), plus "?" of UCI files
+MISSING_MARKERS = frozenset(pa_csv.ConvertOptions().null_values) | {"None", "<NA>", "?"}
+HEADER_CHECK_LINES = 5  # data lines the first line is compared with (check_header)
 
 # TON_IoT device states written as words; high/low is the Fridge's temp_condition.
 STATE_WORDS: dict[str, float] = {
@@ -178,16 +181,16 @@ class Dataset:
     y: np.ndarray | None
     time: np.ndarray | None
     source: str
-    ignored: list[str] = field(default_factory=list)  # text columns left out of the features
+    ignored: list[str] = field(default_factory=list)  # text and date columns left out of the features
 
     def __len__(self) -> int:
         return len(self.X)
 
     def ignored_note(self) -> str | None:
-        """A line naming the text columns left out of the features, or None when there are none."""
+        """A line naming the text and date columns left out of the features, or None when there are none."""
         if not self.ignored:
             return None
-        return f"left out non-numeric column(s) {_column_list(self.ignored)}: text columns are not features"
+        return f"left out non-numeric column(s) {_column_list(self.ignored)}: text and date columns are not features"
 
 
 def check_min_rows(n: int, window: int, source: str = "the data") -> None:
@@ -213,10 +216,11 @@ def load_dataset(
     ``format``: auto (by extension, name and header), csv, parquet, skab, kdd or ton_iot. Label column:
     ``label_column``, else the format's (``label``; SKAB ``anomaly``). Time column: ``time_column``, else
     one named timestamp/time/datetime/date. Features: ``features`` (names, or one comma-separated string),
-    else every numeric column but label and time; purely textual columns are left out. ``sep``: CSV
-    separator (sniffed from the header when None). ``categories``: KDD one-hot categories per column
-    (default ``KDD_CATEGORIES``; see ``kdd_categories``). ``max_rows``: keep only the most recent rows of a
-    CSV, read in blocks (``CSV_BLOCK_BYTES``) so that memory is bounded by it rather than the file's size.
+    else every numeric column but label and time; text and date columns are left out and named in
+    ``Dataset.ignored``. ``sep``: CSV separator (sniffed from the header when None). ``categories``: KDD
+    one-hot categories per column (default ``KDD_CATEGORIES``; see ``kdd_categories``). ``max_rows``: keep
+    only the most recent rows of a CSV, read in blocks (``CSV_BLOCK_BYTES``) so that memory is bounded by it
+    rather than the file's size.
     """
     data = _load_dataset(path, format, label_column, time_column, features, sep, categories, max_rows)
     infinite = np.isinf(data.X)
@@ -483,32 +487,40 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _same_kinds(first: list[str], second: list[str]) -> bool:
-    """Whether two CSV lines hold a number and a non-number in the same places (cells empty in either line
-    not compared), with at least one number: what two data rows do, and a header above numeric columns does
-    not (its cells there are names)."""
-    if len(first) != len(second):
+def _same_kinds(first: list[str], other: list[str]) -> bool:
+    """Whether two CSV lines hold numbers in the same places and nothing but numbers there (text lines up with
+    text), with at least one number; cells empty or holding a missing-value marker (``MISSING_MARKERS``) in
+    either line are not compared. Two data rows do this; a header above numeric columns does not (its cells
+    there are names), unless those names are numbers themselves."""
+    if len(first) != len(other):
         return False
-    pairs = [(a, b) for a, b in zip(first, second, strict=True) if a and b]
+    pairs = [(a, b) for a, b in zip(first, other, strict=True) if a not in MISSING_MARKERS and b not in MISSING_MARKERS]
     return any(_is_number(a) for a, _ in pairs) and all(_is_number(a) == _is_number(b) for a, b in pairs)
 
 
 def check_header(path: str | Path, sep: str | None = None) -> None:
     """Refuse a CSV whose first line is a data row: pandas would take it as the column names and drop
     the text columns, so the file would be read wrong without a word. A first line is taken for a data row
-    when most of its cells are numbers, or when it has numbers and the second line has numbers in exactly
-    the same places."""
-    lines = _line_cells(Path(path), sep, 2)
+    when most of its cells are numbers, or when one of the next ``HEADER_CHECK_LINES`` lines has its numbers
+    in the same places (``_same_kinds``)."""
+    lines = _line_cells(Path(path), sep, 1 + HEADER_CHECK_LINES)
     cells = [c for c in lines[0] if c] if lines else []
     repeated = sorted({c for c in cells if cells.count(c) > 1})
     if repeated:  # pandas would rename the second one (a.1) and the columns would be matched by the wrong names
         raise FedadError(f"{path}: column name(s) used twice in the header: {_column_list(repeated)}")
     numbers = [c for c in cells if _is_number(c)]
-    if cells and (len(numbers) * 2 > len(cells) or (len(lines) == 2 and _same_kinds(lines[0], lines[1]))):
+    if cells and len(numbers) * 2 > len(cells):
         raise FedadError(
             f"{path}: the first line looks like a data row, not a header ({len(numbers)} of {len(cells)} cells are "
             f"numbers: {_column_list(numbers, 4)}); add a header line naming the columns (KDD Cup 99 and NSL-KDD "
             "files without one: --format kdd)"
+        )
+    like = next((i for i, line in enumerate(lines[1:], start=2) if _same_kinds(lines[0], line)), None)
+    if like is not None:
+        raise FedadError(
+            f"{path}: the first line looks like a data row, not a header: it has numbers ({_column_list(numbers, 4)}) "
+            f"in the same places as line {like}, and text where line {like} has text; add a header line naming the "
+            "columns, or, if the first line is the header, give the columns it names by numbers names that are not"
         )
 
 
@@ -653,7 +665,8 @@ def dataset_from_frame(
             if _is_numeric(series) or series.isna().all():
                 names.append(c)
                 continue
-            if pd.api.types.is_datetime64_any_dtype(series.dtype):
+            if pd.api.types.is_datetime64_any_dtype(series.dtype):  # a date column besides the time column
+                textual.append(c)
                 continue
             mostly_numbers, bad = _numeric_looking(series)
             if mostly_numbers:

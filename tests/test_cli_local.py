@@ -72,6 +72,15 @@ def test_train_progress_on_stderr(labelled_csv, tmp_path, capsys):
     assert "saved" in captured.out and "train_loss" not in captured.out
 
 
+def test_train_names_the_text_columns_it_leaves_out(labelled_csv, tmp_path, capsys):
+    _, frame = labelled_csv
+    path = tmp_path / "hosts.csv"
+    frame.assign(host=[f"srv{i % 3}" for i in range(len(frame))]).to_csv(path, index=False)
+    assert main(["train", "--data", str(path), "--epochs", "1", "--out", str(tmp_path / "m")]) == 0
+    err = capsys.readouterr().err
+    assert f"{path}: left out non-numeric column(s) host: text and date columns are not features" in err
+
+
 def test_score_preserves_rows_and_flags_anomalies(labelled_csv, trained_model, tmp_path):
     path, frame = labelled_csv
     out = tmp_path / "scores.csv"

@@ -317,6 +317,20 @@ def test_text_columns_left_out_are_named_when_read_in_blocks(tmp_path, monkeypat
     assert data.feature_names == ["bytes", "rate"] and data.ignored == ["host"] and len(data) == 5000
 
 
+def test_date_columns_besides_the_time_column_are_named_as_left_out(tmp_path):
+    frame = pd.DataFrame(
+        {
+            "timestamp": pd.date_range("2024-01-01", periods=4, freq="min"),
+            "end_time": pd.date_range("2024-01-02", periods=4, freq="min"),
+            "host": ["a", "b", "a", "b"],
+            "bytes": [1.0, 2.0, 3.0, 4.0],
+        }
+    )
+    frame.to_parquet(tmp_path / "flows.parquet")
+    data = load_dataset(tmp_path / "flows.parquet")
+    assert data.feature_names == ["bytes"] and data.ignored == ["end_time", "host"] and data.time is not None
+
+
 # --------------------------------------------------------------------------- fail fast and loudly (issue 12)
 
 
@@ -328,17 +342,28 @@ def test_headerless_csv_is_refused_not_read_wrong(tmp_path, fmt):
         load_dataset(path, format=fmt)
     ok = write(tmp_path / "ok.csv", "duration,proto,bytes,label\n0.5,tcp,181,0\n0.7,udp,12,1\n")
     assert load_dataset(ok, format=fmt).feature_names == ["duration", "bytes"]
-    numbered = write(tmp_path / "numbered.csv", "sensor_1,2,label\n0.5,1.0,0\n")  # one numeric name is fine
+    # a column named by a number is fine where a column named by text holds numbers (label here)
+    numbered = write(tmp_path / "numbered.csv", "sensor_1,2,label\n0.5,1.0,0\n")
     assert load_dataset(numbered, format=fmt).feature_names == ["sensor_1", "2"]
-    # half of the cells or fewer are numbers, but the second line has its numbers in the same places
-    for text in ("0.134,tcp,0.847,b\n0.255,udp,0.5,a\n", "5,tcp,7,udp\n6,udp,,tcp\n"):
-        with pytest.raises(FedadError, match="first line looks like a data row"):
+    # half of the cells or fewer are numbers, but a later line has its numbers (and only those) in the same
+    # places: missing values skipped, a text id column that holds a number on line 2
+    for text in (
+        "0.134,tcp,0.847,b\n0.255,udp,0.5,a\n",
+        "5,tcp,7,udp\n6,udp,,tcp\n",
+        "NA,tcp,0.847,b\n0.255,N/A,0.5,a\n",
+        "A12,0.7,tcp\n007,0.5,udp\nB3,0.2,tcp\n",
+    ):
+        with pytest.raises(FedadError, match="first line looks like a data row, not a header: it has numbers"):
             load_dataset(write(tmp_path / "half.csv", text), format=fmt)
+    # ambiguous: a header that names every numeric column by a number reads like data, and is refused with
+    # what to do either way
+    with pytest.raises(FedadError, match="give the columns it names by numbers names that are not"):
+        load_dataset(write(tmp_path / "names.csv", "host,2,proto\nsrv1,0.5,tcp\n"), format=fmt)
     # a header over text and numeric columns, with a missing value and an NA in the first data row
     mixed = write(tmp_path / "mixed.csv", "host,bytes,proto,label\nsrv1,,tcp,0\nsrv2,12,NA,1\n")
     data = load_dataset(mixed, format=fmt)
     assert data.feature_names == ["bytes"] and data.ignored == ["host", "proto"]
-    assert data.ignored_note() == "left out non-numeric column(s) host, proto: text columns are not features"
+    assert data.ignored_note() == ("left out non-numeric column(s) host, proto: text and date columns are not features")
     assert load_dataset(ok, format=fmt).ignored == ["proto"]
     assert load_dataset(numbered, format=fmt).ignored_note() is None
 
