@@ -350,8 +350,9 @@ def run(args) -> int:
     note = missing_values_note(data.X, data.feature_names, "knn (the federation's preprocessing)")
     if note:
         log.warning("%s: %s", args.data, note)
-    if data.ignored_note():
-        log.info("%s: %s", args.data, data.ignored_note())
+    ignored = data.ignored_note()
+    if ignored:
+        log.info("%s: %s", args.data, ignored)
     attack = None
     if args.attack:
         from fedad.client.attack_runner import AttackRunner

@@ -35,7 +35,7 @@ from fedad.common.models.registry import model_aligns
 from fedad.common.node_names import is_valid_node_name, safe_repr
 from fedad.common.operating_range import describe_outside
 from fedad.common.preprocessing import ScalerStats
-from fedad.common.scoring import TAIL_MIN_SAMPLES
+from fedad.common.scoring import TAIL_MIN_SAMPLES, TAIL_QUANTILE
 from fedad.common.threshold_rule import expected_far
 from fedad.common.wire import WireError, encode_array, encode_json
 from fedad.server import validation as check
@@ -827,10 +827,11 @@ class FedadServer(Server):
                 self.threshold_info["rms_scaled_nodes"] = small
                 self.log.warning(
                     "threshold: %s scored with RMS error scales (fewer than %d training samples) beside nodes "
-                    "with 0.999-quantile scales: their scores run higher against the one global threshold (more "
+                    "with %g-quantile scales: their scores run higher against the one global threshold (more "
                     "false alarms there); --threshold-scope site gives every node its own",
                     ", ".join(small),
                     TAIL_MIN_SAMPLES,
+                    TAIL_QUANTILE,
                 )
             self.threshold_info.update(
                 pooled=combined.pooled, node_thresholds=combined.node_thresholds, dropped=combined.dropped

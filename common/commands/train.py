@@ -224,8 +224,9 @@ def run(args: argparse.Namespace) -> int:
     missing = missing_values_note(X, data.feature_names, preprocessing_options(args).get("impute"))
     if missing:
         header += f"\n{args.data}: {missing}"
-    if data.ignored_note():
-        header += f"\n{args.data}: {data.ignored_note()}"
+    ignored = data.ignored_note()
+    if ignored:
+        header += f"\n{args.data}: {ignored}"
     header += f"\ntorch uses {threads} CPU thread(s) ({why})"
 
     def progress(epoch: int, epochs: int, train_loss: float, val_loss: float) -> None:
